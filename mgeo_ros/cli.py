@@ -1,0 +1,51 @@
+"""The `mgeo` command. Each subcommand lives in its layer as a module with `add_arguments(parser)` and
+`run(args) -> int`; this file only lists them, and imports a module only when its subcommand runs."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep alphabetical within a group.
+COMMANDS: dict[str, tuple[str, str]] = {
+    'synth': ('mgeo_ros.train.data.synth_cli', 'render procedural synthetic scenes to the folder format'),
+    'data': ('mgeo_ros.train.data.data_cli', 'check a folder dataset or extract one from a bag'),
+    'train': ('mgeo_ros.train.train_cli', 'train or fine-tune from a YAML config'),
+    'refine': ('mgeo_ros.train.refine_cli', 'refine real depth against a teacher (mismatch filter + Poisson fill)'),
+    'distill': ('mgeo_ros.train.distill_cli', 'pseudo-label images with a teacher and train a student'),
+    'eval': ('mgeo_ros.eval.eval_cli', 'evaluate a model on a folder dataset or a bag'),
+    'import-moge': ('mgeo_ros.model.import_cli', 'convert an official MoGe-2 model.pt to the project format'),
+    'export': ('mgeo_ros.export.export_cli', 'export a checkpoint to ONNX (with a parity check)'),
+    'build-engine': ('mgeo_ros.export.engine_cli', 'build (and cache) a TensorRT engine from an ONNX file'),
+    'bench': ('mgeo_ros.runtime.bench_cli', 'benchmark every available backend (ms per stage, fps, memory)'),
+    'replay': ('mgeo_ros.ros.replay_cli', 'play a ROS 2 bag into the graph, optionally recording outputs'),
+    'demo': ('mgeo_ros.ros.demo_cli', 'the main job: synthetic bag -> node -> recorded outputs -> report'),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `only`, import just that subcommand's module (keeps `mgeo --help` fast)."""
+    parser = argparse.ArgumentParser(prog='mgeo', description='mgeo_ros: monocular metric geometry for robots')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith('-')), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if getattr(args, '_run', None) is None:
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Project exception types, so callers can tell bad input from bugs."""
+
+
+class MgeoError(Exception):
+    """Base class of every error mgeo_ros raises on purpose."""
+
+
+class BadInputError(MgeoError, ValueError):
+    """Input data (an image, a message, a file) is malformed; the message names the offending field."""
+
+
+class CheckpointError(MgeoError):
+    """A checkpoint cannot be loaded: wrong format, unsafe pickle, or keys that do not match the model."""
+
+
+class BackendUnavailableError(MgeoError, RuntimeError):
+    """An inference backend cannot run here (package missing, no GPU, engine built for another GPU/TensorRT)."""

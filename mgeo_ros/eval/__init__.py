@@ -1,0 +1,1 @@
+"""mgeo_ros.eval layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""mgeo_ros.export layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""mgeo_ros.model layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""mgeo_ros.ros layer (see DESIGN.md)."""

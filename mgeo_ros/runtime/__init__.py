@@ -1,0 +1,1 @@
+"""mgeo_ros.runtime layer (see DESIGN.md)."""

@@ -1,0 +1,33 @@
+"""`Prediction`: the contract between runtime, node, evaluator and benchmarks (DESIGN.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mgeo_ros.geometry.intrinsics import Intrinsics
+
+
+@dataclass
+class Prediction:
+    """One frame's output, at the input image's resolution, in SI units and the ROS optical frame.
+
+    depth: H×W float32 z-depth in metres, NaN where invalid (REP 117).
+    points: H×W×3 float32 metres, NaN where invalid.
+    mask: H×W bool, True where the model says the geometry is valid.
+    normals: H×W×3 float32 unit vectors (NaN invalid) or None when the model has no normal head.
+    intrinsics: the camera actually used, in pixels for H×W (given by CameraInfo or recovered from the point map).
+    intrinsics_recovered: True when intrinsics came from the model rather than the caller.
+    metric_scale: the scale-head output that turned the affine-invariant map into metres.
+    timings_ms: per-stage wall times ('preprocess', 'forward', 'postprocess', ...).
+    """
+
+    depth: np.ndarray
+    points: np.ndarray
+    mask: np.ndarray
+    intrinsics: Intrinsics
+    metric_scale: float
+    normals: np.ndarray | None = None
+    intrinsics_recovered: bool = False
+    shift: float = 0.0
+    timings_ms: dict[str, float] = field(default_factory=dict)

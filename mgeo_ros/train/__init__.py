@@ -1,0 +1,1 @@
+"""mgeo_ros.train layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""mgeo_ros.train.data layer (see DESIGN.md)."""
