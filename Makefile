@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.requirements.sha
-REQ_HASH := $(shell cat requirements.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)
+REQ_HASH := $(shell cat requirements.txt requirements-ros.txt | sha256sum | cut -c1-16)
 # ROS traffic stays on this host; each run picks its own domain unless one is given.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= $(shell echo $$(( ($$$$ % 90) + 5 )))
@@ -17,9 +17,12 @@ venv:
 	  rm -rf .venv && python3.11 -m venv .venv && \
 	  .venv/bin/pip install -q --upgrade pip==26.3 && \
 	  .venv/bin/pip install -q -r requirements.txt && \
-	  .venv/bin/pip install -q --no-deps --no-build-isolation -e . && \
 	  echo "$(REQ_HASH)" > $(STAMP); \
 	fi
+	@# console scripts come from setup.py: re-register them when it changes (3 s)
+	@if [ setup.py -nt .venv/.editable ]; then \
+	  .venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v '^WARNING: Location' || true; \
+	  touch .venv/.editable; fi
 
 lint: venv
 	.venv/bin/ruff check .
