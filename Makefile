@@ -28,7 +28,7 @@ lint: venv
 	.venv/bin/ruff check .
 
 pytest: venv
-	$(PY) -m pytest -q -ra test
+	$(PY) -m pytest -q -ra -m "not colcon" test
 
 colcon: venv
 	@set -e; source .venv/bin/activate; export AMENT_PREFIX_PATH=$$VIRTUAL_ENV; \

@@ -24,7 +24,7 @@ setup(
     maintainer_email='dev@mgeo-ros.invalid',
     description='Monocular metric depth and point clouds (MoGe-2) for ROS 2',
     license='MIT',
-    tests_require=['pytest'],
+    extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
             'mgeo_depth_node = mgeo_ros.ros.node:main',
