@@ -1,0 +1,159 @@
+"""PointCloud2 layout, packing and unpacking in pure numpy (no rclpy here, so it tests and benchmarks anywhere).
+
+Layout written by `pack_points`: float32 fields x, y, z at offsets 0, 4, 8 and, with colour, `rgb` at 12: the
+standard packed colour of PCL/RViz, a uint32 0x00RRGGBB whose bits are stored as a float32. point_step is 12 or 16,
+little-endian. Clouds are organized (height x width, NaN for invalid points, is_dense false); a stride keeps every
+stride-th row and column and stays organized.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mgeo_ros.errors import BadInputError
+
+# sensor_msgs/PointField datatype codes.
+INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
+DATATYPE_TO_DTYPE: dict[int, np.dtype] = {
+    INT8: np.dtype('i1'), UINT8: np.dtype('u1'), INT16: np.dtype('<i2'), UINT16: np.dtype('<u2'),
+    INT32: np.dtype('<i4'), UINT32: np.dtype('<u4'), FLOAT32: np.dtype('<f4'), FLOAT64: np.dtype('<f8'),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One PointField: name, byte offset in a point, datatype code, element count."""
+
+    name: str
+    offset: int
+    datatype: int = FLOAT32
+    count: int = 1
+
+
+XYZ_FIELDS = (Field('x', 0), Field('y', 4), Field('z', 8))
+XYZRGB_FIELDS = XYZ_FIELDS + (Field('rgb', 12),)
+
+
+def cloud_fields(with_rgb: bool) -> tuple[Field, ...]:
+    """The fields `pack_points` writes."""
+    return XYZRGB_FIELDS if with_rgb else XYZ_FIELDS
+
+
+def point_step(with_rgb: bool) -> int:
+    """Bytes per point: 12 for xyz, 16 for xyzrgb."""
+    return 16 if with_rgb else 12
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] -> uint32 [...] holding 0x00RRGGBB (view it as float32 for the `rgb` field)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.shape[-1:] != (3,):
+        raise BadInputError(f'rgb must be uint8 [..., 3], got {rgb.dtype} {rgb.shape}')
+    packed = rgb[..., 0].astype(np.uint32) << 16
+    packed |= rgb[..., 1].astype(np.uint32) << 8
+    packed |= rgb[..., 2]
+    return packed
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """uint32 or float32 (bits of 0x00RRGGBB) [...] -> uint8 [..., 3]."""
+    packed = np.asarray(packed)
+    bits = packed.view(np.uint32) if packed.dtype.itemsize == 4 and packed.dtype.kind == 'f' else packed
+    bits = bits.astype(np.uint32, copy=False)
+    out = np.empty(bits.shape + (3,), np.uint8)
+    out[..., 0] = bits >> 16
+    out[..., 1] = bits >> 8
+    out[..., 2] = bits
+    return out
+
+
+def decimated_shape(height: int, width: int, stride: int) -> tuple[int, int]:
+    """Rows and columns kept when every `stride`-th row and column (starting at 0) is kept."""
+    return -(-height // stride), -(-width // stride)
+
+
+def pack_points(points: np.ndarray, rgb: np.ndarray | None = None, stride: int = 1, mask: np.ndarray | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Points H x W x 3 (metres, NaN invalid) [+ rgb uint8 H x W x 3] -> float32 array h x w x (3|4): the cloud's bytes.
+
+    `stride` keeps every stride-th row and column; `mask` (bool H x W, False = invalid) writes NaN there. `out` is a
+    preallocated float32 buffer of the result shape (for example a view on the message's own data array), so a frame
+    is packed with one pass over memory and no temporary copies.
+    """
+    points = np.asarray(points)
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise BadInputError(f'points must be H x W x 3, got shape {points.shape}')
+    height, width = points.shape[:2]
+    if height == 0 or width == 0:
+        raise BadInputError(f'points must not be empty, got shape {points.shape}')
+    stride = int(stride)
+    if stride < 1:
+        raise BadInputError(f'stride must be >= 1, got {stride}')
+    if rgb is not None and np.shape(rgb) != (height, width, 3):
+        raise BadInputError(f'rgb must be {height} x {width} x 3 like the points, got shape {np.shape(rgb)}')
+    if mask is not None and np.shape(mask) != (height, width):
+        raise BadInputError(f'mask must be {height} x {width} like the points, got shape {np.shape(mask)}')
+    h, w = decimated_shape(height, width, stride)
+    channels = 3 if rgb is None else 4
+    if out is None:
+        out = np.empty((h, w, channels), np.float32)
+    elif out.shape != (h, w, channels) or out.dtype != np.float32:
+        raise BadInputError(f'out must be float32 {(h, w, channels)}, got {out.dtype} {out.shape}')
+    out[..., :3] = points[::stride, ::stride]
+    if rgb is not None:
+        rgb_bits = out[..., 3].view(np.uint32)
+        rgb_bits[...] = pack_rgb(np.asarray(rgb)[::stride, ::stride])
+    if mask is not None:
+        out[~np.asarray(mask, bool)[::stride, ::stride], :3] = np.nan
+    return out
+
+
+def _field_view(buffer: np.ndarray, height: int, width: int, row_step: int, step: int, field: Field,
+                big_endian: bool) -> np.ndarray:
+    """Zero-copy H x W view of one scalar field inside the raw cloud bytes."""
+    if field.datatype not in DATATYPE_TO_DTYPE:
+        raise BadInputError(f'fields[{field.name}].datatype {field.datatype} is not a PointField datatype')
+    dtype = DATATYPE_TO_DTYPE[field.datatype]
+    if big_endian:
+        dtype = dtype.newbyteorder('>')
+    if field.offset < 0 or field.offset + dtype.itemsize > step:
+        raise BadInputError(f'fields[{field.name}].offset {field.offset} does not fit in point_step {step}')
+    return np.ndarray((height, width), dtype, buffer=buffer, offset=field.offset, strides=(row_step, step))
+
+
+def unpack_points(data, height: int, width: int, point_step_bytes: int, row_step: int, fields, is_bigendian: bool,
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw cloud bytes -> (points float32 H x W x 3, rgb uint8 H x W x 3 or None).
+
+    Reads any layout with x, y, z fields (float32 or float64) at any offsets and an optional `rgb`/`rgba` field, so
+    clouds from other drivers (padded 32-byte PCL points, for example) load too. `fields` are `Field`s or objects with
+    the same attributes (sensor_msgs/PointField).
+    """
+    height, width, step, row_step = int(height), int(width), int(point_step_bytes), int(row_step)
+    if height <= 0 or width <= 0:
+        raise BadInputError(f'height x width must be positive, got {height} x {width}')
+    if step <= 0:
+        raise BadInputError(f'point_step must be positive, got {step}')
+    if row_step < width * step:
+        raise BadInputError(f'row_step {row_step} < width {width} x point_step {step}')
+    buffer = np.frombuffer(data, np.uint8)
+    need = row_step * (height - 1) + width * step
+    if buffer.size < need:
+        raise BadInputError(f'data has {buffer.size} bytes, needs {need} for {height} x {width} points')
+    by_name = {f.name: Field(f.name, int(f.offset), int(f.datatype), int(f.count)) for f in fields}
+    missing = [n for n in 'xyz' if n not in by_name]
+    if missing:
+        raise BadInputError(f'fields lacks {missing}; has {sorted(by_name)}')
+    points = np.empty((height, width, 3), np.float32)
+    for i, name in enumerate('xyz'):
+        points[..., i] = _field_view(buffer, height, width, row_step, step, by_name[name], bool(is_bigendian))
+    colour = by_name.get('rgb') or by_name.get('rgba')
+    rgb = None
+    if colour is not None:
+        if colour.datatype not in (FLOAT32, UINT32, INT32):
+            raise BadInputError(f'fields[{colour.name}].datatype {colour.datatype} is not a 4-byte packed colour')
+        raw = _field_view(buffer, height, width, row_step, step, Field(colour.name, colour.offset, UINT32),
+                          bool(is_bigendian))
+        rgb = unpack_rgb(raw.astype(np.uint32))
+    return points, rgb
