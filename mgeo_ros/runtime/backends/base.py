@@ -1,0 +1,63 @@
+"""The one small interface every inference backend implements, and what it returns."""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger('mgeo_ros.runtime')
+
+OUTPUT_NAMES = ('points', 'mask', 'metric_scale', 'normal')  # ONNX/engine output order; 'normal' only if present
+INPUT_NAME = 'image'
+
+
+@dataclass
+class RawOutput:
+    """Network outputs at the network input resolution (h×w), as numpy float32 on the host.
+
+    points: h×w×3 affine-invariant point map (before shift and metric scale).
+    mask: h×w validity probability in [0, 1].
+    metric_scale: scalar that turns the shifted map into metres.
+    normal: h×w×3 unit normals or None.
+    """
+
+    points: np.ndarray
+    mask: np.ndarray
+    metric_scale: float
+    normal: np.ndarray | None = None
+
+
+class Backend(ABC):
+    """Runs the network on a preprocessed [1,3,h,w] float32 image in [0,1].
+
+    `input_size` is the fixed (W, H) the model was built for (ONNX / engine) or None when any 14-multiple works
+    (PyTorch). `device` is a short human-readable description used in logs and benchmarks.
+    """
+
+    name: str = 'base'
+    input_size: tuple[int, int] | None = None
+    device: str = 'cpu'
+    precision: str = 'fp32'
+    metadata: dict[str, str] = {}
+
+    @abstractmethod
+    def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
+        """image: float32 [1,3,h,w]; num_tokens: the grid's token count (ignored by fixed-shape backends)."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU backends); a no-op on CPU."""
+        return None
+
+    def peak_device_memory_bytes(self) -> int | None:
+        """Peak device memory since the backend was created, when the backend can tell."""
+        return None
+
+
+def as_raw_output(points, mask, metric_scale, normal=None) -> RawOutput:
+    """Squeeze batch-1 outputs into a RawOutput (host float32)."""
+    pts = np.asarray(points, dtype=np.float32).reshape(points.shape[-3:])
+    m = np.asarray(mask, dtype=np.float32).reshape(mask.shape[-2:])
+    nrm = None if normal is None else np.asarray(normal, dtype=np.float32).reshape(normal.shape[-3:])
+    return RawOutput(points=pts, mask=m, metric_scale=float(np.asarray(metric_scale).reshape(-1)[0]), normal=nrm)

@@ -1,0 +1,77 @@
+"""ONNX Runtime backend: an exported `.onnx` (static input size) on CPU, or CUDA when the provider and a GPU exist."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mgeo_ros.errors import BackendUnavailableError
+from mgeo_ros.runtime.backends.base import Backend, RawOutput, as_raw_output, log
+from mgeo_ros.runtime.devices import has_nvidia_gpu
+
+
+def ort_cuda_available() -> bool:
+    """True when onnxruntime has the CUDA provider and this machine has an NVIDIA GPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return 'CUDAExecutionProvider' in ort.get_available_providers() and has_nvidia_gpu()
+
+
+class OnnxRuntimeBackend(Backend):
+    """Fixed-shape backend: the input size and the token count are read from the ONNX file."""
+
+    name = 'onnxruntime'
+
+    def __init__(self, onnx_path: str, device: str | None = None, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendUnavailableError(f'onnxruntime backend: onnxruntime is not installed ({e})') from e
+        if not os.path.isfile(onnx_path):
+            raise BackendUnavailableError(f'onnxruntime backend: no ONNX file at {onnx_path}')
+        want_cuda = device is not None and device.startswith('cuda')
+        if device is None:
+            want_cuda = ort_cuda_available()
+        providers = ['CPUExecutionProvider']
+        if want_cuda:
+            if 'CUDAExecutionProvider' not in ort.get_available_providers():
+                raise BackendUnavailableError('onnxruntime backend: CUDA asked for but this onnxruntime has no '
+                                              f'CUDAExecutionProvider (has {ort.get_available_providers()}); '
+                                              'install onnxruntime-gpu')
+            if not has_nvidia_gpu():
+                raise BackendUnavailableError('onnxruntime backend: CUDA asked for but no NVIDIA GPU is visible')
+            providers.insert(0, 'CUDAExecutionProvider')
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(onnx_path, sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BackendUnavailableError(f'onnxruntime backend: cannot load {onnx_path}: {e}') from e
+        used = self.session.get_providers()
+        self.device = 'cuda' if used[0] == 'CUDAExecutionProvider' else 'cpu'
+        inp = self.session.get_inputs()[0]
+        self._input_name = inp.name
+        shape = inp.shape
+        if not all(isinstance(d, int) for d in shape[2:]):
+            raise BackendUnavailableError(f'onnxruntime backend: {onnx_path} has a dynamic input shape {shape}; '
+                                          'export with a fixed --size (mgeo export)')
+        self.input_size = (int(shape[3]), int(shape[2]))
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        missing = {'points', 'mask', 'metric_scale'} - set(self._output_names)
+        if missing:
+            raise BackendUnavailableError(f'onnxruntime backend: {onnx_path} lacks outputs {sorted(missing)} '
+                                          f'(has {self._output_names})')
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = 'fp32'
+        log.debug('onnxruntime backend: %s on %s, input %s', onnx_path, used, self.input_size)
+
+    def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
+        if image.shape[2:] != (self.input_size[1], self.input_size[0]):
+            raise ValueError(f'onnxruntime backend: input {image.shape} does not match the model {self.input_size}')
+        values = self.session.run(self._output_names, {self._input_name: image})
+        out = dict(zip(self._output_names, values, strict=True))
+        return as_raw_output(out['points'], out['mask'], out['metric_scale'], out.get('normal'))

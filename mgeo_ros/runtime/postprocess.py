@@ -1,0 +1,103 @@
+"""Network outputs -> `Prediction`, shared by every backend so all of them give the same result for a frame.
+
+Steps: mask threshold; focal/shift recovery (MoGe) — only the shift when intrinsics are known; metric depth =
+(z + shift) · metric_scale; upsampling to the frame size; NaN where invalid; points unprojected with the intrinsics
+used; normals upsampled and renormalized.
+
+Upsampling is *normalized bilinear*: depth·valid and valid are resized bilinearly and divided, so an output pixel
+blends only valid network pixels (no depth bleeding into holes or across the mask border). The output mask is
+"bilinear coverage of valid ≥ 0.5", which behaves like a centred nearest-neighbour resize of the mask; where it is
+true the coverage is > 0, so the division is safe.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from mgeo_ros.geometry import Intrinsics, unproject
+from mgeo_ros.runtime.backends.base import RawOutput
+
+
+def _recover_focal_shift(points, mask, focal=None):
+    from mgeo_ros.geometry import recover_focal_shift
+
+    return recover_focal_shift(points, mask, focal=focal)
+
+
+def isotropic_focal(intr: Intrinsics) -> float:
+    """MoGe focal (relative to the half image diagonal) for possibly non-square pixels: geometric mean of fx, fy."""
+    return 2.0 * math.sqrt(intr.fx * intr.fy) / math.hypot(intr.width, intr.height)
+
+
+def intrinsics_from_focal(focal: float, width: int, height: int) -> Intrinsics:
+    """Centred square-pixel camera whose focal is `focal` half-diagonals."""
+    f = focal * math.hypot(width, height) / 2.0
+    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+
+def upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized bilinear resize of h×w(×c) `values` over `valid` to width×height (see the module docstring).
+
+    Returns (values float32 with NaN outside the new mask, new mask bool).
+    """
+    weight = valid.astype(np.float32)
+    coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
+    masked = np.where(valid[..., None] if values.ndim == 3 else valid, values, 0.0).astype(np.float32)
+    summed = cv2.resize(masked, (width, height), interpolation=cv2.INTER_LINEAR)
+    if summed.ndim == 2 and values.ndim == 3:  # cv2 drops a trailing channel axis of size 1
+        summed = summed[..., None]
+    mask_up = coverage >= 0.5
+    with np.errstate(invalid='ignore', divide='ignore'):
+        out = summed / (coverage[..., None] if summed.ndim == 3 else coverage)
+    out[~mask_up] = np.nan
+    return out, mask_up
+
+
+def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
+                mask_threshold: float = 0.5) -> dict:
+    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H)."""
+    width, height = frame_size
+    nh, nw = raw.mask.shape
+    points = raw.points
+    finite = np.isfinite(points).all(axis=-1)
+    mask_n = (raw.mask > mask_threshold) & finite
+    if intrinsics is not None:
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            intrinsics = intrinsics.resized(width, height)
+        focal = isotropic_focal(intrinsics.resized(nw, nh))
+        _, shift = _recover_focal_shift(points, mask_n, focal=focal)
+        intr_used, recovered = intrinsics, False
+    else:
+        focal, shift = _recover_focal_shift(points, mask_n)
+        focal = float(focal)
+        if not (math.isfinite(focal) and focal > 0):
+            focal = 1.0  # degenerate map (nothing valid): MoGe's own fallback value
+        intr_used, recovered = intrinsics_from_focal(focal, nw, nh).resized(width, height), True
+    shift = float(shift) if math.isfinite(float(shift)) else 0.0
+    scale = float(raw.metric_scale)
+
+    depth_n = (points[..., 2] + np.float32(shift)) * np.float32(scale)
+    valid_n = mask_n & (depth_n > 0)
+
+    if (nw, nh) == (width, height):
+        depth = np.where(valid_n, depth_n, np.float32(np.nan)).astype(np.float32)
+        mask = valid_n
+    else:
+        depth, mask = upsample_valid(depth_n, valid_n, width, height)
+
+    normals = None
+    if raw.normal is not None:
+        if (nw, nh) == (width, height):
+            normals = raw.normal.astype(np.float32, copy=True)
+        else:
+            normals = cv2.resize(raw.normal, (width, height), interpolation=cv2.INTER_LINEAR)
+        norm = np.linalg.norm(normals, axis=-1, keepdims=True)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            normals /= norm
+        normals[~mask] = np.nan
+
+    points_out = unproject(depth, intr_used)
+    return {'depth': depth, 'points': points_out, 'mask': mask, 'intrinsics': intr_used, 'metric_scale': scale,
+            'normals': normals, 'intrinsics_recovered': recovered, 'shift': shift}

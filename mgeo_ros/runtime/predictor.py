@@ -1,0 +1,173 @@
+"""`Predictor`: preprocess -> Backend.forward -> postprocess, the same for every backend.
+
+`backend='auto'` picks, by what is installed and has a device (logged at INFO):
+  .engine               -> tensorrt
+  .onnx                 -> tensorrt (engine built once into the cache dir) > onnxruntime CUDA > onnxruntime CPU
+  checkpoint / module   -> torch CUDA > torch CPU
+A checkpoint on a CPU-only machine runs on the torch backend, not through an automatic ONNX export: an export
+needs a fixed input size (unknown until the first frame), takes seconds to minutes, and measured on this kind of
+CPU ONNX Runtime is not reliably faster for this model (see the README bench table). Export explicitly with
+`mgeo export` to use ONNX Runtime.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mgeo_ros.errors import BackendUnavailableError, BadInputError
+from mgeo_ros.geometry import Intrinsics
+from mgeo_ros.runtime.backends.base import Backend, log
+from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available, torch_cuda_available
+from mgeo_ros.runtime.postprocess import postprocess
+from mgeo_ros.runtime.prediction import Prediction
+from mgeo_ros.runtime.preprocess import Preprocessor, check_rgb, grid_tokens
+
+BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
+ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
+
+
+def model_kind(model_path) -> str:
+    """'engine', 'onnx' or 'checkpoint' (a project checkpoint directory, an official .pt, or a torch module)."""
+    if not isinstance(model_path, (str, os.PathLike)):
+        return 'checkpoint'
+    suffix = Path(model_path).suffix.lower()
+    if suffix in ENGINE_SUFFIXES:
+        return 'engine'
+    if suffix == '.onnx':
+        return 'onnx'
+    return 'checkpoint'
+
+
+def default_cache_dir() -> Path:
+    """Where automatically built engines go: $MGEO_CACHE_DIR, else ~/.cache/mgeo_ros."""
+    return Path(os.environ.get('MGEO_CACHE_DIR') or Path.home() / '.cache' / 'mgeo_ros')
+
+
+def choose_backend(kind: str) -> str:
+    """The `auto` choice for a model kind on this machine (see the module docstring)."""
+    if kind == 'engine':
+        return 'tensorrt'
+    if kind == 'onnx':
+        if tensorrt_available() and has_nvidia_gpu():
+            return 'tensorrt'
+        return 'onnxruntime'
+    return 'torch'
+
+
+def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Path) -> str:
+    """Build (or reuse) a TensorRT engine for `onnx_path` in `cache_dir` (the cache key decides reuse)."""
+    from mgeo_ros.export.engine import build_engine  # export layer is only needed on this path
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    engine = cache_dir / (Path(onnx_path).stem + f'.{precision}.engine')
+    build_engine(onnx_path, str(engine), precision=precision, rebuild=True)
+    return str(engine)
+
+
+def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
+                   cache_dir: str | os.PathLike | None = None) -> Backend:
+    """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run."""
+    if backend not in BACKENDS:
+        raise BadInputError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    kind = model_kind(model_path)
+    if kind != 'checkpoint' and not os.path.exists(model_path):
+        raise BadInputError(f'model_path: no such file {model_path}')
+    chosen = choose_backend(kind) if backend == 'auto' else backend
+    if backend == 'auto':
+        log.info('backend auto: %s model -> %s (tensorrt=%s, nvidia_gpu=%s, torch_cuda=%s)', kind, chosen,
+                 tensorrt_available(), has_nvidia_gpu(), torch_cuda_available())
+    if chosen == 'torch':
+        if kind != 'checkpoint':
+            raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path})')
+        from mgeo_ros.runtime.backends.torch_backend import TorchBackend
+
+        return TorchBackend(model_path, device=device, precision=precision)
+    if chosen == 'onnxruntime':
+        if kind != 'onnx':
+            raise BackendUnavailableError(f'onnxruntime backend needs an .onnx file, got a {kind} ({model_path}); '
+                                          'create one with `mgeo export`')
+        from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(str(model_path), device=device)
+    from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    if kind == 'onnx':
+        engine = _engine_from_onnx(str(model_path), 'fp32' if precision == 'fp32' and backend != 'auto' else 'fp16',
+                                   Path(cache_dir) if cache_dir else default_cache_dir())
+        return TensorRTBackend(engine, device=device)
+    if kind != 'engine':
+        raise BackendUnavailableError(f'tensorrt backend needs an .engine or .onnx file, got a {kind}; run '
+                                      '`mgeo export` then `mgeo build-engine`')
+    return TensorRTBackend(str(model_path), device=device)
+
+
+class Predictor:
+    """One model on one backend; `predict(rgb, intrinsics)` -> `Prediction` at the frame's resolution.
+
+    model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model).
+    backend: 'auto' | 'torch' | 'onnxruntime' | 'tensorrt'.
+    num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio.
+    input_size: fixed network (W, H) for checkpoints; ONNX/engine files carry their own and ignore this.
+    precision: 'fp32' | 'fp16': torch autocast on CUDA; the precision of an engine built from an .onnx with
+      backend='tensorrt' (backend='auto' always builds FP16 engines). Ignored by ONNX Runtime and prebuilt engines.
+    mask_threshold: validity probability above which a pixel is kept.
+    device: 'cpu', 'cuda', 'cuda:1'... (None: the backend's best).
+    cache_dir: where engines built from an .onnx are cached (default $MGEO_CACHE_DIR or ~/.cache/mgeo_ros).
+    """
+
+    def __init__(self, model_path, backend: str = 'auto', num_tokens: int = 1200,
+                 input_size: tuple[int, int] | None = None, precision: str = 'fp32', device: str | None = None,
+                 mask_threshold: float = 0.5, cache_dir: str | os.PathLike | None = None) -> None:
+        if precision not in ('fp32', 'fp16'):
+            raise BadInputError(f'precision must be fp32 or fp16, got {precision!r}')
+        if not 0.0 <= mask_threshold <= 1.0:
+            raise BadInputError(f'mask_threshold must be in [0, 1], got {mask_threshold}')
+        self.backend = create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir)
+        fixed = self.backend.input_size or (None if input_size is None else tuple(input_size))
+        if fixed is not None and (fixed[0] % 14 or fixed[1] % 14):
+            raise BadInputError(f'input_size must be multiples of 14 (the ViT patch), got {fixed[0]}x{fixed[1]}')
+        meta_tokens = self.backend.metadata.get('num_tokens')
+        self.num_tokens = int(meta_tokens) if meta_tokens else int(num_tokens)
+        self.mask_threshold = float(mask_threshold)
+        self.preprocessor = Preprocessor(self.num_tokens, fixed)
+        self._aspect_warned = False
+        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d', self.backend.name,
+                 self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def network_size(self, width: int, height: int) -> tuple[int, int]:
+        """The network input (W, H) a width x height frame is resized to."""
+        return self.preprocessor.target_size(width, height)
+
+    def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Prediction:
+        """RGB uint8 H×W×3 (+ optional pixel intrinsics for this frame) -> Prediction in metres at H×W."""
+        t0 = time.perf_counter()
+        check_rgb(rgb)
+        if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
+            raise BadInputError(f'intrinsics must be an Intrinsics or None, got {type(intrinsics).__name__}')
+        h, w = rgb.shape[:2]
+        image = self.preprocessor(rgb)
+        nh, nw = image.shape[2:]
+        self._warn_aspect(w, h, nw, nh)
+        t1 = time.perf_counter()
+        raw = self.backend.forward(image, grid_tokens(nw, nh))
+        t2 = time.perf_counter()
+        fields = postprocess(raw, (w, h), intrinsics, self.mask_threshold)
+        t3 = time.perf_counter()
+        timings = {'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3, 'postprocess': (t3 - t2) * 1e3,
+                   'total': (t3 - t0) * 1e3}
+        return Prediction(timings_ms=timings, **fields)
+
+    def _warn_aspect(self, w: int, h: int, nw: int, nh: int) -> None:
+        if self._aspect_warned or self.preprocessor.input_size is None:
+            return
+        if abs((w / h) / (nw / nh) - 1.0) > 0.02:
+            log.warning('frame %dx%d has another aspect ratio than the model input %dx%d: it is stretched, which '
+                        'degrades accuracy; export for this camera (mgeo export --size %dx%d)', w, h, nw, nh, w, h)
+        self._aspect_warned = True
