@@ -1,0 +1,48 @@
+"""`mgeo build-engine MODEL.onnx --output OUT.engine [--fp32] [--no-rebuild]`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from mgeo_ros.errors import MgeoError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('onnx', help='ONNX file from `mgeo export`')
+    parser.add_argument('--output', '-o', required=True, help='engine file; its cache key goes to OUTPUT.json')
+    parser.add_argument('--fp32', action='store_true', help='build an FP32 engine (default FP16)')
+    parser.add_argument('--no-rebuild', action='store_true',
+                        help='refuse (exit 3) instead of rebuilding a cached engine whose key does not match')
+    parser.add_argument('--workspace-mib', type=int, default=None, help='builder workspace limit in MiB')
+    parser.add_argument('--trt-module', default=None,
+                        help='Python module of the builder (default tensorrt; tensorrt_rtx_bindings for TensorRT-RTX)')
+    parser.add_argument('--compute-capability', default=None,
+                        help='ahead-of-time target such as SM89 (TensorRT-RTX only; no GPU needed)')
+    parser.add_argument('--quiet', action='store_true', help='no build progress')
+    parser.add_argument('--json', action='store_true', help='print the result as JSON')
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgeo_ros.export.engine import EngineCacheError, build_engine
+
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        result = build_engine(args.onnx, args.output, precision='fp32' if args.fp32 else 'fp16',
+                              rebuild=not args.no_rebuild, trt_module=args.trt_module,
+                              compute_capability=args.compute_capability, workspace_mib=args.workspace_mib,
+                              progress=not args.quiet)
+    except EngineCacheError as e:
+        print(f'mgeo build-engine: {e}', file=sys.stderr)
+        return 3
+    except MgeoError as e:
+        print(f'mgeo build-engine: {e}', file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({'path': result.path, 'built': result.built, 'seconds': result.seconds,
+                          'reason': result.reason, 'key': result.key}, indent=2))
+    else:
+        what = f'built in {result.seconds:.1f} s ({result.reason})' if result.built else 'up to date (cache hit)'
+        print(f'{result.path}: {what}; key {json.dumps(result.key)}')
+    return 0

@@ -1,0 +1,187 @@
+"""torch -> ONNX with the dynamo exporter: static batch 1, static input fixed per camera aspect ratio, metadata that
+the Predictor reads back, and a parity check against PyTorch that fails the export over a threshold."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mgeo_ros.errors import BadInputError, MgeoError
+from mgeo_ros.runtime.backends.base import INPUT_NAME
+from mgeo_ros.runtime.preprocess import PATCH, grid_tokens, network_size
+
+log = logging.getLogger('mgeo_ros.export')
+OPSETS = (17, 18, 19, 20)
+
+
+class ParityError(MgeoError):
+    """The exported ONNX disagrees with PyTorch beyond the allowed error."""
+
+
+@dataclass
+class ExportReport:
+    """What was exported and how closely ONNX Runtime reproduces PyTorch (max abs / max rel error per output)."""
+
+    path: str
+    input_size: tuple[int, int]
+    num_tokens: int
+    opset: int
+    seconds: float
+    outputs: list[str]
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_hash(config: dict) -> str:
+    """Stable short hash of a model_config (sorted-key JSON)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    try:
+        w, h = (int(v) for v in text.lower().split('x'))
+    except ValueError as e:
+        raise BadInputError(f'size must look like WxH (e.g. 640x480), got {text!r}') from e
+    if w <= 0 or h <= 0:
+        raise BadInputError(f'size must be positive, got {text!r}')
+    return w, h
+
+
+def export_input_size(size: tuple[int, int], num_tokens: int, exact: bool = False) -> tuple[int, int]:
+    """Network input for a camera size: the token grid for its aspect ratio, or the size itself rounded to 14 px."""
+    if exact:
+        return max(PATCH, round(size[0] / PATCH) * PATCH), max(PATCH, round(size[1] / PATCH) * PATCH)
+    return network_size(size[0], size[1], num_tokens)
+
+
+def _output_names(model, image) -> list[str]:
+    import torch
+
+    with torch.inference_mode():
+        out = model(image, num_tokens=grid_tokens(image.shape[3], image.shape[2]))
+    return [k for k in ('points', 'mask', 'metric_scale', 'normal') if k in out]
+
+
+def _wrapper(model, names: list[str], num_tokens: int):
+    import torch
+
+    class ExportWrapper(torch.nn.Module):
+        """Fixed token count and a tuple of outputs in a fixed order (named in the ONNX graph)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            out = self.model(image, num_tokens=num_tokens)
+            return tuple(out[k] for k in names)
+
+    return ExportWrapper().eval()
+
+
+def parity_check(model, onnx_path: str, image: np.ndarray, names: list[str], num_tokens: int) -> dict:
+    """Max abs / max rel error of ONNX Runtime (CPU) against PyTorch on one input."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {INPUT_NAME: image}), strict=True))
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(image), num_tokens=num_tokens)
+    result = {}
+    for k in names:
+        r = ref[k].float().numpy()
+        g = got[k].astype(np.float32)
+        diff = np.abs(r - g)
+        rel = diff / np.maximum(np.abs(r), 1e-6)
+        result[k] = {'max_abs': float(diff.max()), 'max_rel': float(rel.max()),
+                     'rel_l2': float(np.linalg.norm(r - g) / max(np.linalg.norm(r), 1e-12))}
+    return result
+
+
+def parity_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth, deterministic test picture ([1,3,H,W] in [0,1]) so the parity check sees image-like input."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    chans = [0.5 + 0.4 * np.sin(xx / (7 + 5 * c) + yy / (11 + 3 * c) + rng.uniform(0, 6)) for c in range(3)]
+    return np.clip(np.stack(chans)[None], 0, 1).astype(np.float32)
+
+
+def load_model(checkpoint):
+    """A torch module (as is) or a checkpoint path -> model in eval mode on CPU."""
+    import torch
+
+    if isinstance(checkpoint, torch.nn.Module):
+        return checkpoint.eval()
+    from mgeo_ros.model import load_checkpoint
+
+    return load_checkpoint(str(checkpoint), device='cpu')
+
+
+def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int = 1200, opset: int = 18,
+                exact_size: bool = False, parity: bool = True, max_rel_l2: float = 1e-4, max_abs: float = 1e-2,
+                verbose: bool = False) -> ExportReport:
+    """Export a checkpoint (path or module) for camera frames of `size` = (W, H).
+
+    The network input is the token grid for that aspect ratio and `num_tokens` (or `size` rounded to 14 px with
+    `exact_size`). Parity: fails (ParityError) when any output's relative L2 error > `max_rel_l2` or its max abs error
+    > `max_abs` (points are in affine-invariant units of order 1).
+    """
+    import onnx
+    import torch
+
+    if opset not in OPSETS:
+        raise BadInputError(f'opset must be one of {OPSETS}, got {opset}')
+    t0 = time.perf_counter()
+    model = load_model(checkpoint)
+    in_w, in_h = export_input_size(size, num_tokens, exact_size)
+    tokens = grid_tokens(in_w, in_h)
+    image = parity_image(in_w, in_h)
+    was_compatible = getattr(model, 'onnx_compatible_mode', False)
+    model.onnx_compatible_mode = True
+    try:
+        names = _output_names(model, torch.from_numpy(image))
+        wrapper = _wrapper(model, names, tokens)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        sink = io.StringIO()
+        redirect = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(sink)
+        with redirect, torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(wrapper, (torch.from_numpy(image),), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=names, verbose=verbose,
+                                        external_data=False)
+        proto = program.model_proto
+        config = getattr(model, 'config', {}) or {}
+        metadata = {'mgeo_format': '1', 'input_width': str(in_w), 'input_height': str(in_h),
+                    'num_tokens': str(tokens), 'requested_num_tokens': str(num_tokens),
+                    'camera_width': str(size[0]), 'camera_height': str(size[1]), 'opset': str(opset),
+                    'model_config_hash': config_hash(config), 'model_config': json.dumps(config, sort_keys=True),
+                    'outputs': ','.join(names), 'onnx_compatible_mode': '1'}
+        del proto.metadata_props[:]
+        for k, v in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, output)
+        report = ExportReport(path=output, input_size=(in_w, in_h), num_tokens=tokens, opset=opset,
+                              seconds=0.0, outputs=names, metadata={k: v for k, v in metadata.items()
+                                                                    if k != 'model_config'})
+        if parity:
+            report.parity = parity_check(model, output, image, names, tokens)
+            bad = {k: v for k, v in report.parity.items() if v['rel_l2'] > max_rel_l2 or v['max_abs'] > max_abs}
+            if bad:
+                raise ParityError(f'ONNX Runtime disagrees with PyTorch beyond rel_l2 {max_rel_l2} / abs {max_abs}: '
+                                  f'{bad}; the file is kept at {output} for inspection')
+    finally:
+        model.onnx_compatible_mode = was_compatible
+    report.seconds = time.perf_counter() - t0
+    return report
