@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.record and not args.record_topics:
         print('mgeo replay: --record needs --record-topics', file=sys.stderr)
         return 2
-    rclpy.init(args=None)
+    rclpy.init(args=[sys.argv[0]])  # our own flags (--remap ...) are not ROS arguments
     node = rclpy.create_node('mgeo_replay')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -88,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
         if player is not None:
             player.close()
         executor.shutdown()
+        spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
