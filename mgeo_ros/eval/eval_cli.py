@@ -1,0 +1,119 @@
+"""`mgeo eval MODEL --data PATH`: score a model on a folder dataset, a synthetic split or a bag, offline.
+
+Writes DIR/metrics.json (per-frame and mean metrics of the model and the baselines) and DIR/report/*.png, and
+prints a summary table."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+from mgeo_ros.errors import BadInputError
+
+SYNTH_SPEC = re.compile(r'^synth:(\d+):(-?\d+)(?::(\d+)x(\d+))?$')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('model', help='checkpoint directory, official MoGe-2 .pt, .onnx or .engine')
+    parser.add_argument('--data', required=True,
+                        help='folder dataset; bag (directory with metadata.yaml, or .mcap/.db3); '
+                             'or synth:COUNT:SEED[:WxH] (procedural scenes rendered on the fly)')
+    parser.add_argument('--backend', default='auto', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'))
+    parser.add_argument('--out', default='eval_out', help='output directory (default: eval_out)')
+    parser.add_argument('--gt-intrinsics', dest='gt_intrinsics', action=argparse.BooleanOptionalAction,
+                        default=None, help='give the model the GT camera (--gt-intrinsics) or let it recover the '
+                                           'camera (--no-gt-intrinsics); default: both, as MoGe reports')
+    parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--limit', type=int, default=None, help='evaluate only the first N frames')
+    parser.add_argument('--split', default=None, help='folder datasets: the split to read (e.g. val)')
+    parser.add_argument('--image-topic', default=None, help='bags: image topic (default: the dataset reader\'s)')
+    parser.add_argument('--depth-topic', default=None, help='bags: GT depth topic (32FC1 m or 16UC1 mm)')
+    parser.add_argument('--info-topic', default=None, help='bags: camera_info topic')
+    parser.add_argument('--constant-depth', type=float, default=None,
+                        help='depth (m) of the constant baseline, e.g. the median of the training depths; default: '
+                             'median of the per-frame GT medians of the evaluated frames')
+    parser.add_argument('--sequence', action=argparse.BooleanOptionalAction, default=None,
+                        help='treat frames as a video (temporal metrics, scale-over-time plot); default: bags only')
+    parser.add_argument('--report-frames', type=int, default=4, help='frames with PNG panels (default 4)')
+    parser.add_argument('--align-anchors', type=int, default=None,
+                        help='anchors tried by the affine ROE alignments (default 256; 0 = all samples, MoGe-exact)')
+    parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the backend\'s best)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bars')
+
+
+def is_bag(path: Path) -> bool:
+    """A rosbag2 directory (metadata.yaml) or a single .mcap / .db3 file."""
+    if path.is_dir():
+        return (path / 'metadata.yaml').is_file()
+    return path.suffix in ('.mcap', '.db3')
+
+
+def open_dataset(spec: str, *, split: str | None = None, image_topic: str | None = None,
+                 depth_topic: str | None = None, info_topic: str | None = None):
+    """(dataset, is_sequence) for a --data value: synth:COUNT:SEED[:WxH], a bag, or a folder dataset."""
+    match = SYNTH_SPEC.match(spec)
+    if match:
+        from mgeo_ros.train.data import SyntheticDataset
+        count, seed = int(match.group(1)), int(match.group(2))
+        kwargs = {}
+        if match.group(3):
+            kwargs['size'] = (int(match.group(3)), int(match.group(4)))
+        return SyntheticDataset(count, seed, **kwargs), False
+    if spec.startswith('synth:'):
+        raise BadInputError(f'--data {spec!r}: expected synth:COUNT:SEED or synth:COUNT:SEED:WxH')
+    path = Path(spec)
+    if not path.exists():
+        raise BadInputError(f'--data {spec!r} does not exist')
+    if is_bag(path):
+        from mgeo_ros.train.data import BagDataset
+        topics = {k: v for k, v in (('image_topic', image_topic), ('depth_topic', depth_topic),
+                                    ('info_topic', info_topic)) if v is not None}
+        return BagDataset(path, **topics), True
+    from mgeo_ros.train.data import FolderDataset
+    return FolderDataset(path, split=split), False
+
+
+def _json_safe(value):
+    """NaN/inf -> None so metrics.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgeo_ros.eval import metrics
+    from mgeo_ros.eval.evaluate import evaluate, summary_table
+    from mgeo_ros.runtime import Predictor
+
+    dataset, is_sequence = open_dataset(args.data, split=args.split, image_topic=args.image_topic,
+                                        depth_topic=args.depth_topic, info_topic=args.info_topic)
+    if args.gt_intrinsics is None:
+        modes = ('gt_intrinsics', 'recovered_intrinsics')
+    else:
+        modes = ('gt_intrinsics',) if args.gt_intrinsics else ('recovered_intrinsics',)
+    max_anchors = metrics.MAX_ALIGN_ANCHORS
+    if args.align_anchors is not None:
+        max_anchors = None if args.align_anchors <= 0 else int(args.align_anchors)
+    predictor = Predictor(args.model, backend=args.backend, num_tokens=args.num_tokens, device=args.device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sequence = is_sequence if args.sequence is None else bool(args.sequence)
+    result = evaluate(predictor, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,
+                      sequence=sequence, report_dir=out_dir / 'report', report_frames=args.report_frames,
+                      progress=not args.quiet, max_anchors=max_anchors)
+    result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
+              'num_tokens': predictor.num_tokens, **result}
+    path = out_dir / 'metrics.json'
+    path.write_text(json.dumps(_json_safe(result), indent=1))
+    print(summary_table(result))
+    if sequence and 'temporal' in result:
+        for mode, values in result['temporal'].items():
+            print(f'temporal ({mode}): ' + ', '.join(f'{k}={v:.4f}' for k, v in values.items()))
+    print(f'wrote {path} and {out_dir / "report"}')
+    return 0
