@@ -79,6 +79,8 @@ class BagPlayer:
         self.node, self.rate, self.bag_path = node, float(rate), Path(bag_path)
         if not self.bag_path.exists():
             raise BadInputError(f'bag {str(self.bag_path)!r} does not exist')
+        if self.bag_path.is_file() and (self.bag_path.parent / 'metadata.yaml').is_file():
+            self.bag_path = self.bag_path.parent  # a .db3/.mcap file inside a bag directory
         self.remap = dict(remap or {})
         self.reader = Reader(self.bag_path)
         self.reader.open()
