@@ -254,6 +254,26 @@ def test_camera_info_binning_gives_intrinsics_of_the_binned_image():
     assert C.camera_info_to_intrinsics(msg) == Intrinsics(600, 600, 319.5, 239.5, 640, 480).resized(320, 240)
 
 
+def test_resize_camera_info_folds_in_roi_and_binning_for_k_and_p():
+    full = Intrinsics(600, 610, 330.0, 245.0, 640, 480)
+    msg = C.intrinsics_to_camera_info(full)
+    p = np.reshape(msg.p, (3, 4)).copy()
+    p[0, 3] = -42.0
+    msg.p = p.reshape(-1)
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 50, 400, 300
+    msg.binning_x = msg.binning_y = 2
+    seen = C.camera_info_to_intrinsics(msg)  # the 200 x 150 image this camera_info describes
+    assert (seen.width, seen.height) == (200, 150)
+    assert seen == full.cropped(100, 50, 400, 300).resized(200, 150)
+    small = C.resize_camera_info(msg, 100, 75)
+    k, ps = np.reshape(small.k, (3, 3)), np.reshape(small.p, (3, 4))
+    np.testing.assert_allclose(k, seen.resized(100, 75).K)
+    np.testing.assert_allclose(ps[:, :3], k)  # P was [K | Tx] on the sensor, so it stays consistent with K
+    assert ps[0, 3] == pytest.approx(-42.0 * 100 / 400)
+    assert (small.binning_x, small.binning_y, small.roi.width) == (0, 0, 0)
+    assert C.camera_info_to_intrinsics(small) == seen.resized(100, 75)
+
+
 # ---- depth and mask images --------------------------------------------------------------------------------------
 def test_depth_and_mask_images():
     depth = RNG.uniform(0.5, 10, (H, W)).astype(np.float32)

@@ -278,9 +278,9 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
         if not np.isfinite(k[index]):
             raise BadInputError(f'camera_info.k[{index}] ({name}) must be finite, got {k[index]}')
     intr = Intrinsics.from_K(k, width, height)
-    roi = msg.roi
-    if roi.width > 0 and roi.height > 0 and (roi.width, roi.height) != (width, height):
-        intr = intr.cropped(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+    x0, y0, window_w, window_h = _sensor_window(msg)
+    if (window_w, window_h) != (width, height):
+        intr = intr.cropped(x0, y0, window_w, window_h)
     bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
     if bx > 1 or by > 1:
         intr = intr.resized(intr.width // bx, intr.height // by)
@@ -304,16 +304,25 @@ def intrinsics_to_camera_info(intr: Intrinsics, header: Header | None = None) ->
     return msg
 
 
+def _sensor_window(msg: CameraInfo) -> tuple[int, int, int, int]:
+    """(x0, y0, width, height) of the part of the calibrated sensor the image shows, before binning (the ROI)."""
+    roi = msg.roi
+    if roi.width > 0 and roi.height > 0 and (roi.width, roi.height) != (msg.width, msg.height):
+        return int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+    return 0, 0, int(msg.width), int(msg.height)
+
+
 def resize_camera_info(msg: CameraInfo, width: int, height: int) -> CameraInfo:
     """The CameraInfo of the same camera after resizing its image to width x height (pixel-centre exact).
 
-    K and P are scaled (P's Tx/Ty too); D, R and the distortion model carry over; ROI and binning are folded in."""
+    K and P (with Tx/Ty) map through the same pixel transform; D, R and the distortion model carry over; an ROI and
+    binning in `msg` are folded in (the result has none)."""
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         raise BadInputError(f'resize target width x height must be positive, got {width} x {height}')
-    source = camera_info_to_intrinsics(msg)
-    target = source.resized(width, height)
-    sx, sy = width / source.width, height / source.height
+    target = camera_info_to_intrinsics(msg).resized(width, height)
+    x0, y0, window_w, window_h = _sensor_window(msg)
+    ax, ay = width / window_w, height / window_h  # calibrated-sensor pixels -> target pixels
     out = CameraInfo()
     out.header = msg.header
     out.width, out.height = width, height
@@ -324,17 +333,14 @@ def resize_camera_info(msg: CameraInfo, width: int, height: int) -> CameraInfo:
     p = np.asarray(msg.p, np.float64).reshape(3, 4)
     if not (p[0, 0] > 0 and p[1, 1] > 0):  # uncalibrated P: derive it from K
         out.p = _projection(target)
-    else:
-        fitted = np.array(p)
-        fitted[0, 0] *= sx
-        fitted[0, 2] = (p[0, 2] + 0.5) * sx - 0.5
-        fitted[0, 3] *= sx
-        fitted[1, 1] *= sy
-        fitted[1, 2] = (p[1, 2] + 0.5) * sy - 0.5
-        fitted[1, 3] *= sy
-        if (msg.binning_x > 1 or msg.binning_y > 1 or msg.roi.width > 0):  # P was for the full sensor: rebuild
-            fitted[:2, :3] = target.K[:2, :3]
-        out.p = fitted.reshape(-1).tolist()
+        return out
+    # u' = a (u - x0 + 1/2) - 1/2 applied to u = (fx X + cx Z + Tx) / Z
+    fitted = np.array(p)
+    fitted[0, [0, 3]] *= ax
+    fitted[0, 2] = ax * (p[0, 2] - x0 + 0.5) - 0.5
+    fitted[1, [1, 3]] *= ay
+    fitted[1, 2] = ay * (p[1, 2] - y0 + 0.5) - 0.5
+    out.p = fitted.reshape(-1).tolist()
     return out
 
 
