@@ -170,7 +170,11 @@ def test_mgeo_replay_plays_into_another_process_and_records_back(tmp_path, ros_e
         assert result.returncode == 0, result.stdout + result.stderr
     finally:
         child.send_signal(signal.SIGINT)
-        child.wait(10)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
     assert f'played      {frames}  {prefix}/in/image' in result.stdout
     recorded: dict[str, list] = {}
     with Reader(out) as reader:

@@ -408,6 +408,15 @@ def test_benchmark_vectorized_vs_per_point_640x480_xyzrgb():
     assert result['vectorized_ms'] > 0 and result['per_point_ms'] > 0
 
 
+@pytest.mark.colcon
+def test_installed_package_converts_image_and_cloud():
+    """Quick check of the installed package (colcon test): the conversion module works with the real messages."""
+    rgb = _smooth_rgb()
+    np.testing.assert_array_equal(C.image_to_rgb8(C.numpy_to_image(rgb[..., ::-1].copy(), 'bgr8')), rgb)
+    points = _points()
+    np.testing.assert_array_equal(C.pointcloud2_to_numpy(C.points_to_pointcloud2(points, rgb=rgb))[0], points)
+
+
 def test_cloud_module_does_not_import_rclpy():
     code = 'import sys, mgeo_ros.ros.cloud; assert "rclpy" not in sys.modules, "rclpy imported"'
     subprocess.run([sys.executable, '-c', code], check=True)
