@@ -350,6 +350,21 @@ def test_decimated_cloud_is_organized_every_stride_th_row_and_column(stride):
     np.testing.assert_array_equal(back_rgb, rgb[::stride, ::stride])
 
 
+@pytest.mark.parametrize('with_rgb', [False, True])
+def test_unorganized_and_empty_clouds(with_rgb):
+    """A 1 x N unorganized cloud, and N = 0 (a frame with nothing valid) still gives a well-formed message."""
+    for n in (5, 0):
+        points = RNG.normal(size=(1, n, 3)).astype(np.float32)
+        rgb = RNG.integers(0, 256, (1, n, 3), dtype=np.uint8) if with_rgb else None
+        msg = C.points_to_pointcloud2(points, rgb=rgb)
+        assert (msg.height, msg.width, len(msg.data)) == (1, n, n * msg.point_step)
+        back, back_rgb = C.pointcloud2_to_numpy(msg)
+        assert back.shape == (1, n, 3)
+        np.testing.assert_array_equal(back, points)
+        if with_rgb:
+            np.testing.assert_array_equal(back_rgb, rgb)
+
+
 def test_cloud_from_a_foreign_layout_reads_padded_points_and_big_endian():
     """A PCL-style 32-byte point (x y z pad rgb pad) with padded rows, and a big-endian xyz cloud."""
     points, rgb = _points(8, 5), RNG.integers(0, 256, (5, 8, 3), dtype=np.uint8)

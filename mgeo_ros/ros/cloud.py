@@ -77,6 +77,8 @@ def pack_points(points: np.ndarray, rgb: np.ndarray | None = None, stride: int =
                 out: np.ndarray | None = None) -> np.ndarray:
     """Points H x W x 3 (metres, NaN invalid) [+ rgb uint8 H x W x 3] -> float32 array h x w x (3|4): the cloud's bytes.
 
+    An unorganized cloud is 1 x N x 3; N may be 0 (nothing valid in a frame is still a cloud to publish).
+
     `stride` keeps every stride-th row and column; `mask` (bool H x W, False = invalid) writes NaN there. `out` is a
     preallocated float32 buffer of the result shape (for example a view on the message's own data array), so a frame
     is packed with one pass over memory and no temporary copies.
@@ -84,9 +86,7 @@ def pack_points(points: np.ndarray, rgb: np.ndarray | None = None, stride: int =
     points = np.asarray(points)
     if points.ndim != 3 or points.shape[2] != 3:
         raise BadInputError(f'points must be H x W x 3, got shape {points.shape}')
-    height, width = points.shape[:2]
-    if height == 0 or width == 0:
-        raise BadInputError(f'points must not be empty, got shape {points.shape}')
+    height, width = points.shape[:2]  # 0 points is a valid (empty) cloud
     stride = int(stride)
     if stride < 1:
         raise BadInputError(f'stride must be >= 1, got {stride}')
@@ -131,14 +131,14 @@ def unpack_points(data, height: int, width: int, point_step_bytes: int, row_step
     the same attributes (sensor_msgs/PointField).
     """
     height, width, step, row_step = int(height), int(width), int(point_step_bytes), int(row_step)
-    if height <= 0 or width <= 0:
-        raise BadInputError(f'height x width must be positive, got {height} x {width}')
+    if height < 0 or width < 0:
+        raise BadInputError(f'height x width must not be negative, got {height} x {width}')
     if step <= 0:
         raise BadInputError(f'point_step must be positive, got {step}')
     if row_step < width * step:
         raise BadInputError(f'row_step {row_step} < width {width} x point_step {step}')
     buffer = np.frombuffer(data, np.uint8)
-    need = row_step * (height - 1) + width * step
+    need = 0 if height * width == 0 else row_step * (height - 1) + width * step
     if buffer.size < need:
         raise BadInputError(f'data has {buffer.size} bytes, needs {need} for {height} x {width} points')
     by_name = {f.name: Field(f.name, int(f.offset), int(f.datatype), int(f.count)) for f in fields}
@@ -146,6 +146,9 @@ def unpack_points(data, height: int, width: int, point_step_bytes: int, row_step
     if missing:
         raise BadInputError(f'fields lacks {missing}; has {sorted(by_name)}')
     points = np.empty((height, width, 3), np.float32)
+    if height * width == 0:
+        buffer = np.zeros(max(step, 1), np.uint8)  # the views below need a buffer; nothing is read from it
+        row_step = 0
     for i, name in enumerate('xyz'):
         points[..., i] = _field_view(buffer, height, width, row_step, step, by_name[name], bool(is_bigendian))
     colour = by_name.get('rgb') or by_name.get('rgba')

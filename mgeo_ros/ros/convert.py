@@ -357,8 +357,8 @@ def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb:
     `stride` keeps every stride-th row and column (still organized); `mask` False writes NaN. The points are packed
     straight into the message's data array (no intermediate copy)."""
     points = np.asarray(points)
-    if points.ndim != 3 or points.shape[2] != 3 or points.size == 0:
-        raise BadInputError(f'points must be non-empty H x W x 3, got shape {points.shape}')
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise BadInputError(f'points must be H x W x 3 (1 x N x 3 unorganized, N may be 0), got shape {points.shape}')
     stride = int(stride)
     if stride < 1:
         raise BadInputError(f'stride must be >= 1, got {stride}')
