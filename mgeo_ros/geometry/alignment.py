@@ -23,7 +23,7 @@ __all__ = ['align_scale', 'align_points_scale', 'align_points_scale_z_shift', 'a
            'align_points_xyz_shift', 'align_points_z_shift', 'align_depth_scale', 'align_depth_affine',
            'align_affine_lstsq', 'masked_nearest_resize', 'roe_solve']
 
-_CHUNK_ELEMENTS = 1 << 21  # rows*n per solver chunk: bounds memory to a few hundred MB at float64
+_CHUNK_ELEMENTS = 1 << 20  # rows*n per solver chunk: bounds peak memory to ~300 MB (float64)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -97,18 +97,16 @@ def _solve_batch(uv: np.ndarray, xyz: np.ndarray, valid: np.ndarray, focal: np.n
     return f, shift
 
 
-def _recover_numpy(points: np.ndarray, mask, focal, size):
-    """points [B,H,W,3] float, mask [B,H,W] bool|None, focal [B]|None -> (focal [B], shift [B]) float64."""
-    bsz, h, w, _ = points.shape
-    iy, ix = _legacy_nearest_index(h, size[0]), _legacy_nearest_index(w, size[1])
-    xyz = points[:, iy][:, :, ix].reshape(bsz, -1, 3).astype(np.float64)
-    u, v = _uv_axes(w, h)
+def _recover_subsampled(xyz: np.ndarray, valid, focal, height: int, width: int):
+    """xyz [B, h, w, 3] already subsampled from a height x width map (valid alike, or None), focal [B] | None
+    -> (focal [B], shift [B]) float64."""
+    bsz, sh, sw, _ = xyz.shape
+    iy, ix = _legacy_nearest_index(height, sh), _legacy_nearest_index(width, sw)
+    u, v = _uv_axes(width, height)
     uv = np.stack(np.broadcast_arrays(u[ix][None, :], v[iy][:, None]), axis=-1).reshape(1, -1, 2)
-    if mask is None:
-        valid = np.ones(xyz.shape[:2], dtype=bool)
-    else:
-        valid = np.asarray(mask)[:, iy][:, :, ix].reshape(bsz, -1).astype(bool)
-    valid &= np.isfinite(xyz).all(-1)
+    xyz = xyz.reshape(bsz, -1, 3).astype(np.float64)
+    valid = np.ones(xyz.shape[:2], dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(bsz, -1)
+    valid = valid & np.isfinite(xyz).all(-1)
     xyz = np.where(valid[..., None], xyz, 0.0)
     uv = np.broadcast_to(uv, (bsz, uv.shape[1], 2))
     focal64 = None if focal is None else np.asarray(focal, dtype=np.float64).reshape(bsz)
@@ -143,7 +141,7 @@ def recover_focal_shift(points, mask=None, focal=None, downsample_size: tuple[in
         if focal is not None:
             fk = focal.detach().cpu().double().numpy() if _is_tensor(focal) else np.asarray(focal, dtype=np.float64)
             fk = np.broadcast_to(fk.reshape(-1), (pts.shape[0],))
-        f, s = _recover_numpy(small, m, fk, downsample_size)
+        f, s = _recover_subsampled(small, m, fk, pts.shape[1], pts.shape[2])
         if focal is not None and _is_tensor(focal):
             f_out = focal.reshape(pts.shape[0]) if focal.numel() == pts.shape[0] else focal.expand(pts.shape[0])
         else:
@@ -157,9 +155,11 @@ def recover_focal_shift(points, mask=None, focal=None, downsample_size: tuple[in
         raise BadInputError(f'points must be [H, W, 3] or [B, H, W, 3], got shape {pts.shape}')
     single = pts.ndim == 3
     pts4 = pts[None] if single else pts
-    m = None if mask is None else np.asarray(mask, dtype=bool).reshape(pts4.shape[:3])
+    h, w = pts4.shape[1:3]
+    iy, ix = _legacy_nearest_index(h, downsample_size[0]), _legacy_nearest_index(w, downsample_size[1])
+    m = None if mask is None else np.asarray(mask, dtype=bool).reshape(pts4.shape[:3])[:, iy][:, :, ix]
     fk = None if focal is None else np.broadcast_to(np.asarray(focal, dtype=np.float64).reshape(-1), (pts4.shape[0],))
-    f, s = _recover_numpy(pts4, m, fk, downsample_size)
+    f, s = _recover_subsampled(pts4[:, iy][:, :, ix], m, fk, h, w)
     if single:
         return (float(focal) if focal is not None and np.ndim(focal) == 0 else float(f[0])), float(s[0])
     return f, s
