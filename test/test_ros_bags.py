@@ -213,3 +213,37 @@ def test_mgeo_replay_times_out_without_subscribers(tmp_path, ros_env):
     missing = subprocess.run([sys.executable, '-m', 'mgeo_ros.cli', 'replay', str(tmp_path / 'nothing')],
                              env=ros_env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and 'does not exist' in missing.stderr
+
+
+@pytest.mark.ros
+def test_bag_player_library_skips_uninstalled_types_and_plays_the_rest(tmp_path):
+    import rclpy
+
+    from mgeo_ros.ros.bag_player import BagPlayer
+
+    bag = tmp_path / 'bag'
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        image = writer.add_connection('/cam/image', 'sensor_msgs/msg/Image', typestore=TS)
+        odom = writer.add_connection('/odom', 'nav_msgs/msg/Odometry', typestore=TS)  # nav_msgs is not installed
+        for i in range(4):
+            msg = _typestore_messages(i)['/cam/image']
+            writer.write(image, _stamp_ns(i), TS.serialize_cdr(msg, msg.__msgtype__))
+            writer.write(odom, _stamp_ns(i), b'\0\1\0\0')
+    rclpy.init()
+    try:
+        node = rclpy.create_node(f'bag_player_test_{os.getpid()}')
+        player = BagPlayer(node, bag, rate=0, remap={'/cam/image': '/played/image'})
+        assert set(player.skipped) == {'/odom'} and player.message_count == 4
+        assert set(player.publishers) == {'/played/image'}
+        stats = player.play()
+        assert dict(stats.published) == {'/played/image': 4}
+        assert stats.bag_duration_s == pytest.approx(0.15)
+        assert stats.wall_s < 0.15  # rate 0: no pacing
+        player.close()
+        with pytest.raises(BadInputError, match='not importable'):
+            BagPlayer(node, bag, topics=['/odom'])
+        with pytest.raises(BadInputError, match='rate'):
+            BagPlayer(node, bag, rate=-1)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

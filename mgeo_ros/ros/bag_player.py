@@ -91,10 +91,23 @@ class BagPlayer:
                                 f'{sorted({c.topic for c in self.reader.connections})})')
         qos = qos or qos_from_name('reliable', 10)
         self.publishers = {}
+        self.skipped: dict[str, str] = {}  # bag topic -> why it is not played (type not installed here)
+        playable = []
         for connection in self.connections:
             topic = self.output_topic(connection.topic)
+            try:
+                cls = message_class(connection.msgtype)
+            except BadInputError as error:
+                if wanted:  # asked for by name: not playing it is an error
+                    raise
+                self.skipped[connection.topic] = str(error)
+                continue
+            playable.append(connection)
             if topic not in self.publishers:
-                self.publishers[topic] = node.create_publisher(message_class(connection.msgtype), topic, qos)
+                self.publishers[topic] = node.create_publisher(cls, topic, qos)
+        self.connections = playable
+        if not self.connections:
+            raise BadInputError(f'bag {str(self.bag_path)!r} has no playable topics (skipped: {self.skipped})')
         self.message_count = sum(c.msgcount for c in self.connections)
 
     def output_topic(self, topic: str) -> str:

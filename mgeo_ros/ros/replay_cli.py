@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         player = BagPlayer(node, args.bag, rate=args.rate, remap=parse_remaps(args.remap), topics=args.topics,
                            qos=qos_from_name(args.qos, args.qos_depth))
+        for topic, why in player.skipped.items():
+            print(f'mgeo replay: warning: not playing {topic}: {why}', file=sys.stderr)
         if args.record:
             played_types = {player.output_topic(c.topic): c.msgtype for c in player.connections}
             recorder = BagRecorder(node, args.record, args.record_topics, storage=args.record_storage,
