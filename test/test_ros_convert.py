@@ -109,18 +109,35 @@ def test_image_to_rgb8_gray_and_depth_like_encodings():
     np.testing.assert_array_equal(C.image_to_rgb8(C.depth_to_image(depth_m))[..., 0], [[0, 128], [0, 255]])
 
 
-@pytest.mark.parametrize('encoding,code', [('yuv422', cv2.COLOR_YUV2RGB_UYVY), ('yuv422_yuy2', cv2.COLOR_YUV2RGB_YUY2)])
-def test_yuv422_to_rgb8_matches_opencv_and_source(encoding, code):
+def _bt601_video_range_to_rgb(y, u, v):
+    """Independent reference: BT.601 video-range YCbCr -> RGB in float, per pixel (u, v already upsampled)."""
+    c, d, e = y - 16.0, u - 128.0, v - 128.0
+    rgb = np.stack([1.164383 * c + 1.596027 * e, 1.164383 * c - 0.391762 * d - 0.812968 * e,
+                    1.164383 * c + 2.017232 * d], axis=-1)
+    return np.clip(np.round(rgb), 0, 255)
+
+
+@pytest.mark.parametrize('encoding', ['yuv422', 'yuv422_yuy2', 'uyvy', 'yuyv'])
+def test_yuv422_to_rgb8_matches_bt601_and_source(encoding):
     rgb = _smooth_rgb()
     raw = C.rgb8_to_yuv422(rgb, encoding)
+    uyvy = encoding in ('yuv422', 'uyvy')
+    chroma, luma = (raw[..., 0], raw[..., 1]) if uyvy else (raw[..., 1], raw[..., 0])
+    # byte order on the wire: UYVY = U0 Y0 V0 Y1, YUYV = Y0 U0 Y1 V0
+    first_four = bytes(raw[0, :2].reshape(-1))
+    assert first_four == (bytes([chroma[0, 0], luma[0, 0], chroma[0, 1], luma[0, 1]]) if uyvy
+                          else bytes([luma[0, 0], chroma[0, 0], luma[0, 1], chroma[0, 1]]))
+    u = np.repeat(chroma[:, 0::2].astype(float), 2, axis=1)
+    v = np.repeat(chroma[:, 1::2].astype(float), 2, axis=1)
+    reference = _bt601_video_range_to_rgb(luma.astype(float), u, v)
     msg = C.numpy_to_image(raw, encoding, step=W * 2 + 6)
     out = C.image_to_rgb8(msg)
-    reference = cv2.cvtColor(np.ascontiguousarray(raw), code)
-    assert np.abs(out.astype(int) - reference.astype(int)).max() <= 2
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - reference).max() <= 2
     assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 3  # smooth image: chroma subsampling loses little
     # the two byte orders really differ: reading UYVY bytes as YUYV gives another picture
-    other = 'yuv422_yuy2' if encoding == 'yuv422' else 'yuv422'
-    assert np.abs(C.yuv422_to_rgb8(raw, other).astype(int) - rgb.astype(int)).mean() > 10
+    other = 'yuv422_yuy2' if uyvy else 'yuv422'
+    assert np.abs(C.yuv422_to_rgb8(np.ascontiguousarray(raw), other).astype(int) - rgb.astype(int)).mean() > 10
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import sys
 
+import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -101,25 +102,18 @@ def _mono16_to_uint8(gray: np.ndarray) -> np.ndarray:
 
 
 def _gray3(gray8: np.ndarray) -> np.ndarray:
-    return np.repeat(gray8[..., None], 3, axis=2)
+    return cv2.cvtColor(gray8, cv2.COLOR_GRAY2RGB)
+
+
+_YUV_TO_RGB = {'yuv422': 'COLOR_YUV2RGB_UYVY', 'uyvy': 'COLOR_YUV2RGB_UYVY',
+               'yuv422_yuy2': 'COLOR_YUV2RGB_YUY2', 'yuyv': 'COLOR_YUV2RGB_YUY2'}
 
 
 def yuv422_to_rgb8(raw: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
     """Raw H x W x 2 yuv422 (UYVY for 'yuv422', YUYV for 'yuv422_yuy2') -> RGB uint8, BT.601 video range."""
-    if encoding in UYVY_ENCODINGS:
-        chroma, luma = raw[..., 0], raw[..., 1]
-    elif encoding in YUYV_ENCODINGS:
-        luma, chroma = raw[..., 0], raw[..., 1]
-    else:
+    if encoding not in _YUV_TO_RGB:
         raise BadInputError(f'encoding {encoding!r} is not a yuv422 variant')
-    y = (luma.astype(np.float32) - 16.0) * 1.164383
-    u = np.repeat(chroma[:, 0::2].astype(np.float32) - 128.0, 2, axis=1)
-    v = np.repeat(chroma[:, 1::2].astype(np.float32) - 128.0, 2, axis=1)
-    rgb = np.empty(raw.shape[:2] + (3,), np.float32)
-    rgb[..., 0] = y + 1.596027 * v
-    rgb[..., 1] = y - 0.391762 * u - 0.812968 * v
-    rgb[..., 2] = y + 2.017232 * u
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(raw, getattr(cv2, _YUV_TO_RGB[encoding]))
 
 
 def rgb8_to_yuv422(rgb: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
@@ -140,6 +134,10 @@ def rgb8_to_yuv422(rgb: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
     return np.clip(np.stack(planes, axis=2) + 0.5, 0, 255).astype(np.uint8)
 
 
+_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB,
+           'mono8': cv2.COLOR_GRAY2RGB, '8UC1': cv2.COLOR_GRAY2RGB}
+
+
 def image_to_rgb8(msg: Image) -> np.ndarray:
     """Any supported Image -> C-contiguous RGB uint8 H x W x 3 (a view when the message already is unpadded rgb8).
 
@@ -150,14 +148,8 @@ def image_to_rgb8(msg: Image) -> np.ndarray:
     encoding = msg.encoding
     if encoding == 'rgb8':
         return np.ascontiguousarray(arr)
-    if encoding == 'bgr8':
-        return np.ascontiguousarray(arr[..., ::-1])
-    if encoding == 'rgba8':
-        return np.ascontiguousarray(arr[..., :3])
-    if encoding == 'bgra8':
-        return np.ascontiguousarray(arr[..., 2::-1])
-    if encoding in ('mono8', '8UC1'):
-        return _gray3(arr)
+    if encoding in _TO_RGB:  # OpenCV's SIMD channel shuffles read the (possibly padded) view directly
+        return cv2.cvtColor(arr, _TO_RGB[encoding])
     if encoding == 'mono16':
         return _gray3(_mono16_to_uint8(arr))
     if encoding == '16UC1':
@@ -225,8 +217,6 @@ def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
 def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
     """CompressedImage (jpeg or png; `format` as image_transport writes it, e.g. 'rgb8; jpeg compressed bgr8')
     -> RGB uint8 H x W x 3."""
-    import cv2
-
     fmt = (msg.format or '').lower()
     if (fmt and not any(k in fmt for k in ('jpeg', 'jpg', 'png'))) or 'compresseddepth' in fmt:
         raise BadInputError(f'format {msg.format!r} is not jpeg or png')
@@ -242,8 +232,6 @@ def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
 def rgb8_to_compressed(rgb: np.ndarray, header: Header | None = None, fmt: str = 'jpeg', quality: int = 90,
                        ) -> CompressedImage:
     """RGB uint8 H x W x 3 -> CompressedImage ('jpeg' or 'png'), `format` in image_transport's convention."""
-    import cv2
-
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise BadInputError(f'rgb must be non-empty uint8 H x W x 3, got {rgb.dtype} {rgb.shape}')
