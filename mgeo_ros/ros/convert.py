@@ -105,15 +105,15 @@ def _gray3(gray8: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(gray8, cv2.COLOR_GRAY2RGB)
 
 
-_YUV_TO_RGB = {'yuv422': 'COLOR_YUV2RGB_UYVY', 'uyvy': 'COLOR_YUV2RGB_UYVY',
-               'yuv422_yuy2': 'COLOR_YUV2RGB_YUY2', 'yuyv': 'COLOR_YUV2RGB_YUY2'}
+_YUV_TO_RGB = {'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'uyvy': cv2.COLOR_YUV2RGB_UYVY,
+               'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2, 'yuyv': cv2.COLOR_YUV2RGB_YUY2}
 
 
 def yuv422_to_rgb8(raw: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
     """Raw H x W x 2 yuv422 (UYVY for 'yuv422', YUYV for 'yuv422_yuy2') -> RGB uint8, BT.601 video range."""
     if encoding not in _YUV_TO_RGB:
         raise BadInputError(f'encoding {encoding!r} is not a yuv422 variant')
-    return cv2.cvtColor(raw, getattr(cv2, _YUV_TO_RGB[encoding]))
+    return cv2.cvtColor(raw, _YUV_TO_RGB[encoding])
 
 
 def rgb8_to_yuv422(rgb: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
