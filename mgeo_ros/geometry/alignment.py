@@ -391,9 +391,11 @@ def _cells(n_src: int, n_dst: int, torch, device):
 def masked_nearest_resize(x, mask=None, size=(64, 64)):
     """Resize sparse maps: each target pixel takes the valid source pixel nearest its centre within its cell.
 
-    x: [..., H, W] or [..., H, W, C] (or a tuple/list of such, resized with the same picks); mask [..., H, W] bool
-    (None: all valid); size (h, w). Returns (x_small, mask_small); target pixels whose cell has no valid source are
-    False in mask_small and 0 in x_small. Same picks as utils3d's masked_nearest_resize; torch keeps gradients.
+    x: [..., H, W] or [..., H, W, C] (or a tuple/list of such, resized with the same picks; a map without the
+    mask's leading dims, e.g. a uv grid, is shared by the batch); mask [..., H, W] bool (None: all valid, and then x
+    must be [H, W] or [..., H, W, C]); size (h, w). Returns (x_small, mask_small); target pixels whose cell has
+    no valid source are False in mask_small and 0 in x_small. Same picks as utils3d's masked_nearest_resize;
+    torch keeps gradients.
     """
     many = isinstance(x, (tuple, list))
     xs = list(x) if many else [x]
@@ -427,7 +429,9 @@ def masked_nearest_resize(x, mask=None, size=(64, 64)):
     mask_small = ok.reshape(*lead, h_out, w_out)
     outs = []
     for v in xs:
-        has_c = v.ndim == mask.ndim + 1
+        chan_fits = v.ndim >= 3 and tuple(v.shape[-3:-1]) == (H, W)
+        plain_fits = tuple(v.shape[-2:]) == (H, W)
+        has_c = v.ndim == mask.ndim + 1 if chan_fits and plain_fits else chan_fits
         vb = v.reshape(-1, H * W, v.shape[-1]) if has_c else v.reshape(-1, H * W)
         if vb.shape[0] != nb:  # a map shared by the whole batch (e.g. a uv grid)
             vb = vb.expand(nb, *vb.shape[1:])

@@ -1,0 +1,69 @@
+"""normals_from_points: planes give their normal, oriented toward the camera; invalid pixels are NaN; torch twin."""
+import numpy as np
+import pytest
+import torch
+
+from mgeo_ros.geometry import Intrinsics, normals_from_points, unproject
+
+
+def _plane_points(normal, offset, intr):
+    """Points of the plane n . p = -offset (n facing the camera) seen by `intr`."""
+    n = np.asarray(normal, dtype=np.float64)
+    n = n / np.linalg.norm(n)
+    u = (np.arange(intr.width) - intr.cx) / intr.fx
+    v = (np.arange(intr.height) - intr.cy) / intr.fy
+    z = -offset / (n[0] * u[None, :] + n[1] * v[:, None] + n[2])
+    return unproject(z, intr).astype(np.float64), n
+
+
+@pytest.mark.parametrize('normal', [(0, 0, -1), (0.3, -0.2, -1.0), (-0.5, 0.4, -0.8), (0.0, -1.0, -0.6)])
+def test_plane_normal_is_recovered_and_faces_the_camera(normal):
+    intr = Intrinsics.from_fov(1.2, 64, 48)
+    pts, n = _plane_points(normal, 3.0, intr)
+    out = normals_from_points(pts)
+    assert out.shape == (48, 64, 3) and out.dtype == np.float32
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, np.broadcast_to(n, out.shape), atol=1e-5)
+    assert ((out * pts).sum(-1) < 0).all()
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, atol=1e-6)
+
+
+def test_orientation_does_not_depend_on_pixel_order():
+    """A mirrored image (reversed winding) still yields normals toward the camera."""
+    intr = Intrinsics.from_fov(1.0, 40, 30)
+    pts, n = _plane_points((0.2, 0.1, -1.0), 2.0, intr)
+    flipped = normals_from_points(pts[:, ::-1])
+    np.testing.assert_allclose(flipped, np.broadcast_to(n, flipped.shape), atol=1e-5)
+
+
+def test_invalid_pixels_are_nan_and_edges_use_remaining_triangles():
+    intr = Intrinsics.from_fov(1.0, 32, 24)
+    pts, n = _plane_points((0, 0, -1), 2.0, intr)
+    pts[5, 5] = np.nan
+    mask = np.ones((24, 32), dtype=bool)
+    mask[10, 10] = False
+    out = normals_from_points(pts, mask)
+    assert np.isnan(out[5, 5]).all() and np.isnan(out[10, 10]).all()
+    # neighbours of holes and border pixels still have a valid triangle and the right normal
+    for ij in [(5, 6), (4, 5), (10, 11), (0, 0), (23, 31)]:
+        np.testing.assert_allclose(out[ij], n, atol=1e-6)
+    lonely = np.zeros((24, 32), dtype=bool)
+    lonely[3, 3] = lonely[3, 4] = True                              # no triangle possible
+    assert np.isnan(normals_from_points(pts, lonely)).all()
+
+
+def test_torch_twin_matches_and_has_gradients():
+    intr = Intrinsics.from_fov(1.1, 24, 20)
+    rng = np.random.default_rng(0)
+    depth = 2.0 + 0.3 * rng.uniform(size=(20, 24))
+    pts = unproject(depth, intr).astype(np.float64)
+    mask = rng.uniform(size=(20, 24)) > 0.1
+    ref = normals_from_points(pts, mask)
+    p = torch.tensor(np.stack([pts, pts]), requires_grad=True)
+    out = normals_from_points(p, torch.tensor(np.stack([mask, mask])))
+    assert out.shape == (2, 20, 24, 3)
+    np.testing.assert_allclose(out[0].detach().numpy(), ref, atol=1e-5, equal_nan=True)
+    valid = torch.isfinite(out).all(-1)
+    loss = (out[valid] * torch.tensor([0.1, 0.2, 0.3], dtype=out.dtype)).sum()
+    loss.backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
