@@ -8,11 +8,17 @@ from mgeo_ros.runtime.backends.base import Backend, RawOutput, as_raw_output, lo
 
 
 class TorchBackend(Backend):
-    """Runs the MoGe-2 module eagerly. Accepts any 14-multiple input size (the grid follows each frame)."""
+    """Runs the MoGe-2 module eagerly. Accepts any 14-multiple input size (the grid follows each frame).
+
+    By default the module runs with `onnx_compatible_mode=True`, i.e. the very graph that `mgeo export` writes
+    (positional embedding resized to the exact grid), so torch, ONNX Runtime and TensorRT give the same Prediction.
+    `reference_mode=True` runs the reference MoGe-2 graph instead (DINOv2's historical `scale_factor` resize of the
+    positional embedding); the two differ by about 1e-3 relative in depth.
+    """
 
     name = 'torch'
 
-    def __init__(self, model, device: str | None = None, precision: str = 'fp32') -> None:
+    def __init__(self, model, device: str | None = None, precision: str = 'fp32', reference_mode: bool = False) -> None:
         try:
             import torch
         except ImportError as e:  # pragma: no cover - torch is in the dev environment
@@ -40,19 +46,24 @@ class TorchBackend(Backend):
             f'{self._device} ({torch.cuda.get_device_name(self._device)})'
         self.input_size = None
         self.metadata = {}
-        self._host_input = None
+        self.reference_mode = bool(reference_mode)
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
         torch = self._torch
         x = torch.from_numpy(image)
         if self._device.type == 'cuda':
             x = x.to(self._device, non_blocking=False)
-        with torch.inference_mode():
-            if self.precision == 'fp16':
-                with torch.autocast('cuda', dtype=torch.float16):
+        previous = getattr(self.model, 'onnx_compatible_mode', False)
+        self.model.onnx_compatible_mode = not self.reference_mode  # the model may be shared: set it per call
+        try:
+            with torch.inference_mode():
+                if self.precision == 'fp16':
+                    with torch.autocast('cuda', dtype=torch.float16):
+                        out = self.model(x, num_tokens=int(num_tokens))
+                else:
                     out = self.model(x, num_tokens=int(num_tokens))
-            else:
-                out = self.model(x, num_tokens=int(num_tokens))
+        finally:
+            self.model.onnx_compatible_mode = previous
 
         def host(t):
             return None if t is None else t.float().cpu().numpy()
