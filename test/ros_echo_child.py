@@ -17,10 +17,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument('--prefix', default='/echo')
     parser.add_argument('--timeout', type=float, default=60.0)
+    parser.add_argument('--best-effort-in', action='store_true', help='subscribe best effort (a camera stream)')
     args = parser.parse_args()
     rclpy.init()
     node = rclpy.create_node('mgeo_echo_child')
-    inbound = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    inbound = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT if args.best_effort_in
+                         else ReliabilityPolicy.RELIABLE)
     outbound = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     out_image = node.create_publisher(Image, f'{args.prefix}/out/image', outbound)
     out_info = node.create_publisher(CameraInfo, f'{args.prefix}/out/camera_info', outbound)

@@ -27,12 +27,12 @@ def ros_node():
     rclpy.try_shutdown()
 
 
-@pytest.fixture
-def echo_child(ros_env):
-    prefix = f'/xp{os.getpid()}'
-    proc = subprocess.Popen([sys.executable, str(CHILD), '--prefix', prefix, '--timeout', '60'], env=ros_env,
+def _start_child(ros_env, prefix, *extra):
+    return subprocess.Popen([sys.executable, str(CHILD), '--prefix', prefix, '--timeout', '60', *extra], env=ros_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    yield prefix, proc
+
+
+def _stop_child(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -40,6 +40,14 @@ def echo_child(ros_env):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def echo_child(ros_env):
+    prefix = f'/xp{os.getpid()}'
+    proc = _start_child(ros_env, prefix)
+    yield prefix, proc
+    _stop_child(proc)
 
 
 def _wait(node, predicate, timeout_s):
@@ -98,3 +106,39 @@ def test_image_camera_info_and_cloud_round_trip_through_another_process(ros_node
     back, back_rgb = convert.pointcloud2_to_numpy(cloud)
     np.testing.assert_array_equal(back, points[::2, ::2])
     np.testing.assert_array_equal(back_rgb, rgb[::2, ::2])
+
+
+def test_best_effort_640x480_stream_crosses_processes(ros_node, ros_env):
+    """A camera-like best-effort stream of 640x480 rgb8 frames at 30 Hz into another process: with the Fast DDS
+    large-frames profile (set by conftest, inherited by the child) nearly every frame arrives; Fast DDS's default
+    shared-memory segment drops most of them."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from mgeo_ros.ros import convert
+
+    prefix = f'/be{os.getpid()}'
+    child = _start_child(ros_env, prefix, '--best-effort-in')
+    try:
+        stamps = set()
+        out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        ros_node.create_subscription(Image, f'{prefix}/out/image', lambda m: stamps.add(m.header.stamp.nanosec),
+                                     out_qos)
+        publisher = ros_node.create_publisher(Image, f'{prefix}/in/image',
+                                              QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert child.stdout.readline().strip() == 'ready', child.stderr.read()
+        assert _wait(ros_node, lambda: publisher.get_subscription_count() > 0, 20)
+        frames = 45
+        rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        for i in range(frames):
+            header = Header(frame_id='cam')
+            header.stamp.nanosec = i + 1
+            publisher.publish(convert.numpy_to_image(rgb, 'rgb8', header))
+            _wait(ros_node, lambda: False, 1 / 30)
+        _wait(ros_node, lambda: len(stamps) >= frames, 2)
+        print(f'\nbest-effort 640x480 at 30 Hz: {len(stamps)} of {frames} frames crossed and came back')
+        assert len(stamps) >= 0.8 * frames
+    finally:
+        _stop_child(child)
