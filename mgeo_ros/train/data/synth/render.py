@@ -1,0 +1,357 @@
+"""Render sampled scenes: primary rays -> surface (normal, world uv, material) -> texture -> Lambertian light with
+soft shadows -> auto exposure. Batched over frames and chunked over pixels to bound memory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.train.data.sample import Sample
+from mgeo_ros.train.data.synth import raycast
+from mgeo_ros.train.data.synth.scene import OUTDOOR_RANGE_M, Pose, Scene
+from mgeo_ros.train.data.synth.textures import albedo, hash3
+
+NONE, ROOM, OUTER, GROUND, BOX, CYL, SPH = range(7)
+# fixed offsets on the light's disc/cone for the soft-shadow samples (deterministic, well spread)
+_SHADOW_OFFSETS = np.array([[0.7, 0.1, 0.0], [-0.4, 0.6, 0.1], [-0.3, -0.7, -0.1], [0.2, -0.2, 0.6],
+                            [0.0, 0.8, -0.4], [-0.8, 0.0, 0.3], [0.5, 0.5, -0.5], [0.1, -0.5, -0.6]])
+
+
+@dataclass
+class SynthBatch:
+    """B rendered frames of one size. Tensors on the render device: rgb [B,H,W,3] uint8, depth [B,H,W] float32
+    metres (NaN invalid), mask [B,H,W] bool, K [B,3,3] float32 pixels."""
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    mask: torch.Tensor
+    K: torch.Tensor
+    intrinsics: list
+    sources: list
+    kinds: list
+
+    def samples(self) -> list[Sample]:
+        """The batch as numpy `Sample`s (metric, synthetic)."""
+        rgb, depth, mask = self.rgb.cpu().numpy(), self.depth.cpu().numpy(), self.mask.cpu().numpy()
+        return [Sample(rgb[i], depth[i], self.intrinsics[i], mask[i], True, self.sources[i]) for i in range(len(rgb))]
+
+
+def _pad(rows: list[list], width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-scene lists of rows into [B,K,width] (K >= 1) with a validity mask [B,K]."""
+    k = max(1, max(len(r) for r in rows))
+    out = np.zeros((len(rows), k, width), dtype=np.float64)
+    valid = np.zeros((len(rows), k), dtype=bool)
+    out[..., 2] = -1e4   # padding sits far below the world (and is masked anyway)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, :len(r)] = np.asarray(r, dtype=np.float64)[:, :width]
+            valid[i, :len(r)] = True
+    return torch.as_tensor(out, dtype=torch.float32, device=device), torch.as_tensor(valid, device=device)
+
+
+def pack(frames: list[tuple[Scene, Pose, Intrinsics]], device) -> dict:
+    """Padded tensors for a batch of (scene, pose, intrinsics)."""
+    scenes = [f[0] for f in frames]
+    p: dict = {}
+    p['boxes'], p['box_valid'] = _pad([[b[:7] for b in s.boxes] for s in scenes], 7, device)
+    p['cyls'], p['cyl_valid'] = _pad([[c[:5] for c in s.cyls] for s in scenes], 5, device)
+    p['spheres'], p['sph_valid'] = _pad([[c[:4] for c in s.spheres] for s in scenes], 4, device)
+    p['obj_mat'] = torch.as_tensor(np.stack([_obj_mats(s, p['boxes'].shape[1], p['cyls'].shape[1],
+                                                       p['spheres'].shape[1]) for s in scenes]), device=device)
+    p['doors'], p['door_valid'] = _pad([list(s.doors) for s in scenes], 4, device)
+    p['doors'][..., 0] = torch.where(p['door_valid'], p['doors'][..., 0], torch.full_like(p['doors'][..., 0], -1))
+    p['lights'], p['light_valid'] = _pad([list(s.lights) for s in scenes], 5, device)
+    n_mat = max(len(s.materials) for s in scenes)
+    mats = np.zeros((len(scenes), n_mat, 8), dtype=np.float32)
+    seeds = np.zeros((len(scenes), n_mat), dtype=np.int64)
+    for i, s in enumerate(scenes):
+        for j, (kind, size, seed, c1, c2) in enumerate(s.materials):
+            mats[i, j] = (kind, size, *c1, *c2)
+            seeds[i, j] = seed
+    p['mats'], p['mat_seeds'] = torch.as_tensor(mats, device=device), torch.as_tensor(seeds, device=device)
+    names = ('floor', 'wall', 'ceiling', 'outer_wall', 'outer_floor', 'ground')
+    p['surf'] = torch.as_tensor([[s.surf_mat.get(n, 0) for n in names] for s in scenes], device=device)
+    p['indoor'] = torch.as_tensor([s.kind == 'indoor' for s in scenes], device=device)
+    p['room'] = torch.as_tensor(np.stack([s.room if s.room is not None else np.zeros(6) for s in scenes]),
+                                dtype=torch.float32, device=device)
+    p['outer'] = torch.as_tensor(np.stack([s.outer if s.outer is not None else np.zeros(6) for s in scenes]),
+                                 dtype=torch.float32, device=device)
+    p['ambient'] = torch.as_tensor([s.ambient for s in scenes], dtype=torch.float32, device=device)
+    p['sky'] = torch.as_tensor(np.array([s.sky for s in scenes]), dtype=torch.float32, device=device)
+    p['origin'] = torch.as_tensor(np.stack([f[1].position for f in frames]), dtype=torch.float32, device=device)
+    p['R'] = torch.as_tensor(np.stack([f[1].rotation for f in frames]), dtype=torch.float32, device=device)
+    p['fxfycxcy'] = torch.as_tensor([[f[2].fx, f[2].fy, f[2].cx, f[2].cy] for f in frames], dtype=torch.float32,
+                                    device=device)
+    return p
+
+
+def _obj_mats(s: Scene, k: int, c: int, n: int) -> np.ndarray:
+    out = np.zeros(k + c + n, dtype=np.int64)
+    out[:len(s.boxes)] = [b[7] for b in s.boxes]
+    out[k:k + len(s.cyls)] = [x[5] for x in s.cyls]
+    out[k + c:k + c + len(s.spheres)] = [x[4] for x in s.spheres]
+    return out
+
+
+def _rows(t: torch.Tensor, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """Gather rows t[b, i] for flat pixel lists (b, i)."""
+    return t[b, i.clamp(0, t.shape[1] - 1)]
+
+
+def _env(o, d, p):
+    """Room (with doorways into the outer box) for indoor frames, the ground disc for outdoor: t, category, face."""
+    t_room, face = raycast.exit_box(o, d, p['room'])
+    hit = o + t_room[..., None] * d
+    along = torch.where(face < 2, hit[..., 1], hit[..., 0])
+    doors = p['doors'][:, None]
+    in_door = ((face[..., None] == doors[..., 0].long()) & (along[..., None] >= doors[..., 1])
+               & (along[..., None] <= doors[..., 2]) & (hit[..., 2:3] <= doors[..., 3])).any(-1)
+    t_out, face_out = raycast.exit_box(o, d, p['outer'])
+    t_in = torch.where(in_door, t_out, t_room)
+    face_in = torch.where(in_door, face_out, face)
+    cat_in = torch.where(in_door, torch.full_like(face, OUTER), torch.full_like(face, ROOM))
+    dz = d[..., 2]
+    t_g = -o[..., 2] / torch.where(dz < -1e-9, dz, torch.full_like(dz, -1e-9))
+    reach = t_g * torch.linalg.vector_norm(d[..., :2], dim=-1)
+    ground_ok = (dz < -1e-9) & (reach <= OUTDOOR_RANGE_M)
+    t_g = torch.where(ground_ok, t_g, torch.full_like(t_g, raycast.INF))
+    cat_g = torch.where(ground_ok, torch.full_like(face, GROUND), torch.full_like(face, NONE))
+    indoor = p['indoor'][:, None]
+    return (torch.where(indoor, t_in, t_g), torch.where(indoor, cat_in, cat_g), torch.where(indoor, face_in, 0))
+
+
+def _surface(P, d, cat, face, idx, b, p):
+    """Per-pixel normal [P,3], world uv [P,2] metres and material index, for flat pixel lists."""
+    n = torch.zeros_like(P)
+    uv = torch.stack((P[:, 0], P[:, 1]), -1)
+    mat = torch.zeros_like(cat)
+    surf = p['surf'][b]
+    # room and outer box, seen from inside
+    env = (cat == ROOM) | (cat == OUTER)
+    axis = torch.div(face, 2, rounding_mode='floor')
+    sign = torch.where(face % 2 == 1, -1.0, 1.0)
+    n_env = torch.nn.functional.one_hot(axis.clamp(0, 2), 3).to(P.dtype) * sign[:, None]
+    uv_env = torch.where((axis == 0)[:, None], P[:, [1, 2]], torch.where((axis == 1)[:, None], P[:, [0, 2]], P[:, :2]))
+    mat_room = torch.where(face == 4, surf[:, 0], torch.where(face == 5, surf[:, 2], surf[:, 1]))
+    mat_outer = torch.where(face == 4, surf[:, 4], torch.where(face == 5, surf[:, 2], surf[:, 3]))
+    n = torch.where(env[:, None], n_env, n)
+    uv = torch.where(env[:, None], uv_env, uv)
+    mat = torch.where(cat == ROOM, mat_room, torch.where(cat == OUTER, mat_outer, mat))
+    ground = cat == GROUND
+    n[ground] = torch.tensor([0.0, 0.0, 1.0], device=P.device)
+    mat = torch.where(ground, surf[:, 5], mat)
+    k, c = p['boxes'].shape[1], p['cyls'].shape[1]
+    obj_mat = p['obj_mat'][b, idx.clamp(0, p['obj_mat'].shape[1] - 1)]
+    # boxes: face from the largest |local| / half-extent
+    bx = _rows(p['boxes'], b, idx)
+    cs, sn = torch.cos(bx[:, 6]), torch.sin(bx[:, 6])
+    rel = P - bx[:, :3]
+    q = torch.stack((cs * rel[:, 0] + sn * rel[:, 1], cs * rel[:, 1] - sn * rel[:, 0], rel[:, 2]), -1)
+    ax = (q.abs() / bx[:, 3:6].clamp_min(1e-6)).argmax(-1)
+    sgn = torch.sign(torch.gather(q, 1, ax[:, None]))[:, 0]
+    nl = torch.nn.functional.one_hot(ax, 3).to(P.dtype) * sgn[:, None]
+    n_box = torch.stack((cs * nl[:, 0] - sn * nl[:, 1], sn * nl[:, 0] + cs * nl[:, 1], nl[:, 2]), -1)
+    qa = q + bx[:, 3:6]
+    uv_box = torch.where((ax == 0)[:, None], qa[:, [1, 2]], torch.where((ax == 1)[:, None], qa[:, [0, 2]], qa[:, :2]))
+    is_box = cat == BOX
+    n = torch.where(is_box[:, None], n_box, n)
+    uv = torch.where(is_box[:, None], uv_box, uv)
+    # cylinders: side or cap, whichever surface the point is closer to
+    cy = _rows(p['cyls'], b, idx - k)
+    qx, qy = P[:, 0] - cy[:, 0], P[:, 1] - cy[:, 1]
+    rho = torch.sqrt(qx * qx + qy * qy).clamp_min(1e-9)
+    d_side = (rho - cy[:, 4]).abs()
+    d_top, d_bot = (P[:, 2] - cy[:, 3]).abs(), (P[:, 2] - cy[:, 2]).abs()
+    side = d_side <= torch.minimum(d_top, d_bot)
+    n_side = torch.stack((qx / rho, qy / rho, torch.zeros_like(rho)), -1)
+    n_cap = torch.zeros_like(P)
+    n_cap[:, 2] = torch.where(d_top < d_bot, 1.0, -1.0)
+    uv_side = torch.stack((torch.atan2(qy, qx) * cy[:, 4], P[:, 2]), -1)
+    is_cyl = cat == CYL
+    n = torch.where(is_cyl[:, None], torch.where(side[:, None], n_side, n_cap), n)
+    uv = torch.where((is_cyl & side)[:, None], uv_side, torch.where(is_cyl[:, None], torch.stack((qx, qy), -1), uv))
+    # spheres
+    sp = _rows(p['spheres'], b, idx - k - c)
+    n_sph = (P - sp[:, :3]) / sp[:, 3:4].clamp_min(1e-6)
+    uv_sph = torch.stack((torch.atan2(n_sph[:, 1], n_sph[:, 0]) * sp[:, 3], P[:, 2]), -1)
+    is_sph = cat == SPH
+    n = torch.where(is_sph[:, None], n_sph, n)
+    uv = torch.where(is_sph[:, None], uv_sph, uv)
+    mat = torch.where(cat >= BOX, obj_mat, mat)
+    n = torch.nn.functional.normalize(n, dim=-1)
+    facing = (n * d).sum(-1, keepdim=True) > 0
+    return torch.where(facing, -n, n), uv, mat
+
+
+def _bounds(p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounding spheres [B,K+C+S,4] (centre, radius) of every object, and their validity, for culling."""
+    bx, cy, sp = p['boxes'], p['cyls'], p['spheres']
+    b_s = torch.cat((bx[..., :3], torch.linalg.vector_norm(bx[..., 3:6], dim=-1, keepdim=True)), -1)
+    half_h = (cy[..., 3] - cy[..., 2]) / 2
+    c_s = torch.stack((cy[..., 0], cy[..., 1], (cy[..., 2] + cy[..., 3]) / 2, torch.hypot(cy[..., 4], half_h)), -1)
+    return torch.cat((b_s, c_s, sp), 1), torch.cat((p['box_valid'], p['cyl_valid'], p['sph_valid']), 1)
+
+
+_KINDS = (('boxes', 'box_valid', raycast.hit_boxes), ('cyls', 'cyl_valid', raycast.hit_cylinders),
+          ('spheres', 'sph_valid', raycast.hit_spheres))
+
+
+def _trace_culled(o, d, p, cand):
+    """Nearest object hit per ray, testing only candidate (group, object) pairs (cand [G,K+C+S] bool), so the work
+    is proportional to what the rays can actually reach: t [G,n] (+inf none) and full object index [G,n]."""
+    g_all, n = d.shape[0], d.shape[1]
+    t_best = torch.full((g_all * n,), raycast.INF, dtype=d.dtype, device=d.device)
+    idx_best = torch.zeros(g_all * n, dtype=torch.long, device=d.device)
+    lanes = torch.arange(n, device=d.device)
+    parts, lo = [], 0
+    for name, vname, fn in _KINDS:
+        hi = lo + p[name].shape[1]
+        gi, ki = (cand[:, lo:hi] & p[vname]).nonzero(as_tuple=True)
+        if gi.numel():
+            t = fn(o[gi], d[gi], p[name][gi, ki][:, None], torch.ones((len(gi), 1), dtype=torch.bool,
+                                                                       device=d.device))[..., 0]
+            flat = (gi[:, None] * n + lanes).reshape(-1)
+            t_best.scatter_reduce_(0, flat, t.reshape(-1), 'amin')
+            parts.append((flat, t.reshape(-1), (ki + lo)[:, None].expand(-1, n).reshape(-1)))
+        lo = hi
+    for flat, t, k in parts:
+        win = (t == t_best[flat]) & torch.isfinite(t)
+        idx_best[flat[win]] = k[win]
+    return t_best.reshape(g_all, n), idx_best.reshape(g_all, n)
+
+
+def _sphere_near_segment(bounds, a, b, radius):
+    """cand [G,K]: bounding spheres within `radius` [G] of the segments a->b ([G,3] each)."""
+    ab = (b - a)[:, None]
+    ac = bounds[..., :3] - a[:, None]
+    s = ((ac * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0.0, 1.0)
+    dist = torch.linalg.vector_norm(ac - s[..., None] * ab, dim=-1)
+    return dist <= bounds[..., 3] + radius[:, None]
+
+
+def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
+    """Irradiance [G,n] at surface points P [G,n,3] (groups = screen tiles): ambient + Lambertian per light, each
+    averaged over soft-shadow samples. Shadow rays test only objects near the group's bundle towards the light."""
+    indoor = p['indoor'][:, None]
+    origin = P + n * 2e-3
+    total = p['ambient'][:, None] * torch.where(indoor, 1.0 + 0.2 * n[..., 2].abs(), 0.75 + 0.25 * n[..., 2])
+    offsets = torch.as_tensor(_SHADOW_OFFSETS, dtype=P.dtype, device=P.device)
+    w = hit.to(P.dtype)[..., None]
+    count = w.sum(1).clamp_min(1.0)
+    centre = (origin * w).sum(1) / count                                           # [G,3]
+    spread = (torch.linalg.vector_norm(origin - centre[:, None], dim=-1) * hit).amax(1)
+    for li in range(p['lights'].shape[1]):
+        lt = p['lights'][:, li]                                                    # [G,5]
+        reach = 150.0
+        end = torch.where(p['indoor'][:, None], lt[:, :3], centre + reach * lt[:, :3])
+        radius = torch.maximum(spread, torch.where(p['indoor'], lt[:, 4], lt[:, 4] * reach)) + 0.01
+        cand = _sphere_near_segment(bounds, centre, end, radius) & hit.any(1, keepdim=True)
+        acc = torch.zeros_like(total)
+        n_samples = max(1, shadow_samples)
+        for k in range(n_samples):
+            off = offsets[(k + 3 * li) % len(offsets)] if shadow_samples > 0 else torch.zeros_like(offsets[0])
+            pos = (lt[:, :3] + lt[:, 4:5] * off)[:, None]
+            to_pt = torch.where(indoor[..., None], pos - origin,
+                                torch.nn.functional.normalize(pos, dim=-1).expand_as(origin))
+            dist2 = (to_pt * to_pt).sum(-1)
+            cos = (n * to_pt).sum(-1) / dist2.sqrt().clamp_min(1e-6)
+            power = torch.where(indoor, lt[:, 3:4] * 4.0 / (1.0 + dist2), lt[:, 3:4] * 1.6)
+            if shadow_samples > 0:
+                t_hit, _ = _trace_culled(origin, to_pt, p, cand)
+                lit = torch.where(indoor, t_hit >= 1.0, torch.isinf(t_hit))
+                acc = acc + power * cos.clamp_min(0.0) * lit
+            else:
+                acc = acc + power * cos.clamp_min(0.0)
+        total = total + p['light_valid'][:, li:li + 1] * acc / n_samples
+    return total * torch.where(cat == OUTER, 0.5, 1.0)
+
+
+def _render_groups(p, x, y, shadow_samples):
+    """Render groups of pixels (screen tiles; x, y [G,n]) whose per-frame tensors in `p` are already per group:
+    depth [G,n], hit [G,n], linear colour [G,n,3]."""
+    f = p['fxfycxcy'][:, None]
+    dc = torch.stack(((x - f[..., 2]) / f[..., 0], (y - f[..., 3]) / f[..., 1], torch.ones_like(x)), -1)
+    d = torch.einsum('gij,gnj->gni', p['R'], dc)
+    o = p['origin'][:, None]
+    t_env, cat_env, face = _env(o, d, p)
+    # cull objects whose bounding sphere is outside the tile's cone of rays
+    bounds, _ = _bounds(p)
+    dn = torch.nn.functional.normalize(d, dim=-1)
+    axis = torch.nn.functional.normalize(dn.mean(1), dim=-1)
+    half = torch.acos((dn * axis[:, None]).sum(-1).clamp(-1.0, 1.0)).amax(1) + 1e-3
+    v = bounds[..., :3] - p['origin'][:, None]
+    dist = torch.linalg.vector_norm(v, dim=-1).clamp_min(1e-9)
+    ang = torch.acos(((v * axis[:, None]).sum(-1) / dist).clamp(-1.0, 1.0))
+    cand = (dist <= bounds[..., 3]) | (ang <= half[:, None] + torch.asin((bounds[..., 3] / dist).clamp(max=1.0)))
+    t_obj, idx = _trace_culled(o, d, p, cand)
+    use_obj = t_obj < t_env
+    k, c = p['boxes'].shape[1], p['cyls'].shape[1]
+    cat_obj = torch.where(idx < k, BOX, torch.where(idx < k + c, CYL, SPH))
+    t = torch.where(use_obj, t_obj, t_env)
+    cat = torch.where(use_obj, cat_obj, cat_env)
+    hit = cat != NONE
+    g, n = t.shape
+    t_safe = torch.where(hit, t, torch.ones_like(t))
+    P = o + t_safe[..., None] * d
+    b = torch.arange(g, device=t.device)[:, None].expand(g, n).reshape(-1)
+    nrm, uv, mat = _surface(P.reshape(-1, 3), d.reshape(-1, 3), cat.reshape(-1), face.reshape(-1),
+                            idx.reshape(-1), b, p)
+    m = p['mats'][b, mat]
+    dd = d.reshape(-1, 3)
+    dnorm = torch.linalg.vector_norm(dd, dim=-1)
+    grazing = ((nrm * dd).sum(-1).abs() / dnorm).clamp_min(0.15)
+    footprint = t_safe.reshape(-1) * dnorm / p['fxfycxcy'][b, 0] / grazing
+    alb = albedo(uv[:, 0], uv[:, 1], m[:, 0].long(), m[:, 1], p['mat_seeds'][b, mat], m[:, 2:5], m[:, 5:8], footprint)
+    irr = _light(P, nrm.reshape(g, n, 3), cat, hit, p, bounds, shadow_samples)
+    colour = alb.reshape(g, n, 3) * irr[..., None]
+    up = (dn[..., 2]).clamp(0.0, 1.0)[..., None] ** 0.6
+    sky = p['sky'][:, None, 0] * (1 - up) + p['sky'][:, None, 1] * up
+    colour = torch.where(hit[..., None], colour, sky * 1.2)
+    return torch.where(hit, t, torch.full_like(t, float('nan'))), hit, colour
+
+
+TILE = 8
+
+
+def render_frames(frames: list[tuple[Scene, Pose, Intrinsics]], device='cpu', shadow_samples: int = 2,
+                  noise_seeds: list[int] | None = None, groups_per_chunk: int = 1024) -> tuple:
+    """Render frames of one size; returns rgb uint8 [B,H,W,3], depth [B,H,W], mask [B,H,W] (torch, on device).
+    Pixels are processed in TILE x TILE screen tiles so each tile only tests the objects its rays can reach."""
+    w, h = frames[0][2].width, frames[0][2].height
+    if any((f[2].width, f[2].height) != (w, h) for f in frames):
+        raise ValueError('render_frames: all frames of a batch must have the same size')
+    p = pack(frames, device)
+    bsz = len(frames)
+    ty, tx = torch.meshgrid(torch.arange(0, h, TILE, device=device), torch.arange(0, w, TILE, device=device),
+                            indexing='ij')
+    oy, ox = torch.meshgrid(torch.arange(TILE, device=device), torch.arange(TILE, device=device), indexing='ij')
+    px = (tx.reshape(-1, 1) + ox.reshape(1, -1)).clamp(max=w - 1)        # [T, TILE²] (edge tiles repeat pixels)
+    py = (ty.reshape(-1, 1) + oy.reshape(1, -1)).clamp(max=h - 1)
+    n_tiles = px.shape[0]
+    flat = py * w + px
+    depth = torch.empty((bsz, h * w), dtype=torch.float32, device=device)
+    mask = torch.empty((bsz, h * w), dtype=torch.bool, device=device)
+    colour = torch.empty((bsz, h * w, 3), dtype=torch.float32, device=device)
+    frame_keys = [k for k, v in p.items() if torch.is_tensor(v) and v.shape[0] == bsz]
+    for s in range(0, bsz * n_tiles, groups_per_chunk):
+        gid = torch.arange(s, min(s + groups_per_chunk, bsz * n_tiles), device=device)
+        fb, tile = torch.div(gid, n_tiles, rounding_mode='floor'), gid % n_tiles
+        pg = {k: p[k][fb] for k in frame_keys}
+        dg, mg, cg = _render_groups(pg, px[tile].float(), py[tile].float(), shadow_samples)
+        rows = fb[:, None].expand_as(flat[tile])
+        depth[rows, flat[tile]], mask[rows, flat[tile]], colour[rows, flat[tile]] = dg, mg, cg
+    # auto exposure: the 95th percentile of luminance maps to 0.75 (linear)
+    lum = colour.mean(-1)
+    step = max(1, lum.shape[1] // 4096)
+    ref = torch.quantile(lum[:, ::step], 0.95, dim=1).clamp_min(1e-3)
+    colour = colour * (0.75 / ref)[:, None, None]
+    # sensor noise from a pixel hash: deterministic, identical on every device
+    seeds = torch.as_tensor(noise_seeds if noise_seeds is not None else list(range(bsz)), device=device)
+    pix = torch.arange(h * w, device=device)
+    for ch in range(3):
+        nz = hash3(pix[None].expand(bsz, -1), torch.full_like(pix, ch)[None].expand(bsz, -1), seeds[:, None] * 3 + ch)
+        colour[..., ch] += (nz - 0.5) * 0.02
+    rgb = (colour.clamp(0.0, 1.0) ** (1.0 / 2.2) * 255.0 + 0.5).to(torch.uint8)
+    return rgb.reshape(bsz, h, w, 3), depth.reshape(bsz, h, w), mask.reshape(bsz, h, w)
