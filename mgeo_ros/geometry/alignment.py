@@ -84,7 +84,7 @@ def _solve_rows(x, y, w, trunc):
     The objective at a is  a*(2 S_A[wx] - S_B[wx] - S_C[wx]) - (2 S_A[wy] - S_B[wy] - S_C[wy]) + S_C[T] + S[T] - S_B[T]
     where S_K[v] sums v over the samples whose breakpoint K_i (tip A_i, window ends B_i <= A_i <= C_i) lies below a.
     One joint sort of all 3n breakpoints gives every S at every tip (ties do not matter: each tied term is worth
-    the same on both sides of its breakpoint).
+    the same on both sides of its breakpoint, so any order among equal keys gives the same value).
     """
     torch = _torch()
     sign = torch.where(x < 0, -1.0, 1.0).to(x.dtype)
@@ -98,7 +98,7 @@ def _solve_rows(x, y, w, trunc):
     inf = torch.full_like(x, math.inf)
     wx, wy = torch.where(live, w * x, zero), torch.where(live, w * y, zero)
     A = torch.where(live, y / torch.where(live, x, torch.ones_like(x)), inf)
-    m, n = x.shape
+    n = x.shape[1]
     if trunc is None:
         const = (w * y.abs() * dead).sum(-1)
         keys, inc_x, inc_y, inc_t = A, 2 * wx, 2 * wy, None
@@ -115,20 +115,19 @@ def _solve_rows(x, y, w, trunc):
         inc_t = torch.cat([zero, -T, T], -1)
         t_total = T.sum(-1, keepdim=True)
         base_x = base_y = 0.0
-    order = torch.argsort(keys, dim=-1)
-    where_in_order = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(order.shape[-1], device=x.device).expand(m, -1))
-    pos = where_in_order[:, :n]                    # position of each tip A_j in the joint order
-
-    def before(v):                                 # exclusive prefix sum of v (joint order), read at each tip
-        cs = torch.cumsum(torch.gather(v, -1, order), dim=-1) - torch.gather(v, -1, order)
-        return torch.gather(cs, -1, pos)
-
-    obj = A * (before(inc_x) - base_x) - (before(inc_y) - base_y)
+    # walk the breakpoints in sorted order; at each tip, the exclusive prefix sums are the S_K above
+    keys_sorted, order = torch.sort(keys, dim=-1)
+    incs = torch.stack([inc_x, inc_y] if inc_t is None else [inc_x, inc_y, inc_t], dim=-1)
+    incs = torch.gather(incs, 1, order[..., None].expand(-1, -1, incs.shape[-1]))
+    before = torch.cumsum(incs, dim=1) - incs
+    obj = keys_sorted * (before[..., 0] - base_x) - (before[..., 1] - base_y)
     if inc_t is not None:
-        obj = obj + before(inc_t) + t_total
-    obj = torch.where(live, obj, inf)
-    loss, index = obj.min(dim=-1)
+        obj = obj + before[..., 2] + t_total
+    is_tip = order < n
+    tip = torch.where(is_tip, order, torch.zeros_like(order))
+    obj = torch.where(is_tip & torch.gather(live, 1, tip), obj, torch.full_like(obj, math.inf))
+    loss, where = obj.min(dim=-1)
+    index = torch.gather(tip, 1, where[:, None]).squeeze(-1)
     found = live.any(dim=-1)
     loss = torch.where(found, loss, torch.zeros_like(loss)) + const
     a = torch.where(found, torch.gather(A, -1, index[:, None]).squeeze(-1), torch.zeros_like(loss))
