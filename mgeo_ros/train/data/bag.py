@@ -1,0 +1,205 @@
+"""Rosbag dataset (sqlite3 or mcap, read with rosbags — no ROS needed): colour image (raw or compressed) + depth
+registered to the colour camera (16UC1 mm or 32FC1 m) + camera_info, paired by header stamp within a tolerance."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.rosbag2 import Reader
+
+from mgeo_ros.errors import BadInputError
+from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.train.data.bag_writer import COMPRESSED, IMAGE, INFO, TYPESTORE
+from mgeo_ros.train.data.sample import Sample
+
+_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mono16': 1, '8UC1': 1, '8UC3': 3,
+             '16UC1': 1, '32FC1': 1}
+_DTYPES = {'mono16': np.uint16, '16UC1': np.uint16, '32FC1': np.float32}
+
+
+def image_to_array(msg) -> np.ndarray:
+    """Raw sensor_msgs/Image -> H×W(×C) array in its own encoding, honouring step and endianness."""
+    enc = msg.encoding
+    if enc not in _CHANNELS:
+        raise BadInputError(f'Image.encoding {enc!r} is not supported (use one of {sorted(_CHANNELS)})')
+    dtype = np.dtype(_DTYPES.get(enc, np.uint8)).newbyteorder('>' if msg.is_bigendian else '<')
+    ch, h, w = _CHANNELS[enc], int(msg.height), int(msg.width)
+    row = w * ch * dtype.itemsize
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if msg.step < row or data.size < msg.step * h:
+        raise BadInputError(f'Image.step {msg.step} / data size {data.size} too small for {w}x{h} {enc}')
+    rows = data[:msg.step * h].reshape(h, msg.step)[:, :row]
+    arr = np.ascontiguousarray(rows).view(dtype).reshape(h, w, ch) if ch > 1 else \
+        np.ascontiguousarray(rows).view(dtype).reshape(h, w)
+    return arr.astype(dtype.newbyteorder('='))
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """Image or CompressedImage -> RGB uint8 H×W×3."""
+    if hasattr(msg, 'format'):
+        img = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise BadInputError(f'CompressedImage.data could not be decoded (format {msg.format!r})')
+        return np.ascontiguousarray(img[..., ::-1])
+    a = image_to_array(msg)
+    enc = msg.encoding
+    if enc in ('bgr8', 'bgra8', '8UC3'):
+        return np.ascontiguousarray(a[..., 2::-1])
+    if enc in ('rgb8', 'rgba8'):
+        return np.ascontiguousarray(a[..., :3])
+    if enc == 'mono16':
+        a = (a >> 8).astype(np.uint8)
+    if a.ndim == 2 and a.dtype == np.uint8:
+        return np.repeat(a[..., None], 3, axis=2)
+    raise BadInputError(f'Image.encoding {enc!r} is not a colour encoding')
+
+
+def depth_to_metres(msg) -> np.ndarray:
+    """Depth Image (16UC1/mono16 millimetres, 32FC1 metres) or compressedDepth png -> float32 metres, NaN invalid."""
+    if hasattr(msg, 'format'):
+        data = np.asarray(msg.data, dtype=np.uint8)
+        raw = cv2.imdecode(data[12:] if 'compressedDepth' in msg.format else data, cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.dtype != np.uint16:
+            raise BadInputError(f'CompressedImage depth ({msg.format!r}) is not a 16-bit png')
+        d = raw.astype(np.float32) * 1e-3
+    else:
+        a = image_to_array(msg)
+        if msg.encoding in ('16UC1', 'mono16'):
+            d = a.astype(np.float32) * 1e-3
+        elif msg.encoding == '32FC1':
+            d = a.astype(np.float32)
+        else:
+            raise BadInputError(f'depth Image.encoding {msg.encoding!r} must be 16UC1 (mm) or 32FC1 (m)')
+    d = d.copy()
+    d[~np.isfinite(d) | (d <= 0)] = np.nan
+    return d
+
+
+def _stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def bag_topics(path) -> dict[str, str]:
+    """topic -> message type of a bag."""
+    with Reader(Path(path)) as r:
+        return {c.topic: c.msgtype for c in r.connections}
+
+
+def guess_topics(path) -> tuple[str, str, str]:
+    """(image, depth, info) topics of a bag: the depth topic is the Image topic whose name mentions depth, the image
+    topic is another Image/CompressedImage, and the CameraInfo topic sharing most of its prefix with the image."""
+    topics = bag_topics(path)
+    images = [t for t, ty in topics.items() if ty in (IMAGE, COMPRESSED)]
+    depth = [t for t in images if 'depth' in t.lower()]
+    colour = [t for t in images if 'depth' not in t.lower()]
+    infos = [t for t, ty in topics.items() if ty == INFO]
+    if not depth or not colour or not infos:
+        raise BadInputError(f'{path}: cannot guess topics (images {colour}, depth {depth}, camera_info {infos}); '
+                            'pass --image-topic/--depth-topic/--info-topic')
+    image = sorted(colour)[0]
+    info = max(infos, key=lambda t: (len(_common_prefix(t, image)), -len(t)))
+    return image, sorted(depth)[0], info
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+@dataclass
+class PairingReport:
+    """What pairing did: frames paired, and frames left without a partner on each topic."""
+
+    paired: int = 0
+    unpaired_images: int = 0
+    unpaired_depths: int = 0
+    camera_infos: int = 0
+    notes: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f'{self.paired} paired, {self.unpaired_images} image(s) and {self.unpaired_depths} depth frame(s) '
+                f'unpaired, {self.camera_infos} camera_info message(s)')
+
+
+def pair_stamps(image_ns: list[int], depth_ns: list[int], tolerance_ns: int) -> list[tuple[int, int]]:
+    """One-to-one (image index, depth index) pairs whose stamps differ by at most tolerance_ns, closest first."""
+    order = sorted(range(len(depth_ns)), key=lambda j: depth_ns[j])
+    ds = [depth_ns[j] for j in order]
+    cands = []
+    for i, t in enumerate(image_ns):
+        k = bisect.bisect_left(ds, t)
+        for kk in (k - 1, k):
+            if 0 <= kk < len(ds) and abs(ds[kk] - t) <= tolerance_ns:
+                cands.append((abs(ds[kk] - t), i, order[kk]))
+    used_i, used_d, pairs = set(), set(), []
+    for _, i, j in sorted(cands):
+        if i not in used_i and j not in used_d:
+            used_i.add(i)
+            used_d.add(j)
+            pairs.append((i, j))
+    return sorted(pairs)
+
+
+class BagDataset:
+    """Map-style dataset of the paired frames of a bag. One pass at construction keeps the raw bytes of the colour
+    and depth messages in memory (fine for test/eval bags; use `mgeo data extract` for big ones) and decodes lazily.
+    `report` says how many frames were paired and how many were left unpaired."""
+
+    def __init__(self, path, image_topic: str | None = None, depth_topic: str | None = None,
+                 info_topic: str | None = None, tolerance_s: float = 0.02, metric: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BadInputError(f'{self.path}: bag not found')
+        if image_topic is None or depth_topic is None or info_topic is None:
+            g = guess_topics(self.path)
+            image_topic, depth_topic, info_topic = image_topic or g[0], depth_topic or g[1], info_topic or g[2]
+        self.image_topic, self.depth_topic, self.info_topic = image_topic, depth_topic, info_topic
+        self.metric = metric
+        images, depths, infos = [], [], []
+        with Reader(self.path) as reader:
+            conns = {c.topic: c for c in reader.connections}
+            for t in (image_topic, depth_topic, info_topic):
+                if t not in conns:
+                    raise BadInputError(f'{self.path}: topic {t!r} not in bag (topics: {sorted(conns)})')
+            wanted = [conns[image_topic], conns[depth_topic], conns[info_topic]]
+            for conn, _, raw in reader.messages(connections=wanted):
+                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                if conn.topic == info_topic:
+                    infos.append((_stamp_ns(msg), Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))))
+                else:
+                    (images if conn.topic == image_topic else depths).append((_stamp_ns(msg), conn.msgtype,
+                                                                             bytes(raw)))
+        if not infos:
+            raise BadInputError(f'{self.path}: no CameraInfo on {info_topic!r}')
+        infos.sort(key=lambda x: x[0])
+        self._info_ns, self._infos = [s for s, _ in infos], [i for _, i in infos]
+        pairs = pair_stamps([s for s, _, _ in images], [s for s, _, _ in depths], int(round(tolerance_s * 1e9)))
+        self._frames = [(images[i], depths[j]) for i, j in pairs]
+        self.report = PairingReport(len(pairs), len(images) - len(pairs), len(depths) - len(pairs), len(infos))
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def stamp_ns(self, index: int) -> int:
+        return self._frames[index][0][0]
+
+    def _intrinsics_at(self, stamp: int) -> Intrinsics:
+        k = bisect.bisect_right(self._info_ns, stamp) - 1
+        return self._infos[max(k, 0)]
+
+    def __getitem__(self, index: int) -> Sample:
+        (stamp, itype, iraw), (_, dtype_, draw) = self._frames[index]
+        rgb = image_to_rgb(TYPESTORE.deserialize_cdr(iraw, itype))
+        depth = depth_to_metres(TYPESTORE.deserialize_cdr(draw, dtype_))
+        h, w = rgb.shape[:2]
+        if depth.shape != (h, w):  # registered but at another resolution: nearest keeps edges unblended
+            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+        intr = self._intrinsics_at(stamp)
+        if (intr.width, intr.height) != (w, h):
+            intr = intr.resized(w, h)
+        return Sample(rgb, depth, intr, np.isfinite(depth), self.metric, f'{self.path.name}@{stamp}')
