@@ -1,0 +1,148 @@
+"""Counters and timings of the node, summarized into one /diagnostics status.
+
+`NodeStats` is plain Python (unit-testable); `to_diagnostic_status` builds the ROS message.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+LEVEL_OK, LEVEL_WARN, LEVEL_ERROR, LEVEL_STALE = 0, 1, 2, 3
+
+
+class Timings:
+    """Rolling window of per-stage wall times in ms; reports mean and max over the window."""
+
+    def __init__(self, window: int = 100) -> None:
+        self._window = window
+        self._stages: dict[str, collections.deque] = {}
+
+    def add(self, stage: str, ms: float) -> None:
+        self._stages.setdefault(stage, collections.deque(maxlen=self._window)).append(float(ms))
+
+    def summary(self) -> dict[str, tuple[float, float]]:
+        return {k: (sum(v) / len(v), max(v)) for k, v in self._stages.items() if v}
+
+
+@dataclass
+class NodeStats:
+    """Everything the node counts. Mutated from the callback thread and the worker; guarded by `lock`."""
+
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    skipped_no_subscribers: int = 0
+    bad_input: collections.Counter = field(default_factory=collections.Counter)
+    size_changes: int = 0
+    camera_changes: int = 0
+    scale_raw: float = math.nan
+    scale_smoothed: float = math.nan
+    scale_resets: int = 0
+    fov_x_deg: float = math.nan
+    fov_y_deg: float = math.nan
+    intrinsics_source: str = 'none yet'
+    resolution: str = 'none yet'
+    model_status: str = 'loading'
+    model_error: str = ''
+    backend: str = ''
+    timings: Timings = field(default_factory=Timings)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _publish_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+
+    def count_bad(self, reason: str) -> None:
+        with self.lock:
+            self.bad_input[reason] += 1
+
+    def mark_published(self, now: float | None = None) -> None:
+        with self.lock:
+            self.processed += 1
+            self._publish_times.append(time.monotonic() if now is None else now)
+
+    def output_rate(self, now: float | None = None, horizon: float = 5.0) -> float:
+        """Published frames per second over the last `horizon` seconds."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            recent = [t for t in self._publish_times if now - t <= horizon]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], recent[-1] - recent[0])
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def level_and_message(self) -> tuple[int, str]:
+        if self.model_status == 'error':
+            return LEVEL_ERROR, f'model not loaded: {self.model_error}'
+        if self.model_status == 'loading':
+            return LEVEL_WARN, 'loading model'
+        if self.received == 0:
+            return LEVEL_WARN, 'no image received yet'
+        if sum(self.bad_input.values()) and self.processed == 0:
+            return LEVEL_ERROR, 'every frame so far was rejected as bad input'
+        return LEVEL_OK, 'running'
+
+    def key_values(self) -> list[tuple[str, str]]:
+        """Flat (key, value) pairs for DiagnosticStatus.values; timings in ms as mean/max over the last frames."""
+        with self.lock:
+            kv = [
+                ('frames_received', self.received),
+                ('frames_published', self.processed),
+                ('frames_dropped', self.dropped),
+                ('frames_skipped_no_subscribers', self.skipped_no_subscribers),
+                ('bad_input_total', sum(self.bad_input.values())),
+            ]
+            kv += [(f'bad_input.{k}', v) for k, v in sorted(self.bad_input.items())]
+            kv += [
+                ('output_rate_hz', f'{self.output_rate():.2f}'),
+                ('image_size_changes', self.size_changes),
+                ('camera_changes', self.camera_changes),
+                ('metric_scale_raw', f'{self.scale_raw:.5g}'),
+                ('metric_scale_smoothed', f'{self.scale_smoothed:.5g}'),
+                ('scale_filter_resets', self.scale_resets),
+                ('intrinsics_source', self.intrinsics_source),
+                ('fov_x_deg', f'{self.fov_x_deg:.2f}'),
+                ('fov_y_deg', f'{self.fov_y_deg:.2f}'),
+                ('resolution', self.resolution),
+                ('model_status', self.model_status),
+                ('backend', self.backend),
+            ]
+            for stage, (mean, peak) in sorted(self.timings.summary().items()):
+                kv.append((f'latency_ms.{stage}', f'{mean:.2f} (max {peak:.2f})'))
+        return [(k, str(v)) for k, v in kv]
+
+
+def to_diagnostic_status(stats: NodeStats, name: str, hardware_id: str):
+    """One DiagnosticStatus for the node (level by health, values = counters, timings, scale, FOV)."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    level, message = stats.level_and_message()
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message)
+    status.level = bytes([level])
+    status.values = [KeyValue(key=k, value=v) for k, v in stats.key_values()]
+    return status
+
+
+class ThrottledLog:
+    """Per-reason log throttling: the first occurrence is logged, then at most one line per `period` seconds that
+    says how many were suppressed. A plain per-call-site throttle would hide a new reason behind an old one."""
+
+    def __init__(self, emit, period: float = 5.0) -> None:
+        self._emit = emit
+        self.period = period
+        self._last: dict[str, float] = {}
+        self._suppressed: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str, text: str, now: float | None = None) -> bool:
+        """Log `text` under `reason` unless throttled; return whether it was emitted."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._last.get(reason)
+            if last is not None and now - last < self.period:
+                self._suppressed[reason] += 1
+                return False
+            skipped = self._suppressed.pop(reason, 0)
+            self._last[reason] = now
+        self._emit(text + (f' ({skipped} similar messages suppressed)' if skipped else ''))
+        return True

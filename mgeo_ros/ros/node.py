@@ -1,0 +1,197 @@
+"""mgeo_depth_node: one camera in; metric depth, its camera_info, a point cloud, a validity mask and diagnostics out.
+
+Threads: the executor thread only stores incoming messages (the newest image replaces a waiting one, see
+`FrameSlot`); one worker thread decodes, runs the model and publishes. Every output carries the input header.
+Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
+or `python -m mgeo_ros.ros.node --ros-args ...`.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from mgeo_ros.ros import params as P
+from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
+from mgeo_ros.ros.frame_slot import FrameSlot
+from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
+from mgeo_ros.ros.qos import make_qos
+
+NODE_NAME = 'mgeo_depth_node'
+_ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+@dataclass
+class Outputs:
+    """The node's publishers (names relative, so namespaces and remaps apply)."""
+
+    depth: object
+    info: object
+    points: object
+    mask: object
+
+
+def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.kind], description=spec.describe())
+    if spec.choices:
+        d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.kind is float:
+        # Floats accept integers too (`-p max_depth:=5`); the node coerces them. Range is checked by params.validate.
+        d.dynamic_typing = True
+    elif spec.kind is int and spec.min is not None and spec.max is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+    if spec.kind is float and spec.min is not None and spec.max is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    return d
+
+
+class MgeoDepthNode(Node):
+    """The depth node; see the module docstring and README section "node"."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.stats = NodeStats()
+        self.cfg = self._declare_parameters()
+        self._log_bad = ThrottledLog(self.get_logger().warning, self.cfg['log_throttle'])
+        self.slot: FrameSlot[IncomingFrame] = FrameSlot()
+        self._latest_info: CameraInfo | None = None
+
+        out_qos = make_qos(self.cfg['output_qos'], self.cfg['output_qos_depth'])
+        self.outputs = Outputs(
+            depth=self.create_publisher(Image, 'depth/image', out_qos),
+            info=self.create_publisher(CameraInfo, 'depth/camera_info', out_qos),
+            points=self.create_publisher(PointCloud2, 'points', out_qos),
+            mask=self.create_publisher(Image, 'depth/mask', out_qos),
+        )
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', QoSProfile(depth=10))
+
+        in_qos = make_qos(self.cfg['input_qos'], self.cfg['input_qos_depth'])
+        if self.cfg['image_transport'] == 'compressed':
+            # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
+            topic = self.resolve_topic_name('image') + '/compressed'
+            self._image_sub = self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos)
+        else:
+            self._image_sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
+        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
+
+        self.pipeline = FramePipeline(self, self.stats, self.outputs, self._log_bad)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_timer = self.create_timer(self.cfg['diagnostics_period'], self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name='mgeo_inference', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'listening on {self._image_sub.topic_name} ({self.cfg["image_transport"]}, {self.cfg["input_qos"]}) and '
+            f'{self._info_sub.topic_name}; publishing depth/image, depth/camera_info, points, depth/mask '
+            f'({self.cfg["output_qos"]}, depth {self.cfg["output_qos_depth"]})')
+
+    # ---- parameters ---------------------------------------------------------------------------------------------
+    def _declare_parameters(self) -> dict:
+        cfg = {}
+        for spec in P.PARAMS:
+            try:
+                value = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
+            except Exception as exc:  # wrong type given at start: keep running on the default, say why
+                self.get_logger().error(f'parameter {spec.name}: {exc}; using the default {spec.default!r}')
+                value = self.declare_parameter(spec.name, spec.default, _descriptor(spec), ignore_override=True).value
+            value = P.coerce(spec.name, value)
+            reason = P.validate(spec.name, value)
+            if reason is not None:
+                self.get_logger().error(f'invalid start value: {reason}; using the default {spec.default!r}')
+                value = spec.default
+                self.set_parameters([rclpy.parameter.Parameter(spec.name, value=value)])
+            cfg[spec.name] = value
+        return cfg
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        """Validate every change first (all or nothing); safe ones apply at once, the others are refused."""
+        updates = {}
+        for p in changes:
+            if p.name not in P.SPECS:
+                return SetParametersResult(successful=False, reason=f'unknown parameter {p.name!r}')
+            value = P.coerce(p.name, p.value)
+            reason = P.check_change(p.name, self.cfg.get(p.name), value)
+            if reason is not None:
+                self.get_logger().warning(f'parameter change refused: {reason}')
+                return SetParametersResult(successful=False, reason=reason)
+            updates[p.name] = value
+        if self.cfg:  # empty while declaring: the initial values are handled by _declare_parameters
+            self.cfg = {**self.cfg, **updates}  # one atomic swap: the worker sees all or none of the changes
+            self._log_bad.period = self.cfg['log_throttle']
+            self.pipeline.on_config_changed(updates)
+            if updates:
+                applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
+                self.get_logger().info(f'parameters applied live: {applied}')
+        return SetParametersResult(successful=True)
+
+    # ---- callbacks (executor thread: keep them O(1)) ----------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self._latest_info))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self._latest_info))
+
+    def _enqueue(self, frame: IncomingFrame) -> None:
+        replaced = self.slot.put(frame)
+        with self.stats.lock:
+            self.stats.received += 1
+            if replaced is not None:
+                self.stats.dropped += 1
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._latest_info = msg
+
+    def _publish_diagnostics(self) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        hardware = self.cfg['frame_id'] or self.pipeline.last_frame_id or 'camera'
+        msg.status = [to_diagnostic_status(self.stats, f'{self.get_fully_qualified_name()}: depth', hardware)]
+        self._diag_pub.publish(msg)
+
+    # ---- worker thread ------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        self.pipeline.load_model(self.cfg)
+        while not self.slot.closed:
+            frame = self.slot.take(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self.pipeline.process(frame, self.cfg)
+            except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
+                self.stats.count_bad('internal_error')
+                self._log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
+
+    def shutdown(self) -> None:
+        """Stop the worker before the node goes away."""
+        self.slot.close()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = MgeoDepthNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))

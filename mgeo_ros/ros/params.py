@@ -1,0 +1,152 @@
+"""Every parameter of mgeo_depth_node, declared once: type, default, unit, range, and whether it may change live.
+
+This module is plain Python (no rclpy) so that validation is unit-testable; `node.py` turns the table into ROS
+parameter declarations with descriptors, and `config/mgeo_depth.yaml` documents the same names.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+QOS_CHOICES = ('sensor_data', 'reliable', 'best_effort')
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter. `live` = may change while running; otherwise a change is refused with a reason."""
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    unit: str = ''
+    live: bool = False
+    min: float | None = None
+    max: float | None = None
+    max_exclusive: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def describe(self) -> str:
+        """The description with unit, range and liveness, as shown by `ros2 param describe`."""
+        parts = [self.description]
+        if self.unit:
+            parts.append(f'Unit: {self.unit}.')
+        if self.choices:
+            parts.append('One of: ' + ', '.join(self.choices) + '.')
+        if self.min is not None or self.max is not None:
+            hi = ')' if self.max_exclusive else ']'
+            parts.append(f'Range: [{self.min}, {self.max}{hi}.')
+        parts.append('Changes apply live.' if self.live else 'Fixed at start (restart to change).')
+        return ' '.join(parts)
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    # ---- model and backend (fixed: changing them means reloading the network) ------------------------------------
+    ParamSpec('model', '', 'Model to run: a checkpoint directory (config.json + model.safetensors), a .pt file, an '
+              '.onnx file or a TensorRT .engine. Empty = the packaged default model.'),
+    ParamSpec('backend', 'auto', 'Inference backend; auto picks the fastest one installed that has a device.',
+              choices=('auto', 'tensorrt', 'onnxruntime', 'torch')),
+    ParamSpec('precision', 'auto', 'Numeric precision of inference (fp16 needs a GPU backend).',
+              choices=('auto', 'fp32', 'fp16')),
+    ParamSpec('num_tokens', 1200, 'ViT token budget: sets the network input resolution; more is slower and finer.',
+              unit='tokens', min=64, max=10000),
+    ParamSpec('build_engine', True, 'Build and cache a TensorRT engine from the ONNX model on first start if none '
+              'matches this GPU/TensorRT version (can take minutes); false = fail if no cached engine exists.'),
+    # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
+    ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes <image> (sensor_msgs/Image), '
+              'compressed subscribes <image>/compressed (sensor_msgs/CompressedImage, jpeg/png).',
+              choices=('raw', 'compressed')),
+    ParamSpec('input_qos', 'best_effort', 'Reliability of the image and camera_info subscriptions; best_effort '
+              'matches every camera driver.', choices=QOS_CHOICES),
+    ParamSpec('input_qos_depth', 1, 'History depth of the input subscriptions.', unit='messages', min=1, max=100),
+    ParamSpec('output_qos', 'reliable', 'Reliability of the depth, camera_info, points and mask publishers; '
+              'reliable connects to both reliable (depth_image_proc, RTAB-Map, RViz default) and best-effort '
+              'subscribers.', choices=QOS_CHOICES),
+    ParamSpec('output_qos_depth', 2, 'History depth of the output publishers.', unit='messages', min=1, max=100),
+    ParamSpec('diagnostics_period', 1.0, 'Period of the /diagnostics status message.', unit='s', min=0.1, max=60.0),
+    # ---- live: camera, frame, depth range -------------------------------------------------------------------------
+    ParamSpec('use_camera_info', True, 'Use the latest camera_info for intrinsics (rescaled to the image size); '
+              'false = recover the intrinsics from the model and publish them.', live=True),
+    ParamSpec('frame_id', '', 'Overrides the frame_id of every output header; empty = the input image frame_id '
+              '(the camera optical frame).', live=True),
+    ParamSpec('max_depth', 0.0, 'Depth beyond this is invalid in the depth image (NaN, or +Inf with '
+              'inf_beyond_max_depth), the mask and the point cloud; 0 = no limit.', unit='m', live=True,
+              min=0.0, max=1000.0),
+    ParamSpec('inf_beyond_max_depth', False, 'Publish +Inf (REP 117 "too far") instead of NaN for pixels beyond '
+              'max_depth in depth/image.', live=True),
+    ParamSpec('mask_threshold', 0.5, 'Validity threshold on the model mask probability (higher = fewer, more '
+              'reliable pixels).', live=True, min=0.0, max=1.0),
+    # ---- live: point cloud ---------------------------------------------------------------------------------------
+    ParamSpec('points_stride', 1, 'Keep every n-th pixel in both axes in the point cloud (1 = full resolution).',
+              unit='pixels', live=True, min=1, max=64),
+    ParamSpec('points_organized', True, 'true: organized cloud (height x width grid, NaN for invalid points, '
+              'is_dense=false); false: only valid points, as one row (is_dense=true).', live=True),
+    ParamSpec('points_color', False, 'Add the image colour to the cloud (x, y, z, rgb) instead of (x, y, z).',
+              live=True),
+    # ---- live: temporal scale stabilization ------------------------------------------------------------------------
+    ParamSpec('scale_smoothing', 0.0, 'Weight of the past in the log-space moving average of the metric scale '
+              '(0 = off, 0.8 = strong). Resets on a camera change and on a jump beyond scale_reset_ratio.',
+              live=True, min=0.0, max=1.0, max_exclusive=True),
+    ParamSpec('scale_reset_ratio', 1.5, 'A raw scale that differs from the smoothed one by more than this factor '
+              'restarts the smoothing from it.', unit='ratio', live=True, min=1.001, max=100.0),
+    # ---- live: logging -------------------------------------------------------------------------------------------
+    ParamSpec('log_throttle', 5.0, 'Minimum time between two log lines about the same kind of bad input.',
+              unit='s', live=True, min=0.0, max=3600.0),
+)
+
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def defaults() -> dict[str, bool | int | float | str]:
+    return {p.name: p.default for p in PARAMS}
+
+
+def validate(name: str, value) -> str | None:
+    """Why `value` is not acceptable for parameter `name`, or None when it is."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return f'unknown parameter {name!r}'
+    kind = spec.kind
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        return f'{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}'
+    if spec.choices and value not in spec.choices:
+        return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
+    if kind in (int, float):
+        if not math.isfinite(float(value)):
+            return f'{name} must be finite, got {value!r}'
+        if spec.min is not None and value < spec.min:
+            return f'{name} must be >= {spec.min}{" " + spec.unit if spec.unit else ""}, got {value!r}'
+        if spec.max is not None and (value >= spec.max if spec.max_exclusive else value > spec.max):
+            op = '<' if spec.max_exclusive else '<='
+            return f'{name} must be {op} {spec.max}{" " + spec.unit if spec.unit else ""}, got {value!r}'
+    return None
+
+
+def check_change(name: str, old, new) -> str | None:
+    """Why changing `name` from `old` to `new` at run time is refused, or None when it may apply live."""
+    reason = validate(name, new)
+    if reason is not None:
+        return reason
+    spec = SPECS[name]
+    if not spec.live and new != old:
+        return (f'{name} cannot change while the node runs (it sets up the model or the topics); '
+                f'set it at start (params file or -p {name}:=...) and restart')
+    return None
+
+
+def coerce(name: str, value):
+    """ROS delivers an integer for a float parameter set as `-p x:=2`; make it the declared type."""
+    if SPECS[name].kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

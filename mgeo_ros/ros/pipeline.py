@@ -1,0 +1,254 @@
+"""What the node does with one frame, on the worker thread: decode, pick intrinsics, infer, stabilize, publish.
+
+Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-frame work read separately.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mgeo_ros.errors import BadInputError, MgeoError
+from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.geometry.projection import unproject
+from mgeo_ros.ros import convert
+from mgeo_ros.ros.scale_filter import ScaleFilter
+
+
+@dataclass
+class IncomingFrame:
+    kind: str  # 'raw' | 'compressed'
+    msg: object
+    received: float  # time.monotonic() at the callback
+    camera_info: object | None  # latest CameraInfo when the image arrived
+
+
+def default_model_path() -> Path:
+    """The packaged default model: the installed share/ copy, else the one in the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory('mgeo_ros')) / 'models' / 'default'
+        if shared.exists():
+            return shared
+    except Exception:  # not installed through colcon/pip: fall back to the source tree
+        pass
+    return Path(__file__).resolve().parents[1] / 'models' / 'default'
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class FramePipeline:
+    """Per-frame work and the state it needs across frames (model, scale filter, last camera, last size)."""
+
+    def __init__(self, node, stats, outputs, log_bad) -> None:
+        self.node = node
+        self.log = node.get_logger()
+        self.stats = stats
+        self.out = outputs
+        self.log_bad = log_bad
+        self.predictor = None
+        cfg = node.cfg
+        self.scale = ScaleFilter(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
+        self._size: tuple[int, int] | None = None
+        self._camera_key: tuple | None = None
+        self._warned: set[str] = set()
+        self.last_frame_id = ''
+
+    # ---- setup ----------------------------------------------------------------------------------------------------
+    def load_model(self, cfg: dict) -> None:
+        """Load the predictor; on failure the node stays up and reports the reason in diagnostics."""
+        path = Path(cfg['model']).expanduser() if cfg['model'] else default_model_path()
+        self.stats.model_status = 'loading'
+        try:
+            if not path.exists():
+                raise MgeoError(f'model {str(path)!r} does not exist'
+                                + ('' if cfg['model'] else ' (no packaged default model; set the `model` parameter)'))
+            from mgeo_ros.runtime import Predictor
+
+            t0 = time.perf_counter()
+            self.predictor = Predictor(str(path), backend=cfg['backend'], num_tokens=cfg['num_tokens'],
+                                       precision=cfg['precision'], build_engine=cfg['build_engine'],
+                                       mask_threshold=cfg['mask_threshold'])
+            self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
+            self.stats.model_status = 'ready'
+            self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
+        except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
+            self.stats.model_status = 'error'
+            self.stats.model_error = f'{type(exc).__name__}: {exc}'
+            self.log.error(f'cannot load model {str(path)!r}: {self.stats.model_error}. The node keeps running and '
+                           'reports this in /diagnostics; fix the `model`/`backend` parameters and restart.')
+
+    def on_config_changed(self, updates: dict) -> None:
+        cfg = {**self.node.cfg, **updates}
+        self.scale.configure(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
+        if 'use_camera_info' in updates:
+            self._reset_scale('use_camera_info changed')
+        if 'mask_threshold' in updates and self.predictor is not None:
+            self.predictor.mask_threshold = float(updates['mask_threshold'])
+
+    # ---- per frame ------------------------------------------------------------------------------------------------
+    def process(self, frame: IncomingFrame, cfg: dict) -> None:
+        t_start = time.perf_counter()
+        timings = {'queue_wait': (time.monotonic() - frame.received) * 1000.0}
+        want_depth = self.out.depth.get_subscription_count() > 0
+        want_info = self.out.info.get_subscription_count() > 0
+        want_points = self.out.points.get_subscription_count() > 0
+        want_mask = self.out.mask.get_subscription_count() > 0
+        if not (want_depth or want_info or want_points or want_mask):
+            with self.stats.lock:
+                self.stats.skipped_no_subscribers += 1
+            return
+        if self.predictor is None:
+            why = self.stats.model_error or self.stats.model_status
+            self._bad('no_model', f'frame skipped: no model loaded ({why})')
+            return
+
+        t0 = time.perf_counter()
+        try:
+            decode = convert.compressed_to_rgb8 if frame.kind == 'compressed' else convert.image_to_rgb8
+            rgb = decode(frame.msg)
+        except (BadInputError, ValueError) as exc:
+            self._bad('image', f'image skipped: {exc}')
+            return
+        timings['decode'] = _ms(t0)
+        height, width = rgb.shape[:2]
+        if height == 0 or width == 0:
+            self._bad('image', 'image skipped: it is empty (0 pixels)')
+            return
+        self._check_size(width, height)
+
+        intrinsics = self._intrinsics(frame.camera_info, width, height, cfg)
+        try:
+            pred = self.predictor.predict(rgb, intrinsics=intrinsics)
+        except (BadInputError, ValueError) as exc:
+            self._bad('inference', f'inference rejected the frame: {exc}')
+            return
+        for stage, ms in pred.timings_ms.items():
+            timings[stage] = ms
+
+        t0 = time.perf_counter()
+        depth, valid, beyond = self._stabilized_depth(pred, cfg)
+        header = frame.msg.header
+        if cfg['frame_id']:
+            header.frame_id = cfg['frame_id']
+        self.last_frame_id = header.frame_id
+        if want_depth:
+            shown = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
+            if cfg['inf_beyond_max_depth']:
+                shown[beyond] = np.inf
+            self.out.depth.publish(convert.depth_to_image(shown, header))
+        if want_info:
+            self.out.info.publish(convert.intrinsics_to_camera_info(pred.intrinsics, header))
+        if want_mask:
+            self.out.mask.publish(convert.mask_to_image(valid, header))
+        if want_points:
+            self.out.points.publish(self._cloud(depth, valid, pred.intrinsics, rgb, header, cfg))
+        timings['publish'] = _ms(t0)
+        timings['total'] = _ms(t_start) + timings['queue_wait']
+        age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+        with self.stats.lock:
+            for stage, ms in timings.items():
+                self.stats.timings.add(stage, ms)
+            self.stats.timings.add('since_stamp', age / 1e6)
+            self.stats.resolution = f'{width}x{height}'
+        self.stats.mark_published()
+
+    # ---- helpers ----------------------------------------------------------------------------------------------------
+    def _bad(self, reason: str, text: str) -> None:
+        self.stats.count_bad(reason)
+        self.log_bad(reason, text)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log.warning(text)
+
+    def _reset_scale(self, why: str) -> None:
+        self.scale.reset()
+        with self.stats.lock:
+            self.stats.scale_resets = self.scale.reset_count
+
+    def _check_size(self, width: int, height: int) -> None:
+        if self._size is not None and self._size != (width, height):
+            with self.stats.lock:
+                self.stats.size_changes += 1
+            self.log_bad('image_size_change', f'image size changed mid-stream from {self._size[0]}x{self._size[1]} '
+                         f'to {width}x{height}; following it (scale smoothing restarts)')
+            self._reset_scale('image size changed')
+        self._size = (width, height)
+
+    def _intrinsics(self, info, width: int, height: int, cfg: dict) -> Intrinsics | None:
+        """The latest CameraInfo's intrinsics, rescaled to the image; None (= recover from the model) otherwise."""
+        intr = None
+        if cfg['use_camera_info'] and info is not None:
+            try:
+                intr = convert.camera_info_to_intrinsics(info)
+            except (BadInputError, ValueError) as exc:
+                self._bad('camera_info', f'camera_info ignored, intrinsics recovered from the image instead: {exc}')
+            if intr is not None and (intr.width, intr.height) != (width, height):
+                if abs(intr.width / intr.height - width / height) > 0.01:
+                    self._warn_once(f'aspect{intr.width}x{intr.height}', (
+                        f'camera_info is {intr.width}x{intr.height} but the image is {width}x{height} with another '
+                        'aspect ratio; rescaling each axis on its own (correct only for a plain resize, not a crop)'))
+                else:
+                    self._warn_once(f'size{intr.width}x{intr.height}', (
+                        f'camera_info is {intr.width}x{intr.height} but the image is {width}x{height}; '
+                        'rescaling the intrinsics to the image'))
+                intr = intr.resized(width, height)
+        if intr is None:
+            self._warn_once('recovered', 'no usable camera_info (or use_camera_info is false): recovering the '
+                            'intrinsics from the model and publishing them on depth/camera_info')
+        key = ('recovered',) if intr is None else tuple(round(v, 3) for v in (intr.fx, intr.fy, intr.cx, intr.cy))
+        key += (width, height)
+        if self._camera_key is not None and key != self._camera_key:
+            with self.stats.lock:
+                self.stats.camera_changes += 1
+            self._reset_scale('camera changed')
+        self._camera_key = key
+        with self.stats.lock:
+            self.stats.intrinsics_source = 'recovered' if intr is None else 'camera_info'
+        return intr
+
+    def _stabilized_depth(self, pred, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Depth rescaled by the smoothed metric scale; validity (model mask, finite, within max_depth); beyond max."""
+        update = self.scale.update(pred.metric_scale)
+        factor = update.smoothed / update.raw if math.isfinite(update.raw) and update.raw > 0 else 1.0
+        depth = np.asarray(pred.depth, dtype=np.float32)
+        if factor != 1.0:
+            depth = depth * np.float32(factor)
+        valid = np.asarray(pred.mask, dtype=bool) & np.isfinite(depth) & (depth > 0)
+        beyond = np.zeros_like(valid)
+        if cfg['max_depth'] > 0:
+            beyond = valid & (depth > cfg['max_depth'])
+            valid &= ~beyond
+        with self.stats.lock:
+            self.stats.scale_raw = update.raw
+            self.stats.scale_smoothed = update.smoothed
+            self.stats.scale_resets = self.scale.reset_count
+            self.stats.fov_x_deg = math.degrees(pred.intrinsics.fov_x)
+            self.stats.fov_y_deg = math.degrees(pred.intrinsics.fov_y)
+        return depth, valid, beyond
+
+    def _cloud(self, depth, valid, intr: Intrinsics, rgb, header, cfg: dict):
+        """Points = unproject(published depth, published K): the cloud, depth and camera_info always agree."""
+        stride = int(cfg['points_stride'])
+        d = np.where(valid, depth, np.float32(np.nan))
+        if stride > 1:
+            d = d[::stride, ::stride]
+            intr = Intrinsics(intr.fx / stride, intr.fy / stride, intr.cx / stride, intr.cy / stride,
+                              d.shape[1], d.shape[0])
+            colour = rgb[::stride, ::stride] if cfg['points_color'] else None
+        else:
+            colour = rgb if cfg['points_color'] else None
+        points = unproject(d, intr)
+        if not cfg['points_organized']:
+            keep = np.isfinite(d)
+            points = points[keep][None]
+            colour = colour[keep][None] if colour is not None else None
+        return convert.points_to_pointcloud2(points, header, rgb=colour)
