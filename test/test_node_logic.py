@@ -1,0 +1,204 @@
+"""Pure-logic tests of the node's parts (no ROS): frame slot, scale filter, parameter table, throttled logging."""
+import math
+import threading
+import time
+
+import pytest
+
+from mgeo_ros.ros import params as P
+from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, NodeStats, ThrottledLog, Timings
+from mgeo_ros.ros.frame_slot import FrameSlot
+from mgeo_ros.ros.scale_filter import ScaleFilter
+
+
+# ---- frame slot -------------------------------------------------------------------------------------------------
+def test_slot_newest_wins_and_counts_drops():
+    slot = FrameSlot()
+    assert slot.put(1) is None
+    assert slot.put(2) == 1
+    assert slot.put(3) == 2
+    assert (slot.put_count, slot.drop_count) == (3, 2)
+    assert slot.take(timeout=0) == 3
+    assert slot.take(timeout=0.01) is None
+    assert slot.drop_count == 2
+
+
+def test_slot_wakes_a_waiting_consumer_and_close_releases_it():
+    slot = FrameSlot()
+    got = []
+    t = threading.Thread(target=lambda: got.append(slot.take(timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    slot.put('frame')
+    t.join(2)
+    assert got == ['frame']
+    t = threading.Thread(target=lambda: got.append(slot.take(timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    slot.close()
+    t.join(2)
+    assert got[-1] is None and time.monotonic() - t0 < 1.0
+    slot.put('late')
+    assert slot.take(timeout=0) is None
+
+
+def test_slot_under_a_fast_producer_never_holds_more_than_one():
+    slot = FrameSlot()
+    taken = []
+
+    def consume():
+        while not slot.closed:
+            item = slot.take(timeout=0.01)
+            if item is not None:
+                taken.append(item)
+                time.sleep(0.005)  # slow consumer
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for i in range(500):
+        slot.put(i)
+    time.sleep(0.05)
+    slot.close()
+    t.join(2)
+    assert taken == sorted(taken)  # order kept
+    assert len(taken) + slot.drop_count == 500  # every frame was either processed or counted as dropped
+    assert taken[-1] == 499  # the newest frame is never lost
+
+
+# ---- scale filter -----------------------------------------------------------------------------------------------
+def test_scale_filter_off_passes_raw_through():
+    f = ScaleFilter(0.0, 1.5)
+    for s in (1.0, 1.3, 0.8):
+        assert f.update(s).smoothed == pytest.approx(s)
+
+
+def test_scale_filter_is_a_log_space_ema():
+    f = ScaleFilter(0.8, 10.0)
+    f.update(2.0)
+    out = f.update(4.0).smoothed
+    assert out == pytest.approx(math.exp(0.8 * math.log(2.0) + 0.2 * math.log(4.0)))
+    # symmetric in log space: a x2 and a /2 step move it equally far
+    a, b = ScaleFilter(0.5, 10.0), ScaleFilter(0.5, 10.0)
+    a.update(1.0)
+    b.update(1.0)
+    assert math.log(a.update(2.0).smoothed) == pytest.approx(-math.log(b.update(0.5).smoothed))
+
+
+def test_scale_filter_reduces_jitter():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    raw = 3.0 * np.exp(rng.normal(0, 0.05, 200))
+    f = ScaleFilter(0.9, 1.5)
+    smoothed = np.array([f.update(s).smoothed for s in raw])
+    assert np.std(np.log(smoothed[20:])) < 0.4 * np.std(np.log(raw[20:]))
+    assert f.reset_count == 0
+
+
+def test_scale_filter_resets_on_a_jump_and_on_request():
+    f = ScaleFilter(0.9, 1.5)
+    for _ in range(10):
+        f.update(2.0)
+    up = f.update(4.0)  # x2 > 1.5: a real change, not noise
+    assert up.reset and up.smoothed == pytest.approx(4.0) and f.reset_count == 1
+    small = f.update(4.4)  # x1.1 < 1.5: smoothed
+    assert not small.reset and 4.0 < small.smoothed < 4.4
+    f.reset()
+    assert f.value is None and f.reset_count == 2
+    assert f.update(1.0).smoothed == pytest.approx(1.0)
+
+
+def test_scale_filter_ignores_bad_scales_and_rejects_bad_settings():
+    f = ScaleFilter(0.5, 2.0)
+    f.update(2.0)
+    for bad in (float('nan'), 0.0, -1.0, float('inf')):
+        f.update(bad)
+        assert f.value == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        f.configure(1.0, 2.0)
+    with pytest.raises(ValueError):
+        f.configure(0.5, 1.0)
+    f.configure(0.2, 3.0)  # live change keeps the state
+    assert f.value == pytest.approx(2.0) and f.smoothing == 0.2
+
+
+# ---- parameters ---------------------------------------------------------------------------------------------------
+def test_every_param_default_is_valid_and_described():
+    for spec in P.PARAMS:
+        assert P.validate(spec.name, spec.default) is None, spec.name
+        assert spec.description and spec.describe().endswith(('live.', 'change).'))
+    assert len(P.SPECS) == len(P.PARAMS)  # declared once
+
+
+@pytest.mark.parametrize('name, value, fragment', [
+    ('points_stride', 0, '>= 1'),
+    ('points_stride', 2.0, 'must be a int'),
+    ('scale_smoothing', 1.0, '< 1.0'),
+    ('scale_smoothing', -0.1, '>= 0.0'),
+    ('max_depth', float('nan'), 'finite'),
+    ('max_depth', True, 'must be a float'),
+    ('backend', 'cuda', 'one of'),
+    ('image_transport', 'theora', 'one of'),
+    ('input_qos', 'fast', 'one of'),
+    ('no_such_param', 1, 'unknown'),
+])
+def test_validate_rejects_with_a_reason(name, value, fragment):
+    reason = P.validate(name, value)
+    assert reason is not None and fragment in reason
+
+
+def test_validate_accepts_ints_for_floats_and_coerce_converts():
+    assert P.validate('max_depth', 5) is None
+    assert P.coerce('max_depth', 5) == 5.0 and isinstance(P.coerce('max_depth', 5), float)
+    assert P.coerce('points_stride', 3) == 3
+
+
+def test_check_change_refuses_restart_params_but_allows_live_ones():
+    assert P.check_change('max_depth', 0.0, 8.0) is None
+    assert P.check_change('points_stride', 1, 4) is None
+    reason = P.check_change('backend', 'auto', 'torch')
+    assert reason is not None and 'restart' in reason
+    assert P.check_change('backend', 'auto', 'auto') is None  # re-setting the same value is harmless
+    assert 'one of' in P.check_change('backend', 'auto', 'bogus')
+
+
+def test_safe_params_are_live_and_setup_params_are_not():
+    live = {p.name for p in P.PARAMS if p.live}
+    assert {'max_depth', 'points_stride', 'scale_smoothing', 'scale_reset_ratio', 'mask_threshold', 'frame_id'} <= live
+    assert not live & {'model', 'backend', 'precision', 'num_tokens', 'image_transport', 'input_qos', 'output_qos'}
+
+
+# ---- diagnostics ----------------------------------------------------------------------------------------------------
+def test_throttled_log_is_per_reason_and_reports_suppressed():
+    lines = []
+    log = ThrottledLog(lines.append, period=10.0)
+    assert log('image', 'bad encoding', now=0.0)
+    assert not log('image', 'bad encoding', now=1.0)
+    assert not log('image', 'bad encoding', now=2.0)
+    assert log('camera_info', 'zero focal', now=2.5)  # another reason is not hidden by the first
+    assert log('image', 'bad encoding', now=11.0)
+    assert lines == ['bad encoding', 'zero focal', 'bad encoding (2 similar messages suppressed)']
+
+
+def test_stats_levels_and_values():
+    s = NodeStats()
+    s.model_status, s.model_error = 'error', 'CheckpointError: bad file'
+    assert s.level_and_message()[0] == LEVEL_ERROR and 'bad file' in s.level_and_message()[1]
+    s.model_status = 'ready'
+    s.received = 3
+    s.count_bad('image')
+    s.count_bad('image')
+    for t in (0.0, 0.1, 0.2):
+        s.mark_published(now=t)
+    assert s.level_and_message()[0] == LEVEL_OK
+    kv = dict(s.key_values())
+    assert kv['bad_input.image'] == '2' and kv['bad_input_total'] == '2' and kv['frames_published'] == '3'
+    assert s.output_rate(now=0.2) == pytest.approx(10.0)
+
+
+def test_timings_window():
+    t = Timings(window=3)
+    for ms in (10, 20, 30, 40):
+        t.add('forward', ms)
+    assert t.summary()['forward'] == (30.0, 40.0)
