@@ -186,6 +186,11 @@ def test_numpy_and_torch_agree_batched_with_masks():
     # numpy batch gives arrays
     f_b, s_b = recover_focal_shift(p.numpy(), m.numpy())
     np.testing.assert_allclose(f_b, f_t.numpy(), rtol=1e-5)
+    # one [H, W] mask shared by the batch
+    f_sh, _ = recover_focal_shift(p, m[1])
+    f_1, _ = recover_focal_shift(p[1].numpy(), m[1].numpy())
+    assert f_sh[1].item() == pytest.approx(f_1, rel=1e-5)
+    np.testing.assert_allclose(recover_focal_shift(p.numpy(), m[1].numpy())[0], f_sh.numpy(), rtol=1e-5)
 
 
 def test_agrees_with_scipy_lm_oracle_on_noisy_maps():

@@ -122,8 +122,9 @@ def recover_focal_shift(points, mask=None, focal=None, downsample_size: tuple[in
 
     points: numpy [H, W, 3] (-> python floats) or [B, H, W, 3] (-> float64 arrays [B]); torch [B, H, W, 3] or
     [H, W, 3] (-> tensors [B] or 0-d, points' dtype and device; the 64x64 solve runs on CPU). mask: same leading
-    shape, bool (None: all pixels). focal: known focal (float or per item) -> only the shift is solved and the
-    focal comes back unchanged. Fewer than 2 valid samples -> focal 1 (or the known one), shift 0.
+    shape or [H, W] shared by the batch, bool (None: all pixels). focal: known focal (float or per item) -> only
+    the shift is solved and the focal comes back unchanged. Fewer than 2 valid samples -> focal 1 (or the known
+    one), shift 0.
     """
     if _is_tensor(points):
         import torch
@@ -135,8 +136,11 @@ def recover_focal_shift(points, mask=None, focal=None, downsample_size: tuple[in
         small = pts[:, iy][:, :, ix].cpu().double().numpy()
         m = None
         if mask is not None:
-            m = mask.detach().reshape(pts.shape[:3])[:, iy][:, :, ix].cpu().bool().numpy() if _is_tensor(mask) else \
-                np.asarray(mask).reshape(pts.shape[:3])[:, iy.cpu().numpy()][:, :, ix.cpu().numpy()]
+            if _is_tensor(mask):
+                m = mask.detach().expand(pts.shape[:3])[:, iy][:, :, ix].cpu().bool().numpy()
+            else:
+                m = np.broadcast_to(np.asarray(mask, dtype=bool), pts.shape[:3])
+                m = m[:, iy.cpu().numpy()][:, :, ix.cpu().numpy()]
         fk = None
         if focal is not None:
             fk = focal.detach().cpu().double().numpy() if _is_tensor(focal) else np.asarray(focal, dtype=np.float64)
@@ -157,7 +161,7 @@ def recover_focal_shift(points, mask=None, focal=None, downsample_size: tuple[in
     pts4 = pts[None] if single else pts
     h, w = pts4.shape[1:3]
     iy, ix = _legacy_nearest_index(h, downsample_size[0]), _legacy_nearest_index(w, downsample_size[1])
-    m = None if mask is None else np.asarray(mask, dtype=bool).reshape(pts4.shape[:3])[:, iy][:, :, ix]
+    m = None if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), pts4.shape[:3])[:, iy][:, :, ix]
     fk = None if focal is None else np.broadcast_to(np.asarray(focal, dtype=np.float64).reshape(-1), (pts4.shape[0],))
     f, s = _recover_subsampled(pts4[:, iy][:, :, ix], m, fk, h, w)
     if single:
