@@ -25,10 +25,10 @@ DEPTH_ALIGNMENTS = ('none', 'scale', 'affine', 'affine_disparity')
 POINT_ALIGNMENTS = ('none', 'shift', 'scale', 'affine')
 BOUNDARY_THRESHOLDS = np.linspace(1.05, 1.25, 10)   # Depth Pro: neighbour depth ratios, weighted by t
 MIN_ALIGNED_DEPTH = 1e-6                   # floor for depths after an affine alignment (which may go ≤ 0)
-# The affine ROE solvers pin the shift at an anchor sample and solve the scale exactly; MoGe tries every sample as
-# the anchor (≈4096, fine on a GPU, ~10-30 s per frame on a small CPU). An even subset of 256 anchors finds the
-# optimum of exactly-affine data and is within ~1e-5 relative on real maps; None = every sample (MoGe-exact).
-MAX_ALIGN_ANCHORS = 256
+# The affine ROE solvers pin the shift at an anchor sample and solve the scale exactly. MoGe tries every sample as
+# the anchor (≈4096; default here too: exact, a few seconds per frame on a small CPU). An int tries an even subset
+# (e.g. 256: ~5x faster; exactly-affine data is still solved exactly, real maps move by ~1 % of the metric).
+MAX_ALIGN_ANCHORS: int | None = None
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
