@@ -48,7 +48,7 @@ class Pose:
 
 
 def camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """World-from-optical rotation for a camera looking along yaw (from +x, CCW), then pitched and rolled."""
+    """World-from-optical rotation: looking along yaw (from +x, CCW), pitch > 0 looks down, roll about the axis."""
     cy, sy = math.cos(yaw), math.sin(yaw)
     level = np.array([[sy, 0.0, cy], [-cy, 0.0, sy], [0.0, -1.0, 0.0]])  # columns: right, down, forward
     cp, sp = math.cos(pitch), math.sin(pitch)
