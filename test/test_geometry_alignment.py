@@ -283,3 +283,13 @@ def test_numpy_entry_points_return_numpy():
     assert isinstance(s, np.ndarray) and s.shape == (2,)
     np.testing.assert_allclose(s, [2, 3])
     np.testing.assert_allclose(t, [1, 0], atol=1e-12)
+
+
+def test_empty_inputs_give_zeros_not_errors():
+    assert torch.equal(align_scale(torch.zeros(3, 0), torch.zeros(3, 0), torch.zeros(3, 0)), torch.zeros(3))
+    s, tz = align_points_scale_z_shift(torch.zeros(2, 0, 3), torch.zeros(2, 0, 3), torch.zeros(2, 0))
+    assert s.shape == tz.shape == (2,) and not s.any()
+    s, t = align_points_scale_xyz_shift(torch.zeros(0, 5, 3), torch.zeros(0, 5, 3), torch.zeros(0, 5))
+    assert s.shape == (0,) and t.shape == (0, 3)
+    s, t = align_depth_affine(torch.ones(2, 0), torch.ones(2, 0), torch.zeros(2, 0))
+    assert s.shape == (2,) and not s.any()

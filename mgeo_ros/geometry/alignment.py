@@ -144,18 +144,18 @@ def roe_solve(x, y, w, trunc=None):
     with torch.no_grad():
         x, y, w = torch.broadcast_tensors(x, y, w)
         shape, n = x.shape[:-1], x.shape[-1]
+        m = math.prod(shape)
+        if m == 0 or n == 0:
+            z = torch.zeros(shape, dtype=torch.float64, device=x.device)
+            return z, z.clone(), z.long(), z.bool()
         if trunc is not None and _is_tensor(trunc):
-            trunc = torch.broadcast_to(trunc, x.shape).reshape(-1, n).to(torch.float64)
-        x64, y64, w64 = (v.reshape(-1, n).to(torch.float64) for v in (x, y, w))
-        m = x64.shape[0]
-        rows = max(1, _CHUNK_ELEMENTS // max(n, 1))
+            trunc = torch.broadcast_to(trunc, x.shape).reshape(m, n).to(torch.float64)
+        x64, y64, w64 = (v.reshape(m, n).to(torch.float64) for v in (x, y, w))
+        rows = max(1, _CHUNK_ELEMENTS // n)
         outs = []
         for s in range(0, m, rows):
             t = trunc[s:s + rows] if _is_tensor(trunc) else trunc
             outs.append(_solve_rows(x64[s:s + rows], y64[s:s + rows], w64[s:s + rows], t))
-        if m == 0 or n == 0:
-            z = torch.zeros(m, dtype=torch.float64, device=x.device)
-            outs = [(z, z, z.long(), z.bool())]
         a, loss, index, found = (torch.cat(parts) for parts in zip(*outs))
         return a.reshape(shape), loss.reshape(shape), index.reshape(shape), found.reshape(shape)
 
@@ -176,6 +176,8 @@ def align_scale(x, y, w=None, trunc=None):
     w = torch.ones_like(x) if w is None else w
     _, _, index, found = roe_solve(x, y, w, trunc)
     xs, ys = torch.broadcast_tensors(x, y)
+    if xs.shape[-1] == 0:
+        return xs.sum(-1) * 0
     a = _safe_div(_gather_last(ys, index), _gather_last(xs, index))
     return torch.where(found, a, torch.zeros_like(a))
 
@@ -294,7 +296,11 @@ def align_points_scale_z_shift(points_src, points_tgt, weight=None, trunc=None, 
     weight = _weights_or_ones(weight, points_src)
     batch = points_src.shape[:-2]
     n = points_src.shape[-2]
-    src, tgt, w = points_src.reshape(-1, n, 3), points_tgt.reshape(-1, n, 3), weight.reshape(-1, n)
+    if n == 0:
+        zero = points_src.sum((-2, -1)) * 0
+        return zero, zero.clone()
+    nb = math.prod(batch)
+    src, tgt, w = points_src.reshape(nb, n, 3), points_tgt.reshape(nb, n, 3), weight.reshape(nb, n)
     tr = _expand_points_trunc(trunc, points_src)
     tr = tr.reshape(-1, n * 3) if _is_tensor(tr) and tr.ndim >= 1 else tr
     anchor, idx, has = _anchored_search(src, tgt, w, tr, (2,), max_anchors)
@@ -312,7 +318,10 @@ def align_points_scale_xyz_shift(points_src, points_tgt, weight=None, trunc=None
     weight = _weights_or_ones(weight, points_src)
     batch = points_src.shape[:-2]
     n = points_src.shape[-2]
-    src, tgt, w = points_src.reshape(-1, n, 3), points_tgt.reshape(-1, n, 3), weight.reshape(-1, n)
+    if n == 0:
+        return points_src.sum((-2, -1)) * 0, points_src.sum(-2) * 0
+    nb = math.prod(batch)
+    src, tgt, w = points_src.reshape(nb, n, 3), points_tgt.reshape(nb, n, 3), weight.reshape(nb, n)
     tr = _expand_points_trunc(trunc, points_src)
     tr = tr.reshape(-1, n * 3) if _is_tensor(tr) and tr.ndim >= 1 else tr
     anchor, idx, has = _anchored_search(src, tgt, w, tr, (0, 1, 2), max_anchors)
@@ -330,7 +339,11 @@ def align_depth_affine(depth_src, depth_tgt, weight=None, trunc=None, max_anchor
     torch = _torch()
     weight = torch.ones_like(depth_src) if weight is None else weight
     batch, n = depth_src.shape[:-1], depth_src.shape[-1]
-    src, tgt, w = depth_src.reshape(-1, n, 1), depth_tgt.reshape(-1, n, 1), weight.reshape(-1, n)
+    if n == 0:
+        zero = depth_src.sum(-1) * 0
+        return zero, zero.clone()
+    nb = math.prod(batch)
+    src, tgt, w = depth_src.reshape(nb, n, 1), depth_tgt.reshape(nb, n, 1), weight.reshape(nb, n)
     tr = trunc.reshape(-1, n) if _is_tensor(trunc) and trunc.ndim >= 1 else trunc
     anchor, idx, has = _anchored_search(src, tgt, w, tr, (0,), max_anchors)
     s = _scale_from_pair(src, tgt, anchor, idx, (0,))
