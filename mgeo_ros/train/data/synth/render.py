@@ -95,11 +95,6 @@ def _obj_mats(s: Scene, k: int, c: int, n: int) -> np.ndarray:
     return out
 
 
-def _rows(t: torch.Tensor, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-    """Gather rows t[b, i] for flat pixel lists (b, i)."""
-    return t[b, i.clamp(0, t.shape[1] - 1)]
-
-
 def _env(o, d, p):
     """Room (with doorways into the outer box) for indoor frames, the ground disc for outdoor: t, category, face."""
     t_room, face = raycast.exit_box(o, d, p['room'])
@@ -123,63 +118,63 @@ def _env(o, d, p):
 
 
 def _surface(P, d, cat, face, idx, b, p):
-    """Per-pixel normal [P,3], world uv [P,2] metres and material index, for flat pixel lists."""
+    """Per-pixel normal [P,3], world uv [P,2] metres and material index, for flat pixel lists. Each primitive kind
+    is evaluated only on its own pixels."""
     n = torch.zeros_like(P)
-    uv = torch.stack((P[:, 0], P[:, 1]), -1)
-    mat = torch.zeros_like(cat)
-    surf = p['surf'][b]
-    # room and outer box, seen from inside
-    env = (cat == ROOM) | (cat == OUTER)
-    axis = torch.div(face, 2, rounding_mode='floor')
-    sign = torch.where(face % 2 == 1, -1.0, 1.0)
-    n_env = torch.nn.functional.one_hot(axis.clamp(0, 2), 3).to(P.dtype) * sign[:, None]
-    uv_env = torch.where((axis == 0)[:, None], P[:, [1, 2]], torch.where((axis == 1)[:, None], P[:, [0, 2]], P[:, :2]))
-    mat_room = torch.where(face == 4, surf[:, 0], torch.where(face == 5, surf[:, 2], surf[:, 1]))
-    mat_outer = torch.where(face == 4, surf[:, 4], torch.where(face == 5, surf[:, 2], surf[:, 3]))
-    n = torch.where(env[:, None], n_env, n)
-    uv = torch.where(env[:, None], uv_env, uv)
-    mat = torch.where(cat == ROOM, mat_room, torch.where(cat == OUTER, mat_outer, mat))
-    ground = cat == GROUND
-    n[ground] = torch.tensor([0.0, 0.0, 1.0], device=P.device)
-    mat = torch.where(ground, surf[:, 5], mat)
+    n[:, 2] = 1.0
+    uv = P[:, :2].clone()
+    mat = p['surf'][b, 5]                                   # ground (and a harmless default for sky pixels)
     k, c = p['boxes'].shape[1], p['cyls'].shape[1]
-    obj_mat = p['obj_mat'][b, idx.clamp(0, p['obj_mat'].shape[1] - 1)]
-    # boxes: face from the largest |local| / half-extent
-    bx = _rows(p['boxes'], b, idx)
-    cs, sn = torch.cos(bx[:, 6]), torch.sin(bx[:, 6])
-    rel = P - bx[:, :3]
-    q = torch.stack((cs * rel[:, 0] + sn * rel[:, 1], cs * rel[:, 1] - sn * rel[:, 0], rel[:, 2]), -1)
-    ax = (q.abs() / bx[:, 3:6].clamp_min(1e-6)).argmax(-1)
-    sgn = torch.sign(torch.gather(q, 1, ax[:, None]))[:, 0]
-    nl = torch.nn.functional.one_hot(ax, 3).to(P.dtype) * sgn[:, None]
-    n_box = torch.stack((cs * nl[:, 0] - sn * nl[:, 1], sn * nl[:, 0] + cs * nl[:, 1], nl[:, 2]), -1)
-    qa = q + bx[:, 3:6]
-    uv_box = torch.where((ax == 0)[:, None], qa[:, [1, 2]], torch.where((ax == 1)[:, None], qa[:, [0, 2]], qa[:, :2]))
-    is_box = cat == BOX
-    n = torch.where(is_box[:, None], n_box, n)
-    uv = torch.where(is_box[:, None], uv_box, uv)
-    # cylinders: side or cap, whichever surface the point is closer to
-    cy = _rows(p['cyls'], b, idx - k)
-    qx, qy = P[:, 0] - cy[:, 0], P[:, 1] - cy[:, 1]
-    rho = torch.sqrt(qx * qx + qy * qy).clamp_min(1e-9)
-    d_side = (rho - cy[:, 4]).abs()
-    d_top, d_bot = (P[:, 2] - cy[:, 3]).abs(), (P[:, 2] - cy[:, 2]).abs()
-    side = d_side <= torch.minimum(d_top, d_bot)
-    n_side = torch.stack((qx / rho, qy / rho, torch.zeros_like(rho)), -1)
-    n_cap = torch.zeros_like(P)
-    n_cap[:, 2] = torch.where(d_top < d_bot, 1.0, -1.0)
-    uv_side = torch.stack((torch.atan2(qy, qx) * cy[:, 4], P[:, 2]), -1)
-    is_cyl = cat == CYL
-    n = torch.where(is_cyl[:, None], torch.where(side[:, None], n_side, n_cap), n)
-    uv = torch.where((is_cyl & side)[:, None], uv_side, torch.where(is_cyl[:, None], torch.stack((qx, qy), -1), uv))
-    # spheres
-    sp = _rows(p['spheres'], b, idx - k - c)
-    n_sph = (P - sp[:, :3]) / sp[:, 3:4].clamp_min(1e-6)
-    uv_sph = torch.stack((torch.atan2(n_sph[:, 1], n_sph[:, 0]) * sp[:, 3], P[:, 2]), -1)
-    is_sph = cat == SPH
-    n = torch.where(is_sph[:, None], n_sph, n)
-    uv = torch.where(is_sph[:, None], uv_sph, uv)
-    mat = torch.where(cat >= BOX, obj_mat, mat)
+
+    sel = ((cat == ROOM) | (cat == OUTER)).nonzero(as_tuple=True)[0]
+    if sel.numel():                                         # room and outer box, seen from inside
+        f, q, surf = face[sel], P[sel], p['surf'][b[sel]]
+        axis = torch.div(f, 2, rounding_mode='floor')
+        sign = torch.where(f % 2 == 1, -1.0, 1.0)
+        n[sel] = torch.nn.functional.one_hot(axis, 3).to(P.dtype) * sign[:, None]
+        uv[sel] = torch.where((axis == 0)[:, None], q[:, [1, 2]], torch.where((axis == 1)[:, None], q[:, [0, 2]],
+                                                                              q[:, :2]))
+        outer = cat[sel] == OUTER
+        wall = torch.where(outer, surf[:, 3], surf[:, 1])
+        floor = torch.where(outer, surf[:, 4], surf[:, 0])
+        mat[sel] = torch.where(f == 4, floor, torch.where(f == 5, surf[:, 2], wall))
+
+    sel = (cat == BOX).nonzero(as_tuple=True)[0]
+    if sel.numel():                                         # face from the largest |local| / half-extent
+        bx = p['boxes'][b[sel], idx[sel]]
+        cs, sn = torch.cos(bx[:, 6]), torch.sin(bx[:, 6])
+        rel = P[sel] - bx[:, :3]
+        q = torch.stack((cs * rel[:, 0] + sn * rel[:, 1], cs * rel[:, 1] - sn * rel[:, 0], rel[:, 2]), -1)
+        ax = (q.abs() / bx[:, 3:6].clamp_min(1e-6)).argmax(-1)
+        nl = torch.nn.functional.one_hot(ax, 3).to(P.dtype) * torch.sign(torch.gather(q, 1, ax[:, None]))
+        n[sel] = torch.stack((cs * nl[:, 0] - sn * nl[:, 1], sn * nl[:, 0] + cs * nl[:, 1], nl[:, 2]), -1)
+        qa = q + bx[:, 3:6]
+        uv[sel] = torch.where((ax == 0)[:, None], qa[:, [1, 2]], torch.where((ax == 1)[:, None], qa[:, [0, 2]],
+                                                                             qa[:, :2]))
+
+    sel = (cat == CYL).nonzero(as_tuple=True)[0]
+    if sel.numel():                                         # side or cap, whichever the point is closer to
+        cy, q = p['cyls'][b[sel], idx[sel] - k], P[sel]
+        qx, qy = q[:, 0] - cy[:, 0], q[:, 1] - cy[:, 1]
+        rho = torch.sqrt(qx * qx + qy * qy).clamp_min(1e-9)
+        d_top, d_bot = (q[:, 2] - cy[:, 3]).abs(), (q[:, 2] - cy[:, 2]).abs()
+        side = ((rho - cy[:, 4]).abs() <= torch.minimum(d_top, d_bot))[:, None]
+        cap_z = torch.where(d_top < d_bot, 1.0, -1.0)
+        zero = torch.zeros_like(rho)
+        n[sel] = torch.where(side, torch.stack((qx / rho, qy / rho, zero), -1), torch.stack((zero, zero, cap_z), -1))
+        uv[sel] = torch.where(side, torch.stack((torch.atan2(qy, qx) * cy[:, 4], q[:, 2]), -1),
+                              torch.stack((qx, qy), -1))
+
+    sel = (cat == SPH).nonzero(as_tuple=True)[0]
+    if sel.numel():
+        sp, q = p['spheres'][b[sel], idx[sel] - k - c], P[sel]
+        ns = (q - sp[:, :3]) / sp[:, 3:4].clamp_min(1e-6)
+        n[sel] = ns
+        uv[sel] = torch.stack((torch.atan2(ns[:, 1], ns[:, 0]) * sp[:, 3], q[:, 2]), -1)
+
+    sel = (cat >= BOX).nonzero(as_tuple=True)[0]
+    if sel.numel():
+        mat[sel] = p['obj_mat'][b[sel], idx[sel]]
     n = torch.nn.functional.normalize(n, dim=-1)
     facing = (n * d).sum(-1, keepdim=True) > 0
     return torch.where(facing, -n, n), uv, mat
@@ -305,10 +300,10 @@ def _render_groups(p, x, y, shadow_samples):
     footprint = t_safe.reshape(-1) * dnorm / p['fxfycxcy'][b, 0] / grazing
     alb = albedo(uv[:, 0], uv[:, 1], m[:, 0].long(), m[:, 1], p['mat_seeds'][b, mat], m[:, 2:5], m[:, 5:8], footprint)
     irr = _light(P, nrm.reshape(g, n, 3), cat, hit, p, bounds, shadow_samples)
-    colour = alb.reshape(g, n, 3) * irr[..., None]
+    colour = alb.reshape(g, n, 3) ** 2.2 * irr[..., None]   # palettes are sRGB; light in linear space
     up = (dn[..., 2]).clamp(0.0, 1.0)[..., None] ** 0.6
-    sky = p['sky'][:, None, 0] * (1 - up) + p['sky'][:, None, 1] * up
-    colour = torch.where(hit[..., None], colour, sky * 1.2)
+    sky = (p['sky'][:, None, 0] * (1 - up) + p['sky'][:, None, 1] * up) ** 2.2
+    colour = torch.where(hit[..., None], colour, sky * 1.5)
     return torch.where(hit, t, torch.full_like(t, float('nan'))), hit, colour
 
 
@@ -342,11 +337,11 @@ def render_frames(frames: list[tuple[Scene, Pose, Intrinsics]], device='cpu', sh
         dg, mg, cg = _render_groups(pg, px[tile].float(), py[tile].float(), shadow_samples)
         rows = fb[:, None].expand_as(flat[tile])
         depth[rows, flat[tile]], mask[rows, flat[tile]], colour[rows, flat[tile]] = dg, mg, cg
-    # auto exposure: the 95th percentile of luminance maps to 0.75 (linear)
+    # auto exposure: the 97th percentile of luminance maps to 0.8 (linear)
     lum = colour.mean(-1)
     step = max(1, lum.shape[1] // 4096)
-    ref = torch.quantile(lum[:, ::step], 0.95, dim=1).clamp_min(1e-3)
-    colour = colour * (0.75 / ref)[:, None, None]
+    ref = torch.quantile(lum[:, ::step], 0.97, dim=1).clamp_min(1e-3)
+    colour = colour * (0.8 / ref)[:, None, None]
     # sensor noise from a pixel hash: deterministic, identical on every device
     seeds = torch.as_tensor(noise_seeds if noise_seeds is not None else list(range(bsz)), device=device)
     pix = torch.arange(h * w, device=device)

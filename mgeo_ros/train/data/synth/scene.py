@@ -88,7 +88,7 @@ def _jitter(rng, rgb, amount=0.08):
 def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
     """Append a material of a family (plaster, tile, wood, brick, ...) with physically sized features; return its id."""
     base = _jitter(rng, _PALETTES[family][rng.integers(len(_PALETTES[family]))])
-    second = _jitter(rng, base, 0.15)
+    second = _jitter(rng, base, 0.25)
     kind, size = {
         'plaster': (NOISE, rng.uniform(0.1, 0.5)),
         'tile': (TILES, rng.uniform(0.3, 0.6)),
@@ -210,7 +210,7 @@ def _indoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sce
     for _ in range(int(rng.integers(1, 4))):
         s.lights.append((rng.uniform(0.2 * w, 0.8 * w), rng.uniform(0.2 * l, 0.8 * l), h - 0.15,
                          rng.uniform(0.6, 1.2) * (1.0 + w * l / 40.0), rng.uniform(0.1, 0.4)))
-    s.ambient = rng.uniform(0.12, 0.3)
+    s.ambient = rng.uniform(0.06, 0.15)
     return s, poses
 
 
@@ -253,7 +253,7 @@ def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sc
     elev, azim = math.radians(rng.uniform(20, 70)), rng.uniform(-math.pi, math.pi)
     s.lights.append((math.cos(elev) * math.cos(azim), math.cos(elev) * math.sin(azim), math.sin(elev),
                      rng.uniform(0.7, 1.0), math.radians(rng.uniform(0.5, 2.0))))
-    s.ambient = rng.uniform(0.25, 0.45)
+    s.ambient = rng.uniform(0.15, 0.3)
     return s, poses
 
 
