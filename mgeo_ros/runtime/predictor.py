@@ -68,7 +68,8 @@ def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Path) -> str:
 
 
 def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
-                   cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False) -> Backend:
+                   cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False,
+                   threads: int | None = None) -> Backend:
     """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run."""
     if backend not in BACKENDS:
         raise BadInputError(f'backend must be one of {BACKENDS}, got {backend!r}')
@@ -84,6 +85,10 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
             raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path})')
         from mgeo_ros.runtime.backends.torch_backend import TorchBackend
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))  # process-wide in PyTorch
         return TorchBackend(model_path, device=device, precision=precision, reference_mode=torch_reference_mode)
     if chosen == 'onnxruntime':
         if kind != 'onnx':
@@ -91,7 +96,7 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
                                           'create one with `mgeo export`')
         from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(str(model_path), device=device)
+        return OnnxRuntimeBackend(str(model_path), device=device, threads=threads)
     from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
 
     if kind == 'onnx':
@@ -118,18 +123,21 @@ class Predictor:
     cache_dir: where engines built from an .onnx are cached (default $MGEO_CACHE_DIR or ~/.cache/mgeo_ros).
     torch_reference_mode: torch backend only: run the reference MoGe-2 graph instead of the exported one (see
       `TorchBackend`); off by default so every backend gives the same Prediction.
+    threads: CPU threads for ONNX Runtime (intra-op) and PyTorch (process-wide); None keeps their defaults. On a
+      shared or busy CPU, fewer threads than cores avoids spin-waiting (measured: 5-10x slower torch at 2 threads
+      on a loaded 2-core machine than at 1).
     """
 
     def __init__(self, model_path, backend: str = 'auto', num_tokens: int = 1200,
                  input_size: tuple[int, int] | None = None, precision: str = 'fp32', device: str | None = None,
                  mask_threshold: float = 0.5, cache_dir: str | os.PathLike | None = None,
-                 torch_reference_mode: bool = False) -> None:
+                 torch_reference_mode: bool = False, threads: int | None = None) -> None:
         if precision not in ('fp32', 'fp16'):
             raise BadInputError(f'precision must be fp32 or fp16, got {precision!r}')
         if not 0.0 <= mask_threshold <= 1.0:
             raise BadInputError(f'mask_threshold must be in [0, 1], got {mask_threshold}')
         self.backend = create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir,
-                                      torch_reference_mode=torch_reference_mode)
+                                      torch_reference_mode=torch_reference_mode, threads=threads)
         fixed = self.backend.input_size or (None if input_size is None else tuple(input_size))
         if fixed is not None and (fixed[0] % 14 or fixed[1] % 14):
             raise BadInputError(f'input_size must be multiples of 14 (the ViT patch), got {fixed[0]}x{fixed[1]}')

@@ -1,0 +1,333 @@
+"""`mgeo bench MODEL`: ms per stage for every available backend and input size, medians after warm-up.
+
+Stages of one frame, as the node runs them: convert (raw rgb8 Image bytes -> numpy, through `mgeo_ros.ros.convert`
+when rclpy imports, else a numpy reshape), preprocess, forward, postprocess, cloud packing (`mgeo_ros.ros.cloud`).
+A baseline row is measured in the same run: the reference MoGe-2 pipeline (`model.infer` on the full frame, as the
+MoGe repository runs it: its own resize, focal/shift recovery and unprojection at the frame size, no buffer reuse),
+so every backend's end-to-end time is also given as a ratio to it.
+
+MODEL: a checkpoint directory / official .pt, an .onnx, an .engine, or `preset:NAME` (random weights of a model
+preset, e.g. preset:small — speed does not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mgeo_ros.errors import BackendUnavailableError, MgeoError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / 'models' / 'default'
+STAGES = ('convert', 'preprocess', 'forward', 'postprocess', 'cloud')
+log = logging.getLogger('mgeo_ros.bench')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('model', nargs='?', help='checkpoint dir / .pt / .onnx / .engine, or preset:NAME')
+    parser.add_argument('--default-model', action='store_true', help='use the packaged default model '
+                                                                     f'({DEFAULT_MODEL_DIR})')
+    parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
+                        help='backend(s) to measure (repeatable; default: every one that is available)')
+    parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
+    parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--runs', type=int, default=10, help='timed runs per row (default 10)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed warm-up runs per row (default 2)')
+    parser.add_argument('--threads', type=int, default=None, help='torch/ONNX Runtime CPU threads (default: all)')
+    parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
+                        help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
+    parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
+    parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
+    parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
+
+
+# ---- one frame as a camera driver would send it -------------------------------------------------------------------
+def synthetic_frame(width: int, height: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([np.sin(xx / 23.0), np.cos(yy / 17.0), np.sin((xx + yy) / 31.0)], -1) * 100 + 128
+    return img.astype(np.uint8)
+
+
+def make_converter(rgb: np.ndarray):
+    """(convert() -> rgb, description): raw rgb8 bytes as in an Image message -> numpy."""
+    h, w = rgb.shape[:2]
+    raw = rgb.tobytes()
+    try:
+        from sensor_msgs.msg import Image
+
+        from mgeo_ros.ros.convert import image_to_rgb8
+    except Exception:  # rclpy/messages missing: the same job by hand
+        return (lambda: np.frombuffer(raw, np.uint8).reshape(h, w, 3)), 'numpy reshape'
+    msg = Image(height=h, width=w, encoding='rgb8', is_bigendian=0, step=w * 3, data=raw)
+    return (lambda: image_to_rgb8(msg)), 'ros.convert.image_to_rgb8'
+
+
+def make_cloud_packer():
+    try:
+        from mgeo_ros.ros.cloud import pack_points
+    except Exception as e:  # pragma: no cover - cloud.py is pure numpy
+        log.warning('cloud packing unavailable (%s)', e)
+        return None
+    return lambda points, rgb: pack_points(points, rgb)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---- model preparation ----------------------------------------------------------------------------------------------
+def resolve_model(args) -> tuple[object, str]:
+    """(model_path or torch module, label)."""
+    if args.default_model:
+        if not (DEFAULT_MODEL_DIR / 'config.json').is_file():
+            raise MgeoError(f'--default-model: no packaged default model at {DEFAULT_MODEL_DIR} yet (it is produced '
+                            'by training; pass a checkpoint or preset:small instead)')
+        return str(DEFAULT_MODEL_DIR), 'default'
+    if not args.model:
+        raise MgeoError('give MODEL (checkpoint, .onnx, .engine or preset:NAME) or --default-model')
+    if args.model.startswith('preset:'):
+        import torch
+
+        from mgeo_ros.model import build_model
+        from mgeo_ros.model.configs import preset
+
+        torch.manual_seed(0)
+        name = args.model.split(':', 1)[1]
+        return build_model(preset(name)).eval(), f'{name} (random weights)'
+    if not os.path.exists(args.model):
+        raise MgeoError(f'no model at {args.model}')
+    return args.model, os.path.basename(os.path.normpath(args.model))
+
+
+def _cache_dir(args) -> Path:
+    from mgeo_ros.runtime.predictor import default_cache_dir
+
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir() / 'bench'
+
+
+def _model_tag(model, label: str) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return hashlib.sha256(os.path.abspath(model).encode()).hexdigest()[:10]
+    from mgeo_ros.export.onnx_export import config_hash
+
+    return config_hash(getattr(model, 'config', {'label': label}))
+
+
+def onnx_for(model, label: str, size: tuple[int, int], num_tokens: int, args) -> str:
+    """An ONNX for this checkpoint and frame size (exported once, cached)."""
+    from mgeo_ros.export.onnx_export import export_onnx
+
+    path = _cache_dir(args) / f'{_model_tag(model, label)}_{size[0]}x{size[1]}_{num_tokens}.onnx'
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f'[bench] exporting ONNX for {size[0]}x{size[1]} -> {path}', file=sys.stderr)
+        logging.getLogger('torch').setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            export_onnx(model, str(path), size, num_tokens=num_tokens, parity=False)
+    return str(path)
+
+
+def make_predictor(backend: str, model, label: str, size, args, precision: str):
+    """A Predictor for one backend, or raise BackendUnavailableError with why not."""
+    from mgeo_ros.runtime.predictor import Predictor, model_kind
+
+    kind = model_kind(model)
+    if backend == 'torch':
+        return Predictor(model, backend='torch', num_tokens=args.num_tokens, precision=precision,
+                         threads=args.threads)
+    if backend == 'onnxruntime':
+        if kind == 'engine':
+            raise BackendUnavailableError('onnxruntime needs an .onnx or a checkpoint, got an engine')
+        onnx_path = model if kind == 'onnx' else onnx_for(model, label, size, args.num_tokens, args)
+        return Predictor(onnx_path, backend='onnxruntime', threads=args.threads)
+    # tensorrt
+    from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available
+
+    if not tensorrt_available():
+        raise BackendUnavailableError('TensorRT (python package `tensorrt`) is not installed')
+    if not has_nvidia_gpu():
+        raise BackendUnavailableError('no NVIDIA GPU')
+    if kind == 'engine':
+        return Predictor(model, backend='tensorrt')
+    onnx_path = model if kind == 'onnx' else onnx_for(model, label, size, args.num_tokens, args)
+    return Predictor(onnx_path, backend='tensorrt', precision=precision, cache_dir=_cache_dir(args))
+
+
+# ---- measurement --------------------------------------------------------------------------------------------------
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float('nan')
+
+
+def measure_predictor(pred, rgb: np.ndarray, runs: int, warmup: int) -> dict:
+    convert, convert_how = make_converter(rgb)
+    pack = make_cloud_packer()
+    per_stage = {s: [] for s in STAGES}
+    e2e = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        frame = convert()
+        t1 = time.perf_counter()
+        p = pred.predict(frame)
+        t2 = time.perf_counter()
+        if pack is not None:
+            pack(p.points, frame)
+        t3 = time.perf_counter()
+        if i < warmup:
+            continue
+        per_stage['convert'].append((t1 - t0) * 1e3)
+        for s in ('preprocess', 'forward', 'postprocess'):
+            per_stage[s].append(p.timings_ms[s])
+        per_stage['cloud'].append((t3 - t2) * 1e3)
+        e2e.append((t3 - t0) * 1e3)
+    ms = {s: _median(v) for s, v in per_stage.items()}
+    e2e_ms = _median(e2e)
+    return {'ms': ms, 'e2e_ms': e2e_ms, 'fps': 1e3 / e2e_ms, 'overhead_ratio': (e2e_ms - ms['forward']) / ms['forward'],
+            'convert_via': convert_how, 'valid_fraction': float(p.mask.mean())}
+
+
+def measure_reference(model, rgb: np.ndarray, num_tokens: int, runs: int, warmup: int, use_fp16: bool) -> dict:
+    """The reference pipeline (`model.infer` on the full frame) end to end, including tensor conversion."""
+    import torch
+
+    device = next(model.parameters()).device
+    times = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        image = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float() / 255.0
+        out = model.infer(image, num_tokens=num_tokens, use_fp16=use_fp16)
+        out = {k: v.cpu().numpy() for k, v in out.items()}
+        t1 = time.perf_counter()
+        if i >= warmup:
+            times.append((t1 - t0) * 1e3)
+    e2e = _median(times)
+    return {'e2e_ms': e2e, 'fps': 1e3 / e2e}
+
+
+def _torch_module(model):
+    """The torch module behind a model argument (for the reference baseline), or None for .onnx/.engine."""
+    from mgeo_ros.runtime.predictor import model_kind
+
+    if model_kind(model) != 'checkpoint':
+        return None
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    from mgeo_ros.model import load_checkpoint
+
+    return load_checkpoint(str(model), device='cpu')
+
+
+def run_bench(args) -> dict:
+    from mgeo_ros.export.onnx_export import parse_size
+    from mgeo_ros.runtime.devices import has_nvidia_gpu, torch_cuda_available
+    from mgeo_ros.runtime.predictor import model_kind
+
+    model, label = resolve_model(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
+    sizes = [parse_size(s) for s in (args.size or ['640x480'])]
+    kind = model_kind(model)
+    backends = args.backend or {'checkpoint': ['torch', 'onnxruntime', 'tensorrt'],
+                                'onnx': ['onnxruntime', 'tensorrt'], 'engine': ['tensorrt']}[kind]
+    gpu = has_nvidia_gpu()
+    precision = args.precision or ('fp16' if gpu else 'fp32')
+    rows, unavailable = [], {}
+    torch_model = None if args.no_baseline else _torch_module(model)
+    for size in sizes:
+        rgb = synthetic_frame(*size)
+        baseline = None
+        if torch_model is not None:
+            use_fp16 = precision == 'fp16' and torch_cuda_available()
+            if torch_cuda_available():
+                torch_model = torch_model.cuda()
+            baseline = measure_reference(torch_model, rgb, args.num_tokens, args.runs, args.warmup, use_fp16)
+            rows.append({'size': f'{size[0]}x{size[1]}', 'backend': 'reference (model.infer)',
+                         'device': str(next(torch_model.parameters()).device), 'precision': precision if use_fp16
+                         else 'fp32', 'ms': {}, 'e2e_ms': baseline['e2e_ms'], 'fps': baseline['fps'],
+                         'overhead_ratio': None, 'speedup_vs_baseline': 1.0, 'peak_rss_mib': peak_rss_mib()})
+        for backend in backends:
+            try:
+                pred = make_predictor(backend, model, label, size, args, precision)
+            except (BackendUnavailableError, ImportError) as e:
+                unavailable[backend] = str(e)
+                continue
+            with contextlib.suppress(Exception):
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+            result = measure_predictor(pred, rgb, args.runs, args.warmup)
+            peak_dev = pred.backend.peak_device_memory_bytes()
+            net_w, net_h = pred.network_size(*size)
+            rows.append({'size': f'{size[0]}x{size[1]}', 'backend': backend, 'device': pred.backend.device,
+                         'precision': pred.backend.precision, 'network_input': f'{net_w}x{net_h}', **result,
+                         'speedup_vs_baseline': baseline['e2e_ms'] / result['e2e_ms'] if baseline else None,
+                         'peak_rss_mib': peak_rss_mib(),
+                         'cuda_peak_mib': None if peak_dev is None else peak_dev / 2 ** 20})
+            del pred
+    meta = {'model': label, 'num_tokens': args.num_tokens, 'runs': args.runs, 'warmup': args.warmup,
+            'machine': f'{platform.machine()} {os.cpu_count()} cpu', 'python': platform.python_version(),
+            'nvidia_gpu': gpu, 'threads': args.threads}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        meta['torch'] = torch.__version__
+        meta['torch_threads'] = torch.get_num_threads()
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        meta['onnxruntime'] = onnxruntime.__version__
+    return {'meta': meta, 'rows': rows, 'unavailable': unavailable}
+
+
+def format_table(report: dict) -> str:
+    head = (f"{'size':>9} {'backend':<24} {'device':<8} {'prec':<5} {'convert':>7} {'prep':>6} {'forward':>8} "
+            f"{'post':>6} {'cloud':>6} {'e2e ms':>8} {'fps':>6} {'ovh/fwd':>7} {'vs ref':>6} {'RSS MiB':>7} "
+            f"{'CUDA MiB':>8}")
+    lines = [head, '-' * len(head)]
+
+    def num(v, fmt):
+        return '-' if v is None else format(v, fmt)
+
+    for r in report['rows']:
+        ms = r['ms']
+        lines.append(f"{r['size']:>9} {r['backend']:<24} {r['device'].split(' ')[0]:<8} {r['precision']:<5} "
+                     f"{num(ms.get('convert'), '7.2f')} {num(ms.get('preprocess'), '6.2f')} "
+                     f"{num(ms.get('forward'), '8.1f')} {num(ms.get('postprocess'), '6.2f')} "
+                     f"{num(ms.get('cloud'), '6.2f')} {r['e2e_ms']:8.1f} {r['fps']:6.2f} "
+                     f"{num(r['overhead_ratio'], '7.3f')} {num(r['speedup_vs_baseline'], '5.2f')}x "
+                     f"{r['peak_rss_mib']:7.0f} {num(r.get('cuda_peak_mib'), '8.0f')}")
+    m = report['meta']
+    lines.append(f"model {m['model']}, num_tokens {m['num_tokens']}, medians of {m['runs']} runs after {m['warmup']} "
+                 f"warm-up; {m['machine']}, torch {m.get('torch', '-')} ({m.get('torch_threads', '-')} threads), "
+                 f"onnxruntime {m.get('onnxruntime', '-')}")
+    lines.append('ovh/fwd = (end-to-end - forward) / forward; vs ref = reference model.infer time / this time; '
+                 'RSS = process peak so far')
+    for b, why in report['unavailable'].items():
+        lines.append(f'{b}: not measured — {why}')
+    return '\n'.join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        report = run_bench(args)
+    except MgeoError as e:
+        print(f'mgeo bench: {e}', file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
