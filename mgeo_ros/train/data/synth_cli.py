@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--kinds', default='indoor,outdoor', help='comma list of indoor,outdoor (both)')
     parser.add_argument('--device', default='cpu', help='torch device: cpu or cuda (cpu)')
     parser.add_argument('--batch', type=int, default=8, help='frames rendered together (8)')
-    parser.add_argument('--shadow-samples', type=int, default=2, help='shadow rays per light; 0 = no shadows (2)')
+    parser.add_argument('--shadow-samples', type=int, default=1,
+                        help='shadow rays per pixel and light (dithered over the light: soft edges); 0 = none (1)')
     parser.add_argument('--depth-format', choices=('npy', 'png'), default='npy',
                         help='npy = float32 metres (default); png = 16-bit mm (outdoor depth beyond 65.5 m is lost)')
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = torch default)')

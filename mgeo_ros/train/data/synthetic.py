@@ -11,7 +11,7 @@ class SyntheticDataset:
     """`count` synthetic frames of size (W, H); deterministic per index whatever order or batch they are drawn in."""
 
     def __init__(self, count: int, seed: int = 0, size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS,
-                 device='cpu', shadow_samples: int = 2) -> None:
+                 device='cpu', shadow_samples: int = 1) -> None:
         if count < 0:
             raise ValueError(f'count must be >= 0, got {count}')
         self.count, self.seed, self.size = int(count), int(seed), (int(size[0]), int(size[1]))

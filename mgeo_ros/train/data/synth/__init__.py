@@ -19,7 +19,7 @@ __all__ = ['KINDS', 'Pose', 'Scene', 'SynthBatch', 'render_batch', 'render_scene
 
 
 def render_batch(seeds: Sequence[int], size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS,
-                 device='cpu', shadow_samples: int = 2) -> SynthBatch:
+                 device='cpu', shadow_samples: int = 1) -> SynthBatch:
     """Render one frame per seed (scene `seed` is the same whatever batch it is rendered in). size = (W, H)."""
     _check(size, kinds)
     w, h = size
@@ -30,13 +30,13 @@ def render_batch(seeds: Sequence[int], size: tuple[int, int] = (160, 120), kinds
 
 
 def render_scene(seed: int, size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS, device='cpu',
-                 shadow_samples: int = 2) -> Sample:
+                 shadow_samples: int = 1) -> Sample:
     """One synthetic `Sample` (metric depth, exact intrinsics)."""
     return render_batch([seed], size, kinds, device, shadow_samples).samples()[0]
 
 
 def render_sequence(seed: int, n_frames: int, size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS,
-                    device='cpu', step_m: float = 0.05, shadow_samples: int = 2,
+                    device='cpu', step_m: float = 0.05, shadow_samples: int = 1,
                     batch_size: int = 8) -> list[Sample]:
     """n_frames of one scene while the camera moves smoothly (about step_m metres per frame indoors, 3x outdoors,
     turning gently). The returned Samples' `source` is 'synth:SEED:FRAME'."""

@@ -17,6 +17,8 @@ NONE, ROOM, OUTER, GROUND, BOX, CYL, SPH = range(7)
 # fixed offsets on the light's disc/cone for the soft-shadow samples (deterministic, well spread)
 _SHADOW_OFFSETS = np.array([[0.7, 0.1, 0.0], [-0.4, 0.6, 0.1], [-0.3, -0.7, -0.1], [0.2, -0.2, 0.6],
                             [0.0, 0.8, -0.4], [-0.8, 0.0, 0.3], [0.5, 0.5, -0.5], [0.1, -0.5, -0.6]])
+# which offset each pixel of an 8x8 tile starts from: a fixed shuffle, so the dither has no stripes
+_LANE_ORDER = np.random.default_rng(12345).permutation(np.arange(64) % 8)
 
 
 @dataclass
@@ -233,6 +235,7 @@ def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
     origin = P + n * 2e-3
     total = p['ambient'][:, None] * torch.where(indoor, 1.0 + 0.2 * n[..., 2].abs(), 0.75 + 0.25 * n[..., 2])
     offsets = torch.as_tensor(_SHADOW_OFFSETS, dtype=P.dtype, device=P.device)
+    flat = torch.tensor([1.0, 1.0, 0.0], dtype=P.dtype, device=P.device)
     w = hit.to(P.dtype)[..., None]
     count = w.sum(1).clamp_min(1.0)
     centre = (origin * w).sum(1) / count                                           # [G,3]
@@ -245,9 +248,13 @@ def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
         cand = _sphere_near_segment(bounds, centre, end, radius) & hit.any(1, keepdim=True)
         acc = torch.zeros_like(total)
         n_samples = max(1, shadow_samples)
+        lanes = torch.as_tensor(_LANE_ORDER[np.arange(P.shape[1]) % len(_LANE_ORDER)], device=P.device)
         for k in range(n_samples):
-            off = offsets[(k + 3 * li) % len(offsets)] if shadow_samples > 0 else torch.zeros_like(offsets[0])
-            pos = (lt[:, :3] + lt[:, 4:5] * off)[:, None]
+            # each pixel of a tile uses a different point of the light (stratified dither): soft shadow edges
+            # without more rays per pixel
+            off = offsets[(lanes + k * 3 + li) % len(offsets)] if shadow_samples > 0 else offsets[:1] * 0
+            off = torch.where(indoor[..., None], off * flat, off)          # ceiling lights are horizontal discs
+            pos = lt[:, None, :3] + lt[:, None, 4:5] * off
             to_pt = torch.where(indoor[..., None], pos - origin,
                                 torch.nn.functional.normalize(pos, dim=-1).expand_as(origin))
             dist2 = (to_pt * to_pt).sum(-1)
@@ -310,7 +317,7 @@ def _render_groups(p, x, y, shadow_samples):
 TILE = 8
 
 
-def render_frames(frames: list[tuple[Scene, Pose, Intrinsics]], device='cpu', shadow_samples: int = 2,
+def render_frames(frames: list[tuple[Scene, Pose, Intrinsics]], device='cpu', shadow_samples: int = 1,
                   noise_seeds: list[int] | None = None, groups_per_chunk: int = 1024) -> tuple:
     """Render frames of one size; returns rgb uint8 [B,H,W,3], depth [B,H,W], mask [B,H,W] (torch, on device).
     Pixels are processed in TILE x TILE screen tiles so each tile only tests the objects its rays can reach."""

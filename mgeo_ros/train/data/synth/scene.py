@@ -252,7 +252,7 @@ def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sc
                     s.spheres.append((x, y, top + crown * 0.7, crown, add_material(s, rng, 'grass')))
     elev, azim = math.radians(rng.uniform(20, 70)), rng.uniform(-math.pi, math.pi)
     s.lights.append((math.cos(elev) * math.cos(azim), math.cos(elev) * math.sin(azim), math.sin(elev),
-                     rng.uniform(0.7, 1.0), math.radians(rng.uniform(0.5, 2.0))))
+                     rng.uniform(0.7, 1.0), math.radians(rng.uniform(0.25, 0.6))))  # the sun: ~0.27 deg radius
     s.ambient = rng.uniform(0.15, 0.3)
     return s, poses
 
