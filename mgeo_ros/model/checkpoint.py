@@ -73,8 +73,11 @@ def _load_official(path: Path) -> tuple[dict, dict]:
     try:
         payload = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f'{path}: refusing to load; the file needs code unpickling, which is unsafe and not '
-                              f'allowed (only tensors/containers are accepted). Details: {exc}') from exc
+        detail = _unpickling_detail(str(exc))
+        if 'global' in detail.lower():
+            raise CheckpointError(f'{path}: refusing to load: the file needs code unpickling ({detail}), which could '
+                                  f'run arbitrary code; only tensors and plain containers are accepted') from exc
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({detail})') from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f'{path}: not a readable PyTorch checkpoint: {exc}') from exc
     if not isinstance(payload, dict) or 'model_config' not in payload or 'model' not in payload:
@@ -85,6 +88,12 @@ def _load_official(path: Path) -> tuple[dict, dict]:
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(f'{path}: "model_config" and "model" must both be dicts')
     return config, state
+
+
+def _unpickling_detail(message: str) -> str:
+    """The informative line of torch's long weights_only error (after 'WeightsUnpickler error:')."""
+    tail = message.split('WeightsUnpickler error:', 1)[-1].strip()
+    return tail.splitlines()[0].strip() if tail else message.strip()
 
 
 def _load_project(directory: Path) -> tuple[dict, dict]:

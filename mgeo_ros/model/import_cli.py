@@ -1,0 +1,34 @@
+"""`mgeo import-moge IN.pt OUT_DIR`: convert an official MoGe-2 `model.pt` to the project checkpoint directory.
+
+The input is read with `torch.load(weights_only=True)` and checked key by key against its own model_config, so a
+converted directory always loads. Official weights are never downloaded by mgeo_ros; fetch them yourself
+(e.g. Hugging Face `Ruicheng/moge-2-vits-normal`, file `model.pt`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mgeo_ros.errors import CheckpointError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('input', help='official MoGe-2 checkpoint (.pt with model_config + model)')
+    parser.add_argument('output', help='output directory (config.json + model.safetensors)')
+    parser.add_argument('--fp16', action='store_true', help='store weights as float16 (half the size; loaded as fp32)')
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgeo_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    try:
+        model = load_checkpoint(args.input)
+    except CheckpointError as exc:
+        print(f'import-moge: {exc}', file=sys.stderr)
+        return 1
+    out = save_checkpoint(model, args.output, fp16=args.fp16)
+    params = sum(p.numel() for p in model.parameters())
+    heads = [h for h in ('points_head', 'mask_head', 'normal_head', 'scale_head') if hasattr(model, h)]
+    print(f'import-moge: wrote {out} ({params / 1e6:.1f}M parameters, heads: {", ".join(heads)}, '
+          f'{"fp16" if args.fp16 else "fp32"})')
+    return 0
