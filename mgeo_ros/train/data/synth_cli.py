@@ -39,6 +39,12 @@ def run(args) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if str(args.device).startswith('cuda') and not torch.cuda.is_available():
+        print(f'error: --device {args.device}: this torch has no usable CUDA device; use --device cpu')
+        return 2
+    if args.count < 1:
+        print('error: --count must be >= 1')
+        return 2
     kinds = tuple(k.strip() for k in args.kinds.split(',') if k.strip())
     write_folder([], args.out)  # creates the folder and meta.json (metric)
     render_s, t0 = 0.0, time.perf_counter()
