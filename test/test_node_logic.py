@@ -202,3 +202,17 @@ def test_timings_window():
     for ms in (10, 20, 30, 40):
         t.add('forward', ms)
     assert t.summary()['forward'] == (30.0, 40.0)
+
+
+def test_sequence_gaps_count_messages_lost_before_the_node():
+    from mgeo_ros.ros.frame_slot import SequenceGaps
+
+    gaps = SequenceGaps()
+    assert gaps.observe('a', 1) == 0
+    assert gaps.observe('a', 2) == 0
+    assert gaps.observe('a', 5) == 2  # 3 and 4 never arrived
+    assert gaps.observe('b', 10) == 0  # another publisher has its own numbering
+    assert gaps.observe('b', 12) == 1
+    assert gaps.observe('a', 4) == 0  # late/reordered: not a loss, not double counted
+    assert gaps.observe('a', None) == 0 and gaps.observe('a', 0) == 0  # RMW without sequence numbers
+    assert gaps.lost == 3

@@ -34,6 +34,7 @@ class NodeStats:
     received: int = 0
     processed: int = 0
     dropped: int = 0
+    lost_before_node: int = 0
     skipped_no_subscribers: int = 0
     bad_input: collections.Counter = field(default_factory=collections.Counter)
     size_changes: int = 0
@@ -89,6 +90,7 @@ class NodeStats:
                 ('frames_received', self.received),
                 ('frames_published', self.processed),
                 ('frames_dropped', self.dropped),
+                ('frames_lost_before_node', self.lost_before_node),
                 ('frames_skipped_no_subscribers', self.skipped_no_subscribers),
                 ('bad_input_total', sum(self.bad_input.values())),
             ]

@@ -55,3 +55,22 @@ class FrameSlot(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class SequenceGaps:
+    """Frames lost before the node saw them (transport, a full subscription queue), from gaps in each publisher's
+    publication sequence numbers (rclpy MessageInfo). Camera drivers do not number frames; DDS does."""
+
+    def __init__(self) -> None:
+        self._last: dict[object, int] = {}
+        self.lost = 0
+
+    def observe(self, publisher: object, sequence: int | None) -> int:
+        """Record one received message; return how many of this publisher's messages were skipped before it."""
+        if sequence is None or sequence <= 0:
+            return 0
+        last = self._last.get(publisher)
+        self._last[publisher] = max(sequence, last or 0)
+        gap = sequence - last - 1 if last is not None and sequence > last else 0
+        self.lost += gap
+        return gap

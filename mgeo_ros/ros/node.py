@@ -7,6 +7,7 @@ or `python -m mgeo_ros.ros.node --ros-args ...`.
 """
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros import params as P
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
-from mgeo_ros.ros.frame_slot import FrameSlot
+from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
 from mgeo_ros.ros.qos import make_qos
 
@@ -64,7 +65,9 @@ class MgeoDepthNode(Node):
         self.cfg = self._declare_parameters()
         self._log_bad = ThrottledLog(self.get_logger().warning, self.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
-        self._latest_info: CameraInfo | None = None
+        self._gaps = SequenceGaps()
+        self._info_lock = threading.Lock()
+        self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraInfo, newest last
 
         out_qos = make_qos(self.cfg['output_qos'], self.cfg['output_qos_depth'])
         self.outputs = Outputs(
@@ -134,21 +137,41 @@ class MgeoDepthNode(Node):
         return SetParametersResult(successful=True)
 
     # ---- callbacks (executor thread: keep them O(1)) ----------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
-        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self._latest_info))
+    def _on_image(self, msg: Image, info: dict) -> None:
+        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self.camera_info_for), info)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self._latest_info))
+    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
+        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self.camera_info_for), info)
 
-    def _enqueue(self, frame: IncomingFrame) -> None:
+    def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
         replaced = self.slot.put(frame)
+        gid = info.get('publisher_gid') or {}
+        publisher = bytes(gid.get('data', b'')) if isinstance(gid, dict) else gid
         with self.stats.lock:
             self.stats.received += 1
             if replaced is not None:
                 self.stats.dropped += 1
+            self.stats.lost_before_node += self._gaps.observe(publisher, info.get('publication_sequence_number'))
+            sent, got = info.get('source_timestamp'), info.get('received_timestamp')
+            if sent and got:
+                self.stats.timings.add('transport', (got - sent) / 1e6)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._latest_info = msg
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        with self._info_lock:
+            self._infos.pop(key, None)
+            self._infos[key] = msg
+            while len(self._infos) > 8:
+                self._infos.popitem(last=False)
+
+    def camera_info_for(self, header) -> CameraInfo | None:
+        """The CameraInfo with the image's stamp if one arrived, else the latest (asked when the frame is processed,
+        so an info that arrives just after its image is still used)."""
+        with self._info_lock:
+            if not self._infos:
+                return None
+            exact = self._infos.get((header.stamp.sec, header.stamp.nanosec))
+            return exact if exact is not None else next(reversed(self._infos.values()))
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()

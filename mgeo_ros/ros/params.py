@@ -49,12 +49,14 @@ PARAMS: tuple[ParamSpec, ...] = (
               '.onnx file or a TensorRT .engine. Empty = the packaged default model.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto picks the fastest one installed that has a device.',
               choices=('auto', 'tensorrt', 'onnxruntime', 'torch')),
-    ParamSpec('precision', 'auto', 'Numeric precision of inference (fp16 needs a GPU backend).',
+    ParamSpec('precision', 'auto', 'Numeric precision: fp16 for engines built by TensorRT and torch on CUDA; auto = '
+              'fp16 where TensorRT builds the engine, fp32 elsewhere. ONNX Runtime and prebuilt engines ignore it.',
               choices=('auto', 'fp32', 'fp16')),
     ParamSpec('num_tokens', 1200, 'ViT token budget: sets the network input resolution; more is slower and finer.',
               unit='tokens', min=64, max=10000),
-    ParamSpec('build_engine', True, 'Build and cache a TensorRT engine from the ONNX model on first start if none '
-              'matches this GPU/TensorRT version (can take minutes); false = fail if no cached engine exists.'),
+    ParamSpec('build_engine', True, 'With an .onnx model and TensorRT available: build a TensorRT engine on first '
+              'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
+              'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes <image> (sensor_msgs/Image), '
               'compressed subscribes <image>/compressed (sensor_msgs/CompressedImage, jpeg/png).',

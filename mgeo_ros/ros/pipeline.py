@@ -23,7 +23,7 @@ class IncomingFrame:
     kind: str  # 'raw' | 'compressed'
     msg: object
     received: float  # time.monotonic() at the callback
-    camera_info: object | None  # latest CameraInfo when the image arrived
+    camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
 
 
 def default_model_path() -> Path:
@@ -71,10 +71,10 @@ class FramePipeline:
                                 + ('' if cfg['model'] else ' (no packaged default model; set the `model` parameter)'))
             from mgeo_ros.runtime import Predictor
 
+            backend, precision = self._backend_choice(path, cfg)
             t0 = time.perf_counter()
-            self.predictor = Predictor(str(path), backend=cfg['backend'], num_tokens=cfg['num_tokens'],
-                                       precision=cfg['precision'], build_engine=cfg['build_engine'],
-                                       mask_threshold=cfg['mask_threshold'])
+            self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
+                                       precision=precision, mask_threshold=cfg['mask_threshold'])
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
@@ -83,6 +83,26 @@ class FramePipeline:
             self.stats.model_error = f'{type(exc).__name__}: {exc}'
             self.log.error(f'cannot load model {str(path)!r}: {self.stats.model_error}. The node keeps running and '
                            'reports this in /diagnostics; fix the `model`/`backend` parameters and restart.')
+
+    def _backend_choice(self, path: Path, cfg: dict) -> tuple[str, str]:
+        """Backend and precision for Predictor: `build_engine: false` never builds an engine from an .onnx (ONNX
+        Runtime runs it instead); precision auto = fp16 where TensorRT builds the engine, fp32 elsewhere."""
+        from mgeo_ros.runtime.predictor import choose_backend, model_kind
+
+        kind = model_kind(str(path))
+        backend = cfg['backend']
+        resolved = choose_backend(kind) if backend == 'auto' else backend
+        if kind == 'onnx' and resolved == 'tensorrt' and not cfg['build_engine']:
+            if backend == 'tensorrt':
+                raise MgeoError('backend tensorrt with an .onnx model needs build_engine: true (or give a prebuilt '
+                                '.engine as `model`)')
+            self.log.info('build_engine is false: running the .onnx model with ONNX Runtime instead of building a '
+                          'TensorRT engine')
+            backend = 'onnxruntime'
+        precision = cfg['precision']
+        if precision == 'auto':
+            precision = 'fp16' if resolved == 'tensorrt' else 'fp32'
+        return backend, precision
 
     def on_config_changed(self, updates: dict) -> None:
         cfg = {**self.node.cfg, **updates}
@@ -123,7 +143,7 @@ class FramePipeline:
             return
         self._check_size(width, height)
 
-        intrinsics = self._intrinsics(frame.camera_info, width, height, cfg)
+        intrinsics = self._intrinsics(frame.camera_info_for(frame.msg.header), width, height, cfg)
         try:
             pred = self.predictor.predict(rgb, intrinsics=intrinsics)
         except (BadInputError, ValueError) as exc:

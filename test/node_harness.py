@@ -1,0 +1,191 @@
+"""Test helpers for mgeo_depth_node: start it as a subprocess, feed it from this process, collect its outputs.
+
+Not a test module (no test_ prefix); imported by test/test_node_*.py and by the node measurement script.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def node_command() -> list[str]:
+    """The console script from the editable install when present, else the module (same code)."""
+    script = Path(sys.executable).with_name('mgeo_depth_node')
+    if script.exists():
+        return [str(script)]
+    found = shutil.which('mgeo_depth_node')
+    return [found] if found else [sys.executable, '-m', 'mgeo_ros.ros.node']
+
+
+def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """mgeo_depth_node in namespace `ns`, camera topics remapped to `ns`/cam/..., with -p overrides."""
+    args = node_command() + ['--ros-args', '-r', f'__ns:={ns}', '-r', f'image:={ns}/cam/image_raw',
+                             '-r', f'camera_info:={ns}/cam/camera_info']
+    for key, value in params.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ['-p', f'{key}:={text}']
+    out = open(log_path, 'w') if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS with the child)
+    return subprocess.Popen(args, env=env if env is not None else dict(os.environ), stdout=out,
+                            stderr=subprocess.STDOUT, cwd=str(REPO))
+
+
+def stop_node(proc: subprocess.Popen) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def stamp_key(header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
+class NodeHarness:
+    """A test-side rclpy node spinning in a thread: camera publishers and output collectors (keyed by stamp)."""
+
+    OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
+
+    def __init__(self, ns: str, name: str = 'node_harness') -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        self.ns = ns
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.node.create_publisher(Image, f'{ns}/cam/image_raw', reliable)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, f'{ns}/cam/image_raw/compressed', reliable)
+        self.info_pub = self.node.create_publisher(CameraInfo, f'{ns}/cam/camera_info', reliable)
+        self.lock = threading.Lock()
+        self.received: dict[str, dict] = defaultdict(dict)  # topic -> stamp -> msg
+        self.arrival: dict[str, dict] = defaultdict(dict)  # topic -> stamp -> monotonic time
+        self.diagnostics: list = []
+        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image}
+        self.subs = [self.node.create_subscription(types[t], f'{ns}/{t}', self._collector(t), QoSProfile(depth=100))
+                     for t in self.OUTPUTS]
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=50))
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self._spin_loop, daemon=True)
+        self._running = True
+        self._spin.start()
+
+    def _spin_loop(self) -> None:
+        while self._running and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _collector(self, topic: str):
+        def store(msg) -> None:
+            now = time.monotonic()
+            key = stamp_key(msg.header)
+            with self.lock:
+                self.received[topic][key] = msg
+                self.arrival[topic][key] = now
+        return store
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(self.ns + '/'):
+                with self.lock:
+                    self.diagnostics.append((time.monotonic(), status))
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        with self.lock:
+            if not self.diagnostics:
+                return {}
+            status = self.diagnostics[-1][1]
+        values = {kv.key: kv.value for kv in status.values}
+        values['_level'] = status.level[0] if isinstance(status.level, bytes) else int(status.level)
+        values['_message'] = status.message
+        return values
+
+    def wait_for(self, predicate, timeout: float, period: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(period)
+        return bool(predicate())
+
+    def wait_ready(self, proc, timeout: float = 60.0, compressed: bool = False) -> None:
+        """Until the node reports its model ready and is connected to every publisher and collector."""
+        pub = self.compressed_pub if compressed else self.image_pub
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f'the node exited with {proc.returncode}')
+            diag = self.latest_diagnostics()
+            if diag.get('model_status') == 'error':
+                raise RuntimeError(f'the node could not load its model: {diag.get("_message")}')
+            return (diag.get('model_status') == 'ready' and pub.get_subscription_count() > 0
+                    and self.info_pub.get_subscription_count() > 0
+                    and all(s.get_publisher_count() > 0 for s in self.subs))
+        if not self.wait_for(ready, timeout):
+            raise TimeoutError(f'node not ready after {timeout} s; diagnostics: {self.latest_diagnostics()}')
+        time.sleep(0.5)  # let the node's side of discovery see our subscriptions too
+
+    def publish(self, rgb: np.ndarray, key: tuple[int, int], frame_id: str = 'cam_optical', intrinsics=None,
+                compressed: bool = False, encoding: str = 'rgb8') -> None:
+        from std_msgs.msg import Header
+
+        from mgeo_ros.ros import convert
+
+        header = Header(frame_id=frame_id)
+        header.stamp.sec, header.stamp.nanosec = key
+        if intrinsics is not None:
+            self.info_pub.publish(convert.intrinsics_to_camera_info(intrinsics, header))
+        if compressed:
+            self.compressed_pub.publish(convert.rgb8_to_compressed(rgb, header, fmt='png'))
+        else:
+            self.image_pub.publish(convert.numpy_to_image(rgb, encoding, header))
+
+    def outputs_for(self, key) -> dict:
+        with self.lock:
+            return {t: self.received[t].get(key) for t in self.OUTPUTS}
+
+    def wait_outputs(self, key, timeout: float = 30.0, topics=OUTPUTS) -> dict:
+        assert self.wait_for(lambda: all(self.outputs_for(key)[t] is not None for t in topics), timeout), \
+            f'outputs for stamp {key} missing: {[t for t, m in self.outputs_for(key).items() if m is None]}'
+        return self.outputs_for(key)
+
+    def set_parameters(self, node_name: str, values: dict, timeout: float = 10.0):
+        """Call <node>/set_parameters (the standard service) and return the list of SetParametersResult."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f'{self.ns}/{node_name}/set_parameters')
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), 'set_parameters service not available'
+            request = SetParameters.Request(
+                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+            future = client.call_async(request)
+            assert self.wait_for(future.done, timeout), 'set_parameters timed out'
+            return future.result().results
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._running = False
+        self._spin.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()

@@ -1,0 +1,268 @@
+"""mgeo_depth_node across processes with real rclpy: the node runs as a subprocess (its console script) on a tiny
+randomly initialised checkpoint; this process publishes camera frames and checks every output."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+from node_harness import NodeHarness, start_node, stop_node
+
+pytestmark = pytest.mark.ros
+
+W, H = 160, 120
+INTR = None  # set in the fixture (needs mgeo_ros)
+NODE = 'mgeo_depth_node'
+
+
+def _intrinsics():
+    from mgeo_ros.geometry import Intrinsics
+
+    return Intrinsics(fx=140.0, fy=138.0, cx=81.0, cy=58.5, width=W, height=H)
+
+
+def _rgb(seed: int = 0) -> np.ndarray:
+    """A smooth colourful pattern (compresses losslessly and gives the model something non-constant)."""
+    y, x = np.mgrid[0:H, 0:W]
+    rng = np.random.default_rng(seed)
+    base = np.stack([x * 255 / W, y * 255 / H, (x + y) * 127 / (W + H)], -1)
+    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+    import torch
+
+    from mgeo_ros.model import build_model, preset, save_checkpoint
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp('node_model') / 'tiny'
+    save_checkpoint(build_model(preset('tiny')), str(out))
+    return out
+
+
+@pytest.fixture(scope='module')
+def running(tiny_checkpoint, tmp_path_factory):
+    """One node (torch backend, raw input) for the whole module, and the harness that talks to it."""
+    ns = f'/nt{os.getpid()}'
+    log = tmp_path_factory.mktemp('node_log') / 'node.log'
+    proc = start_node(ns, {'model': str(tiny_checkpoint), 'num_tokens': 300, 'diagnostics_period': 0.3,
+                           'points_color': True, 'log_throttle': 0.0}, log_path=log)
+    harness = NodeHarness(ns)
+    try:
+        harness.wait_ready(proc, timeout=90)
+        yield harness, proc, log
+    finally:
+        harness.close()
+        code = stop_node(proc)
+        print(f'\nnode log ({log}):\n' + log.read_text()[-3000:])
+        assert code == 0, f'the node exited with {code} on SIGINT'
+
+
+def _depth(msg) -> np.ndarray:
+    from mgeo_ros.ros import convert
+
+    assert msg.encoding == '32FC1'
+    return convert.image_to_numpy(msg)
+
+
+def test_outputs_carry_the_input_header_and_agree_with_each_other(running):
+    from mgeo_ros.geometry import unproject
+    from mgeo_ros.ros import convert
+
+    harness, proc, _ = running
+    key = (1000, 1)
+    harness.publish(_rgb(), key, frame_id='cam_optical', intrinsics=_intrinsics())
+    out = harness.wait_outputs(key)
+    for topic, msg in out.items():
+        assert msg.header.frame_id == 'cam_optical', topic
+    depth = _depth(out['depth/image'])
+    assert depth.shape == (H, W) and depth.dtype == np.float32
+    info = out['depth/camera_info']
+    assert (info.width, info.height) == (W, H)
+    k = np.asarray(info.k).reshape(3, 3)
+    np.testing.assert_allclose(k, _intrinsics().K, atol=1e-9)  # the given camera is used, not a recovered one
+    np.testing.assert_allclose(np.asarray(info.p).reshape(3, 4)[:, :3], k)
+    intr = convert.camera_info_to_intrinsics(info)
+    cloud = out['points']
+    assert (cloud.height, cloud.width, cloud.is_dense) == (H, W, False)
+    assert len(cloud.data) == H * W * cloud.point_step and {f.name for f in cloud.fields} == {'x', 'y', 'z', 'rgb'}
+    points, colour = convert.pointcloud2_to_numpy(cloud)
+    finite = np.isfinite(depth)
+    assert finite.sum() > 0.5 * H * W, 'a random tiny model should still give mostly valid depth'
+    np.testing.assert_array_equal(np.isfinite(points[..., 2]), finite)
+    np.testing.assert_allclose(points[finite], unproject(depth, intr)[finite], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(colour, _rgb())
+    mask = convert.image_to_numpy(out['depth/mask'])
+    assert out['depth/mask'].encoding == 'mono8'
+    np.testing.assert_array_equal(mask == 255, finite)  # NaN exactly where the mask is false
+    assert set(np.unique(mask)) <= {0, 255}
+    assert harness.wait_for(lambda: int(harness.latest_diagnostics().get('frames_published', 0)) >= 1, 5)
+    diag = harness.latest_diagnostics()
+    assert diag['intrinsics_source'] == 'camera_info'
+    assert math.isfinite(float(diag['metric_scale_raw'])) and float(diag['metric_scale_raw']) > 0
+    assert abs(float(diag['fov_x_deg']) - math.degrees(_intrinsics().fov_x)) < 0.01
+    assert 'latency_ms.forward' in diag and 'latency_ms.total' in diag
+
+
+def test_camera_info_of_another_resolution_is_rescaled(running):
+    from mgeo_ros.geometry import Intrinsics
+
+    harness, _, _ = running
+    big = Intrinsics(fx=280.0, fy=276.0, cx=162.5, cy=117.5, width=2 * W, height=2 * H)  # same camera, 2x
+    key = (1001, 7)
+    harness.publish(_rgb(1), key, intrinsics=big)
+    info = harness.wait_outputs(key)['depth/camera_info']
+    assert (info.width, info.height) == (W, H)
+    np.testing.assert_allclose(np.asarray(info.k).reshape(3, 3), _intrinsics().K, atol=1e-9)
+
+
+def test_parameters_change_live_or_are_refused_with_a_reason(running):
+    from mgeo_ros.ros import convert
+
+    harness, _, _ = running
+    key = (1002, 0)
+    harness.publish(_rgb(2), key, intrinsics=_intrinsics())
+    depth = _depth(harness.wait_outputs(key)['depth/image'])
+    cut = float(np.nanmedian(depth))
+
+    results = harness.set_parameters(NODE, {'max_depth': cut, 'points_stride': 4, 'frame_id': 'override_frame'})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    refused = harness.set_parameters(NODE, {'backend': 'onnxruntime'})
+    assert not refused[0].successful and 'restart' in refused[0].reason
+    invalid = harness.set_parameters(NODE, {'scale_smoothing': 1.0})
+    assert not invalid[0].successful and 'scale_smoothing' in invalid[0].reason
+
+    key = (1002, 1)
+    harness.publish(_rgb(2), key, intrinsics=_intrinsics())
+    out = harness.wait_outputs(key)
+    assert all(m.header.frame_id == 'override_frame' for m in out.values())
+    cut_depth = _depth(out['depth/image'])
+    mask = convert.image_to_numpy(out['depth/mask']) == 255
+    assert np.nanmax(cut_depth) <= cut
+    assert 0 < mask.sum() < mask.size  # the cut removed some pixels, not all
+    np.testing.assert_array_equal(np.isfinite(cut_depth), mask)
+    cloud = out['points']
+    assert (cloud.height, cloud.width) == (H // 4, W // 4)
+    points, _ = convert.pointcloud2_to_numpy(cloud)
+    assert np.nanmax(points[..., 2]) <= cut
+
+    results = harness.set_parameters(NODE, {'max_depth': 0.0, 'points_stride': 1, 'frame_id': '',
+                                            'inf_beyond_max_depth': False})
+    assert all(r.successful for r in results)
+
+
+def test_recovered_intrinsics_when_camera_info_is_off(running):
+    from mgeo_ros.geometry import unproject
+    from mgeo_ros.ros import convert
+
+    harness, _, _ = running
+    assert harness.set_parameters(NODE, {'use_camera_info': False})[0].successful
+    try:
+        key = (1003, 0)
+        harness.publish(_rgb(3), key, intrinsics=_intrinsics())
+        out = harness.wait_outputs(key)
+        info = out['depth/camera_info']
+        intr = convert.camera_info_to_intrinsics(info)
+        assert (intr.width, intr.height) == (W, H)
+        assert not np.allclose(np.asarray(info.k).reshape(3, 3), _intrinsics().K)  # recovered, not the given one
+        depth = _depth(out['depth/image'])
+        points, _ = convert.pointcloud2_to_numpy(out['points'])
+        finite = np.isfinite(depth)
+        np.testing.assert_allclose(points[finite], unproject(depth, intr)[finite], rtol=1e-4, atol=1e-4)
+        assert harness.wait_for(lambda: harness.latest_diagnostics().get('intrinsics_source') == 'recovered', 5)
+    finally:
+        assert harness.set_parameters(NODE, {'use_camera_info': True})[0].successful
+
+
+def test_bad_messages_are_counted_and_the_node_keeps_running(running):
+    from sensor_msgs.msg import CameraInfo, Image
+
+    harness, proc, log = running
+    bogus = Image(height=H, width=W, encoding='bogus', step=W * 3, data=bytes(H * W * 3))
+    short_step = Image(height=H, width=W, encoding='rgb8', step=W, data=bytes(H * W))
+    truncated = Image(height=H, width=W, encoding='rgb8', step=W * 3, data=bytes(100))
+    empty = Image(height=0, width=0, encoding='rgb8', step=0)
+    for i, msg in enumerate((bogus, short_step, truncated, empty)):
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1004, i
+        harness.image_pub.publish(msg)
+        time.sleep(0.6)  # one at a time, so the newest-frame slot does not replace them
+    zero_focal = CameraInfo(width=W, height=H, k=[0.0, 0, 80, 0, 0.0, 60, 0, 0, 1])
+    harness.info_pub.publish(zero_focal)
+    time.sleep(0.3)
+    key = (1004, 99)
+    harness.publish(_rgb(4), key)  # no fresh camera_info: the zero-focal one is the latest
+    out = harness.wait_outputs(key)
+    assert proc.poll() is None
+    assert out['depth/camera_info'].k[0] > 0  # fell back to recovered intrinsics
+
+    def counted() -> bool:
+        diag = harness.latest_diagnostics()
+        return int(diag.get('bad_input.image', 0)) >= 4 and int(diag.get('bad_input.camera_info', 0)) >= 1
+    assert harness.wait_for(counted, 5), harness.latest_diagnostics()
+    text = log.read_text()
+    assert 'bogus' in text and 'camera_info' in text  # the log says why
+    harness.publish(_rgb(4), (1004, 100), intrinsics=_intrinsics())  # back to a good camera for later tests
+    harness.wait_outputs((1004, 100))
+
+
+def _settled(diag: dict) -> bool:
+    """Every frame the node received has been published, dropped or rejected (nothing in flight)."""
+    bad = sum(int(v) for k, v in diag.items() if k.startswith('bad_input.'))
+    return int(diag['frames_received']) == int(diag['frames_published']) + int(diag['frames_dropped']) + bad
+
+
+def test_burst_at_100hz_drops_frames_but_latency_stays_bounded(running):
+    harness, proc, _ = running
+    rgb = _rgb(5)
+    harness.publish(rgb, (1999, 0), intrinsics=_intrinsics())  # the node learns this publisher's sequence numbers
+    harness.wait_outputs((1999, 0))
+    assert harness.wait_for(lambda: _settled(harness.latest_diagnostics()), 5)
+    time.sleep(0.5)
+    before = harness.latest_diagnostics()
+    frames, published = 120, {}
+    t_next = time.monotonic()
+    for i in range(frames):
+        key = (2000, i)
+        published[key] = time.monotonic()
+        harness.publish(rgb, key, intrinsics=_intrinsics() if i % 10 == 0 else None)
+        t_next += 0.01
+        time.sleep(max(0.0, t_next - time.monotonic()))
+    last = (2000, frames - 1)
+    harness.wait_outputs(last, timeout=30, topics=('depth/image',))  # the newest frame is never dropped
+    with harness.lock:
+        arrivals = {k: t for k, t in harness.arrival['depth/image'].items() if k in published}
+    latencies = np.array([arrivals[k] - published[k] for k in arrivals])
+    assert len(arrivals) < frames, 'inference cannot keep up with 100 Hz here; frames must be dropped'
+    burst_s = frames * 0.01
+    # bounded: no frame waits behind a queue; a frame waits at most for the one in flight plus its own inference
+    forward_ms = float(harness.latest_diagnostics()['latency_ms.forward'].split()[0])
+    assert latencies.max() < burst_s / 2 + 4 * forward_ms / 1000 + 1.0, (latencies.max(), forward_ms)
+
+    def delta(diag, key) -> int:
+        return int(diag[key]) - int(before[key])
+
+    def all_accounted() -> bool:  # every frame sent was published, dropped by the slot, or lost before the node
+        diag = harness.latest_diagnostics()
+        return (delta(diag, 'frames_published') + delta(diag, 'frames_dropped')
+                + delta(diag, 'frames_lost_before_node') == frames)
+    assert harness.wait_for(all_accounted, 5), (harness.latest_diagnostics(), before, len(arrivals))
+    assert delta(harness.latest_diagnostics(), 'frames_dropped') > 0
+    print(f'\n100 Hz burst of {frames} frames at {W}x{H}: {len(arrivals)} published, '
+          f'latency median {np.median(latencies) * 1e3:.0f} ms, max {latencies.max() * 1e3:.0f} ms')
+
+
+def test_outputs_nobody_subscribes_to_are_not_computed(running):
+    harness, _, _ = running
+    for sub in harness.subs:
+        harness.node.destroy_subscription(sub)
+    harness.subs = []
+    before = int(harness.latest_diagnostics()['frames_skipped_no_subscribers'])
+    time.sleep(1.0)  # discovery of the removal
+    for i in range(3):
+        harness.publish(_rgb(6), (3000, i), intrinsics=_intrinsics())
+        time.sleep(0.4)
+    assert harness.wait_for(
+        lambda: int(harness.latest_diagnostics()['frames_skipped_no_subscribers']) >= before + 3, 5)
