@@ -219,16 +219,20 @@ def test_affine_lstsq_matches_weighted_polyfit():
 
 
 def _nearest_resize_reference(x, mask, size):
-    """Per target pixel: the valid source pixel nearest its centre among those whose centre lies in its cell."""
+    """Per target pixel: the valid source pixel nearest its centre among those whose centre lies in its cell.
+
+    Returns (values, mask, ties) where ties[ti, tj] lists every equidistant nearest source pixel.
+    """
     H, W = mask.shape
     h, w = size
     fh, fw = H / h, W / w
     eps = np.finfo(np.float32).eps * max(H, W)
     out = np.zeros((h, w) + x.shape[2:])
     out_mask = np.zeros((h, w), dtype=bool)
+    ties = {}
     for ti in range(h):
         for tj in range(w):
-            best = None
+            cands = []
             for i in range(H):
                 di = (i + 0.5) - (ti + 0.5) * fh
                 if not (-fh / 2 + eps < di <= fh / 2 + eps):
@@ -236,25 +240,29 @@ def _nearest_resize_reference(x, mask, size):
                 for j in range(W):
                     dj = (j + 0.5) - (tj + 0.5) * fw
                     if mask[i, j] and -fw / 2 + eps < dj <= fw / 2 + eps:
-                        d = di * di + dj * dj
-                        if best is None or d < best[0]:
-                            best = (d, i, j)
-            if best is not None:
-                out[ti, tj] = x[best[1], best[2]]
+                        cands.append((di * di + dj * dj, i, j))
+            if cands:
+                best = min(c[0] for c in cands)
+                ties[ti, tj] = [(i, j) for d, i, j in cands if d <= best + 1e-9]
+                out[ti, tj] = x[ties[ti, tj][0]]
                 out_mask[ti, tj] = True
-    return out, out_mask
+    return out, out_mask, ties
 
 
-@pytest.mark.parametrize('shape', [(10, 13, 4, 5), (7, 9, 7, 9), (5, 6, 8, 11), (48, 64, 12, 16), (20, 30, 48, 48)])
+@pytest.mark.parametrize('shape', [(10, 13, 4, 5), (7, 9, 7, 9), (5, 6, 8, 11), (48, 64, 12, 16), (20, 30, 48, 48),
+                                   (20, 24, 5, 4)])
 def test_masked_nearest_resize_matches_reference(shape):
     H, W, h, w = shape
     rng = np.random.default_rng(H * W)
     x = rng.normal(size=(H, W, 3))
     mask = rng.uniform(size=(H, W)) > 0.4
     small, small_mask = masked_nearest_resize(x, mask, (h, w))
-    ref, ref_mask = _nearest_resize_reference(x, mask, (h, w))
+    ref, ref_mask, ties = _nearest_resize_reference(x, mask, (h, w))
     np.testing.assert_array_equal(small_mask, ref_mask)
-    np.testing.assert_array_equal(small, ref)
+    for (ti, tj), cands in ties.items():                            # exact ties may pick any equidistant pixel
+        assert any(np.array_equal(small[ti, tj], x[c]) for c in cands), (ti, tj)
+    if all(len(c) == 1 for c in ties.values()):
+        np.testing.assert_array_equal(small, ref)
 
 
 def test_masked_nearest_resize_batched_shared_and_differentiable():
@@ -267,7 +275,7 @@ def test_masked_nearest_resize_batched_shared_and_differentiable():
     assert p_s.shape == (2, 8, 8, 3) and d_s.shape == (2, 8, 8) and uv_s.shape == (2, 8, 8, 2)
     torch.testing.assert_close(p_s[..., 2], d_s)
     for b in range(2):
-        ref, ref_mask = _nearest_resize_reference(pts[b].detach().numpy(), mask[b].numpy(), (8, 8))
+        ref, ref_mask, _ = _nearest_resize_reference(pts[b].detach().numpy(), mask[b].numpy(), (8, 8))
         np.testing.assert_array_equal(m_s[b].numpy(), ref_mask)
         np.testing.assert_allclose(p_s[b].detach().numpy(), ref)
     p_s.sum().backward()

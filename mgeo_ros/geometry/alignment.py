@@ -391,13 +391,18 @@ def align_affine_lstsq(x, y, w=None):
 # ---------------------------------------------------------------------------------------------------------------
 # masked nearest resize
 # ---------------------------------------------------------------------------------------------------------------
-def _cells(n_src: int, n_dst: int, torch, device):
-    """Target cell of each source row/column and its offset from the cell centre (source pixel units)."""
+def _cells(n_src: int, n_dst: int, eps: float, torch, device):
+    """Target cell of each source row/column, and its float32 offset from the cell centre in source pixels.
+
+    The offsets are rounded the way utils3d computes them (float32 pixel-centre uv times the size), so exact ties
+    between equidistant source pixels break the same way (then by row-major source order).
+    """
     f = n_src / n_dst
-    eps = float(np.finfo(np.float32).eps) * n_src
     c = torch.arange(n_src, dtype=torch.float64, device=device) + 0.5
     cell = (torch.ceil((c - eps) / f) - 1).clamp(0, n_dst - 1).long()
-    return cell, c - (cell + 0.5) * f
+    centres = torch.linspace(0.5 / n_dst, 1.0 - 0.5 / n_dst, n_dst, dtype=torch.float32, device=device)
+    centres = centres * torch.tensor(float(n_src), dtype=torch.float32, device=device)
+    return cell, c.to(torch.float32) - centres[cell]
 
 
 def masked_nearest_resize(x, mask=None, size=(64, 64)):
@@ -422,10 +427,11 @@ def masked_nearest_resize(x, mask=None, size=(64, 64)):
     H, W = mask.shape[-2:]
     lead = mask.shape[:-2]
     dev = mask.device
-    ci, di = _cells(H, h_out, torch, dev)
-    cj, dj = _cells(W, w_out, torch, dev)
+    eps = float(np.finfo(np.float32).eps) * max(H, W)
+    ci, di = _cells(H, h_out, eps, torch, dev)
+    cj, dj = _cells(W, w_out, eps, torch, dev)
     cell = (ci[:, None] * w_out + cj[None, :]).reshape(-1)                  # [H*W]
-    dist = (di[:, None] ** 2 + dj[None, :] ** 2).reshape(-1)               # [H*W]
+    dist = (dj[None, :] * dj[None, :] + di[:, None] * di[:, None]).reshape(-1)   # [H*W] float32
     m = mask.reshape(-1, H * W)
     nb = m.shape[0]
     # rank source pixels by (cell, distance, flat index); invalid ones sort after every valid one
