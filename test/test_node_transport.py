@@ -1,0 +1,109 @@
+"""mgeo_depth_node on ONNX Runtime with compressed input, in a process where torch cannot be imported, and the node
+surviving a corrupt model file. Real rclpy across processes."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from node_harness import NodeHarness, start_node, stop_node
+
+pytestmark = pytest.mark.ros
+
+W, H = 160, 120
+
+
+def _no_torch_env(tmp_path) -> dict:
+    """os.environ plus a `torch` package that refuses to import, first on the path."""
+    shim = tmp_path / 'no_torch'
+    (shim / 'torch').mkdir(parents=True)
+    (shim / 'torch' / '__init__.py').write_text(
+        "raise ImportError('torch is blocked: the ONNX Runtime node must run without it')\n")
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([str(shim)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    return env
+
+
+@pytest.fixture(scope='module')
+def tiny_onnx(tmp_path_factory):
+    import torch
+
+    from mgeo_ros.export.onnx_export import export_onnx
+    from mgeo_ros.model import build_model, preset
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp('node_onnx') / 'tiny.onnx'
+    export_onnx(build_model(preset('tiny')).eval(), str(path), (W, H), num_tokens=300, parity=False)
+    return path
+
+
+def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
+    from mgeo_ros.geometry import Intrinsics, unproject
+    from mgeo_ros.ros import convert
+
+    ns = f'/ntc{os.getpid()}'
+    log = tmp_path / 'node.log'
+    proc = start_node(ns, {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'image_transport': 'compressed',
+                           'diagnostics_period': 0.3, 'points_color': True, 'scale_smoothing': 0.5},
+                      env=_no_torch_env(tmp_path), log_path=log)
+    harness = NodeHarness(ns, 'compressed_harness')
+    try:
+        harness.wait_ready(proc, timeout=60, compressed=True)
+        assert harness.latest_diagnostics()['backend'] == 'onnxruntime'
+        y, x = np.mgrid[0:H, 0:W]
+        rgb = np.stack([x * 255 // W, y * 255 // H, (x ^ y) & 255], -1).astype(np.uint8)
+        intr = Intrinsics(fx=150.0, fy=150.0, cx=79.5, cy=59.5, width=W, height=H)
+        for i in range(3):
+            key = (4000, i)
+            harness.publish(rgb, key, frame_id='cam_c', intrinsics=intr, compressed=True)
+            out = harness.wait_outputs(key)
+        assert all(m.header.frame_id == 'cam_c' for m in out.values())
+        depth = convert.image_to_numpy(out['depth/image'])
+        assert depth.shape == (H, W) and np.isfinite(depth).mean() > 0.5
+        points, colour = convert.pointcloud2_to_numpy(out['points'])
+        np.testing.assert_array_equal(colour, rgb)  # png: the decoded image is the published one, channels in order
+        finite = np.isfinite(depth)
+        np.testing.assert_allclose(points[finite], unproject(depth, intr)[finite], rtol=1e-4, atol=1e-4)
+        diag = harness.latest_diagnostics()
+        assert float(diag['metric_scale_smoothed']) > 0 and 'latency_ms.decode' in diag
+        assert proc.poll() is None
+    finally:
+        harness.close()
+        code = stop_node(proc)
+        text = log.read_text()
+        print('\n' + text[-2000:])
+    assert code == 0
+    assert 'torch is blocked' not in text
+
+
+def test_corrupt_model_keeps_the_node_alive_and_says_why(tmp_path):
+    from sensor_msgs.msg import Image
+
+    bad = tmp_path / 'corrupt.onnx'
+    bad.write_bytes(b'this is not an onnx file')
+    ns = f'/ntb{os.getpid()}'
+    log = tmp_path / 'node.log'
+    proc = start_node(ns, {'model': str(bad), 'backend': 'onnxruntime', 'diagnostics_period': 0.3},
+                      env=_no_torch_env(tmp_path), log_path=log)
+    harness = NodeHarness(ns, 'corrupt_harness')
+    try:
+        assert harness.wait_for(lambda: harness.latest_diagnostics().get('model_status') == 'error', 60), \
+            log.read_text()
+        diag = harness.latest_diagnostics()
+        assert diag['_level'] == 2 and 'model not loaded' in diag['_message']
+        assert harness.wait_for(lambda: harness.image_pub.get_subscription_count() > 0, 10)
+        time.sleep(0.5)
+        for i in range(3):
+            msg = Image(height=H, width=W, encoding='rgb8', step=W * 3, data=bytes(H * W * 3))
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 5000, i
+            harness.image_pub.publish(msg)
+            time.sleep(0.3)
+        assert harness.wait_for(lambda: int(harness.latest_diagnostics().get('bad_input.no_model', 0)) >= 1, 5)
+        assert proc.poll() is None
+    finally:
+        harness.close()
+        code = stop_node(proc)
+    assert code == 0
+    assert 'corrupt.onnx' in log.read_text()
