@@ -10,7 +10,7 @@ import numpy as np
 from mgeo_ros.geometry.intrinsics import Intrinsics
 
 # texture kinds (see textures.py); feature sizes in metres so that texture carries scale
-NOISE, TILES, WOOD, BRICK = 0, 1, 2, 3
+NOISE, TILES, WOOD, BRICK, FACADE = 0, 1, 2, 3, 4
 
 OUTDOOR_RANGE_M = 80.0          # ground and buildings end here; beyond is sky (invalid depth)
 ROOM_SIZE_M = (2.5, 12.0)       # indoor room width/length
@@ -78,6 +78,7 @@ _PALETTES = {
     'grass': [(0.3, 0.45, 0.2), (0.4, 0.5, 0.25)],
     'concrete': [(0.6, 0.6, 0.58), (0.7, 0.68, 0.64), (0.5, 0.5, 0.52)],
     'metal': [(0.55, 0.57, 0.6), (0.25, 0.25, 0.27), (0.75, 0.75, 0.78)],
+    'facade': [(0.8, 0.78, 0.72), (0.7, 0.66, 0.6), (0.6, 0.62, 0.66), (0.75, 0.6, 0.5)],
 }
 
 
@@ -88,7 +89,8 @@ def _jitter(rng, rgb, amount=0.08):
 def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
     """Append a material of a family (plaster, tile, wood, brick, ...) with physically sized features; return its id."""
     base = _jitter(rng, _PALETTES[family][rng.integers(len(_PALETTES[family]))])
-    second = _jitter(rng, base, 0.25)
+    # the second colour mostly varies brightness (stains, wear, grain) and only slightly hue
+    second = tuple(float(np.clip(c * rng.uniform(0.55, 1.35) + rng.uniform(-0.05, 0.05), 0.03, 0.97)) for c in base)
     kind, size = {
         'plaster': (NOISE, rng.uniform(0.1, 0.5)),
         'tile': (TILES, rng.uniform(0.3, 0.6)),
@@ -99,6 +101,7 @@ def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
         'grass': (NOISE, rng.uniform(0.05, 0.2)),
         'concrete': (TILES, rng.uniform(1.0, 3.0)),   # slabs with joints
         'metal': (NOISE, rng.uniform(0.3, 1.0)),
+        'facade': (FACADE, rng.uniform(2.4, 4.0)),    # window spacing; storeys 3.2 m, windows ~1.2 x 1.5 m
     }[family]
     if family == 'brick' and rng.random() < 0.3:
         kind, size = TILES, rng.uniform(0.3, 0.6)
@@ -228,7 +231,7 @@ def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sc
             x, y = dist * math.cos(ang), dist * math.sin(ang)
             if _clear_of(path_xy, x, y, math.hypot(hx, hy), 1.0):
                 s.boxes.append((x, y, hz, hx, hy, hz, rng.uniform(0, math.pi),
-                                add_material(s, rng, ['brick', 'plaster', 'concrete'][rng.integers(3)])))
+                                add_material(s, rng, ['brick', 'facade', 'facade', 'concrete'][rng.integers(4)])))
                 break
     for _ in range(int(rng.integers(3, 12))):  # poles, bollards, trees, cars
         dist, ang = rng.uniform(1.5, 40), rng.uniform(-math.pi, math.pi)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mgeo_ros.train.data.synth.scene import BRICK, NOISE, TILES, WOOD
+from mgeo_ros.train.data.synth.scene import BRICK, FACADE, NOISE, TILES, WOOD
 
 _M31 = 0x7FFFFFFF
 
@@ -104,11 +104,28 @@ def _brick_tex(u, v, seed, size, c1, c2, fp):
     return torch.lerp(mean, sharp, _fade(fp, mortar * 2)[..., None])
 
 
+def _facade_tex(u, v, seed, size, c1, c2, fp):
+    storey = 3.2
+    col, row = torch.floor(u / size), torch.floor(v / storey)
+    fu, fv = u / size - col, v - row * storey
+    half_w = (0.6 / size).clamp(max=0.4)                 # ~1.2 m wide windows
+    window = ((fu - 0.5).abs() < half_w) & (fv > 0.9) & (fv < 2.4) & (row >= 0)
+    lit = hash3(col.to(torch.int64), row.to(torch.int64), seed + 9)[..., None]
+    glass = torch.stack((0.12 + 0.5 * lit[..., 0] ** 6, 0.15 + 0.4 * lit[..., 0] ** 6,
+                         0.2 + 0.2 * lit[..., 0] ** 6), -1)
+    wall = _noise_tex(u, v, seed, torch.full_like(size, 0.5), c1, c2, fp)
+    sharp = torch.where(window[..., None], glass, wall)
+    frac = 2 * half_w * 1.5 / storey
+    mean = wall * (1 - frac)[..., None] + glass * frac[..., None]
+    return torch.lerp(mean, sharp, _fade(fp, 0.3)[..., None])
+
+
 def albedo(u, v, kind, size, seed, c1, c2, footprint) -> torch.Tensor:
     """Per-pixel albedo [P,3] from per-pixel material parameters (kind [P] int, size [P] m, seed [P] int64,
     colours [P,3]) and pixel footprint [P] in metres."""
     out = torch.empty_like(c1)
-    for k, fn in ((NOISE, _noise_tex), (TILES, _tiles_tex), (WOOD, _wood_tex), (BRICK, _brick_tex)):
+    for k, fn in ((NOISE, _noise_tex), (TILES, _tiles_tex), (WOOD, _wood_tex), (BRICK, _brick_tex),
+                  (FACADE, _facade_tex)):
         sel = (kind == k).nonzero(as_tuple=True)[0]
         if sel.numel():
             out[sel] = fn(u[sel], v[sel], seed[sel], size[sel], c1[sel], c2[sel], footprint[sel])
