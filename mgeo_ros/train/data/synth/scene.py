@@ -90,7 +90,8 @@ def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
     """Append a material of a family (plaster, tile, wood, brick, ...) with physically sized features; return its id."""
     base = _jitter(rng, _PALETTES[family][rng.integers(len(_PALETTES[family]))])
     # the second colour mostly varies brightness (stains, wear, grain) and only slightly hue
-    second = tuple(float(np.clip(c * rng.uniform(0.55, 1.35) + rng.uniform(-0.05, 0.05), 0.03, 0.97)) for c in base)
+    gain = rng.uniform(0.55, 1.35)
+    second = tuple(float(np.clip(c * gain + rng.uniform(-0.05, 0.05), 0.03, 0.97)) for c in base)
     kind, size = {
         'plaster': (NOISE, rng.uniform(0.1, 0.5)),
         'tile': (TILES, rng.uniform(0.3, 0.6)),
