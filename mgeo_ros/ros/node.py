@@ -28,6 +28,8 @@ from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
 from mgeo_ros.ros.qos import make_qos
 
 NODE_NAME = 'mgeo_depth_node'
+INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
+OUTPUT_TOPICS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 

@@ -1,0 +1,152 @@
+"""The launch file, the parameters YAML and the RViz config agree with the node: checked statically (the `launch`
+packages are not installable here), by loading the YAML into a real node, and by a real launch where launch_ros
+exists."""
+from __future__ import annotations
+
+import ast
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mgeo_ros.ros import params as P
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / 'launch' / 'mgeo_depth.launch.py'
+CONFIG = REPO / 'config' / 'mgeo_depth.yaml'
+RVIZ = REPO / 'config' / 'mgeo_depth.rviz'
+
+
+def _launch_tree() -> ast.Module:
+    return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
+
+
+def _node_call(tree: ast.Module) -> ast.Call:
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'Node']
+    assert len(calls) == 1, 'the launch file starts exactly one Node'
+    return calls[0]
+
+
+def _kw(call: ast.Call, name: str):
+    return next(k.value for k in call.keywords if k.arg == name)
+
+
+def _yaml_params() -> dict:
+    return yaml.safe_load(CONFIG.read_text())['/**']['ros__parameters']
+
+
+def test_launch_file_parses_and_declares_the_arguments():
+    tree = _launch_tree()
+    assert any(isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description' for n in tree.body)
+    arguments = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == 'ARGUMENTS')
+    names = {ast.literal_eval(t.elts[0]) for t in arguments.elts}
+    assert {'namespace', 'image', 'camera_info', 'params_file', 'model', 'backend'} <= names
+
+
+def test_launch_node_is_the_console_script_and_remaps_real_topics():
+    from mgeo_ros.ros.node import INPUT_TOPICS
+
+    call = _node_call(_launch_tree())
+    assert ast.literal_eval(_kw(call, 'package')) == 'mgeo_ros'
+    executable = ast.literal_eval(_kw(call, 'executable'))
+    setup = ast.parse((REPO / 'setup.py').read_text())
+    scripts = [ast.literal_eval(n) for n in ast.walk(setup) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+               and n.value.replace(' ', '').startswith(executable + '=')]
+    assert scripts == [f'{executable} = mgeo_ros.ros.node:main']
+    from mgeo_ros.ros import node
+
+    assert callable(node.main)
+    remaps = _kw(call, 'remappings')
+    sources = {ast.literal_eval(t.elts[0]) for t in remaps.elts}
+    assert sources and sources <= set(INPUT_TOPICS), sources
+    overrides = next(n for n in ast.walk(_launch_tree()) if isinstance(n, ast.Tuple)
+                     and all(isinstance(e, ast.Constant) for e in n.elts) and 'backend' in
+                     [e.value for e in n.elts] and 'model' in [e.value for e in n.elts])
+    assert {e.value for e in overrides.elts} <= set(P.SPECS)  # launch-argument overrides are real parameters
+
+
+def test_yaml_documents_every_parameter_with_valid_values():
+    values = _yaml_params()
+    assert set(values) == set(P.SPECS), set(values) ^ set(P.SPECS)
+    for name, value in values.items():
+        assert P.validate(name, P.coerce(name, value)) is None, name
+    lines = CONFIG.read_text().splitlines()
+    for i, line in enumerate(lines):
+        key = line.strip().split(':')[0]
+        if key in P.SPECS and line.startswith('    ' + key + ':'):
+            assert lines[i - 1].strip().startswith('#'), f'{key} has no comment above it'
+
+
+def test_rviz_config_shows_the_node_outputs():
+    from mgeo_ros.ros.node import OUTPUT_TOPICS
+
+    rviz = yaml.safe_load(RVIZ.read_text())
+    topics = {d['Topic']['Value'] for d in rviz['Visualization Manager']['Displays'] if 'Topic' in d}
+    assert topics and topics <= {'/camera/' + t for t in OUTPUT_TOPICS}  # launch default namespace: camera
+    assert '/camera/points' in topics and '/camera/depth/image' in topics
+
+
+@pytest.mark.ros
+def test_node_loads_the_yaml_and_describes_every_parameter():
+    import rclpy
+    from rcl_interfaces.msg import ParameterType
+
+    from mgeo_ros.ros.node import MgeoDepthNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MgeoDepthNode(context=context, cli_args=['--ros-args', '--params-file', str(CONFIG),
+                                                    '-p', 'model:=/nonexistent/model.onnx',
+                                                    '-r', f'__ns:=/ntl{os.getpid()}'])
+    try:
+        for name, value in _yaml_params().items():
+            if name != 'model':
+                assert node.get_parameter(name).value == value, name
+        for desc in node.describe_parameters(list(P.SPECS)):
+            assert desc.description and desc.type != ParameterType.PARAMETER_NOT_SET, desc.name
+        deadline = time.monotonic() + 10
+        while node.stats.model_status == 'loading' and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.stats.model_status == 'error' and 'does not exist' in node.stats.model_error
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+@pytest.mark.ros
+def test_launch_file_runs_the_node(tmp_path):
+    launch_ros = pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI here (no ROS '
+                                     'apt packages); the launch file is checked statically by the tests above')
+    import threading
+
+    import rclpy
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    import launch
+
+    ns = f'ntlaunch{os.getpid()}'
+    source = PythonLaunchDescriptionSource(str(LAUNCH))
+    include = launch.actions.IncludeLaunchDescription(
+        source, launch_arguments={'namespace': ns, 'params_file': str(CONFIG), 'model': '/nonexistent.onnx'}.items())
+    service = launch.LaunchService()
+    service.include_launch_description(launch.LaunchDescription([include]))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node('launch_probe', context=context)
+    try:
+        deadline = time.monotonic() + 30
+        found = False
+        while not found and time.monotonic() < deadline:
+            found = ('mgeo_depth_node', f'/{ns}') in probe.get_node_names_and_namespaces()
+            time.sleep(0.2)
+        assert found, f'the launched node never appeared (launch_ros {launch_ros.__name__})'
+    finally:
+        service.shutdown()
+        thread.join(20)
+        probe.destroy_node()
+        context.try_shutdown()
