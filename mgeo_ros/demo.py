@@ -1,0 +1,412 @@
+"""`mgeo demo`: the main job, end to end over real ROS 2.
+
+1. render a held-out synthetic camera sequence and write it as a bag (image, camera_info, GT depth);
+2. export the model to ONNX for the bag's image size (ONNX Runtime is the CPU backend);
+3. start `mgeo_depth_node` as its own process;
+4. replay the bag into it over ROS 2 and record every output (depth, camera_info, points, mask, diagnostics);
+5. evaluate the recorded depth against the GT and write `demo_out/` (metrics JSON, PNGs, latency table, summary).
+
+Top level (like cli.py) because it drives every layer. ROS runs on localhost only, in a domain of this run's own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Held out: training streams scenes from small seeds (config seed + step offsets), far below this one.
+DEMO_SEED = 2_000_000_007
+IMAGE_TOPIC = '/camera/image_raw'
+INFO_TOPIC = '/camera/camera_info'
+GT_TOPIC = '/camera/depth_gt/image'
+OUTPUT_TOPICS = ('/mgeo/depth/image', '/mgeo/depth/camera_info', '/mgeo/points', '/mgeo/depth/mask', '/diagnostics')
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split('x')
+    return int(w), int(h)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', default='demo_out', help='report folder (default demo_out)')
+    parser.add_argument('--model', default=None, help='model (checkpoint dir / .pt / .onnx); default: packaged model')
+    parser.add_argument('--backend', default='auto', help='node backend (default auto: ONNX Runtime on a CPU)')
+    parser.add_argument('--frames', type=int, default=24, help='frames in the sample bag (default 24)')
+    parser.add_argument('--size', type=_size, default=(320, 240), help='image size WxH (default 320x240)')
+    parser.add_argument('--rate', type=float, default=2.0, help='bag playback rate in Hz (default 2)')
+    parser.add_argument('--seed', type=int, default=DEMO_SEED, help='scene seed (default: a held-out seed)')
+    parser.add_argument('--num-tokens', type=int, default=None, help='ViT tokens (default: the model\'s own)')
+    parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for the node (default 120)')
+
+
+def default_model_dir() -> Path:
+    """The packaged default model: the installed share dir, else the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory('mgeo_ros')) / 'models' / 'default'
+        if (shared / 'config.json').is_file():
+            return shared
+    except Exception:  # noqa: BLE001 - not installed through colcon/pip: use the source tree
+        pass
+    return Path(__file__).resolve().parent / 'models' / 'default'
+
+
+class Steps:
+    """Prints each step with its wall time, and keeps them for the report."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        print(f'[demo] {name} ...', flush=True)
+        t = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.times[name] = time.perf_counter() - t
+        print(f'[demo] {name}: {self.times[name]:.1f} s', flush=True)
+        return result
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def render_bag(out: Path, seed: int, frames: int, size: tuple[int, int], rate: float):
+    """A camera moving through one synthetic room, as a bag; returns (bag dir, samples)."""
+    from mgeo_ros.train.data import render_sequence, write_bag
+
+    samples = render_sequence(seed, frames, size=size, kinds=('indoor',))
+    bag = out / 'input_bag'
+    if bag.exists():
+        import shutil
+
+        shutil.rmtree(bag)
+    write_bag(samples, bag, storage='mcap', image_topic=IMAGE_TOPIC, depth_topic=GT_TOPIC, info_topic=INFO_TOPIC,
+              rate_hz=rate)
+    return bag, samples
+
+
+def export_onnx(model: Path, out: Path, size: tuple[int, int], num_tokens: int | None) -> Path:
+    """The node runs ONNX Runtime on a CPU: export once for this camera size (parity-checked)."""
+    from mgeo_ros.export.onnx_export import export_onnx as export
+
+    onnx_path = out / f'model_{size[0]}x{size[1]}.onnx'
+    kwargs = {} if num_tokens is None else {'num_tokens': num_tokens}
+    export(str(model), str(onnx_path), size=size, **kwargs)
+    return onnx_path
+
+
+def start_node(model: Path, backend: str, log_path: Path, env: dict) -> subprocess.Popen:
+    """mgeo_depth_node in its own process, namespaced under /mgeo, reading the bag's camera topics."""
+    cmd = [sys.executable, '-m', 'mgeo_ros.ros.node', '--ros-args',
+           '-r', '__ns:=/mgeo', '-r', f'image:={IMAGE_TOPIC}', '-r', f'camera_info:={INFO_TOPIC}',
+           '-p', f'model:={model}', '-p', f'backend:={backend}', '-p', 'input_qos:=reliable',
+           '-p', 'input_qos_depth:=1', '-p', 'points_color:=true', '-p', 'diagnostics_period:=1.0']
+    log = open(log_path, 'w')  # noqa: SIM115 - closed by the OS when the child exits
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def replay_and_record(bag: Path, record_path: Path, rate: float, frames: int, node: subprocess.Popen,
+                      timeout_s: float) -> dict:
+    """Play the bag into the node and record its outputs (and the input image, for latency) in this process."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from mgeo_ros.ros.bag_player import BagPlayer, BagRecorder
+
+    rclpy.init()
+    host = rclpy.create_node('mgeo_demo')
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(host)
+    import threading
+
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    stats: dict = {}
+    try:
+        # publishers exist from construction on, so the recorder can subscribe to the image (for latency)
+        player = BagPlayer(host, bag, rate=rate, topics=[IMAGE_TOPIC, INFO_TOPIC])
+        recorder = BagRecorder(host, record_path, list(OUTPUT_TOPICS) + [IMAGE_TOPIC])
+        deadline = time.monotonic() + timeout_s
+        while not recorder.wait_ready(1.0):
+            if node.poll() is not None:
+                raise RuntimeError(f'mgeo_depth_node exited with code {node.returncode} before publishing')
+            if time.monotonic() > deadline:
+                raise TimeoutError('the node did not advertise its outputs in time')
+        if not player.wait_for_subscribers(1, max(1.0, deadline - time.monotonic())):
+            raise TimeoutError('the node did not subscribe to the camera topics in time')
+        time.sleep(0.5)  # let the remaining endpoints match
+        t_play = time.perf_counter()
+        play_stats = player.play()
+        stats['play_s'] = time.perf_counter() - t_play
+        # drain: wait until the last frame's depth is back or nothing new arrives for a while
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() - last_change < 5.0:
+            n = recorder.counts['/mgeo/depth/image']
+            if n != last:
+                last, last_change = n, time.monotonic()
+            if n >= frames:
+                break
+            time.sleep(0.2)
+        time.sleep(1.2)  # one more diagnostics period
+        stats['published'] = dict(play_stats.published)
+        player.close()
+        recorder.close()
+    finally:
+        executor.shutdown()
+        host.destroy_node()
+        rclpy.shutdown()
+    return stats
+
+
+def read_recording(path: Path) -> dict:
+    """Messages of the recorded bag by topic, as (receive time ns, deserialized message) lists."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    by_topic: dict[str, list] = {}
+    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+        for conn, t_ns, raw in reader.messages():
+            by_topic.setdefault(conn.topic, []).append((t_ns, reader.deserialize(raw, conn.msgtype)))
+    return by_topic
+
+
+def _stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def depth_from_msg(msg) -> np.ndarray:
+    assert msg.encoding == '32FC1', msg.encoding
+    data = np.frombuffer(bytes(msg.data), dtype='>f4' if msg.is_bigendian else '<f4')
+    rows = data.reshape(msg.height, msg.step // 4)
+    return rows[:, :msg.width].astype(np.float32)
+
+
+def cloud_from_msg(msg) -> np.ndarray:
+    """x, y, z (and rgb when present) of an organized cloud as H×W×3 (+ H×W×3 uint8)."""
+    from mgeo_ros.ros.cloud import unpack_points
+
+    return unpack_points(bytes(msg.data), msg.height, msg.width, msg.point_step, msg.row_step, msg.fields,
+                         msg.is_bigendian)
+
+
+def latency_table(recorded: dict, stamps: list[int]) -> dict:
+    """Image receive -> depth receive, both measured in this process (same clock), per frame stamp."""
+    img_rx = {_stamp_ns(m): t for t, m in recorded.get(IMAGE_TOPIC, [])}
+    depth_rx = {_stamp_ns(m): t for t, m in recorded.get('/mgeo/depth/image', [])}
+    lat = np.array([(depth_rx[s] - img_rx[s]) / 1e6 for s in stamps if s in depth_rx and s in img_rx])
+    rx = sorted(depth_rx.values())
+    fps = (len(rx) - 1) / ((rx[-1] - rx[0]) / 1e9) if len(rx) > 1 else float('nan')
+    return {
+        'frames_sent': len(stamps), 'depth_received': len(depth_rx),
+        'dropped': len(stamps) - len(depth_rx),
+        'latency_ms_median': float(np.median(lat)) if lat.size else float('nan'),
+        'latency_ms_p95': float(np.percentile(lat, 95)) if lat.size else float('nan'),
+        'latency_ms_max': float(lat.max()) if lat.size else float('nan'),
+        'output_fps': float(fps),
+    }
+
+
+def node_stage_times(recorded: dict) -> dict[str, str]:
+    """The node's own last diagnostics key/values (per-stage latency, drops, scale)."""
+    diags = recorded.get('/diagnostics', [])
+    for _, arr in reversed(diags):
+        for status in arr.status:
+            if 'mgeo' in status.name:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def evaluate_recording(recorded: dict, samples: list, stamps: list[int]) -> tuple[dict, list]:
+    """Metrics of the recorded depth against the GT, with the constant-depth and oracle-median baselines."""
+    from mgeo_ros.eval.metrics import boundary_f1, depth_metrics
+
+    by_stamp = {_stamp_ns(m): m for _, m in recorded.get('/mgeo/depth/image', [])}
+    const = float(np.median([np.nanmedian(np.where(s.mask, s.depth, np.nan)) for s in samples]))
+    rows, pairs = [], []
+    for s, stamp in zip(samples, stamps):
+        msg = by_stamp.get(stamp)
+        if msg is None:
+            continue
+        pred = depth_from_msg(msg)
+        gt = np.where(s.mask, s.depth, np.nan).astype(np.float32)
+        valid = np.isfinite(gt) & (gt > 0) & np.isfinite(pred) & (pred > 0)
+        if valid.sum() < 16:
+            continue
+        filled = np.where(np.isfinite(pred), pred, const).astype(np.float32)
+        gt_valid = np.isfinite(gt) & (gt > 0)
+        m_metric = depth_metrics(pred, gt, valid, alignment='none')
+        m_scale = depth_metrics(pred, gt, valid, alignment='scale')
+        m_affine = depth_metrics(pred, gt, valid, alignment='affine')
+        b_const = depth_metrics(np.full_like(gt, const), gt, gt_valid, alignment='none')
+        b_oracle = depth_metrics(np.full_like(gt, float(np.nanmedian(gt))), gt, gt_valid, alignment='none')
+        rows.append({'stamp_ns': stamp, 'coverage': float(valid.sum() / gt_valid.sum()),
+                     'metric': m_metric, 'scale_invariant': m_scale, 'affine_invariant': m_affine,
+                     'boundary_f1': float(boundary_f1(filled, np.nan_to_num(gt, nan=0.0), gt_valid)),
+                     'baseline_constant': b_const, 'baseline_oracle_median': b_oracle})
+        pairs.append((s, pred, gt))
+    mean = {}
+    for group in ('metric', 'scale_invariant', 'affine_invariant', 'baseline_constant', 'baseline_oracle_median'):
+        keys = rows[0][group].keys() if rows else []
+        mean[group] = {k: float(np.mean([r[group][k] for r in rows])) for k in keys}
+    if rows:
+        mean['boundary_f1'] = float(np.mean([r['boundary_f1'] for r in rows]))
+        mean['coverage'] = float(np.mean([r['coverage'] for r in rows]))
+    mean['constant_depth_m'] = const
+    return {'mean': mean, 'frames': rows}, pairs
+
+
+def write_pictures(out: Path, pairs: list, recorded: dict) -> list[Path]:
+    """Input | predicted depth | GT | error, for a few frames; and input | depth | point cloud for the README."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    written = []
+    if not pairs:
+        return written
+    picks = sorted({0, len(pairs) // 2, len(pairs) - 1})
+    fig, axes = plt.subplots(len(picks), 4, figsize=(13, 2.7 * len(picks)), squeeze=False)
+    vmax = float(np.nanpercentile(np.concatenate([p[2][np.isfinite(p[2])] for p in pairs]), 98))
+    for row, i in zip(axes, picks):
+        s, pred, gt = pairs[i]
+        err = np.abs(pred - gt) / gt
+        row[0].imshow(s.rgb)
+        row[1].imshow(pred, cmap='turbo', vmin=0, vmax=vmax)
+        row[2].imshow(gt, cmap='turbo', vmin=0, vmax=vmax)
+        im = row[3].imshow(err, cmap='magma', vmin=0, vmax=0.5)
+        for ax, title in zip(row, ('input', 'predicted depth (m)', 'GT depth (m)', '|rel. error|')):
+            ax.set_title(title, fontsize=9)
+            ax.axis('off')
+        fig.colorbar(im, ax=row[3], fraction=0.046)
+    fig.tight_layout()
+    path = out / 'depth_and_error.png'
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    written.append(path)
+
+    clouds = recorded.get('/mgeo/points', [])
+    if clouds:
+        s, pred, _ = pairs[len(pairs) // 2]
+        cloud = cloud_from_msg(clouds[min(len(clouds) - 1, len(pairs) // 2)][1])
+        xyz, rgb = cloud
+        pts = xyz.reshape(-1, 3)
+        ok = np.isfinite(pts).all(axis=1)
+        pts = pts[ok][::2]
+        col = None if rgb is None else rgb.reshape(-1, 3)[ok][::2] / 255.0
+        fig = plt.figure(figsize=(13, 3.6))
+        ax0 = fig.add_subplot(1, 3, 1)
+        ax0.imshow(s.rgb)
+        ax0.set_title('input', fontsize=9)
+        ax0.axis('off')
+        ax1 = fig.add_subplot(1, 3, 2)
+        ax1.imshow(pred, cmap='turbo')
+        ax1.set_title('metric depth (32FC1)', fontsize=9)
+        ax1.axis('off')
+        ax2 = fig.add_subplot(1, 3, 3, projection='3d')
+        ax2.scatter(pts[:, 0], pts[:, 2], -pts[:, 1], s=0.4, c=col if col is not None else pts[:, 2], cmap='turbo')
+        ax2.view_init(elev=25, azim=-70)
+        ax2.set_xlabel('x (m)')
+        ax2.set_ylabel('z (m)')
+        ax2.set_zlabel('-y (m)')
+        ax2.set_title('PointCloud2 (xyzrgb)', fontsize=9)
+        fig.tight_layout()
+        path = out / 'input_depth_cloud.png'
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def summary_text(metrics: dict, latency: dict, stages: dict, steps: Steps, backend: str) -> str:
+    m = metrics['mean']
+    lines = ['', '=== mgeo demo summary ===',
+             f"frames: sent {latency['frames_sent']}, depth received {latency['depth_received']}, "
+             f"dropped {latency['dropped']}  |  node backend: {backend}",
+             f"latency image->depth: median {latency['latency_ms_median']:.0f} ms, "
+             f"p95 {latency['latency_ms_p95']:.0f} ms  |  output {latency['output_fps']:.2f} fps",
+             '',
+             f"{'':<34}{'AbsRel':>8}{'delta1':>8}",
+             ]
+    for label, key in (('model (metric, no alignment)', 'metric'), ('model (scale-aligned)', 'scale_invariant'),
+                       ('model (affine-aligned)', 'affine_invariant'),
+                       (f"baseline: constant {m['constant_depth_m']:.2f} m", 'baseline_constant'),
+                       ('baseline: oracle per-frame median', 'baseline_oracle_median')):
+        if key in m and m[key]:
+            lines.append(f"{label:<34}{m[key]['abs_rel']:>8.3f}{m[key]['delta1']:>8.3f}")
+    if 'boundary_f1' in m:
+        lines.append(f"boundary F1 {m['boundary_f1']:.3f}, valid-pixel coverage {m.get('coverage', 0):.2f}")
+    if stages:
+        timing = {k.split('.', 1)[1]: v.split(' ')[0] for k, v in stages.items()
+                  if k.startswith('latency_ms.') and not k.endswith('since_stamp')}
+        lines.append('node stage ms (mean): ' + ', '.join(f'{k} {v}' for k, v in timing.items()))
+        lines.append('node counters: ' + ', '.join(f'{k}={stages[k]}' for k in (
+            'frames_received', 'frames_published', 'frames_dropped', 'metric_scale_raw', 'fov_x_deg') if k in stages))
+    timed = ', '.join(f'{k} {v:.1f}s' for k, v in steps.times.items())
+    lines.append(f'steps: {timed}; total {steps.total:.1f} s')
+    return '\n'.join(lines)
+
+
+def run(args) -> int:
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model) if args.model else default_model_dir()
+    if not model.exists():
+        print(f'[demo] model not found: {model}. The default model ships in mgeo_ros/models/default; '
+              'pass --model PATH to use another.', file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+    env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                   str(Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml'))
+    os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID',
+                                           'FASTDDS_DEFAULT_PROFILES_FILE')})
+    steps = Steps()
+    bag, samples = steps.run('render the sample bag', render_bag, out, args.seed, args.frames, args.size, args.rate)
+    node_model = model
+    if model.suffix not in ('.onnx', '.engine') and args.backend in ('auto', 'onnxruntime'):
+        node_model = steps.run('export ONNX', export_onnx, model, out, args.size, args.num_tokens)
+    record = out / 'recorded_bag'
+    if record.exists():
+        import shutil
+
+        shutil.rmtree(record)
+    node = start_node(node_model, args.backend, out / 'node.log', env)
+    try:
+        play = steps.run('replay into mgeo_depth_node and record', replay_and_record, bag, record, args.rate,
+                         args.frames, node, args.timeout)
+    finally:
+        node.terminate()
+        try:
+            node.wait(10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+    recorded = steps.run('read the recording', read_recording, record)
+    stamps = [1_700_000_000_000_000_000 + round(i * 1e9 / args.rate) for i in range(len(samples))]
+    metrics, pairs = steps.run('evaluate against GT', evaluate_recording, recorded, samples, stamps)
+    latency = latency_table(recorded, stamps)
+    stages = node_stage_times(recorded)
+    pictures = steps.run('write pictures', write_pictures, out, pairs, recorded)
+    backend = stages.get('backend', args.backend)
+    report = {'model': str(model), 'node_model': str(node_model), 'backend': backend, 'size': list(args.size),
+              'frames': args.frames, 'rate_hz': args.rate, 'seed': args.seed, 'latency': latency,
+              'node_diagnostics': stages, 'playback': play, 'steps_s': steps.times, 'total_s': steps.total,
+              **metrics, 'pictures': [p.name for p in pictures]}
+    (out / 'metrics.json').write_text(json.dumps(report, indent=2, default=str))
+    text = summary_text(metrics, latency, stages, steps, backend)
+    (out / 'summary.txt').write_text(text + '\n')
+    print(text)
+    print(f'[demo] report: {out}/metrics.json, {", ".join(p.name for p in pictures)}, node.log')
+    ok = latency['depth_received'] > 0 and bool(metrics['frames'])
+    if not ok:
+        print('[demo] FAILED: no depth frames came back from the node; see node.log', file=sys.stderr)
+    return 0 if ok else 1
