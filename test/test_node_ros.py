@@ -128,7 +128,8 @@ def test_parameters_change_live_or_are_refused_with_a_reason(running):
     depth = _depth(harness.wait_outputs(key)['depth/image'])
     cut = float(np.nanmedian(depth))
 
-    results = harness.set_parameters(NODE, {'max_depth': cut, 'points_stride': 4, 'frame_id': 'override_frame'})
+    results = harness.set_parameters(NODE, {'max_depth': cut, 'points_stride': 4, 'frame_id': 'override_frame',
+                                            'inf_beyond_max_depth': True})
     assert all(r.successful for r in results), [r.reason for r in results]
     refused = harness.set_parameters(NODE, {'backend': 'onnxruntime'})
     assert not refused[0].successful and 'restart' in refused[0].reason
@@ -141,15 +142,27 @@ def test_parameters_change_live_or_are_refused_with_a_reason(running):
     assert all(m.header.frame_id == 'override_frame' for m in out.values())
     cut_depth = _depth(out['depth/image'])
     mask = convert.image_to_numpy(out['depth/mask']) == 255
-    assert np.nanmax(cut_depth) <= cut
+    finite = np.isfinite(cut_depth)
+    assert cut_depth[finite].max() <= cut
     assert 0 < mask.sum() < mask.size  # the cut removed some pixels, not all
-    np.testing.assert_array_equal(np.isfinite(cut_depth), mask)
+    np.testing.assert_array_equal(finite, mask)
+    assert np.isposinf(cut_depth).sum() > 0  # REP 117 "too far", not NaN
     cloud = out['points']
     assert (cloud.height, cloud.width) == (H // 4, W // 4)
     points, _ = convert.pointcloud2_to_numpy(cloud)
-    assert np.nanmax(points[..., 2]) <= cut
+    assert np.nanmax(points[..., 2]) <= cut and not np.isinf(points).any()
+    np.testing.assert_array_equal(np.isfinite(points[..., 2]), mask[::4, ::4])
 
-    results = harness.set_parameters(NODE, {'max_depth': 0.0, 'points_stride': 1, 'frame_id': '',
+    assert harness.set_parameters(NODE, {'points_stride': 1, 'points_organized': False})[0].successful
+    key = (1002, 2)
+    harness.publish(_rgb(2), key, intrinsics=_intrinsics())
+    out = harness.wait_outputs(key)
+    cloud = out['points']
+    valid = convert.image_to_numpy(out['depth/mask']) == 255
+    assert (cloud.height, cloud.width, cloud.is_dense) == (1, int(valid.sum()), True)
+    assert np.isfinite(convert.pointcloud2_to_numpy(cloud)[0]).all()
+
+    results = harness.set_parameters(NODE, {'max_depth': 0.0, 'points_organized': True, 'frame_id': '',
                                             'inf_beyond_max_depth': False})
     assert all(r.successful for r in results)
 

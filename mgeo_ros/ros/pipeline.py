@@ -158,9 +158,11 @@ class FramePipeline:
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
+        depth_nan = np.where(valid, depth, np.float32(np.nan))  # invalid -> NaN, shared by depth and cloud
         if want_depth:
-            shown = np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
-            if cfg['inf_beyond_max_depth']:
+            shown = depth_nan
+            if cfg['inf_beyond_max_depth'] and beyond.any():
+                shown = depth_nan.copy()
                 shown[beyond] = np.inf
             self.out.depth.publish(convert.depth_to_image(shown, header))
         if want_info:
@@ -168,7 +170,7 @@ class FramePipeline:
         if want_mask:
             self.out.mask.publish(convert.mask_to_image(valid, header))
         if want_points:
-            self.out.points.publish(self._cloud(depth, valid, pred.intrinsics, rgb, header, cfg))
+            self.out.points.publish(self._cloud(depth_nan, pred.intrinsics, rgb, header, cfg))
         timings['publish'] = _ms(t0)
         timings['total'] = _ms(t_start) + timings['queue_wait']
         age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
@@ -255,10 +257,9 @@ class FramePipeline:
             self.stats.fov_y_deg = math.degrees(pred.intrinsics.fov_y)
         return depth, valid, beyond
 
-    def _cloud(self, depth, valid, intr: Intrinsics, rgb, header, cfg: dict):
-        """Points = unproject(published depth, published K): the cloud, depth and camera_info always agree."""
+    def _cloud(self, d: np.ndarray, intr: Intrinsics, rgb, header, cfg: dict):
+        """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree."""
         stride = int(cfg['points_stride'])
-        d = np.where(valid, depth, np.float32(np.nan))
         if stride > 1:
             d = d[::stride, ::stride]
             intr = Intrinsics(intr.fx / stride, intr.fy / stride, intr.cx / stride, intr.cy / stride,
@@ -267,8 +268,13 @@ class FramePipeline:
         else:
             colour = rgb if cfg['points_color'] else None
         points = unproject(d, intr)
+        dense = False
         if not cfg['points_organized']:
             keep = np.isfinite(d)
-            points = points[keep][None]
-            colour = colour[keep][None] if colour is not None else None
-        return convert.points_to_pointcloud2(points, header, rgb=colour)
+            if keep.any():  # else keep the organized all-NaN cloud: a PointCloud2 cannot be 0 points wide here
+                points = points[keep][None]
+                colour = colour[keep][None] if colour is not None else None
+                dense = True
+        cloud = convert.points_to_pointcloud2(points, header, rgb=colour)
+        cloud.is_dense = dense  # only valid points left
+        return cloud
