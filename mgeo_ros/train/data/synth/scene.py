@@ -82,6 +82,21 @@ _PALETTES = {
 }
 
 
+# family -> (texture kind, feature size range in metres)
+_FEATURES = {
+    'plaster': (NOISE, 0.1, 0.5),
+    'tile': (TILES, 0.3, 0.6),
+    'wood': (WOOD, 0.1, 0.2),          # plank width
+    'brick': (BRICK, 1.0, 1.0),        # 0.2 x 0.06 m bricks, fixed in the texture
+    'fabric': (NOISE, 0.02, 0.08),
+    'asphalt': (NOISE, 0.05, 0.3),
+    'grass': (NOISE, 0.05, 0.2),
+    'concrete': (TILES, 1.0, 3.0),     # slabs with joints
+    'metal': (NOISE, 0.3, 1.0),
+    'facade': (FACADE, 2.4, 4.0),      # window spacing; storeys 3.2 m, windows ~1.2 x 1.5 m
+}
+
+
 def _jitter(rng, rgb, amount=0.08):
     return tuple(float(np.clip(c + rng.uniform(-amount, amount), 0.03, 0.97)) for c in rgb)
 
@@ -92,18 +107,8 @@ def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
     # the second colour mostly varies brightness (stains, wear, grain) and only slightly hue
     gain = rng.uniform(0.55, 1.35)
     second = tuple(float(np.clip(c * gain + rng.uniform(-0.05, 0.05), 0.03, 0.97)) for c in base)
-    kind, size = {
-        'plaster': (NOISE, rng.uniform(0.1, 0.5)),
-        'tile': (TILES, rng.uniform(0.3, 0.6)),
-        'wood': (WOOD, rng.uniform(0.1, 0.2)),        # plank width
-        'brick': (BRICK, 1.0),                       # 0.2 x 0.06 m bricks, fixed
-        'fabric': (NOISE, rng.uniform(0.02, 0.08)),
-        'asphalt': (NOISE, rng.uniform(0.05, 0.3)),
-        'grass': (NOISE, rng.uniform(0.05, 0.2)),
-        'concrete': (TILES, rng.uniform(1.0, 3.0)),   # slabs with joints
-        'metal': (NOISE, rng.uniform(0.3, 1.0)),
-        'facade': (FACADE, rng.uniform(2.4, 4.0)),    # window spacing; storeys 3.2 m, windows ~1.2 x 1.5 m
-    }[family]
+    kind, lo, hi = _FEATURES[family]
+    size = rng.uniform(lo, hi)
     if family == 'brick' and rng.random() < 0.3:
         kind, size = TILES, rng.uniform(0.3, 0.6)
     scene.materials.append((kind, float(size), int(rng.integers(1, 2**30)), base, second))

@@ -14,8 +14,9 @@ _M31 = 0x7FFFFFFF
 
 
 def hash3(ix: torch.Tensor, iy: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-    """Integer lattice hash -> float in [0, 1). int64 arithmetic kept below 2^62 so it never overflows."""
-    h = ((ix & 0xFFFFF) * 73856093) ^ ((iy & 0xFFFFF) * 19349663) ^ ((seed & _M31) * 83492791)
+    """Integer lattice hash -> float in [0, 1). int64 arithmetic kept below 2^62 so it never overflows (lattice
+    coordinates stay far below 2^26 in magnitude and seeds below 2^31)."""
+    h = (ix * 73856093) ^ (iy * 19349663) ^ ((seed & _M31) * 83492791)
     h = h & _M31
     h = ((h ^ (h >> 13)) * 1274126177) & _M31
     h = h ^ (h >> 16)
