@@ -139,20 +139,29 @@ def test_depth_affine_is_optimal_against_brute_force_pairs():
 
 def test_points_scale_z_shift_is_optimal_against_brute_force():
     rng = np.random.default_rng(5)
-    for _ in range(15):
+    for it in range(24):
         n = int(rng.integers(3, 9))
         pred = rng.normal(size=(n, 3)) + [0, 0, 3]
         gt = pred * 1.4 + rng.normal(size=(n, 3)) * 0.3
-        w = rng.uniform(0.2, 1.5, n)
-        trunc = float(rng.uniform(0.1, 1.0))
-        s, tz = align_points_scale_z_shift(pred, gt, w, trunc)
+        w = rng.uniform(0.2, 1.5, n) * (rng.uniform(size=n) > 0.1)
+        if it % 3 == 0:
+            trunc = float(rng.uniform(0.1, 1.0))
+            s, tz = align_points_scale_z_shift(pred, gt, w, trunc)
+        elif it % 3 == 1:                                           # one truncation per point
+            t_pt = rng.uniform(0.1, 1.0, n)
+            s, tz = align_points_scale_z_shift(torch.tensor(pred), torch.tensor(gt), torch.tensor(w),
+                                               torch.tensor(t_pt))
+            s, tz, trunc = s.item(), tz.item(), np.repeat(t_pt, 3)
+        else:
+            trunc = None
+            s, tz = align_points_scale_z_shift(pred, gt, w)
         w3 = np.repeat(w, 3)
 
         def obj(scale, shift, pred=pred, gt=gt, w3=w3, trunc=trunc):
             return _objective((scale * pred + [0, 0, shift] - gt).ravel(), w3, trunc)
 
         best = np.inf
-        for k in range(n):                                          # anchor k fits exactly in z
+        for k in np.flatnonzero(w):                                 # anchor k fits exactly in z
             xs = (pred - [0, 0, pred[k, 2]]).ravel()
             ys = (gt - [0, 0, gt[k, 2]]).ravel()
             for j in np.flatnonzero(xs):

@@ -78,59 +78,88 @@ def _entry(fn):
 # ---------------------------------------------------------------------------------------------------------------
 # the exact 1-D solver
 # ---------------------------------------------------------------------------------------------------------------
+class _Breakpoints:
+    """The piecewise-linear objective f(a) = sum_i min(T_i, w_i|a x_i - y_i|) of [M, n] float64 rows, as breakpoints.
+
+    f(a) = a*(2 S_A[wx] - S_B[wx] - S_C[wx]) - (2 S_A[wy] - S_B[wy] - S_C[wy]) + S_C[T] + S[T] - S_B[T] + const
+    where S_K[v] sums v over the samples whose breakpoint K_i (tip A_i = y_i/x_i, window ends B_i <= A_i <= C_i)
+    lies below a. So f at any a needs only the prefix sums of per-breakpoint increments in sorted-key order. Ties
+    do not matter: each tied term is worth the same on both sides of its breakpoint.
+    """
+
+    def __init__(self, x, y, w, trunc):
+        torch = _torch()
+        sign = torch.where(x < 0, -1.0, 1.0).to(x.dtype)
+        x, y = x * sign, y * sign
+        finite = torch.isfinite(x) & torch.isfinite(y) & torch.isfinite(w)
+        zero = torch.zeros_like(x)
+        w = torch.where(finite & (w > 0), w, zero)
+        x, y = torch.where(finite, x, zero), torch.where(finite, y, zero)
+        live = (w > 0) & (x > 0)                   # samples whose term depends on a
+        dead = (w > 0) & ~live                     # x == 0: constant term min(T, w|y|)
+        inf = torch.full_like(x, math.inf)
+        wx, wy = torch.where(live, w * x, zero), torch.where(live, w * y, zero)
+        self.tips = torch.where(live, y / torch.where(live, x, torch.ones_like(x)), inf)
+        self.live = live
+        if trunc is None:
+            self.offset = (w * y.abs() * dead).sum(-1, keepdim=True)
+            self.keys = self.tips
+            self.incs = torch.stack([2 * wx, 2 * wy], dim=-1)
+            self.base = torch.stack([wx.sum(-1), wy.sum(-1)], dim=-1)[:, None, :]   # all B_i = -inf, C_i = +inf
+        else:
+            T = torch.broadcast_to(torch.as_tensor(trunc, dtype=x.dtype, device=x.device), x.shape)
+            const = torch.where(dead, torch.minimum(T, w * y.abs()), zero).sum(-1, keepdim=True)
+            T = torch.where(live, T, zero)
+            half = T / torch.where(live, wx, torch.ones_like(wx))
+            B, C = torch.where(live, self.tips - half, -inf), torch.where(live, self.tips + half, inf)
+            self.keys = torch.cat([self.tips, B, C], dim=-1)
+            self.incs = torch.stack([torch.cat([2 * wx, -wx, -wx], -1), torch.cat([2 * wy, -wy, -wy], -1),
+                                     torch.cat([zero, -T, T], -1)], dim=-1)
+            self.offset = const + T.sum(-1, keepdim=True)
+            self.base = torch.zeros(x.shape[0], 1, 2, dtype=x.dtype, device=x.device)
+
+    def value(self, a, before, rows=None):
+        """f(a) [M', Q] from the prefix sums `before` [M', Q, c] below a; `rows` picks this object's rows for M'."""
+        base = self.base if rows is None else self.base[rows]
+        offset = self.offset if rows is None else self.offset[rows]
+        v = a * (before[..., 0] - base[..., 0]) - (before[..., 1] - base[..., 1]) + offset
+        return v + before[..., 2] if before.shape[-1] == 3 else v
+
+    def sorted_table(self):
+        """(sorted keys [M, K], prefix sums [M, K+1, c]); row k of the sums covers the first k sorted keys."""
+        torch = _torch()
+        keys_sorted, order = torch.sort(self.keys, dim=-1)
+        incs = torch.gather(self.incs, 1, order[..., None].expand(-1, -1, self.incs.shape[-1]))
+        cum = torch.cat([torch.zeros_like(incs[:, :1]), torch.cumsum(incs, dim=1)], dim=1)
+        return keys_sorted, cum
+
+    @staticmethod
+    def lookup(keys_sorted, cum, a):
+        """Prefix sums of the breakpoints strictly below each query a [M, Q] (batched binary search)."""
+        torch = _torch()
+        k = torch.searchsorted(keys_sorted, a.contiguous(), side='left')
+        return torch.gather(cum, 1, k[..., None].expand(-1, -1, cum.shape[-1]))
+
+
 def _solve_rows(x, y, w, trunc):
     """No-grad exact solve on [M, n] float64 rows. Returns (a [M], loss [M], index [M], found [M] bool).
 
-    The objective at a is  a*(2 S_A[wx] - S_B[wx] - S_C[wx]) - (2 S_A[wy] - S_B[wy] - S_C[wy]) + S_C[T] + S[T] - S_B[T]
-    where S_K[v] sums v over the samples whose breakpoint K_i (tip A_i, window ends B_i <= A_i <= C_i) lies below a.
-    One joint sort of all 3n breakpoints gives every S at every tip (ties do not matter: each tied term is worth
-    the same on both sides of its breakpoint, so any order among equal keys gives the same value).
+    One sort of all breakpoints, then a walk: at each tip the exclusive prefix sums give f there (O(n log n)).
     """
     torch = _torch()
-    sign = torch.where(x < 0, -1.0, 1.0).to(x.dtype)
-    x, y = x * sign, y * sign
-    finite = torch.isfinite(x) & torch.isfinite(y) & torch.isfinite(w)
-    zero = torch.zeros_like(x)
-    w = torch.where(finite & (w > 0), w, zero)
-    x, y = torch.where(finite, x, zero), torch.where(finite, y, zero)
-    live = (w > 0) & (x > 0)                       # samples whose term depends on a
-    dead = (w > 0) & ~live                         # x == 0: constant term min(T, w|y|)
-    inf = torch.full_like(x, math.inf)
-    wx, wy = torch.where(live, w * x, zero), torch.where(live, w * y, zero)
-    A = torch.where(live, y / torch.where(live, x, torch.ones_like(x)), inf)
+    bp = _Breakpoints(x, y, w, trunc)
     n = x.shape[1]
-    if trunc is None:
-        const = (w * y.abs() * dead).sum(-1)
-        keys, inc_x, inc_y, inc_t = A, 2 * wx, 2 * wy, None
-        t_total = 0.0
-        base_x, base_y = wx.sum(-1, keepdim=True), wy.sum(-1, keepdim=True)  # every B_i = -inf, every C_i = +inf
-    else:
-        T = torch.broadcast_to(torch.as_tensor(trunc, dtype=x.dtype, device=x.device), x.shape)
-        const = torch.where(dead, torch.minimum(T, w * y.abs()), zero).sum(-1)
-        T = torch.where(live, T, zero)
-        half = T / torch.where(live, wx, torch.ones_like(wx))
-        B, C = torch.where(live, A - half, -inf), torch.where(live, A + half, inf)
-        keys = torch.cat([A, B, C], dim=-1)
-        inc_x, inc_y = torch.cat([2 * wx, -wx, -wx], -1), torch.cat([2 * wy, -wy, -wy], -1)
-        inc_t = torch.cat([zero, -T, T], -1)
-        t_total = T.sum(-1, keepdim=True)
-        base_x = base_y = 0.0
-    # walk the breakpoints in sorted order; at each tip, the exclusive prefix sums are the S_K above
-    keys_sorted, order = torch.sort(keys, dim=-1)
-    incs = torch.stack([inc_x, inc_y] if inc_t is None else [inc_x, inc_y, inc_t], dim=-1)
-    incs = torch.gather(incs, 1, order[..., None].expand(-1, -1, incs.shape[-1]))
-    before = torch.cumsum(incs, dim=1) - incs
-    obj = keys_sorted * (before[..., 0] - base_x) - (before[..., 1] - base_y)
-    if inc_t is not None:
-        obj = obj + before[..., 2] + t_total
+    keys_sorted, order = torch.sort(bp.keys, dim=-1)
+    incs = torch.gather(bp.incs, 1, order[..., None].expand(-1, -1, bp.incs.shape[-1]))
+    obj = bp.value(keys_sorted, torch.cumsum(incs, dim=1) - incs)
     is_tip = order < n
     tip = torch.where(is_tip, order, torch.zeros_like(order))
-    obj = torch.where(is_tip & torch.gather(live, 1, tip), obj, torch.full_like(obj, math.inf))
+    obj = torch.where(is_tip & torch.gather(bp.live, 1, tip), obj, torch.full_like(obj, math.inf))
     loss, where = obj.min(dim=-1)
     index = torch.gather(tip, 1, where[:, None]).squeeze(-1)
-    found = live.any(dim=-1)
-    loss = torch.where(found, loss, torch.zeros_like(loss)) + const
-    a = torch.where(found, torch.gather(A, -1, index[:, None]).squeeze(-1), torch.zeros_like(loss))
+    found = bp.live.any(dim=-1)
+    loss = torch.where(found, loss, bp.offset[:, 0])          # nothing depends on a: only the constant terms
+    a = torch.where(found, torch.gather(bp.tips, -1, index[:, None]).squeeze(-1), torch.zeros_like(loss))
     return a, loss, index, found
 
 
@@ -240,6 +269,8 @@ def _anchored_search(src, tgt, weight, trunc, shift_dims, max_anchors):
     """
     torch = _torch()
     bsz, n, d = src.shape
+    if len(shift_dims) < d:
+        return _anchored_search_shared(src, tgt, weight, trunc, shift_dims, max_anchors)
     with torch.no_grad():
         bi, ni = _anchor_rows(weight, max_anchors)
         mask = torch.zeros(d, dtype=src.dtype, device=src.device)
@@ -261,6 +292,57 @@ def _anchored_search(src, tgt, weight, trunc, shift_dims, max_anchors):
         if not losses:
             zero = torch.zeros(bsz, dtype=torch.long, device=src.device)
             return zero, zero, zero.bool()
+        loss, index = torch.cat(losses), torch.cat(indices)
+        row, has = _best_anchor(loss, bi, bsz)
+        has = has & torch.isfinite(loss[row])
+        return ni[row], index[row], has
+
+
+def _anchored_search_shared(src, tgt, weight, trunc, shift_dims, max_anchors):
+    """`_anchored_search` when some components carry no shift (x, y for a z shift): their part of the objective is
+    the same for every anchor, so it is sorted once per item and only the shifted part is sorted per anchor."""
+    torch = _torch()
+    bsz, n, d = src.shape
+    pinned = list(shift_dims)
+    free = [c for c in range(d) if c not in pinned]
+    flat = torch.arange(n * d, device=src.device).reshape(n, d)
+    pinned_flat, free_flat = flat[:, pinned].reshape(-1), flat[:, free].reshape(-1)
+    with torch.no_grad():
+        bi, ni = _anchor_rows(weight, max_anchors)
+        if bi.shape[0] == 0:
+            zero = torch.zeros(bsz, dtype=torch.long, device=src.device)
+            return zero, zero, zero.bool()
+        src64, tgt64 = src.detach().to(torch.float64), tgt.detach().to(torch.float64)
+        w64 = weight.detach().to(torch.float64)
+        w_free = w64[:, :, None].expand(bsz, n, len(free)).reshape(bsz, -1)
+        w_pin = w64[:, :, None].expand(bsz, n, len(pinned)).reshape(bsz, -1)
+        t_free = t_pin = trunc
+        if _is_tensor(trunc):
+            full = torch.broadcast_to(trunc, (bsz, n * d)).to(torch.float64)
+            t_free, t_pin = full[:, free_flat], full[:, pinned_flat]
+        g = _Breakpoints(src64[:, :, free].reshape(bsz, -1), tgt64[:, :, free].reshape(bsz, -1), w_free, t_free)
+        g_keys, g_cum = g.sorted_table()
+        g_at_free = g.value(g.tips, _Breakpoints.lookup(g_keys, g_cum, g.tips))        # [B, F]
+        rows = max(1, _CHUNK_ELEMENTS // (n * d))
+        losses, indices = [], []
+        for s in range(0, bi.shape[0], rows):
+            b, k = bi[s:s + rows], ni[s:s + rows]
+            xp = (src64[b][:, :, pinned] - src64[b, k][:, None, pinned]).reshape(len(b), -1)
+            yp = (tgt64[b][:, :, pinned] - tgt64[b, k][:, None, pinned]).reshape(len(b), -1)
+            h = _Breakpoints(xp, yp, w_pin[b], t_pin[b] if _is_tensor(t_pin) else t_pin)
+            h_keys, h_cum = h.sorted_table()
+            # candidates at the shifted components' tips, then at the shared components' tips
+            obj_p = h.value(h.tips, _Breakpoints.lookup(h_keys, h_cum, h.tips)) + \
+                g.value(h.tips, _Breakpoints.lookup(g_keys[b], g_cum[b], h.tips), rows=b)
+            obj_p = torch.where(h.live, obj_p, torch.full_like(obj_p, math.inf))
+            free_tips = g.tips[b]
+            obj_f = g_at_free[b] + h.value(free_tips, _Breakpoints.lookup(h_keys, h_cum, free_tips))
+            obj_f = torch.where(g.live[b], obj_f, torch.full_like(obj_f, math.inf))
+            loss_p, at_p = obj_p.min(dim=-1)
+            loss_f, at_f = obj_f.min(dim=-1)
+            use_p = loss_p <= loss_f
+            losses.append(torch.where(use_p, loss_p, loss_f))
+            indices.append(torch.where(use_p, pinned_flat[at_p], free_flat[at_f]))
         loss, index = torch.cat(losses), torch.cat(indices)
         row, has = _best_anchor(loss, bi, bsz)
         has = has & torch.isfinite(loss[row])
