@@ -217,8 +217,16 @@ def test_bad_messages_are_counted_and_the_node_keeps_running(running):
     assert harness.wait_for(counted, 5), harness.latest_diagnostics()
     text = log.read_text()
     assert 'bogus' in text and 'camera_info' in text  # the log says why
-    harness.publish(_rgb(4), (1004, 100), intrinsics=_intrinsics())  # back to a good camera for later tests
-    harness.wait_outputs((1004, 100))
+    small = _rgb(4)[::2, ::2].copy()  # the stream changes size mid-way: followed, counted, said
+    harness.publish(small, (1004, 101), intrinsics=_intrinsics())
+    out = harness.wait_outputs((1004, 101))
+    assert _depth(out['depth/image']).shape == (H // 2, W // 2)
+    info = out['depth/camera_info']
+    assert (info.width, info.height) == (W // 2, H // 2) and abs(info.k[0] - _intrinsics().fx / 2) < 1e-9
+    assert harness.wait_for(lambda: int(harness.latest_diagnostics()['image_size_changes']) >= 1, 5)
+    assert 'size changed' in log.read_text()
+    harness.publish(_rgb(4), (1004, 102), intrinsics=_intrinsics())  # back to the usual camera for later tests
+    harness.wait_outputs((1004, 102))
 
 
 def _settled(diag: dict) -> bool:

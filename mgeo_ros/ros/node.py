@@ -121,8 +121,8 @@ class MgeoDepthNode(Node):
         """Validate every change first (all or nothing); safe ones apply at once, the others are refused."""
         updates = {}
         for p in changes:
-            if p.name not in P.SPECS:
-                return SetParametersResult(successful=False, reason=f'unknown parameter {p.name!r}')
+            if p.name not in P.SPECS:  # rclpy's own (use_sim_time, qos_overrides...): rclpy handles them
+                continue
             value = P.coerce(p.name, p.value)
             reason = P.check_change(p.name, self.cfg.get(p.name), value)
             if reason is not None:
