@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -90,6 +92,21 @@ def test_onnx_predictor_reads_size_from_model(exported):
     assert p.depth.shape == (120, 160)
     assert pred.network_size(160, 120) == report.input_size
     assert pred.num_tokens == report.num_tokens
+
+
+def test_onnxruntime_path_needs_neither_torch_nor_higher_layers(exported, repo_root):
+    """The node runs ONNX Runtime without PyTorch; the runtime layer imports only geometry (DESIGN.md)."""
+    path = exported[SIZES[0]].path
+    code = ('import sys, numpy as np\n'
+            'from mgeo_ros.runtime import Predictor\n'
+            f'p = Predictor({path!r}, backend="onnxruntime").predict(np.zeros((72, 96, 3), np.uint8))\n'
+            'bad = [m for m in sys.modules if m == "torch" or m.split(".")[:2] in (["mgeo_ros", "model"], '
+            '["mgeo_ros", "export"], ["mgeo_ros", "train"], ["mgeo_ros", "eval"], ["mgeo_ros", "ros"])]\n'
+            'assert not bad, bad\n'
+            'print("ok", p.depth.shape)\n')
+    out = subprocess.run([sys.executable, '-c', code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'ok (72, 96)' in out.stdout
 
 
 def test_parity_check_catches_a_different_model(exported):

@@ -5,20 +5,19 @@ import functools
 import glob
 import importlib
 import os
+import sys
 
 
 @functools.lru_cache(maxsize=1)
 def has_nvidia_gpu() -> bool:
-    """True when an NVIDIA GPU is usable: torch says so, or the driver's device nodes exist (desktop or Jetson)."""
-    try:
-        import torch
-
+    """True when an NVIDIA GPU is usable: torch says so (only if already imported: ONNX Runtime / TensorRT runs must
+    not pay for importing torch), or the driver's device nodes exist (desktop /dev/nvidia0, Jetson nvhost)."""
+    torch = sys.modules.get('torch')
+    if torch is not None:
         if torch.cuda.is_available():
             return True
         if torch.version.cuda is not None:  # a CUDA build of torch that sees no device is authoritative
             return False
-    except ImportError:
-        pass
     return bool(glob.glob('/dev/nvidia[0-9]*')) or os.path.exists('/dev/nvhost-ctrl-gpu')
 
 

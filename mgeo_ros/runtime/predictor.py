@@ -59,7 +59,7 @@ def choose_backend(kind: str) -> str:
 
 def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Path) -> str:
     """Build (or reuse) a TensorRT engine for `onnx_path` in `cache_dir` (the cache key decides reuse)."""
-    from mgeo_ros.export.engine import build_engine  # export layer is only needed on this path
+    from mgeo_ros.runtime.engine_cache import build_engine
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     engine = cache_dir / (Path(onnx_path).stem + f'.{precision}.engine')

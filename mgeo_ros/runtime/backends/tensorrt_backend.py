@@ -10,11 +10,7 @@ import numpy as np
 from mgeo_ros.errors import BackendUnavailableError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, as_raw_output, log
 from mgeo_ros.runtime.devices import import_tensorrt
-
-
-def sidecar_path(engine_path: str) -> str:
-    """The JSON file next to an engine that records how (and for what) it was built."""
-    return engine_path + '.json'
+from mgeo_ros.runtime.engine_cache import sidecar_path
 
 
 def _torch_dtype(trt, torch, dt):
