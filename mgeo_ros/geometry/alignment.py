@@ -4,7 +4,9 @@ The core problem is 1-D: min_a sum_i min(T_i, w_i |a x_i - y_i|). Each term is a
 A_i = y_i / x_i, so the objective is piecewise linear and its global minimum lies at one of the tips. We evaluate the
 objective at every tip at once with sorted prefix sums (O(n log n) per problem) and take the best; without a
 truncation the same code gives the weighted median. Affine variants pin the shift by making one sample ("anchor")
-fit exactly, solve the 1-D problem for every anchor, and keep the best anchor.
+fit exactly, solve the 1-D problem for every anchor, and keep the best anchor: O(N^2 log N) for N samples, so on a
+CPU pass `max_anchors` (an even subset of anchors; exact on clean data, near-exact with outliers) at 48x48 and up.
+Components that carry no shift (x, y of a z-shift fit) are sorted once per item instead of once per anchor.
 
 The search runs without gradients in float64; the returned scale/shift are then recomputed from the two chosen
 sample indices with gradients, so losses can back-propagate through them (MoGe's scheme).
@@ -14,6 +16,7 @@ returns numpy arrays / floats). Weight 0 means "ignore this sample". torch is im
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -65,13 +68,13 @@ def _to_numpy(x: Any):
 
 def _entry(fn):
     """Run a torch implementation on numpy inputs too: convert in, convert out."""
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if _is_numpy(*args, *kwargs.values()):
             targs = [_to_torch(a) if isinstance(a, np.ndarray) else a for a in args]
             tkw = {k: (_to_torch(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
             return _to_numpy(fn(*targs, **tkw))
         return fn(*args, **kwargs)
-    wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn
     return wrapper
 
 
