@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.ros.replay_session import OUTPUT_TOPICS, replay_and_record
+
 # Held out: training streams scenes from small seeds (config seed + step offsets), far below this one.
 DEMO_SEED = 2_000_000_007
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
 GT_TOPIC = '/camera/depth_gt/image'
-OUTPUT_TOPICS = ('/mgeo/depth/image', '/mgeo/depth/camera_info', '/mgeo/points', '/mgeo/depth/mask', '/diagnostics')
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -111,59 +112,6 @@ def start_node(model: Path, backend: str, log_path: Path, env: dict) -> subproce
            '-p', 'input_qos_depth:=1', '-p', 'points_color:=true', '-p', 'diagnostics_period:=1.0']
     log = open(log_path, 'w')  # noqa: SIM115 - closed by the OS when the child exits
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def replay_and_record(bag: Path, record_path: Path, rate: float, frames: int, node: subprocess.Popen,
-                      timeout_s: float) -> dict:
-    """Play the bag into the node and record its outputs (and the input image, for latency) in this process."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-
-    from mgeo_ros.ros.bag_player import BagPlayer, BagRecorder
-
-    rclpy.init()
-    host = rclpy.create_node('mgeo_demo')
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(host)
-    import threading
-
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
-    stats: dict = {}
-    try:
-        # publishers exist from construction on, so the recorder can subscribe to the image (for latency)
-        player = BagPlayer(host, bag, rate=rate, topics=[IMAGE_TOPIC, INFO_TOPIC])
-        recorder = BagRecorder(host, record_path, list(OUTPUT_TOPICS) + [IMAGE_TOPIC])
-        deadline = time.monotonic() + timeout_s
-        while not recorder.wait_ready(1.0):
-            if node.poll() is not None:
-                raise RuntimeError(f'mgeo_depth_node exited with code {node.returncode} before publishing')
-            if time.monotonic() > deadline:
-                raise TimeoutError('the node did not advertise its outputs in time')
-        if not player.wait_for_subscribers(1, max(1.0, deadline - time.monotonic())):
-            raise TimeoutError('the node did not subscribe to the camera topics in time')
-        time.sleep(0.5)  # let the remaining endpoints match
-        t_play = time.perf_counter()
-        play_stats = player.play()
-        stats['play_s'] = time.perf_counter() - t_play
-        # drain: wait until the last frame's depth is back or nothing new arrives for a while
-        last, last_change = -1, time.monotonic()
-        while time.monotonic() - last_change < 5.0:
-            n = recorder.counts['/mgeo/depth/image']
-            if n != last:
-                last, last_change = n, time.monotonic()
-            if n >= frames:
-                break
-            time.sleep(0.2)
-        time.sleep(1.2)  # one more diagnostics period
-        stats['published'] = dict(play_stats.published)
-        player.close()
-        recorder.close()
-    finally:
-        executor.shutdown()
-        host.destroy_node()
-        rclpy.shutdown()
-    return stats
 
 
 def read_recording(path: Path) -> dict:
@@ -383,7 +331,7 @@ def run(args) -> int:
     node = start_node(node_model, args.backend, out / 'node.log', env)
     try:
         play = steps.run('replay into mgeo_depth_node and record', replay_and_record, bag, record, args.rate,
-                         args.frames, node, args.timeout)
+                         args.frames, node, args.timeout, [IMAGE_TOPIC, INFO_TOPIC], IMAGE_TOPIC, OUTPUT_TOPICS)
     finally:
         node.terminate()
         try:
