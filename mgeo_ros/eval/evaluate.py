@@ -251,6 +251,9 @@ def summary_table(result: dict) -> str:
         cells = []
         for key, _ in SUMMARY_COLUMNS:
             value = mean.get(key, math.nan)
-            cells.append(f'{value:9.3f}' if math.isfinite(value) else f'{"-":>9}')
+            if not math.isfinite(value):
+                cells.append(f'{"-":>9}')
+            else:
+                cells.append(f'{value:9.3f}' if abs(value) < 1e4 else f'{value:9.2e}')
         lines.append(' '.join([f'{name:{width}}'] + cells))
     return '\n'.join(lines)

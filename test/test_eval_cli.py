@@ -1,0 +1,83 @@
+"""`mgeo eval` end to end: a tiny random checkpoint on a generated bag, a folder dataset and a synthetic split."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mgeo_ros.cli import main
+from mgeo_ros.errors import BadInputError
+
+SIZE = (96, 72)
+FAST = ['--backend', 'torch', '--num-tokens', '300', '--align-anchors', '32', '--quiet']
+
+
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    from mgeo_ros.model import build_model, preset, save_checkpoint
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp('model') / 'tiny'
+    save_checkpoint(build_model(preset('tiny')), out)
+    return out
+
+
+@pytest.fixture(scope='module')
+def frames():
+    from mgeo_ros.train.data import render_sequence
+    return render_sequence(11, 4, size=SIZE)
+
+
+def test_eval_bag_end_to_end(tiny_model, frames, tmp_path, capsys):
+    from mgeo_ros.train.data import write_bag
+    torch.set_num_threads(1)
+    bag = write_bag(frames, tmp_path / 'bag')
+    out = tmp_path / 'out'
+    assert main(['eval', str(tiny_model), '--data', str(bag), '--out', str(out), '--report-frames', '2', *FAST]) == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    assert result['num_frames'] == 4 and result['backend'] == 'torch'
+    assert set(result['runs']) == {'gt_intrinsics', 'recovered_intrinsics'}
+    for run in result['runs'].values():
+        assert len(run['frames']) == 4
+        assert 'depth_metric/abs_rel' in run['mean'] and 'boundary_f1' in run['mean']
+        assert all(f['metric_scale'] > 0 for f in run['frames'])
+    assert result['runs']['recovered_intrinsics']['frames'][0]['intrinsics_recovered'] is True
+    assert result['runs']['gt_intrinsics']['mean']['fov_x_error_deg'] == pytest.approx(0.0, abs=1e-6)
+    constant = result['baselines']['constant']['mean']
+    assert 0.0 < constant['depth_metric/abs_rel'] < 10.0 and constant['depth_metric/delta1'] <= 1.0
+    temporal = result['temporal']['recovered_intrinsics']
+    assert temporal['gt_depth_flicker'] > 0.0                    # the camera moves: the GT changes too
+    assert temporal['scale_jitter'] >= 0.0 and temporal['depth_flicker'] >= 0.0
+    report = {p.name for p in (out / 'report').glob('*.png')}
+    assert {'error_histogram.png', 'metric_scale.png'} <= report
+    assert 'frame_0003_recovered_intrinsics_boundary.png' in report and len(report) == 2 + 2 * 2 * 5
+    printed = capsys.readouterr().out
+    assert 'baseline constant' in printed and 'AbsRel' in printed and 'temporal' in printed
+    table = printed.splitlines()[:5]                                  # header + 2 runs + 2 baselines
+    assert len({len(line) for line in table}) == 1                    # numbers of any size keep the table aligned
+
+
+def test_eval_folder_and_synth(tiny_model, frames, tmp_path):
+    from mgeo_ros.train.data import write_folder
+    torch.set_num_threads(1)
+    folder = tmp_path / 'folder'
+    write_folder(frames[:3], folder)
+    out = tmp_path / 'out_folder'
+    assert main(['eval', str(tiny_model), '--data', str(folder), '--out', str(out), '--no-gt-intrinsics',
+                 '--limit', '2', '--constant-depth', '3.0', *FAST]) == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    assert list(result['runs']) == ['recovered_intrinsics'] and result['num_frames'] == 2
+    assert result['constant_depth_m'] == 3.0 and 'temporal' not in result
+    out = tmp_path / 'out_synth'
+    assert main(['eval', str(tiny_model), '--data', 'synth:2:5:96x72', '--out', str(out), '--gt-intrinsics',
+                 '--report-frames', '1', *FAST]) == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    assert list(result['runs']) == ['gt_intrinsics'] and result['num_frames'] == 2
+    assert len(list((out / 'report').glob('frame_*_input.png'))) == 1
+
+
+def test_eval_rejects_bad_data_specs(tiny_model, tmp_path):
+    with pytest.raises(BadInputError, match='synth'):
+        main(['eval', str(tiny_model), '--data', 'synth:two', '--out', str(tmp_path), *FAST])
+    with pytest.raises(BadInputError, match='does not exist'):
+        main(['eval', str(tiny_model), '--data', str(tmp_path / 'missing'), '--out', str(tmp_path), *FAST])
