@@ -160,3 +160,15 @@ def test_launch_file_runs_the_node(tmp_path):
         thread.join(20)
         probe.destroy_node()
         context.try_shutdown()
+
+
+@pytest.mark.colcon
+def test_installed_share_has_the_node_launch_and_configs():
+    """Against the colcon install space: the launch file, params YAML and RViz view are installed."""
+    from ament_index_python.packages import get_package_share_directory
+
+    share = Path(get_package_share_directory('mgeo_ros'))
+    assert (share / 'launch' / 'mgeo_depth.launch.py').read_text() == LAUNCH.read_text()
+    installed = yaml.safe_load((share / 'config' / 'mgeo_depth.yaml').read_text())['/**']['ros__parameters']
+    assert set(installed) == set(P.SPECS)
+    assert (share / 'config' / 'mgeo_depth.rviz').is_file()
