@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--align-anchors', type=int, default=None,
                         help='anchors tried by the affine ROE alignments (default: all samples, MoGe-exact; '
                              'e.g. 256 is ~5x faster)')
+    parser.add_argument('--mask-threshold', type=float, default=0.5,
+                        help='validity probability above which a predicted pixel is scored (default 0.5, as the '
+                             'node; 0 scores every pixel with positive depth, like MoGe\'s apply_mask=False)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the backend\'s best)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     max_anchors = metrics.MAX_ALIGN_ANCHORS
     if args.align_anchors is not None:
         max_anchors = None if args.align_anchors <= 0 else int(args.align_anchors)
-    predictor = Predictor(args.model, backend=args.backend, num_tokens=args.num_tokens, device=args.device)
+    predictor = Predictor(args.model, backend=args.backend, num_tokens=args.num_tokens, device=args.device,
+                          mask_threshold=args.mask_threshold)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = is_sequence if args.sequence is None else bool(args.sequence)
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                       sequence=sequence, report_dir=out_dir / 'report', report_frames=args.report_frames,
                       progress=not args.quiet, max_anchors=max_anchors)
     result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
-              'num_tokens': predictor.num_tokens, **result}
+              'num_tokens': predictor.num_tokens, 'mask_threshold': args.mask_threshold, **result}
     path = out_dir / 'metrics.json'
     path.write_text(json.dumps(_json_safe(result), indent=1))
     print(summary_table(result))

@@ -238,11 +238,12 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
 SUMMARY_COLUMNS = (('depth_metric/abs_rel', 'AbsRel'), ('depth_metric/delta1', 'δ1'),
                    ('depth_scale/abs_rel', 'AbsRel(s)'), ('depth_scale/delta1', 'δ1(s)'),
                    ('depth_affine/abs_rel', 'AbsRel(a)'), ('points_metric/rel', 'PtRel'),
-                   ('boundary_f1', 'F1'), ('fov_x_error_deg', 'FOVx°'))
+                   ('boundary_f1', 'F1'), ('fov_x_error_deg', 'FOVx°'), ('depth_scale/coverage', 'Cover'))
 
 
 def summary_table(result: dict) -> str:
-    """Model runs vs baselines, one row each: metric AbsRel/δ1, scale-/affine-invariant, points, boundary, FOV."""
+    """Model runs vs baselines, one row each: metric AbsRel/δ1, scale-/affine-invariant, points, boundary, FOV, and
+    the share of valid-GT pixels the prediction covered."""
     rows = [(f'model ({m})', r['mean']) for m, r in result['runs'].items()]
     rows += [(f'baseline {n}', r['mean']) for n, r in result['baselines'].items()]
     width = max(len(name) for name, _ in rows)
