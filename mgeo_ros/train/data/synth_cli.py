@@ -23,11 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--kinds', default='indoor,outdoor', help='comma list of indoor,outdoor (both)')
     parser.add_argument('--device', default='cpu', help='torch device: cpu or cuda (cpu)')
     parser.add_argument('--batch', type=int, default=8, help='frames rendered together (8)')
+    parser.add_argument('--workers', type=int, default=1,
+                        help='CPU rendering processes (1); each renders with one torch thread')
     parser.add_argument('--shadow-samples', type=int, default=1,
                         help='shadow rays per pixel and light (dithered over the light: soft edges); 0 = none (1)')
     parser.add_argument('--depth-format', choices=('npy', 'png'), default='npy',
                         help='npy = float32 metres (default); png = 16-bit mm (outdoor depth beyond 65.5 m is lost)')
-    parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = torch default)')
+
+
+def _render(job):
+    """One batch -> list of Samples (runs in a worker process when --workers > 1)."""
+    from mgeo_ros.train.data.synth import render_batch
+
+    seeds, size, kinds, device, shadow_samples = job
+    return seeds, render_batch(seeds, size, kinds, device, shadow_samples).samples()
 
 
 def run(args) -> int:
@@ -35,31 +44,37 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from mgeo_ros.train.data.folder import write_folder, write_sample
-    from mgeo_ros.train.data.synth import render_batch
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     if str(args.device).startswith('cuda') and not torch.cuda.is_available():
         print(f'error: --device {args.device}: this torch has no usable CUDA device; use --device cpu')
         return 2
-    if args.count < 1:
-        print('error: --count must be >= 1')
+    if args.count < 1 or args.batch < 1 or args.workers < 1:
+        print('error: --count, --batch and --workers must be >= 1')
         return 2
     kinds = tuple(k.strip() for k in args.kinds.split(',') if k.strip())
     write_folder([], args.out)  # creates the folder and meta.json (metric)
-    render_s, t0 = 0.0, time.perf_counter()
+    jobs = [(list(range(args.seed + s, args.seed + min(s + args.batch, args.count))), args.size, kinds, args.device,
+             args.shadow_samples) for s in range(0, args.count, args.batch)]
+    t0 = time.perf_counter()
     with tqdm(total=args.count, unit='frame', desc='synth') as bar:
-        for s in range(0, args.count, args.batch):
-            seeds = list(range(args.seed + s, args.seed + min(s + args.batch, args.count)))
-            t = time.perf_counter()
-            batch = render_batch(seeds, args.size, kinds, args.device, args.shadow_samples)
-            samples = batch.samples()
-            render_s += time.perf_counter() - t
-            for seed, sample in zip(seeds, samples):
-                write_sample(sample, args.out, f'{seed:06d}', args.depth_format)
-            bar.update(len(samples))
+        if args.workers > 1 and args.device == 'cpu':
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(args.workers, mp_context=mp.get_context('spawn')) as pool:
+                results = pool.map(_render, jobs)
+                _write_all(results, args, bar, write_sample)
+        else:
+            _write_all(map(_render, jobs), args, bar, write_sample)
     total = time.perf_counter() - t0
     w, h = args.size
-    print(f'{args.count} frames {w}x{h} on {args.device}: render {args.count / max(render_s, 1e-9):.1f} samples/s, '
-          f'with writing {args.count / max(total, 1e-9):.1f} samples/s')
+    print(f'{args.count} frames {w}x{h} on {args.device} ({args.workers} worker(s)): '
+          f'{args.count / max(total, 1e-9):.1f} samples/s including writing')
     return 0
+
+
+def _write_all(results, args, bar, write_sample) -> None:
+    for seeds, samples in results:
+        for seed, sample in zip(seeds, samples):
+            write_sample(sample, args.out, f'{seed:06d}', args.depth_format)
+        bar.update(len(samples))

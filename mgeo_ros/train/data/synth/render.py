@@ -2,6 +2,7 @@
 soft shadows -> auto exposure. Batched over frames and chunked over pixels to bound memory."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -317,10 +318,32 @@ def _render_groups(p, x, y, shadow_samples):
 TILE = 8
 
 
+@contextmanager
+def _cpu_threads(device, n: int | None):
+    """Run with n torch CPU threads (restored after). The renderer's many small ops gain nothing from intra-op
+    threads, and on a busy 2-core machine OpenMP spin-waits made 2 threads ~15x slower than 1 (measured)."""
+    if n is None or torch.device(device).type != 'cpu' or torch.get_num_threads() == n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def render_frames(frames: list[tuple[Scene, Pose, Intrinsics]], device='cpu', shadow_samples: int = 1,
-                  noise_seeds: list[int] | None = None, groups_per_chunk: int = 1024) -> tuple:
+                  noise_seeds: list[int] | None = None, groups_per_chunk: int = 1024,
+                  cpu_threads: int | None = 1) -> tuple:
     """Render frames of one size; returns rgb uint8 [B,H,W,3], depth [B,H,W], mask [B,H,W] (torch, on device).
-    Pixels are processed in TILE x TILE screen tiles so each tile only tests the objects its rays can reach."""
+    Pixels are processed in TILE x TILE screen tiles so each tile only tests the objects its rays can reach.
+    On CPU, rendering uses `cpu_threads` torch threads (None = leave the setting alone)."""
+    with _cpu_threads(device, cpu_threads), torch.no_grad():
+        return _render_frames(frames, device, shadow_samples, noise_seeds, groups_per_chunk)
+
+
+def _render_frames(frames, device, shadow_samples, noise_seeds, groups_per_chunk):
     w, h = frames[0][2].width, frames[0][2].height
     if any((f[2].width, f[2].height) != (w, h) for f in frames):
         raise ValueError('render_frames: all frames of a batch must have the same size')
