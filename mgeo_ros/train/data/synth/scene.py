@@ -233,7 +233,8 @@ def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sc
     for _ in range(int(rng.integers(4, 14))):
         hx, hy, hz = rng.uniform(3, 15), rng.uniform(3, 15), rng.uniform(2, 20)
         for _ in range(10):
-            dist, ang = rng.uniform(6, OUTDOOR_RANGE_M - 15), rng.uniform(-math.pi, math.pi)
+            reach = math.hypot(hx, hy)  # keep the whole footprint on the ground disc
+            dist, ang = rng.uniform(6, max(6.5, OUTDOOR_RANGE_M - 4 - reach)), rng.uniform(-math.pi, math.pi)
             x, y = dist * math.cos(ang), dist * math.sin(ang)
             if _clear_of(path_xy, x, y, math.hypot(hx, hy), 1.0):
                 s.boxes.append((x, y, hz, hx, hy, hz, rng.uniform(0, math.pi),
