@@ -47,6 +47,8 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError(f'tensorrt backend: no engine file at {engine_path}')
         self._trt, self._torch = trt, torch
         self._device = torch.device(device or 'cuda')
+        if self._device.index is None:
+            self._device = torch.device('cuda', torch.cuda.current_device())
         torch.cuda.set_device(self._device)
         self.metadata = self._check_sidecar(engine_path, trt, torch)
 
