@@ -16,16 +16,31 @@ RTX = 'tensorrt_rtx_bindings'
 
 @pytest.fixture(scope='module')
 def tiny_onnx(tmp_path_factory):
-    from mgeo_ros.export.onnx_export import export_onnx
-    from mgeo_ros.model import build_model
+    """A saved tiny checkpoint exported through the `mgeo export` command (parity-checked)."""
+    from mgeo_ros.model import build_model, save_checkpoint
     from mgeo_ros.model.configs import preset
 
     torch.manual_seed(2)
     torch.set_num_threads(1)
-    model = build_model(preset('tiny')).eval()
-    path = str(tmp_path_factory.mktemp('gate') / 'tiny.onnx')
-    export_onnx(model, path, (96, 72), num_tokens=40)
+    d = tmp_path_factory.mktemp('gate')
+    save_checkpoint(build_model(preset('tiny')).eval(), d / 'ckpt')
+    path = str(d / 'tiny.onnx')
+    assert mgeo_main(['export', str(d / 'ckpt'), '--output', path, '--size', '96x72', '--num-tokens', '40',
+                      '--opset', '18', '--json']) == 0
     return path
+
+
+def test_export_cli_report(tiny_onnx):
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}
+    assert meta['requested_num_tokens'] == '40' and meta['opset'] == '18'
+    assert (meta['camera_width'], meta['camera_height']) == ('96', '72')
+
+
+def test_export_cli_rejects_bad_size(capsys, tmp_path):
+    assert mgeo_main(['export', str(tmp_path), '--output', str(tmp_path / 'x.onnx'), '--size', '640by480']) == 1
+    assert 'WxH' in capsys.readouterr().err
 
 
 def test_tensorrt_rtx_parses_and_builds_exported_onnx(tiny_onnx, tmp_path):
