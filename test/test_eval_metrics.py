@@ -231,3 +231,18 @@ def test_depth_flicker_on_constructed_sequences():
     masks[1, 10:24, 14:30] = False                                  # or the frame's own validity mask
     assert depth_flicker(moving, masks) == pytest.approx(0.0)
     assert math.isnan(depth_flicker(gt[None]))
+
+
+def test_anchor_subset_matches_the_full_search_and_never_beats_it():
+    """The default subset of anchors must stay near MoGe's full search, which is optimal for the ROE objective."""
+    gt = scene_depth().astype(np.float64)
+    pred = noisy(gt, seed=5, amount=0.15) * 0.7 + 0.3
+    mask = np.ones_like(gt, dtype=bool)
+    full = depth_metrics(pred, gt, mask, 'affine', max_anchors=None)
+    subset = depth_metrics(pred, gt, mask, 'affine')
+
+    def roe_cost(m):        # weighted L1 objective on all pixels (every pixel is in its own 64×64 cell here)
+        return float(np.sum(np.abs(pred * m['scale'] + m['shift'] - gt) / gt))
+
+    assert roe_cost(full) <= roe_cost(subset) + 1e-9
+    assert subset['abs_rel'] == pytest.approx(full['abs_rel'], rel=2e-2)

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='treat frames as a video (temporal metrics, scale-over-time plot); default: bags only')
     parser.add_argument('--report-frames', type=int, default=4, help='frames with PNG panels (default 4)')
     parser.add_argument('--align-anchors', type=int, default=None,
-                        help='anchors tried by the affine ROE alignments (default: all samples, MoGe-exact; '
-                             'e.g. 256 is ~5x faster)')
+                        help='anchors tried by the affine ROE alignments (default 256; 0 = every sample, MoGe\'s '
+                             'full search, ~25x slower on a CPU)')
     parser.add_argument('--mask-threshold', type=float, default=0.5,
                         help='validity probability above which a predicted pixel is scored (default 0.5, as the '
                              'node; 0 scores every pixel with positive depth, like MoGe\'s apply_mask=False)')
