@@ -28,9 +28,10 @@ def node_command() -> list[str]:
     return [found] if found else [sys.executable, '-m', 'mgeo_ros.ros.node']
 
 
-def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | None = None,
+               extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     """mgeo_depth_node in namespace `ns`, camera topics remapped to `ns`/cam/..., with -p overrides."""
-    args = node_command() + ['--ros-args', '-r', f'__ns:={ns}', '-r', f'image:={ns}/cam/image_raw',
+    args = node_command() + list(extra_args) + ['--ros-args', '-r', f'__ns:={ns}', '-r', f'image:={ns}/cam/image_raw',
                              '-r', f'camera_info:={ns}/cam/camera_info']
     for key, value in params.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
@@ -180,6 +181,20 @@ class NodeHarness:
             future = client.call_async(request)
             assert self.wait_for(future.done, timeout), 'set_parameters timed out'
             return future.result().results
+        finally:
+            self.node.destroy_client(client)
+
+    def change_state(self, node_name: str, transition_id: int, timeout: float = 30.0) -> bool:
+        """Call <node>/change_state (lifecycle) and return whether the transition succeeded."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.node.create_client(ChangeState, f'{self.ns}/{node_name}/change_state')
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), 'change_state service not available'
+            future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+            assert self.wait_for(future.done, timeout), 'change_state timed out'
+            return future.result().success
         finally:
             self.node.destroy_client(client)
 

@@ -186,6 +186,8 @@ def test_stats_levels_and_values():
     s.model_status, s.model_error = 'error', 'CheckpointError: bad file'
     assert s.level_and_message()[0] == LEVEL_ERROR and 'bad file' in s.level_and_message()[1]
     s.model_status = 'ready'
+    assert 'inactive' in s.level_and_message()[1]
+    s.active = True
     s.received = 3
     s.count_bad('image')
     s.count_bad('image')

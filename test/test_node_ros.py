@@ -238,9 +238,11 @@ def _settled(diag: dict) -> bool:
 def test_burst_at_100hz_drops_frames_but_latency_stays_bounded(running):
     harness, proc, _ = running
     rgb = _rgb(5)
+    published_before = int(harness.latest_diagnostics()['frames_published'])
     harness.publish(rgb, (1999, 0), intrinsics=_intrinsics())  # the node learns this publisher's sequence numbers
     harness.wait_outputs((1999, 0))
-    assert harness.wait_for(lambda: _settled(harness.latest_diagnostics()), 5)
+    assert harness.wait_for(lambda: _settled(harness.latest_diagnostics()) and  # a status from after the warm-up
+                            int(harness.latest_diagnostics()['frames_published']) > published_before, 5)
     time.sleep(0.5)
     before = harness.latest_diagnostics()
     frames, published = 120, {}

@@ -107,3 +107,38 @@ def test_corrupt_model_keeps_the_node_alive_and_says_why(tmp_path):
         code = stop_node(proc)
     assert code == 0
     assert 'corrupt.onnx' in log.read_text()
+
+
+def test_lifecycle_node_only_works_while_active(tiny_onnx, tmp_path):
+    from lifecycle_msgs.msg import Transition
+
+    from mgeo_ros.geometry import Intrinsics
+
+    ns = f'/ntl{os.getpid()}'
+    log = tmp_path / 'node.log'
+    proc = start_node(ns, {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'diagnostics_period': 0.3},
+                      env=_no_torch_env(tmp_path), log_path=log, extra_args=('--lifecycle',))
+    harness = NodeHarness(ns, 'lifecycle_harness')
+    intr = Intrinsics(fx=150.0, fy=150.0, cx=79.5, cy=59.5, width=W, height=H)
+    rgb = np.full((H, W, 3), 90, np.uint8)
+    try:
+        assert harness.wait_for(lambda: harness.latest_diagnostics().get('model_status') == 'unconfigured', 30)
+        assert harness.image_pub.get_subscription_count() == 0  # nothing subscribed before activation
+        assert harness.change_state('mgeo_depth_node', Transition.TRANSITION_CONFIGURE)
+        assert harness.latest_diagnostics().get('model_status') in ('unconfigured', 'ready')
+        assert harness.change_state('mgeo_depth_node', Transition.TRANSITION_ACTIVATE)
+        harness.wait_ready(proc, timeout=30)
+        harness.publish(rgb, (6000, 0), intrinsics=intr)
+        harness.wait_outputs((6000, 0))
+        assert harness.change_state('mgeo_depth_node', Transition.TRANSITION_DEACTIVATE)
+        assert harness.wait_for(lambda: harness.image_pub.get_subscription_count() == 0, 10)
+        harness.publish(rgb, (6000, 1), intrinsics=intr)
+        time.sleep(1.5)
+        assert harness.outputs_for((6000, 1))['depth/image'] is None  # inactive: not subscribed, nothing computed
+        assert harness.latest_diagnostics()['active'] == 'False'
+        assert proc.poll() is None
+    finally:
+        harness.close()
+        code = stop_node(proc)
+        print('\n' + log.read_text()[-1500:])
+    assert code == 0

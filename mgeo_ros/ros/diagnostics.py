@@ -42,11 +42,13 @@ class NodeStats:
     scale_raw: float = math.nan
     scale_smoothed: float = math.nan
     scale_resets: int = 0
+    shift: float = math.nan
     fov_x_deg: float = math.nan
     fov_y_deg: float = math.nan
     intrinsics_source: str = 'none yet'
     resolution: str = 'none yet'
-    model_status: str = 'loading'
+    model_status: str = 'loading'  # unconfigured (lifecycle) | loading | ready | error
+    active: bool = False  # subscribed to the camera (a lifecycle node is not until activated)
     model_error: str = ''
     backend: str = ''
     timings: Timings = field(default_factory=Timings)
@@ -77,6 +79,10 @@ class NodeStats:
             return LEVEL_ERROR, f'model not loaded: {self.model_error}'
         if self.model_status == 'loading':
             return LEVEL_WARN, 'loading model'
+        if self.model_status == 'unconfigured':
+            return LEVEL_WARN, 'unconfigured (lifecycle): configure and activate it'
+        if not self.active:
+            return LEVEL_WARN, 'inactive (lifecycle): not subscribed to the camera'
         if self.received == 0:
             return LEVEL_WARN, 'no image received yet'
         if sum(self.bad_input.values()) and self.processed == 0:
@@ -102,11 +108,13 @@ class NodeStats:
                 ('metric_scale_raw', f'{self.scale_raw:.5g}'),
                 ('metric_scale_smoothed', f'{self.scale_smoothed:.5g}'),
                 ('scale_filter_resets', self.scale_resets),
+                ('recovered_shift', f'{self.shift:.5g}'),
                 ('intrinsics_source', self.intrinsics_source),
                 ('fov_x_deg', f'{self.fov_x_deg:.2f}'),
                 ('fov_y_deg', f'{self.fov_y_deg:.2f}'),
                 ('resolution', self.resolution),
                 ('model_status', self.model_status),
+                ('active', self.active),
                 ('backend', self.backend),
             ]
             for stage, (mean, peak) in sorted(self.timings.summary().items()):

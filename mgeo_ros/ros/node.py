@@ -17,8 +17,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros import params as P
@@ -58,19 +60,27 @@ def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
     return d
 
 
-class MgeoDepthNode(Node):
-    """The depth node; see the module docstring and README section "node"."""
+class _DepthNodeParts:
+    """The node's building blocks, shared by the plain node (all at start) and the lifecycle node (per transition)."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(NODE_NAME, **kwargs)
+    def _init_common(self, lifecycle: bool) -> None:
         self.stats = NodeStats()
+        self.stats.model_status = 'unconfigured' if lifecycle else 'loading'
         self.cfg = self._declare_parameters()
         self._log_bad = ThrottledLog(self.get_logger().warning, self.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
+        self.pipeline: FramePipeline | None = None
+        self.outputs: Outputs | None = None
+        self._worker: threading.Thread | None = None
+        self._image_sub = self._info_sub = None
         self._gaps = SequenceGaps()
         self._info_lock = threading.Lock()
         self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraInfo, newest last
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', QoSProfile(depth=10))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_timer = self.create_timer(self.cfg['diagnostics_period'], self._publish_diagnostics)
 
+    def _create_outputs(self) -> None:
         out_qos = make_qos(self.cfg['output_qos'], self.cfg['output_qos_depth'])
         self.outputs = Outputs(
             depth=self.create_publisher(Image, 'depth/image', out_qos),
@@ -78,8 +88,15 @@ class MgeoDepthNode(Node):
             points=self.create_publisher(PointCloud2, 'points', out_qos),
             mask=self.create_publisher(Image, 'depth/mask', out_qos),
         )
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', QoSProfile(depth=10))
+        self.pipeline = FramePipeline(self, self.stats, self.outputs, self._log_bad)
 
+    def _destroy_outputs(self) -> None:
+        if self.outputs is not None:
+            for pub in (self.outputs.depth, self.outputs.info, self.outputs.points, self.outputs.mask):
+                self.destroy_publisher(pub)
+        self.outputs = self.pipeline = None
+
+    def _create_inputs(self) -> None:
         in_qos = make_qos(self.cfg['input_qos'], self.cfg['input_qos_depth'])
         if self.cfg['image_transport'] == 'compressed':
             # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
@@ -88,16 +105,29 @@ class MgeoDepthNode(Node):
         else:
             self._image_sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
-
-        self.pipeline = FramePipeline(self, self.stats, self.outputs, self._log_bad)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._diag_timer = self.create_timer(self.cfg['diagnostics_period'], self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name='mgeo_inference', daemon=True)
-        self._worker.start()
+        self.stats.active = True
         self.get_logger().info(
             f'listening on {self._image_sub.topic_name} ({self.cfg["image_transport"]}, {self.cfg["input_qos"]}) and '
             f'{self._info_sub.topic_name}; publishing depth/image, depth/camera_info, points, depth/mask '
             f'({self.cfg["output_qos"]}, depth {self.cfg["output_qos_depth"]})')
+
+    def _destroy_inputs(self) -> None:
+        for sub in (self._image_sub, self._info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._image_sub = self._info_sub = None
+        self.stats.active = False
+
+    def _start_worker(self, load_model: bool) -> None:
+        self.slot = FrameSlot()
+        self._worker = threading.Thread(target=self._work, args=(load_model,), name='mgeo_inference', daemon=True)
+        self._worker.start()
+
+    def _stop_worker(self) -> None:
+        self.slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        self._worker = None
 
     # ---- parameters ---------------------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
@@ -132,7 +162,8 @@ class MgeoDepthNode(Node):
         if self.cfg:  # empty while declaring: the initial values are handled by _declare_parameters
             self.cfg = {**self.cfg, **updates}  # one atomic swap: the worker sees all or none of the changes
             self._log_bad.period = self.cfg['log_throttle']
-            self.pipeline.on_config_changed(updates)
+            if self.pipeline is not None:
+                self.pipeline.on_config_changed(updates)
             if updates:
                 applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
                 self.get_logger().info(f'parameters applied live: {applied}')
@@ -178,34 +209,88 @@ class MgeoDepthNode(Node):
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        hardware = self.cfg['frame_id'] or self.pipeline.last_frame_id or 'camera'
+        last_frame = self.pipeline.last_frame_id if self.pipeline is not None else ''
+        hardware = self.cfg['frame_id'] or last_frame or 'camera'
         msg.status = [to_diagnostic_status(self.stats, f'{self.get_fully_qualified_name()}: depth', hardware)]
         self._diag_pub.publish(msg)
 
     # ---- worker thread ------------------------------------------------------------------------------------------
-    def _work(self) -> None:
-        self.pipeline.load_model(self.cfg)
-        while not self.slot.closed:
-            frame = self.slot.take(timeout=0.2)
+    def _work(self, load_model: bool) -> None:
+        pipeline, slot = self.pipeline, self.slot
+        if load_model:
+            pipeline.load_model(self.cfg)
+        while not slot.closed:
+            frame = slot.take(timeout=0.2)
             if frame is None:
                 continue
             try:
-                self.pipeline.process(frame, self.cfg)
+                pipeline.process(frame, self.cfg)
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
                 self.stats.count_bad('internal_error')
                 self._log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
 
     def shutdown(self) -> None:
         """Stop the worker before the node goes away."""
-        self.slot.close()
-        self._worker.join(timeout=5.0)
+        self._stop_worker()
+
+
+class MgeoDepthNode(_DepthNodeParts, Node):
+    """The depth node, running from the start; see the module docstring and README section "node"."""
+
+    def __init__(self, **kwargs) -> None:
+        Node.__init__(self, NODE_NAME, **kwargs)
+        self._init_common(lifecycle=False)
+        self._create_outputs()
+        self._create_inputs()
+        self._start_worker(load_model=True)
+
+
+class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
+    """The same node as a managed (lifecycle) node: configure loads the model (and fails with the reason if it
+    cannot), activate subscribes, deactivate unsubscribes (nothing is computed), cleanup frees the model."""
+
+    def __init__(self, **kwargs) -> None:
+        LifecycleNode.__init__(self, NODE_NAME, **kwargs)
+        self._init_common(lifecycle=True)
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        self._create_outputs()
+        self.pipeline.load_model(self.cfg)
+        if self.stats.model_status != 'ready':
+            self._destroy_outputs()
+            return TransitionCallbackReturn.FAILURE
+        self._start_worker(load_model=False)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._create_inputs()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._destroy_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._destroy_outputs()
+        self.stats.model_status = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._destroy_inputs()
+        self._stop_worker()
+        return TransitionCallbackReturn.SUCCESS
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    """Console script `mgeo_depth_node [--lifecycle] --ros-args ...` (--lifecycle: a managed node, unconfigured at
+    start; drive it with the lifecycle services or a lifecycle manager)."""
+    argv = list(sys.argv if args is None else args)
+    lifecycle = '--lifecycle' in remove_ros_args(argv)
+    rclpy.init(args=argv)
     node = None
     try:
-        node = MgeoDepthNode()
+        node = MgeoDepthLifecycleNode() if lifecycle else MgeoDepthNode()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -253,6 +253,7 @@ class FramePipeline:
             self.stats.scale_raw = update.raw
             self.stats.scale_smoothed = update.smoothed
             self.stats.scale_resets = self.scale.reset_count
+            self.stats.shift = float(pred.shift)
             self.stats.fov_x_deg = math.degrees(pred.intrinsics.fov_x)
             self.stats.fov_y_deg = math.degrees(pred.intrinsics.fov_y)
         return depth, valid, beyond
