@@ -130,17 +130,11 @@ class FramePipeline:
             return
 
         t0 = time.perf_counter()
-        try:
-            decode = convert.compressed_to_rgb8 if frame.kind == 'compressed' else convert.image_to_rgb8
-            rgb = decode(frame.msg)
-        except (BadInputError, ValueError) as exc:
-            self._bad('image', f'image skipped: {exc}')
+        rgb = self._decode(frame)
+        if rgb is None:
             return
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
-        if height == 0 or width == 0:
-            self._bad('image', 'image skipped: it is empty (0 pixels)')
-            return
         self._check_size(width, height)
 
         intrinsics = self._intrinsics(frame.camera_info_for(frame.msg.header), width, height, cfg)
@@ -149,15 +143,41 @@ class FramePipeline:
         except (BadInputError, ValueError) as exc:
             self._bad('inference', f'inference rejected the frame: {exc}')
             return
-        for stage, ms in pred.timings_ms.items():
-            timings[stage] = ms
+        timings.update((stage, ms) for stage, ms in pred.timings_ms.items() if stage != 'total')  # ours is wider
 
         t0 = time.perf_counter()
-        depth, valid, beyond = self._stabilized_depth(pred, cfg)
         header = frame.msg.header
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
+        self._publish(pred, rgb, header, cfg, want_depth, want_info, want_mask, want_points)
+        timings['publish'] = _ms(t0)
+        timings['total'] = _ms(t_start) + timings['queue_wait']
+        age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+        with self.stats.lock:
+            for stage, ms in timings.items():
+                self.stats.timings.add(stage, ms)
+            self.stats.timings.add('since_stamp', age / 1e6)
+            self.stats.resolution = f'{width}x{height}'
+        self.stats.mark_published()
+
+    def _decode(self, frame: IncomingFrame) -> np.ndarray | None:
+        """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image."""
+        try:
+            decode = convert.compressed_to_rgb8 if frame.kind == 'compressed' else convert.image_to_rgb8
+            rgb = decode(frame.msg)
+        except (BadInputError, ValueError) as exc:
+            self._bad('image', f'image skipped: {exc}')
+            return None
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            self._bad('image', 'image skipped: it is empty (0 pixels)')
+            return None
+        return rgb
+
+    def _publish(self, pred, rgb, header, cfg: dict, want_depth: bool, want_info: bool, want_mask: bool,
+                 want_points: bool) -> None:
+        """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction."""
+        depth, valid, beyond = self._stabilized_depth(pred, cfg)
         depth_nan = np.where(valid, depth, np.float32(np.nan))  # invalid -> NaN, shared by depth and cloud
         if want_depth:
             shown = depth_nan
@@ -171,15 +191,6 @@ class FramePipeline:
             self.out.mask.publish(convert.mask_to_image(valid, header))
         if want_points:
             self.out.points.publish(self._cloud(depth_nan, pred.intrinsics, rgb, header, cfg))
-        timings['publish'] = _ms(t0)
-        timings['total'] = _ms(t_start) + timings['queue_wait']
-        age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
-        with self.stats.lock:
-            for stage, ms in timings.items():
-                self.stats.timings.add(stage, ms)
-            self.stats.timings.add('since_stamp', age / 1e6)
-            self.stats.resolution = f'{width}x{height}'
-        self.stats.mark_published()
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
@@ -192,6 +203,7 @@ class FramePipeline:
             self.log.warning(text)
 
     def _reset_scale(self, why: str) -> None:
+        self.log.debug(f'metric scale smoothing restarts: {why}')
         self.scale.reset()
         with self.stats.lock:
             self.stats.scale_resets = self.scale.reset_count
