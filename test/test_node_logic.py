@@ -218,3 +218,19 @@ def test_sequence_gaps_count_messages_lost_before_the_node():
     assert gaps.observe('a', 4) == 0  # late/reordered: not a loss, not double counted
     assert gaps.observe('a', None) == 0 and gaps.observe('a', 0) == 0  # RMW without sequence numbers
     assert gaps.lost == 3
+
+
+def test_qos_profiles_from_parameter_strings():
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+
+    from mgeo_ros.ros.qos import make_qos
+
+    reliable = make_qos('reliable', 3)
+    assert (reliable.reliability, reliable.depth, reliable.history) == (ReliabilityPolicy.RELIABLE, 3,
+                                                                        HistoryPolicy.KEEP_LAST)
+    for kind in ('best_effort', 'sensor_data'):
+        profile = make_qos(kind, 1)
+        assert profile.reliability == ReliabilityPolicy.BEST_EFFORT and profile.depth == 1
+        assert profile.durability == DurabilityPolicy.VOLATILE
+    with pytest.raises(ValueError, match='one of'):
+        make_qos('fast', 1)
