@@ -58,8 +58,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
               'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
-    ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes <image> (sensor_msgs/Image), '
-              'compressed subscribes <image>/compressed (sensor_msgs/CompressedImage, jpeg/png).',
+    ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
+              'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',
               choices=('raw', 'compressed')),
     ParamSpec('input_qos', 'best_effort', 'Reliability of the image and camera_info subscriptions; best_effort '
               'matches every camera driver.', choices=QOS_CHOICES),
