@@ -229,12 +229,23 @@ def _sphere_near_segment(bounds, a, b, radius):
     return dist <= bounds[..., 3] + radius[:, None]
 
 
+def _corner_occlusion(P, n, cat, p):
+    """Ambient occlusion where room surfaces meet (floor/wall/ceiling corners darken within ~0.3 m): a cheap cue
+    to the room's geometry. 1 elsewhere."""
+    lo, hi = p['room'][:, None, :3], p['room'][:, None, 3:]
+    gap = torch.minimum(P - lo, hi - P).clamp_min(0.0)                   # distance to the two planes per axis
+    gap = torch.where(n.abs() > 0.5, torch.full_like(gap, float('inf')), gap)  # not the plane the point is on
+    ao = 1.0 - 0.45 * torch.exp(-gap.amin(-1) / 0.3)
+    return torch.where(cat == ROOM, ao, torch.ones_like(ao))
+
+
 def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
     """Irradiance [G,n] at surface points P [G,n,3] (groups = screen tiles): ambient + Lambertian per light, each
     averaged over soft-shadow samples. Shadow rays test only objects near the group's bundle towards the light."""
     indoor = p['indoor'][:, None]
     origin = P + n * 2e-3
     total = p['ambient'][:, None] * torch.where(indoor, 1.0 + 0.2 * n[..., 2].abs(), 0.75 + 0.25 * n[..., 2])
+    total = total * _corner_occlusion(P, n, cat, p)
     offsets = torch.as_tensor(_SHADOW_OFFSETS, dtype=P.dtype, device=P.device)
     flat = torch.tensor([1.0, 1.0, 0.0], dtype=P.dtype, device=P.device)
     w = hit.to(P.dtype)[..., None]
@@ -247,27 +258,29 @@ def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
         end = torch.where(p['indoor'][:, None], lt[:, :3], centre + reach * lt[:, :3])
         radius = torch.maximum(spread, torch.where(p['indoor'], lt[:, 4], lt[:, 4] * reach)) + 0.01
         cand = _sphere_near_segment(bounds, centre, end, radius) & hit.any(1, keepdim=True)
-        acc = torch.zeros_like(total)
-        n_samples = max(1, shadow_samples)
+        # unshadowed Lambertian term from the light's centre (smooth), visibility from points spread over it
+        centre_dir = torch.where(indoor[..., None], lt[:, None, :3] - origin,
+                                 torch.nn.functional.normalize(lt[:, :3], dim=-1)[:, None].expand_as(origin))
+        dist2 = (centre_dir * centre_dir).sum(-1)
+        cos = ((n * centre_dir).sum(-1) / dist2.sqrt().clamp_min(1e-6)).clamp_min(0.0)
+        direct = torch.where(indoor, lt[:, 3:4] * 4.0 / (1.0 + dist2), lt[:, 3:4] * 1.6) * cos
+        if shadow_samples <= 0:
+            total = total + p['light_valid'][:, li:li + 1] * direct
+            continue
+        visible = torch.zeros_like(total)
+        shadow_cand = cand & (cos > 0).any(1, keepdim=True) & p['light_valid'][:, li:li + 1]
         lanes = torch.as_tensor(_LANE_ORDER[np.arange(P.shape[1]) % len(_LANE_ORDER)], device=P.device)
-        for k in range(n_samples):
-            # each pixel of a tile uses a different point of the light (stratified dither): soft shadow edges
+        for k in range(shadow_samples):
+            # each pixel of a tile aims at a different point of the light (stratified dither): soft shadow edges
             # without more rays per pixel
-            off = offsets[(lanes + k * 3 + li) % len(offsets)] if shadow_samples > 0 else offsets[:1] * 0
+            off = offsets[(lanes + k * 3 + li) % len(offsets)]
             off = torch.where(indoor[..., None], off * flat, off)          # ceiling lights are horizontal discs
             pos = lt[:, None, :3] + lt[:, None, 4:5] * off
             to_pt = torch.where(indoor[..., None], pos - origin,
                                 torch.nn.functional.normalize(pos, dim=-1).expand_as(origin))
-            dist2 = (to_pt * to_pt).sum(-1)
-            cos = (n * to_pt).sum(-1) / dist2.sqrt().clamp_min(1e-6)
-            power = torch.where(indoor, lt[:, 3:4] * 4.0 / (1.0 + dist2), lt[:, 3:4] * 1.6)
-            if shadow_samples > 0:
-                t_hit, _ = _trace_culled(origin, to_pt, p, cand)
-                lit = torch.where(indoor, t_hit >= 1.0, torch.isinf(t_hit))
-                acc = acc + power * cos.clamp_min(0.0) * lit
-            else:
-                acc = acc + power * cos.clamp_min(0.0)
-        total = total + p['light_valid'][:, li:li + 1] * acc / n_samples
+            t_hit, _ = _trace_culled(origin, to_pt, p, shadow_cand)
+            visible = visible + torch.where(indoor, t_hit >= 1.0, torch.isinf(t_hit)).to(P.dtype)
+        total = total + p['light_valid'][:, li:li + 1] * direct * visible / shadow_samples
     return total * torch.where(cat == OUTER, 0.5, 1.0)
 
 

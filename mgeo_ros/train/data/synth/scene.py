@@ -116,9 +116,12 @@ def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
 
 
 # ---- camera paths -----------------------------------------------------------------------------------------------
-def _path(rng, start_xy, lo_xy, hi_xy, height, n_frames, step_m):
-    """n_frames poses moving smoothly from start towards a random goal (clamped to the box lo..hi), turning gently."""
+def _path(rng, start_xy, lo_xy, hi_xy, height, n_frames, step_m, look_at=None):
+    """n_frames poses moving smoothly from start towards a random goal (clamped to the box lo..hi), turning gently.
+    With look_at (x, y), the first view faces within ±70° of it (indoors: into the room rather than at a wall)."""
     yaw0 = rng.uniform(-math.pi, math.pi)
+    if look_at is not None:
+        yaw0 = math.atan2(look_at[1] - start_xy[1], look_at[0] - start_xy[0]) + rng.uniform(-1.2, 1.2)
     pitch0, roll0 = (math.radians(rng.uniform(-TILT_DEG, TILT_DEG)) for _ in range(2))
     if n_frames == 1:
         return [Pose(np.array([*start_xy, height]), camera_rotation(yaw0, pitch0, roll0))]
@@ -165,7 +168,8 @@ def _indoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sce
     margin = 0.4
     start = rng.uniform([margin, margin], [w - margin, l - margin])
     cam_h = rng.uniform(CAMERA_HEIGHT_M[0], min(CAMERA_HEIGHT_M[1], h - 0.3))
-    poses = _path(rng, start, np.array([margin, margin]), np.array([w - margin, l - margin]), cam_h, n_frames, step_m)
+    poses = _path(rng, start, np.array([margin, margin]), np.array([w - margin, l - margin]), cam_h, n_frames, step_m,
+                  look_at=(w / 2, l / 2))
     path_xy = np.array([p.position[:2] for p in poses])
 
     def place(radius):  # a footprint centre inside the room, clear of the camera path, or None
