@@ -2,6 +2,7 @@
 surviving a corrupt model file. Real rclpy across processes."""
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -68,6 +69,7 @@ def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
         np.testing.assert_allclose(points[finite], unproject(depth, intr)[finite], rtol=1e-4, atol=1e-4)
         diag = harness.latest_diagnostics()
         assert float(diag['metric_scale_smoothed']) > 0 and 'latency_ms.decode' in diag
+        _check_scale_smoothing(harness, intr)
         assert proc.poll() is None
     finally:
         harness.close()
@@ -76,6 +78,36 @@ def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
         print('\n' + text[-2000:])
     assert code == 0
     assert 'torch is blocked' not in text
+
+
+def _frame_scales(harness, key, rgb, intr) -> tuple[np.ndarray, float, float]:
+    """Publish one frame; its depth and the raw and smoothed metric scale the node reports for it."""
+    from mgeo_ros.ros import convert
+
+    published = int(harness.latest_diagnostics()['frames_published'])
+    harness.publish(rgb, key, frame_id='cam_c', intrinsics=intr, compressed=True)
+    depth = convert.image_to_numpy(harness.wait_outputs(key)['depth/image'])
+    assert harness.wait_for(lambda: int(harness.latest_diagnostics()['frames_published']) > published, 5)
+    diag = harness.latest_diagnostics()
+    return depth, float(diag['metric_scale_raw']), float(diag['metric_scale_smoothed'])
+
+
+def _check_scale_smoothing(harness, intr) -> None:
+    """Live scale_smoothing: the published depth carries the log-space average of the raw scales."""
+    dark = np.full((H, W, 3), 20, np.uint8)
+    noise = np.random.default_rng(7).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    assert harness.set_parameters('mgeo_depth_node', {'scale_smoothing': 0.0})[0].successful
+    _, raw_a, smooth_a = _frame_scales(harness, (4100, 0), dark, intr)
+    assert smooth_a == pytest.approx(raw_a, rel=1e-4)
+    assert harness.set_parameters('mgeo_depth_node', {'scale_smoothing': 0.5})[0].successful
+    depth_smoothed, raw_b, smooth_b = _frame_scales(harness, (4100, 1), noise, intr)
+    assert abs(raw_b / raw_a - 1) > 1e-3, 'the two images should give different raw scales'
+    assert smooth_b == pytest.approx(math.sqrt(raw_a * raw_b), rel=1e-3)  # EMA in log space, weight 0.5
+    assert harness.set_parameters('mgeo_depth_node', {'scale_smoothing': 0.0})[0].successful
+    depth_raw, raw_b2, _ = _frame_scales(harness, (4100, 2), noise, intr)
+    assert raw_b2 == pytest.approx(raw_b, rel=1e-4)  # same frame, same prediction
+    finite = np.isfinite(depth_raw) & np.isfinite(depth_smoothed)
+    np.testing.assert_allclose(depth_smoothed[finite] / depth_raw[finite], smooth_b / raw_b, rtol=1e-3)
 
 
 def test_corrupt_model_keeps_the_node_alive_and_says_why(tmp_path):
