@@ -122,3 +122,41 @@ def test_synth_cli_writes_checked_folder(tmp_path, capsys):
     ds = FolderDataset(out)
     ref = render_scene(8, (32, 24))
     assert np.array_equal(ds[1].rgb, ref.rgb) and np.array_equal(ds[1].depth, ref.depth, equal_nan=True)
+
+
+def _edges(values: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Positions along u where a 1-D albedo profile switches between two classes (dark joints vs the rest)."""
+    dark = values < (values.max() + values.min()) / 2
+    return u[1:][dark[1:] & ~dark[:-1]]
+
+
+@pytest.mark.parametrize('size', [0.3, 0.45, 0.6])
+def test_tile_texture_period_is_in_metres(size):
+    from mgeo_ros.train.data.synth.scene import TILES
+    from mgeo_ros.train.data.synth.textures import albedo
+
+    u = torch.arange(0.0, 3.0, 0.001)
+    v = torch.full_like(u, 0.17)                          # a row through the middle of tiles
+    ones = torch.ones_like(u)
+    c = torch.tensor([[0.8, 0.8, 0.8]]).expand(len(u), 3)
+    kind, seed = torch.full_like(u, TILES, dtype=torch.long), torch.full_like(u, 5, dtype=torch.long)
+    col = albedo(u, v, kind, ones * size, seed, c, c, ones * 1e-4)   # tiny pixel footprint: full detail
+    starts = _edges(col.mean(-1).numpy(), u.numpy())
+    np.testing.assert_allclose(np.diff(starts), size, atol=0.002)
+
+
+def test_brick_texture_has_real_brick_size():
+    from mgeo_ros.train.data.synth.scene import BRICK
+    from mgeo_ros.train.data.synth.textures import albedo
+
+    z = torch.arange(0.0, 1.0, 0.001)
+    ones = torch.ones_like(z)
+    c = torch.tensor([[0.3, 0.15, 0.1]]).expand(len(z), 3)
+    kind, seed = torch.full_like(z, BRICK, dtype=torch.long), torch.full_like(z, 3, dtype=torch.long)
+    col = albedo(ones * 0.05, z, kind, ones, seed, c, c, ones * 1e-4)
+    light = col.mean(-1).numpy() > 0.5                    # mortar joints are light
+    starts = z.numpy()[1:][light[1:] & ~light[:-1]]
+    np.testing.assert_allclose(np.diff(starts), 0.07, atol=0.002)   # 6 cm brick + 1 cm joint per course
+    # far away (pixel footprint 10 cm) the joints fade to the mean colour instead of aliasing
+    far = albedo(ones * 0.05, z, kind, ones, seed, c, c, ones * 0.1)
+    assert far.std(0).max() < 0.02
