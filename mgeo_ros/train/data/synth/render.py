@@ -239,7 +239,7 @@ def _corner_occlusion(P, n, cat, p):
     return torch.where(cat == ROOM, ao, torch.ones_like(ao))
 
 
-def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
+def _light(P, n, cat, hit, p, bounds, shadow_samples: int, lane: torch.Tensor):
     """Irradiance [G,n] at surface points P [G,n,3] (groups = screen tiles): ambient + Lambertian per light, each
     averaged over soft-shadow samples. Shadow rays test only objects near the group's bundle towards the light."""
     indoor = p['indoor'][:, None]
@@ -269,11 +269,11 @@ def _light(P, n, cat, hit, p, bounds, shadow_samples: int):
             continue
         visible = torch.zeros_like(total)
         shadow_cand = cand & (cos > 0).any(1, keepdim=True) & p['light_valid'][:, li:li + 1]
-        lanes = torch.as_tensor(_LANE_ORDER[np.arange(P.shape[1]) % len(_LANE_ORDER)], device=P.device)
+        lanes = torch.as_tensor(_LANE_ORDER, device=P.device)[lane]           # [G,n]; from pixel coordinates
         for k in range(shadow_samples):
             # each pixel of a tile aims at a different point of the light (stratified dither): soft shadow edges
             # without more rays per pixel
-            off = offsets[(lanes + k * 3 + li) % len(offsets)]
+            off = offsets[(lanes + k * 3 + li) % len(offsets)]               # [G,n,3]
             off = torch.where(indoor[..., None], off * flat, off)          # ceiling lights are horizontal discs
             pos = lt[:, None, :3] + lt[:, None, 4:5] * off
             to_pt = torch.where(indoor[..., None], pos - origin,
@@ -320,7 +320,8 @@ def _render_groups(p, x, y, shadow_samples):
     grazing = ((nrm * dd).sum(-1).abs() / dnorm).clamp_min(0.15)
     footprint = t_safe.reshape(-1) * dnorm / p['fxfycxcy'][b, 0] / grazing
     alb = albedo(uv[:, 0], uv[:, 1], m[:, 0].long(), m[:, 1], p['mat_seeds'][b, mat], m[:, 2:5], m[:, 5:8], footprint)
-    irr = _light(P, nrm.reshape(g, n, 3), cat, hit, p, bounds, shadow_samples)
+    lane = ((y.long() % TILE) * TILE + x.long() % TILE)      # the same pixel always gets the same dither
+    irr = _light(P, nrm.reshape(g, n, 3), cat, hit, p, bounds, shadow_samples, lane)
     colour = alb.reshape(g, n, 3) ** 2.2 * irr[..., None]   # palettes are sRGB; light in linear space
     up = (dn[..., 2]).clamp(0.0, 1.0)[..., None] ** 0.6
     sky = (p['sky'][:, None, 0] * (1 - up) + p['sky'][:, None, 1] * up) ** 2.2
