@@ -198,3 +198,15 @@ def test_moge_losses_combines_weighted_terms_per_instance():
     w2 = [weights[0], L.loss_weights_for('C', {'mask': 10.0})]
     res2 = L.moge_losses(out, gt, mask, focal, w2, torch.tensor([True, True]), settings=settings)
     assert float(res2.total) > float(res.total) + 0.5 * 9.9 * res.terms['mask'] * 0.9
+
+
+def test_global_loss_falls_back_when_no_positive_scale_exists():
+    gt, mask, _ = _scene(b=1)
+    pred = gt.clone()
+    pred[..., 2] = 10.0 - gt[..., 2]          # depth order reversed: the best scale is negative
+    pred[..., :2] = -pred[..., :2]
+    pred.requires_grad_(True)
+    loss, scale, valid = L.affine_invariant_global_loss(pred, gt, mask, 16, max_anchors=16)
+    assert not valid.any() and float(scale) > 0 and float(loss) > 0
+    loss.sum().backward()
+    assert pred.grad.abs().sum() > 0

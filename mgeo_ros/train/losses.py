@@ -69,8 +69,9 @@ def affine_invariant_global_loss(pred: torch.Tensor, gt: torch.Tensor, mask: tor
 
     pred, gt: [B,H,W,3]; mask: [B,H,W] bool (valid gt). max_anchors: None = exact ROE (every sample tried as the
     shift anchor, O(N² log N)); an int tries an even subset (cheap on CPU, near-exact).
-    Returns (loss [B], scale s [B] (with gradient), valid [B] bool = alignment found a positive scale);
-    an invalid instance has loss 0.
+    Returns (loss [B], scale s [B] (with gradient), valid [B] bool = the ROE found a positive scale). Where it did
+    not, s = Σw·g_z / Σw·p_z and t_z = 0 (a fallback that keeps an untrained model learning); an instance without
+    valid pixels has loss 0.
     """
     from mgeo_ros.geometry.alignment import align_points_scale_z_shift, masked_nearest_resize
 
@@ -86,7 +87,11 @@ def affine_invariant_global_loss(pred: torch.Tensor, gt: torch.Tensor, mask: tor
     scale, shift_z = align_points_scale_z_shift(p.float(), g.float(), w_align.float(), trunc,
                                                 max_anchors=max_anchors)
     valid = (scale > 0) & torch.isfinite(scale) & (m.sum(dim=-1) >= 2)
-    scale = torch.where(valid, scale, torch.ones_like(scale))
+    # Fallback where the ROE optimum is not a positive scale (typical for an untrained model whose points carry no
+    # structure yet): the ratio of weighted mean depths, no shift, so the instance still yields a gradient.
+    ratio = (w_align * g[..., 2]).sum(-1) / (w_align * p[..., 2].float()).sum(-1).clamp_min(1e-12)
+    ratio = torch.where(torch.isfinite(ratio) & (ratio > 0), ratio, torch.ones_like(ratio))
+    scale = torch.where(valid, scale, ratio.to(scale.dtype))
     shift_z = torch.where(valid, shift_z, torch.zeros_like(shift_z))
 
     zeros = torch.zeros_like(shift_z)
@@ -97,7 +102,7 @@ def affine_invariant_global_loss(pred: torch.Tensor, gt: torch.Tensor, mask: tor
     w = torch.minimum(w, weight_clamp * w_mean.view(b, 1, 1))
     err = ((aligned - gt).abs().sum(dim=-1) * w)
     loss = _masked_mean(err, mask, (1, 2))
-    loss = torch.where(valid & mask.flatten(1).any(dim=1), loss, torch.zeros_like(loss))
+    loss = torch.where(mask.flatten(1).any(dim=1), loss, torch.zeros_like(loss))
     return loss, scale, valid
 
 

@@ -1,0 +1,240 @@
+"""Training configuration: a dataclass loaded from YAML; CLI overrides (`--set a.b=value`) beat the file.
+
+Every field carries its help text (with units and default) in `metadata['help']`; `describe()` prints them all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mgeo_ros.errors import BadInputError
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = '', factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={'help': help})
+    return field(default=default, metadata={'help': help})
+
+
+@dataclass
+class DatasetSpec:
+    """One training source; sources are mixed by `weight` (probability ∝ weight per sample)."""
+
+    type: str = _f('synthetic', "'synthetic' (procedural scenes rendered on the fly, endless stream) or 'folder' "
+                                "(the project's folder format, see `mgeo synth`/`mgeo data`)")
+    weight: float = _f(1.0, 'relative sampling weight of this source in the mix (unitless, > 0)')
+    label_type: str = _f('A', "loss recipe: 'A' synthetic dense (all terms), 'B' dense real (no local_64), "
+                              "'C' real/sparse (global, local_4, metric scale, mask)")
+    root: str | None = _f(None, "folder dataset root (type 'folder')")
+    split: str | None = _f(None, 'folder dataset split name (None = all frames)')
+    seed: int = _f(0, 'synthetic: base seed of the scene stream (each DDP rank/worker offsets it)')
+    augment: bool = _f(True, 'apply mgeo_ros.train.augment (FOV crop/uncrop, flips, colour) to this source')
+    metric: bool | None = _f(None, "override the samples' `metric` flag (None = keep; False = no scale loss)")
+    augment_config: dict = _f(factory=dict, help='mgeo_ros.train.augment.AugmentConfig fields, e.g. '
+                                                 '{fov_scale: [0.9, 1.2], flip_prob: 0.5}')
+    pool_size: int = _f(0, 'synthetic: keep this many rendered scenes and reuse them (0 = pure stream, every '
+                           'sample freshly rendered); cheap on a slow CPU')
+    pool_refresh: float = _f(0.25, 'synthetic with a pool: share of draws that render a fresh scene into the pool')
+    options: dict = _f(factory=dict, help='extra keyword arguments for the dataset constructor (e.g. kinds)')
+
+
+@dataclass
+class LossConfig:
+    """Loss weights: start from the label type's table (see losses.LABEL_TYPE_WEIGHTS); `weights` overrides terms."""
+
+    weights: dict = _f(factory=dict, help="term -> weight overrides applied to every dataset (terms: global, "
+                                          "local_4, local_16, local_64, edge, normal, metric_scale, mask)")
+    local_patches: dict = _f(factory=lambda: {4: 16, 16: 256, 64: 4096},
+                             help='patches per local level (MoGe-2: 16/256/4096; fewer is much cheaper on CPU)')
+    local_resolution: dict = _f(factory=lambda: {4: 24, 16: 12, 64: 6},
+                                help='samples per patch side per level (MoGe-2: 24/12/6)')
+    global_resolution: int = _f(48, 'global alignment grid side (MoGe-2: 48; 16-24 is enough on CPU)')
+    max_anchors: int | None = _f(None, 'ROE shift anchors tried per alignment (None = all = exact, GPU; 16 on CPU)')
+
+
+@dataclass
+class TrainConfig:
+    """All knobs of `mgeo train`. Paths are relative to the current directory."""
+
+    # model
+    model: str = _f('tiny', "model preset (mgeo_ros.model.configs.preset): 'tiny', 'small', 'vits', 'vitb', 'vitl'")
+    model_overrides: dict = _f(factory=dict, help='dict merged (recursively) into the preset model_config')
+    init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 model.pt; '
+                                           'its own model_config wins over `model`)')
+    # output / schedule
+    out: str = _f('runs/train', 'output directory (checkpoints, logs, plots)')
+    max_steps: int = _f(1000, 'optimizer steps to train (a step = grad_accum micro-batches)')
+    max_minutes: float | None = _f(None, 'stop (and save) after this many minutes of wall time (None = no limit)')
+    batch_size: int = _f(4, 'samples per micro-batch per process')
+    grad_accum: int = _f(1, 'micro-batches accumulated per optimizer step')
+    lr: float = _f(1e-4, 'AdamW learning rate of the neck/heads/scale MLP (1/step units)')
+    encoder_lr: float = _f(1e-5, 'AdamW learning rate of the ViT encoder (MoGe-2: 10x lower than heads)')
+    freeze_encoder: bool = _f(False, 'never train the encoder (lr 0, no gradients)')
+    encoder_frozen_steps: int = _f(0, 'encoder lr is 0 for this many steps, then ramps up over the same count')
+    warmup_steps: int = _f(50, 'linear learning-rate warm-up from 0 (steps)')
+    lr_halve_every: int | None = _f(None, 'halve every lr each N steps after warm-up (None = constant)')
+    weight_decay: float = _f(0.01, 'AdamW weight decay (decoupled)')
+    grad_clip: float | None = _f(1.0, 'clip the global gradient norm to this (None = off)')
+    amp: bool = _f(True, 'bf16/fp16 autocast on CUDA (ignored on CPU)')
+    seed: int = _f(0, 'global seed (model init, augmentation, patch sampling)')
+    device: str = _f('auto', "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'")
+    threads: int | None = _f(None, 'torch intra-op threads on CPU (None = torch default)')
+    num_workers: int = _f(0, 'DataLoader worker processes for rendering/loading (0 = in the main process)')
+    # images / tokens
+    image_size: list = _f(factory=lambda: [96, 72], help='training image size [W, H] in pixels (smallest when a '
+                                                         'range is given)')
+    image_size_max: list | None = _f(None, 'largest [W, H]; each batch then draws a size between image_size and '
+                                          'this (same aspect ratio per batch)')
+    num_tokens: list = _f(factory=lambda: [48, 96], help='ViT tokens per image [min, max], drawn per step '
+                                                         '(the token grid is ~sqrt(N/a) x sqrt(N·a))')
+    # data
+    datasets: list = _f(factory=lambda: [DatasetSpec()], help='list of DatasetSpec entries (mixed by weight)')
+    loss: LossConfig = _f(factory=LossConfig, help='loss weights and local-patch counts')
+    # logs / checkpoints / evaluation
+    log_every: int = _f(10, 'write a CSV/TensorBoard row every N steps')
+    ckpt_every: int = _f(500, 'save a checkpoint (and resume state) every N steps; always at the end')
+    eval_every: int = _f(0, 'evaluate on the held-out set every N steps (0 = only at the end)')
+    eval_count: int = _f(16, 'held-out synthetic scenes used for evaluation (0 = no evaluation)')
+    eval_seed: int = _f(1_000_003, 'seed of the held-out synthetic scenes (disjoint from training seeds)')
+    eval_size: list | None = _f(None, 'held-out image size [W, H] (None = image_size)')
+    eval_root: str | None = _f(None, 'evaluate on this folder dataset instead of synthetic scenes')
+    tensorboard: bool = _f(True, 'also write TensorBoard event files (out/tb)')
+    progress: bool = _f(True, 'show a tqdm progress bar (rank 0)')
+
+    @property
+    def accumulation(self) -> int:
+        return max(1, int(self.grad_accum))
+
+
+def _to_dataset(item: Any) -> DatasetSpec:
+    if isinstance(item, DatasetSpec):
+        return item
+    if not isinstance(item, dict):
+        raise BadInputError(f'datasets: each entry must be a mapping, got {item!r}')
+    known = {f.name for f in dataclasses.fields(DatasetSpec)}
+    unknown = set(item) - known
+    if unknown:
+        raise BadInputError(f'datasets: unknown keys {sorted(unknown)} (known: {sorted(known)})')
+    spec = DatasetSpec(**item)
+    if spec.type not in ('synthetic', 'folder'):
+        raise BadInputError(f"datasets.type must be 'synthetic' or 'folder', got {spec.type!r}")
+    if spec.type == 'folder' and not spec.root:
+        raise BadInputError('datasets.root is required for a folder dataset')
+    if spec.label_type not in ('A', 'B', 'C'):
+        raise BadInputError(f"datasets.label_type must be 'A', 'B' or 'C', got {spec.label_type!r}")
+    if spec.weight <= 0:
+        raise BadInputError('datasets.weight must be > 0')
+    return spec
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a validated TrainConfig; unknown keys are an error naming the key."""
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise BadInputError(f'train config: unknown keys {sorted(unknown)}')
+    if 'datasets' in data:
+        data['datasets'] = [_to_dataset(d) for d in data['datasets']]
+    if 'loss' in data and isinstance(data['loss'], dict):
+        loss_known = {f.name for f in dataclasses.fields(LossConfig)}
+        bad = set(data['loss']) - loss_known
+        if bad:
+            raise BadInputError(f'loss: unknown keys {sorted(bad)}')
+        loss = LossConfig(**data['loss'])
+        loss.local_patches = {int(k): int(v) for k, v in loss.local_patches.items()}
+        loss.local_resolution = {int(k): int(v) for k, v in loss.local_resolution.items()}
+        data['loss'] = loss
+    cfg = TrainConfig(**data)
+    if cfg.max_steps < 0 or cfg.batch_size < 1:
+        raise BadInputError('max_steps must be >= 0 and batch_size >= 1')
+    if len(cfg.image_size) != 2:
+        raise BadInputError('image_size must be [W, H]')
+    if isinstance(cfg.num_tokens, int):
+        cfg.num_tokens = [cfg.num_tokens, cfg.num_tokens]
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split('.')
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = [] if nxt.isdigit() else {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = int(last)
+        while len(node) <= idx:
+            node.append({})
+        node[idx] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'a.b=value' -> ('a.b', YAML-parsed value), so numbers, lists and null work: `--set lr=3e-4`."""
+    if '=' not in text:
+        raise BadInputError(f'--set expects key=value, got {text!r}')
+    key, raw = text.split('=', 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads '3e-4' as a string; numbers are what people mean
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file (may be None: defaults) with dotted-key overrides applied after it."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise BadInputError(f'config: no such file {p}')
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise BadInputError(f'config: {p} must hold a mapping')
+    base = to_dict(TrainConfig())
+    base.update(data)
+    if 'datasets' in data:
+        base['datasets'] = [dict(to_dict(DatasetSpec()), **d) for d in data['datasets']]
+    if 'loss' in data:
+        base['loss'] = dict(to_dict(LossConfig()), **data['loss'])
+    for key, value in (overrides or {}).items():
+        _set_dotted(base, key, value)
+    return from_dict(base)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False))
+
+
+def describe() -> str:
+    """One line per field: name, default, help (used for the README)."""
+    lines = []
+    for cls, prefix in ((TrainConfig, ''), (DatasetSpec, 'datasets[].'), (LossConfig, 'loss.')):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                default = f.default_factory()  # type: ignore[misc]
+                if isinstance(default, (DatasetSpec, LossConfig)) or (
+                        isinstance(default, list) and default and isinstance(default[0], DatasetSpec)):
+                    default = '…'
+            lines.append(f'{prefix}{f.name} (default {default!r}): {f.metadata.get("help", "")}')
+    return '\n'.join(lines)

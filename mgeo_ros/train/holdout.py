@@ -1,0 +1,65 @@
+"""Held-out evaluation during training: the model against a constant-depth baseline, with `mgeo_ros.eval.metrics`.
+
+Metric depth (no alignment) and scale-aligned depth are scored. The metric baseline predicts one constant for every
+pixel of every frame (the median GT depth of the held-out set — an oracle constant); the scale-aligned baseline is a
+constant per frame after the same per-frame scale alignment the model gets.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mgeo_ros.train.data.sample import Sample
+
+
+def holdout_samples(count: int, seed: int, size: tuple[int, int], root: str | None = None) -> list[Sample]:
+    """`count` synthetic scenes (seed disjoint from training) or the first `count` frames of a folder dataset."""
+    from mgeo_ros.train.batching import fit_sample
+
+    if root:
+        from mgeo_ros.train.data import FolderDataset
+        ds = FolderDataset(root)
+        return [fit_sample(ds[i], *size) for i in range(min(count, len(ds)))]
+    from mgeo_ros.train.data import SyntheticDataset
+    ds = SyntheticDataset(count=count, seed=seed, size=tuple(size))
+    return [fit_sample(ds[i], *size) for i in range(len(ds))]
+
+
+@torch.no_grad()
+def predict_depth(model: torch.nn.Module, sample: Sample, num_tokens: int) -> np.ndarray:
+    """Metric depth (m) for one sample with the GT field of view given (so focal is known, shift is solved)."""
+    image = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div(255.0)
+    fov_x = math.degrees(sample.intrinsics.fov_x)
+    out = model.infer(image, num_tokens=num_tokens, fov_x=fov_x, apply_mask=False, use_fp16=False)
+    return out['depth'].float().cpu().numpy()
+
+
+def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_tokens: int) -> dict[str, float]:
+    """Mean AbsRel/δ1 over frames for the model and the constant baseline: keys `{model,baseline}_{metric,scale}_
+    {abs_rel,delta1}`. Raises ImportError when `mgeo_ros.eval.metrics` is missing (the trainer logs and skips)."""
+    from mgeo_ros.eval.metrics import depth_metrics
+
+    was_training = model.training
+    model.eval()
+    try:
+        gts = [np.where(s.mask, s.depth, np.nan).astype(np.float32) for s in samples]
+        valid_all = np.concatenate([g[np.isfinite(g) & (g > 0)] for g in gts])
+        constant = float(np.median(valid_all)) if valid_all.size else 1.0
+        rows: dict[str, list[float]] = {}
+        for sample, gt in zip(samples, gts):
+            mask = np.isfinite(gt) & (gt > 0)
+            if not mask.any():
+                continue
+            pred = predict_depth(model, sample, num_tokens)
+            base = np.full_like(gt, constant)
+            for who, depth in (('model', pred), ('baseline', base)):
+                for tag, alignment in (('metric', 'none'), ('scale', 'scale')):
+                    m = depth_metrics(depth, gt, mask, alignment=alignment)
+                    for key in ('abs_rel', 'delta1'):
+                        rows.setdefault(f'{who}_{tag}_{key}', []).append(m[key])
+        return {k: float(np.nanmean(v)) for k, v in rows.items()}
+    finally:
+        model.train(was_training)
