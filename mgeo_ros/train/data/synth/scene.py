@@ -220,6 +220,19 @@ def _indoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sce
             at = place(r)
             if at:
                 s.spheres.append((at[0], at[1], r, r, mat))
+    for _ in range(int(rng.integers(0, 5))):  # pictures, panels and wall cabinets: thin boxes flush on a wall
+        wall = int(rng.integers(4))
+        span = l if wall < 2 else w
+        half_w, half_h = rng.uniform(0.15, min(0.8, span / 4)), rng.uniform(0.15, 0.6)
+        thick = rng.uniform(0.01, 0.03) if rng.random() < 0.7 else rng.uniform(0.1, 0.2)
+        along = rng.uniform(half_w, span - half_w)
+        z = rng.uniform(max(half_h + 0.3, 1.0), max(half_h + 0.31, h - half_h - 0.2))
+        into = (0.0, w, 0.0, l)[wall] + (thick if wall in (0, 2) else -thick)
+        x, y = (into, along) if wall < 2 else (along, into)
+        hx, hy = (thick, half_w) if wall < 2 else (half_w, thick)
+        if _clear_of(path_xy, x, y, max(hx, hy), 0.1):
+            s.boxes.append((x, y, z, hx, hy, half_h, 0.0, add_material(s, rng, ['wood', 'fabric', 'metal'][
+                rng.integers(3)])))
     for _ in range(int(rng.integers(1, 4))):
         s.lights.append((rng.uniform(0.2 * w, 0.8 * w), rng.uniform(0.2 * l, 0.8 * l), h - 0.15,
                          rng.uniform(0.6, 1.2) * (1.0 + w * l / 40.0), rng.uniform(0.1, 0.4)))
