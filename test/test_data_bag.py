@@ -75,3 +75,10 @@ def test_extract_writes_folder(tmp_path, storage, capsys):
     # topics guessed when not given
     assert mgeo_main(['data', 'extract', str(bag), '--out', str(tmp_path / 'out2')]) == 0
     assert len(FolderDataset(tmp_path / 'out2')) == 5
+
+
+def test_distortion_is_reported(tmp_path):
+    clean = BagDataset(write_bag(_samples(2), tmp_path / 'a'))
+    assert clean.report.notes == []
+    bent = BagDataset(write_bag(_samples(2), tmp_path / 'b', distortion=(0.1, -0.02, 0.0, 0.0, 0.0)))
+    assert len(bent) == 2 and any('distortion' in n for n in bent.report.notes)

@@ -160,7 +160,7 @@ class BagDataset:
             image_topic, depth_topic, info_topic = image_topic or g[0], depth_topic or g[1], info_topic or g[2]
         self.image_topic, self.depth_topic, self.info_topic = image_topic, depth_topic, info_topic
         self.metric = metric
-        images, depths, infos = [], [], []
+        images, depths, infos, distorted = [], [], [], False
         with Reader(self.path) as reader:
             conns = {c.topic: c for c in reader.connections}
             for t in (image_topic, depth_topic, info_topic):
@@ -171,6 +171,7 @@ class BagDataset:
                 msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 if conn.topic == info_topic:
                     infos.append((_stamp_ns(msg), Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))))
+                    distorted = distorted or bool(np.any(np.abs(np.asarray(msg.d, dtype=float)) > 1e-9))
                 else:
                     (images if conn.topic == image_topic else depths).append((_stamp_ns(msg), conn.msgtype,
                                                                              bytes(raw)))
@@ -181,6 +182,9 @@ class BagDataset:
         pairs = pair_stamps([s for s, _, _ in images], [s for s, _, _ in depths], int(round(tolerance_s * 1e9)))
         self._frames = [(images[i], depths[j]) for i, j in pairs]
         self.report = PairingReport(len(pairs), len(images) - len(pairs), len(depths) - len(pairs), len(infos))
+        if distorted:
+            self.report.notes.append(f'{info_topic}: non-zero distortion; images are used as if rectified '
+                                     '(record image_rect topics for exact geometry)')
 
     def __len__(self) -> int:
         return len(self._frames)

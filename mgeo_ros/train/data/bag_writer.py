@@ -45,15 +45,15 @@ def compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 'jp
                                        data=buf.reshape(-1))
 
 
-def camera_info_msg(intr: Intrinsics, stamp_ns: int, frame_id: str):
-    """sensor_msgs/CameraInfo for an undistorted pinhole camera."""
+def camera_info_msg(intr: Intrinsics, stamp_ns: int, frame_id: str, distortion: Sequence[float] = (0.0,) * 5):
+    """sensor_msgs/CameraInfo for a pinhole camera (plumb_bob distortion, zero by default)."""
     t = TYPESTORE.types
     k = intr.K.reshape(-1)
     p = np.array([intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
     roi = t['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return t[INFO](header=_header(stamp_ns, frame_id), height=intr.height, width=intr.width,
-                   distortion_model='plumb_bob', d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p, binning_x=0,
-                   binning_y=0, roi=roi)
+                   distortion_model='plumb_bob', d=np.asarray(distortion, dtype=np.float64), k=k,
+                   r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
 
 
 def depth_array(depth: np.ndarray, encoding: str) -> np.ndarray:
@@ -71,11 +71,12 @@ def write_bag(samples: Iterable[Sample], path, storage: str = 'sqlite3', image_t
               depth_topic: str | None = '/camera/depth/image_raw', info_topic: str | None = '/camera/camera_info',
               depth_encoding: str = '32FC1', compressed: bool = False, rate_hz: float = 10.0,
               start_ns: int = 1_700_000_000_000_000_000, frame_id: str = 'camera_optical_frame',
-              skip_depth: Sequence[int] = (), skip_image: Sequence[int] = (), depth_offset_ns: int = 0) -> Path:
+              skip_depth: Sequence[int] = (), skip_image: Sequence[int] = (), depth_offset_ns: int = 0,
+              distortion: Sequence[float] = (0.0,) * 5) -> Path:
     """Write samples as a bag at `path` (must not exist). With compressed=True the image topic carries
     CompressedImage (jpeg) and gets '/compressed' appended. skip_depth/skip_image drop frames by index (to make
-    unpaired frames); depth_offset_ns shifts depth stamps (to test pairing tolerance). depth_topic/info_topic None
-    leaves that topic out. Returns the bag directory."""
+    unpaired frames); depth_offset_ns shifts depth stamps (to test pairing tolerance); distortion fills
+    CameraInfo.d. depth_topic/info_topic None leaves that topic out. Returns the bag directory."""
     if storage not in ('sqlite3', 'mcap'):
         raise ValueError(f'storage must be sqlite3 or mcap, got {storage!r}')
     path = Path(path)
@@ -89,8 +90,8 @@ def write_bag(samples: Iterable[Sample], path, storage: str = 'sqlite3', image_t
         for i, s in enumerate(samples):
             stamp = int(start_ns + round(i * 1e9 / rate_hz))
             if c_info is not None:
-                writer.write(c_info, stamp, TYPESTORE.serialize_cdr(camera_info_msg(s.intrinsics, stamp, frame_id),
-                                                                    INFO))
+                info = camera_info_msg(s.intrinsics, stamp, frame_id, distortion)
+                writer.write(c_info, stamp, TYPESTORE.serialize_cdr(info, INFO))
             if i not in skip_i:
                 msg = compressed_msg(s.rgb, stamp, frame_id) if compressed else image_msg(s.rgb, 'rgb8', stamp,
                                                                                            frame_id)

@@ -42,6 +42,8 @@ def run(args) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'{args.bag}: image {ds.image_topic}, depth {ds.depth_topic}, info {ds.info_topic}: {ds.report}')
+    for note in ds.report.notes:
+        print(f'note: {note}')
     names = [f'{ds.stamp_ns(i)}' for i in range(len(ds))]
     write_folder((ds[i] for i in range(len(ds))), args.out, args.depth_format, names, progress=True)
     print(f'wrote {len(ds)} frame(s) to {args.out}')
