@@ -109,9 +109,10 @@ class NodeHarness:
                 with self.lock:
                     self.diagnostics.append((time.monotonic(), status))
 
-    def latest_diagnostics(self) -> dict[str, str]:
+    def latest_diagnostics(self, after: float | None = None) -> dict[str, str]:
+        """Values of the newest status (received after monotonic time `after`, if given; else {})."""
         with self.lock:
-            if not self.diagnostics:
+            if not self.diagnostics or (after is not None and self.diagnostics[-1][0] <= after):
                 return {}
             status = self.diagnostics[-1][1]
         values = {kv.key: kv.value for kv in status.values}

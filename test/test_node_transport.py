@@ -84,10 +84,11 @@ def _frame_scales(harness, key, rgb, intr) -> tuple[np.ndarray, float, float]:
     """Publish one frame; its depth and the raw and smoothed metric scale the node reports for it."""
     from mgeo_ros.ros import convert
 
-    published = int(harness.latest_diagnostics()['frames_published'])
     harness.publish(rgb, key, frame_id='cam_c', intrinsics=intr, compressed=True)
     depth = convert.image_to_numpy(harness.wait_outputs(key)['depth/image'])
-    assert harness.wait_for(lambda: int(harness.latest_diagnostics()['frames_published']) > published, 5)
+    arrived = harness.arrival['depth/image'][key]
+    # a status sent after the depth arrived: the node sets the scales before it publishes
+    assert harness.wait_for(lambda: harness.latest_diagnostics(after=arrived + 0.05), 5)
     diag = harness.latest_diagnostics()
     return depth, float(diag['metric_scale_raw']), float(diag['metric_scale_smoothed'])
 
