@@ -1,6 +1,7 @@
 """Image -> summed multi-layer ViT features on the token grid, plus the CLS token (MoGe-2's `DINOv2Encoder`)."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -14,8 +15,10 @@ from mgeo_ros.model.vit import VisionTransformer
 class DINOv2Encoder(nn.Module):
     """Resize to 14 px per token, ImageNet-normalise, tap ViT layers, 1x1-project each and sum them."""
 
-    def __init__(self, backbone: str | dict, intermediate_layers: int | Sequence[int], dim_out: int):
+    def __init__(self, backbone: str | dict, intermediate_layers: int | Sequence[int], dim_out: int, **ignored):
         super().__init__()
+        if ignored:  # the reference accepts (and ignores) deprecated encoder keys; so do we, loudly
+            warnings.warn(f'model_config.encoder: ignoring unknown keys {sorted(ignored)}', stacklevel=2)
         spec = vit_spec(backbone)
         self.intermediate_layers = intermediate_layers if isinstance(intermediate_layers, int) \
             else [int(i) for i in intermediate_layers]
