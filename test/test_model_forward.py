@@ -48,6 +48,7 @@ def test_token_grid_and_shapes(tiny, h, w, n):
     assert torch.all(out['metric_scale'] > 0)
 
 
+@pytest.mark.colcon
 def test_reference_grids():
     # grids verified on the reference implementation (note moge2_reference.md §3.1): round, not floor
     assert grid_from_tokens(480, 640, 3600) == (52, 69)

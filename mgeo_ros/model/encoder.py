@@ -23,7 +23,8 @@ class DINOv2Encoder(nn.Module):
         self.intermediate_layers = intermediate_layers if isinstance(intermediate_layers, int) \
             else [int(i) for i in intermediate_layers]
         self.backbone = VisionTransformer.from_spec(spec)
-        taps = intermediate_layers if isinstance(intermediate_layers, int) else len(set(self.intermediate_layers))
+        # one projection per listed layer (as the reference; a repeated index yields one tap, extra projections idle)
+        taps = intermediate_layers if isinstance(intermediate_layers, int) else len(self.intermediate_layers)
         self.output_projections = nn.ModuleList(
             nn.Conv2d(spec['embed_dim'], dim_out, kernel_size=1) for _ in range(taps))
         self.register_buffer('image_mean', torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
