@@ -63,7 +63,8 @@ class TrainConfig:
 
     # model
     model: str = _f('tiny', "model preset (mgeo_ros.model.configs.preset): 'tiny', 'small', 'vits', 'vitb', 'vitl'")
-    model_overrides: dict = _f(factory=dict, help='dict merged (recursively) into the preset model_config')
+    model_overrides: dict = _f(factory=dict, help='dict merged (recursively) into the preset model_config; a null '
+                                                  'value removes a key (e.g. normal_head: null drops that head)')
     init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 model.pt; '
                                            'its own model_config wins over `model`)')
     # output / schedule

@@ -36,9 +36,12 @@ STATE_FILE = 'train_state.pt'
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
+    """`extra` merged into `base` recursively; a None value deletes the key (e.g. `normal_head: null`)."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -1,0 +1,170 @@
+"""`mgeo distill`: teacher–student distillation (Depth Anything's recipe) for robots.
+
+1. Pseudo-label unlabeled images — a folder of images or a bag's image topic — with a (large) teacher checkpoint:
+   its metric depth and validity mask become the labels (folder format under OUT/pseudo). Intrinsics come from the
+   bag's CameraInfo when there is one (then the teacher only solves the shift), else from the teacher's recovery.
+2. Train a student config on them (OUT/student), mixed with a labelled folder dataset when `--labelled` is given,
+   with the ordinary trainer (so every `mgeo train` option and `--set` override applies).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('config', help='student training config YAML (e.g. config/train/tiny.yaml)')
+    parser.add_argument('--teacher', required=True, help='teacher checkpoint (project dir or MoGe-2 model.pt)')
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--images', help='folder of unlabeled images (png/jpg)')
+    src.add_argument('--bag', help='ROS 2 bag with an image topic')
+    parser.add_argument('--topic', default=None, help='image topic in --bag (default: the first image topic)')
+    parser.add_argument('--info-topic', default=None, help='CameraInfo topic in --bag (default: guessed; optional)')
+    parser.add_argument('--every', type=int, default=1, help='use every N-th image (default 1)')
+    parser.add_argument('--max-images', type=int, default=None, help='pseudo-label at most this many images')
+    parser.add_argument('--out', required=True, help='output directory (pseudo/ labels and student/ run)')
+    parser.add_argument('--labelled', default=None, help='a labelled folder dataset to mix in')
+    parser.add_argument('--labelled-weight', type=float, default=1.0, help='mix weight of --labelled (pseudo = 1)')
+    parser.add_argument('--labelled-type', default='C', choices=('A', 'B', 'C'),
+                        help='loss recipe of --labelled (A synthetic dense, B dense real, C sparse real; default C)')
+    parser.add_argument('--keep-config-data', action='store_true',
+                        help="also keep the student config's own datasets (e.g. synthetic) in the mix")
+    parser.add_argument('--num-tokens', type=int, default=1200, help='teacher ViT tokens (default 1200)')
+    parser.add_argument('--device', default='cpu', help="torch device for the teacher (default 'cpu')")
+    parser.add_argument('--max-steps', type=int, default=None, help='override the student max_steps')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='override any student config field (as in mgeo train)')
+
+
+def folder_images(root: str, every: int = 1) -> Iterator[tuple[str, np.ndarray, object]]:
+    """(name, rgb uint8, intrinsics None) for each image file in `root` (sorted)."""
+    import cv2
+
+    paths = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not paths:
+        raise FileNotFoundError(f'--images: no png/jpg images in {root}')
+    for path in paths[::max(1, every)]:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        yield path.stem, np.ascontiguousarray(bgr[..., ::-1]), None
+
+
+def bag_images(path: str, topic: str | None, info_topic: str | None,
+               every: int = 1) -> Iterator[tuple[str, np.ndarray, object]]:
+    """(name, rgb uint8, Intrinsics | None) for each message of the bag's image topic; the latest CameraInfo wins."""
+    from rosbags.rosbag2 import Reader
+
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.train.data.bag import image_to_rgb
+    from mgeo_ros.train.data.bag_writer import TYPESTORE
+
+    with Reader(Path(path)) as reader:
+        conns = {c.topic: c for c in reader.connections}
+        if topic is None:
+            images = [t for t, c in conns.items() if c.msgtype.endswith(('/Image', '/CompressedImage'))
+                      and 'depth' not in t]
+            if not images:
+                raise ValueError(f'--bag: no image topic in {path} (topics: {sorted(conns)})')
+            topic = sorted(images)[0]
+        if info_topic is None:
+            infos = [t for t, c in conns.items() if c.msgtype.endswith('/CameraInfo') and 'depth' not in t]
+            info_topic = sorted(infos)[0] if infos else None
+        wanted = [conns[topic]] + ([conns[info_topic]] if info_topic in conns else [])
+        intr, count = None, 0
+        for conn, _, raw in reader.messages(connections=wanted):
+            msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == info_topic:
+                intr = Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))
+                continue
+            count += 1
+            if (count - 1) % max(1, every):
+                continue
+            rgb = image_to_rgb(msg)
+            stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+            use = intr if intr is not None and (intr.width, intr.height) == (rgb.shape[1], rgb.shape[0]) else None
+            yield f'{stamp:019d}', rgb, use
+
+
+def pseudo_label(model, rgb: np.ndarray, intrinsics, num_tokens: int, name: str):
+    """One Sample from the teacher: metric depth (NaN outside its mask) with the used or recovered intrinsics."""
+    import torch
+
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.train.data.sample import Sample
+
+    h, w = rgb.shape[:2]
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)
+    fov_x = None if intrinsics is None else math.degrees(intrinsics.fov_x)
+    with torch.no_grad():
+        out = model.infer(image, num_tokens=num_tokens, fov_x=fov_x, apply_mask=True, use_fp16=False)
+    depth = out['depth'].float().cpu().numpy()
+    mask = out['mask'].cpu().numpy().astype(bool) & np.isfinite(depth) & (depth > 0)
+    if intrinsics is None:
+        intrinsics = Intrinsics.from_normalized(out['intrinsics'].float().cpu().numpy(), w, h)
+    depth = np.where(mask, depth, np.nan).astype(np.float32)
+    return Sample(rgb=rgb, depth=depth, intrinsics=intrinsics, mask=mask, metric=True, source=f'pseudo:{name}')
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mgeo_ros.model import load_checkpoint
+    from mgeo_ros.train.config import load_config, parse_override
+    from mgeo_ros.train.data.folder import write_sample
+    from mgeo_ros.train.trainer import train
+
+    out = Path(args.out)
+    pseudo_dir = out / 'pseudo'
+    teacher = load_checkpoint(args.teacher, device=args.device)
+    if args.images:
+        source = folder_images(args.images, args.every)
+    else:
+        source = bag_images(args.bag, args.topic, args.info_topic, args.every)
+    labelled = 0
+    for name, rgb, intr in tqdm(source, desc='pseudo-label', unit='img'):
+        if args.max_images is not None and labelled >= args.max_images:
+            break
+        write_sample(pseudo_label(teacher, rgb, intr, args.num_tokens, name), pseudo_dir, name)
+        labelled += 1
+    if labelled == 0:
+        print('mgeo distill: no images were pseudo-labelled', file=sys.stderr)
+        return 2
+    (pseudo_dir / 'meta.json').write_text(json.dumps({'metric': True, 'teacher': str(args.teacher)}))
+    del teacher
+
+    overrides = dict(parse_override(t) for t in args.overrides)
+    overrides['out'] = str(out / 'student')
+    if args.max_steps is not None:
+        overrides['max_steps'] = args.max_steps
+    cfg = load_config(args.config, overrides)
+    from mgeo_ros.train.config import DatasetSpec
+
+    # pseudo labels are dense but not exact: label type B (no finest local level)
+    mix = [DatasetSpec(type='folder', root=str(pseudo_dir), weight=1.0, label_type='B', augment=True)]
+    if args.labelled:
+        mix.append(DatasetSpec(type='folder', root=args.labelled, weight=args.labelled_weight,
+                               label_type=args.labelled_type))
+    cfg.datasets = mix + (list(cfg.datasets) if args.keep_config_data else [])
+    summary = train(cfg)
+    summary['pseudo_labelled'] = labelled
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='mgeo distill', description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Trainer, config and `mgeo train`: overrides, schedule, checkpoints + resume, fine-tuning, frozen encoder, logs."""
+import csv
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from mgeo_ros.cli import main as mgeo_main
+from mgeo_ros.errors import BadInputError
+from mgeo_ros.train.config import describe, load_config, parse_override
+from mgeo_ros.train.trainer import Trainer, lr_factors
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, 'config', 'train', 'tiny.yaml')
+FAST = ['--set', 'batch_size=2', '--set', 'eval_count=2', '--set', 'progress=false', '--set', 'tensorboard=false',
+        '--set', 'log_every=1', '--set', 'loss.max_anchors=8', '--set', 'loss.global_resolution=12',
+        '--set', 'datasets.0.pool_size=4', '--set', 'max_minutes=null']
+
+
+def _fast_overrides():
+    return dict(parse_override(FAST[i + 1]) for i in range(0, len(FAST), 2))
+
+
+def test_yaml_then_cli_overrides(tmp_path):
+    cfg = load_config(TINY, {'max_steps': 7, 'out': str(tmp_path), 'lr': 1e-3, 'datasets.0.weight': 2.0,
+                             'loss.weights.edge': 0.5})
+    file_cfg = yaml.safe_load(open(TINY))
+    assert cfg.max_steps == 7 and cfg.out == str(tmp_path) and cfg.lr == 1e-3
+    assert cfg.datasets[0].weight == 2.0 and cfg.datasets[0].pool_size == file_cfg['datasets'][0]['pool_size']
+    assert cfg.loss.weights['edge'] == 0.5 and cfg.loss.weights['local_64'] == 0.0   # merged, not replaced
+    assert parse_override('lr=3e-4') == ('lr', 3e-4) and parse_override('image_size=[64, 48]')[1] == [64, 48]
+    with pytest.raises(BadInputError, match='bogus'):
+        load_config(TINY, {'bogus': 1})
+    with pytest.raises(BadInputError, match='label_type'):
+        load_config(TINY, {'datasets.0.label_type': 'Z'})
+    assert 'encoder_lr' in describe() and 'pool_size' in describe()
+
+
+def test_lr_schedule_warmup_halving_and_encoder_ramp():
+    cfg = load_config(TINY, {'warmup_steps': 10, 'lr_halve_every': 100, 'encoder_frozen_steps': 20})
+    assert lr_factors(cfg, 0)[0] == pytest.approx(0.1)
+    assert lr_factors(cfg, 9)[0] == pytest.approx(1.0)
+    assert lr_factors(cfg, 115)[0] == pytest.approx(0.5)
+    assert lr_factors(cfg, 15)[1] == 0.0                   # encoder frozen first
+    assert lr_factors(cfg, 29)[1] == pytest.approx(0.5)    # then ramps up over the same number of steps
+    assert lr_factors(cfg, 45)[1] == pytest.approx(1.0)
+    cfg.freeze_encoder = True
+    assert lr_factors(cfg, 500)[1] == 0.0
+
+
+def test_train_cli_checkpoints_logs_and_resume(tmp_path):
+    out = tmp_path / 'run'
+    rc = mgeo_main(['train', TINY, '--max-steps', '3', '--out', str(out)] + FAST)
+    assert rc == 0
+    ckpt = out / 'checkpoints' / 'step_0000003'
+    assert (ckpt / 'config.json').is_file() and (ckpt / 'model.safetensors').is_file()
+    state = torch.load(ckpt / 'train_state.pt', weights_only=True)
+    assert state['step'] == 3 and state['optimizer']['state']
+    assert (out / 'final' / 'model.safetensors').is_file() and (out / 'loss_curve.png').stat().st_size > 1000
+    rows = list(csv.DictReader(open(out / 'log.csv')))
+    assert [int(r['step']) for r in rows] == [1, 2, 3]
+    for key in ('loss', 'global', 'edge', 'mask', 'metric_scale', 'lr', 'samples_per_s'):
+        assert float(rows[-1][key]) >= 0, key
+    assert list((out / 'tb').glob('events*')) == []            # tensorboard=false honoured
+    summary = json.loads((out / 'summary.json').read_text())
+    assert {'model_metric_abs_rel', 'baseline_metric_abs_rel', 'model_scale_delta1'} <= set(summary['eval'])
+    # resume: continues from step 3 with the saved optimizer state, to step 5
+    rc = mgeo_main(['train', TINY, '--max-steps', '5', '--out', str(out), '--resume'] + FAST)
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / 'log.csv')))
+    assert [int(r['step']) for r in rows] == [1, 2, 3, 4, 5]
+    assert json.loads((out / 'summary.json').read_text())['steps_this_run'] == 2
+    assert (out / 'latest.txt').read_text().strip() == 'step_0000005'
+
+
+def test_finetune_from_checkpoint_with_frozen_encoder(tmp_path):
+    from mgeo_ros.model import build_model, load_checkpoint, save_checkpoint
+    from mgeo_ros.model.configs import preset
+
+    torch.manual_seed(3)
+    base = build_model(preset('tiny'))                   # a different architecture from tiny.yaml (normal head)
+    save_checkpoint(base, tmp_path / 'init')
+    cfg = load_config(TINY, dict(_fast_overrides(), out=str(tmp_path / 'ft'), max_steps=2, freeze_encoder=True,
+                                 init_checkpoint=str(tmp_path / 'init'), eval_count=0))
+    trainer = Trainer(cfg)
+    assert any(k.startswith('normal_head.') for k in trainer.model.state_dict())
+    summary = trainer.run()
+    tuned = load_checkpoint(summary['checkpoint'])
+    before, after = base.state_dict(), tuned.state_dict()
+    assert set(before) == set(after)                          # the checkpoint's own config won over `model`
+    enc = [k for k in before if k.startswith('encoder.') and before[k].is_floating_point()]
+    rest = [k for k in before if not k.startswith('encoder.') and before[k].is_floating_point()]
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in rest)
