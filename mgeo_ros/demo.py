@@ -98,9 +98,11 @@ def export_onnx(model: Path, out: Path, size: tuple[int, int], num_tokens: int |
     """The node runs ONNX Runtime on a CPU: export once for this camera size (parity-checked)."""
     from mgeo_ros.export.onnx_export import export_onnx as export
 
-    onnx_path = out / f'model_{size[0]}x{size[1]}.onnx'
-    kwargs = {} if num_tokens is None else {'num_tokens': num_tokens}
-    export(str(model), str(onnx_path), size=size, **kwargs)
+    if num_tokens is None:  # the model's own lower token budget: the speed end of what it was trained for
+        config = json.loads((model / 'config.json').read_text()) if (model / 'config.json').is_file() else {}
+        num_tokens = int(config.get('num_tokens_range', [1200])[0])
+    onnx_path = out / f'model_{size[0]}x{size[1]}_{num_tokens}tok.onnx'
+    export(str(model), str(onnx_path), size=size, num_tokens=num_tokens)
     return onnx_path
 
 
@@ -354,7 +356,11 @@ def run(args) -> int:
     (out / 'summary.txt').write_text(text + '\n')
     print(text)
     print(f'[demo] report: {out}/metrics.json, {", ".join(p.name for p in pictures)}, node.log')
-    ok = latency['depth_received'] > 0 and bool(metrics['frames'])
-    if not ok:
+    if latency['depth_received'] == 0:
         print('[demo] FAILED: no depth frames came back from the node; see node.log', file=sys.stderr)
-    return 0 if ok else 1
+        return 1
+    if not metrics['frames']:
+        print('[demo] FAILED: depth came back but no frame had 16+ valid pixels to evaluate (an untrained model?)',
+              file=sys.stderr)
+        return 1
+    return 0
