@@ -109,7 +109,7 @@ def test_node_loads_the_yaml_and_describes_every_parameter():
     rclpy.init(context=context)
     node = MgeoDepthNode(context=context, cli_args=['--ros-args', '--params-file', str(CONFIG),
                                                     '-p', 'model:=/nonexistent/model.onnx',
-                                                    '-r', f'__ns:=/ntl{os.getpid()}'])
+                                                    '-r', f'__ns:=/ntyaml{os.getpid()}'])
     try:
         for name, value in _yaml_params().items():
             if name != 'model':
