@@ -94,3 +94,25 @@ def test_finetune_from_checkpoint_with_frozen_encoder(tmp_path):
     rest = [k for k in before if not k.startswith('encoder.') and before[k].is_floating_point()]
     assert all(torch.equal(before[k], after[k]) for k in enc)
     assert any(not torch.equal(before[k], after[k]) for k in rest)
+
+
+def test_stream_mixes_folder_and_synthetic_sources_and_draws_sizes(tmp_path):
+    from mgeo_ros.train.batching import BatchStream
+    from mgeo_ros.train.data import SyntheticDataset, write_folder
+
+    write_folder([SyntheticDataset(count=2, seed=9, size=(80, 60))[i] for i in range(2)], tmp_path / 'folder')
+    cfg = load_config(TINY, dict(_fast_overrides(), batch_size=6, image_size=[64, 48], image_size_max=[96, 72]))
+    cfg.datasets.append(cfg.datasets[0].__class__(type='folder', root=str(tmp_path / 'folder'), label_type='C',
+                                                  weight=1.0, augment=False))
+    stream = iter(BatchStream(cfg))
+    sizes, labels = set(), set()
+    for _ in range(6):
+        batch = next(stream)
+        n, _, h, w = batch['image'].shape
+        assert n == 6 and batch['points'].shape == (6, h, w, 3) and batch['mask'].shape == (6, h, w)
+        assert abs(w / h - 4 / 3) < 0.05 and 64 <= w <= 96
+        finite = torch.isfinite(batch['points']).all(-1)
+        assert torch.equal(finite, batch['mask'])
+        sizes.add((w, h))
+        labels.update(batch['label_type'])
+    assert len(sizes) > 1 and labels == {'A', 'C'}

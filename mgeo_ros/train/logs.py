@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 TERM_COLUMNS = ('global', 'local_4', 'local_16', 'local_64', 'edge', 'normal', 'mask', 'metric_scale')
 COLUMNS = ('step', 'loss') + TERM_COLUMNS + ('lr', 'encoder_lr', 'samples_per_s', 'elapsed_s')
 
@@ -56,6 +58,18 @@ def read_log(csv_path: Path) -> dict[str, list[float]]:
     return columns
 
 
+def _smooth(values: list[float], frac: float = 0.05) -> np.ndarray:
+    """Centred moving average over ~5% of the rows (NaN-aware), so trends show through per-batch noise."""
+    v = np.asarray(values, dtype=np.float64)
+    k = max(1, int(len(v) * frac) | 1)
+    ok = np.isfinite(v)
+    kernel = np.ones(k)
+    num = np.convolve(np.where(ok, v, 0.0), kernel, mode='same')
+    den = np.convolve(ok.astype(np.float64), kernel, mode='same')
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return num / den
+
+
 def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
     """Total loss and each term against step (log y), from the CSV."""
     import matplotlib
@@ -66,14 +80,15 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
     steps = data.get('step', [])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     if steps:
-        axes[0].plot(steps, data['loss'], color='k', lw=1.5, label='total')
+        axes[0].plot(steps, data['loss'], color='0.75', lw=1, label='total (per log row)')
+        axes[0].plot(steps, _smooth(data['loss']), color='k', lw=1.8, label='total (moving average)')
         axes[0].set_yscale('log')
         for term in TERM_COLUMNS:
             values = data.get(term, [])
             if any(v == v and v > 0 for v in values):
-                axes[1].plot(steps, values, lw=1, label=term)
+                axes[1].plot(steps, _smooth(values), lw=1.2, label=term)
         axes[1].set_yscale('log')
-    for ax, title in zip(axes, ('total loss', 'loss terms (unweighted)')):
+    for ax, title in zip(axes, ('total loss', 'loss terms (unweighted, moving average)')):
         ax.set_xlabel('step')
         ax.set_title(title)
         ax.grid(alpha=0.3)

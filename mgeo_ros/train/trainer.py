@@ -267,10 +267,13 @@ class Trainer:
         stats: dict[str, float] = {}
         steps_this_run, rates = 0, []
         last_eval = None
+        window: dict[str, list[float]] = {}
         while self.step < cfg.max_steps:
             stats = self.train_step(batches)
             steps_this_run += 1
             n_window += 1
+            for key, value in stats.items():
+                window.setdefault(key, []).append(value)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f'{stats["loss"]:.4f}')
@@ -278,11 +281,12 @@ class Trainer:
                 now = time.perf_counter()
                 rate = n_window * samples_per_step / max(now - t_window, 1e-9)
                 rates.append(rate)
-                loss_mean = all_reduce_mean(stats['loss'], self.dist, self.device)
+                means = {k: float(np.mean(v)) for k, v in window.items()}     # averaged over the log window
+                means['loss'] = all_reduce_mean(means['loss'], self.dist, self.device)
+                means.update(lr=stats['lr'], encoder_lr=stats['encoder_lr'])
                 if tlog is not None:
-                    tlog.row({**stats, 'loss': loss_mean, 'step': self.step, 'samples_per_s': rate,
-                              'elapsed_s': now - t_start})
-                t_window, n_window = now, 0
+                    tlog.row({**means, 'step': self.step, 'samples_per_s': rate, 'elapsed_s': now - t_start})
+                t_window, n_window, window = now, 0, {}
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                 last_eval = self.evaluate()
                 if last_eval and tlog is not None:
@@ -313,7 +317,11 @@ class Trainer:
                 plot_loss_curve(self.out / 'log.csv', self.out / 'loss_curve.png')
             except Exception as exc:  # a plot must never lose a finished run
                 log.warning('loss-curve plot failed: %s', exc)
-            final_eval = self.evaluate()
+            try:
+                final_eval = self.evaluate()
+            except Exception as exc:  # the model is saved; a failing evaluation must not hide that
+                log.warning('final evaluation failed: %s', exc)
+                final_eval = None
             summary['eval'] = final_eval if final_eval is not None else last_eval
             summary['final_loss'] = stats.get('loss')
             (self.out / 'summary.json').write_text(json.dumps(summary, indent=2))
