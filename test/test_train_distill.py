@@ -46,3 +46,18 @@ def test_distill_pseudo_labels_then_trains_a_student(tmp_path):
     # the student trained on the pseudo labels and the labelled set (both in its resolved config)
     resolved = (student / 'config.yaml').read_text()
     assert str(pseudo) in resolved and str(labelled) in resolved
+
+
+def test_bag_images_yield_frames_with_camera_info(tmp_path):
+    from mgeo_ros.train.data import write_bag
+    from mgeo_ros.train.distill_cli import bag_images
+
+    samples = [SyntheticDataset(count=3, seed=21, size=(64, 48))[i] for i in range(3)]
+    bag = write_bag(samples, tmp_path / 'bag', depth_topic=None)
+    frames = list(bag_images(str(bag), None, None, every=2))
+    assert len(frames) == 2                                    # frames 0 and 2
+    name, rgb, intr = frames[0]
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert intr is not None and abs(intr.fx - samples[0].intrinsics.fx) < 1e-6
+    assert np.abs(rgb.astype(int) - samples[0].rgb.astype(int)).max() <= 1
+    assert frames[0][0] < frames[1][0]                         # names are zero-padded stamps, sortable

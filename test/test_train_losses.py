@@ -197,7 +197,7 @@ def test_moge_losses_combines_weighted_terms_per_instance():
     # the total is the batch mean of per-instance weighted sums: raising a C-only term weight changes it
     w2 = [weights[0], L.loss_weights_for('C', {'mask': 10.0})]
     res2 = L.moge_losses(out, gt, mask, focal, w2, torch.tensor([True, True]), settings=settings)
-    assert float(res2.total) > float(res.total) + 0.5 * 9.9 * res.terms['mask'] * 0.9
+    assert float(res2.total.detach()) > float(res.total.detach()) + 0.5 * 9.9 * res.terms['mask'] * 0.9
 
 
 def test_global_loss_falls_back_when_no_positive_scale_exists():

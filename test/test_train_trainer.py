@@ -116,3 +116,18 @@ def test_stream_mixes_folder_and_synthetic_sources_and_draws_sizes(tmp_path):
         sizes.add((w, h))
         labels.update(batch['label_type'])
     assert len(sizes) > 1 and labels == {'A', 'C'}
+
+
+def test_ema_weights_are_released_and_saved_for_resume(tmp_path):
+    from mgeo_ros.model import load_checkpoint
+
+    cfg = load_config(TINY, dict(_fast_overrides(), out=str(tmp_path / 'ema'), max_steps=4, ema_decay=0.9,
+                                 eval_count=0))
+    trainer = Trainer(cfg)
+    summary = trainer.run()
+    final = load_checkpoint(summary['checkpoint']).state_dict()
+    live = load_checkpoint(str(tmp_path / 'ema' / 'checkpoints' / 'step_0000004')).state_dict()
+    state = torch.load(tmp_path / 'ema' / 'checkpoints' / 'step_0000004' / 'train_state.pt', weights_only=True)
+    floats = [k for k in final if final[k].is_floating_point()]
+    assert all(torch.equal(final[k], state['ema'][k]) for k in floats)
+    assert any(not torch.equal(final[k], live[k]) for k in floats)   # the average lags the live weights

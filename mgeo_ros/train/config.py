@@ -81,6 +81,9 @@ class TrainConfig:
     lr_halve_every: int | None = _f(None, 'halve every lr each N steps after warm-up (None = constant)')
     weight_decay: float = _f(0.01, 'AdamW weight decay (decoupled)')
     grad_clip: float | None = _f(1.0, 'clip the global gradient norm to this (None = off)')
+    ema_decay: float | None = _f(None, 'keep an exponential moving average of the weights with this decay per step '
+                                       '(e.g. 0.99; warmed up as min(decay, (1+t)/(10+t))); final/ and the '
+                                       'evaluation then use the EMA weights (None = off)')
     amp: bool = _f(True, 'bf16/fp16 autocast on CUDA (ignored on CPU)')
     seed: int = _f(0, 'global seed (model init, augmentation, patch sampling)')
     device: str = _f('auto', "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'")

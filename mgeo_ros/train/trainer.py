@@ -6,7 +6,7 @@ Layout of `cfg.out`:
   log.csv, tb/             one row per `log_every` steps (step, loss, terms, lr, samples/s)
   checkpoints/step_N/      config.json + model.safetensors (`mgeo_ros.model.save_checkpoint`) + train_state.pt
   latest.txt               name of the newest checkpoint (what --resume reads)
-  final/                   the model at the end of training (project format)
+  final/                   the model at the end of training (project format; the EMA weights if ema_decay is set)
   loss_curve.png, eval.jsonl, summary.json
 """
 from __future__ import annotations
@@ -99,6 +99,9 @@ class Trainer:
                 if is_encoder_param(name):
                     p.requires_grad_(False)
         self.model = model.to(self.device)
+        self.ema = None
+        if cfg.ema_decay:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = self._optimizer()
         self.amp_dtype = None
         if cfg.amp and self.device.type == 'cuda':
@@ -157,6 +160,8 @@ class Trainer:
             path.mkdir(parents=True, exist_ok=True)
             save_checkpoint(self.model, path)
             state = {'step': self.step, 'optimizer': self.optimizer.state_dict(), 'scaler': self.scaler.state_dict()}
+            if self.ema is not None:
+                state['ema'] = self.ema.state_dict()
             torch.save(state, path / STATE_FILE)
             (self.out / 'latest.txt').write_text(name + '\n')
             self._prune()
@@ -183,6 +188,8 @@ class Trainer:
         if state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
         self.step = int(state['step'])
+        if self.ema is not None:
+            self.ema.load_state_dict(state['ema'] if 'ema' in state else self.model.state_dict())
         if self.dist.is_main:
             log.info('resumed from %s at step %d', path, self.step)
 
@@ -227,8 +234,24 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
         self.step += 1
         return {'loss': totals, **terms_sum, 'lr': lr, 'encoder_lr': enc_lr}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = min(float(self.cfg.ema_decay), (1.0 + self.step) / (10.0 + self.step))
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.model.buffers()):
+            e.copy_(b)
+
+    @property
+    def release_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and written to final/: the EMA when it is kept, else the live model."""
+        return self.ema if self.ema is not None else self.model
 
     def evaluate(self) -> dict[str, float] | None:
         """Held-out metrics vs the constant baseline (rank 0); None with a logged reason if eval is unavailable."""
@@ -241,7 +264,7 @@ class Trainer:
                 size = tuple(self.cfg.eval_size or self.cfg.image_size)
                 self._holdout = holdout_samples(self.cfg.eval_count, self.cfg.eval_seed, size, self.cfg.eval_root)
             tokens = int(round(sum(self.cfg.num_tokens) / 2))
-            metrics = evaluate_holdout(self.model, self._holdout, tokens)
+            metrics = evaluate_holdout(self.release_model, self._holdout, tokens)
         except ImportError as exc:
             log.warning('evaluation skipped: %s', exc)
             return None
@@ -249,6 +272,15 @@ class Trainer:
         with (self.out / 'eval.jsonl').open('a') as f:
             f.write(json.dumps(metrics) + '\n')
         return metrics
+
+    def _time_is_up(self, t_start: float) -> bool:
+        """Rank 0's clock decides for every rank (ranks stopping at different steps would deadlock DDP)."""
+        up = (time.perf_counter() - t_start) / 60.0 >= float(self.cfg.max_minutes)
+        if not self.dist.enabled:
+            return up
+        flag = torch.tensor([1.0 if (up and self.dist.is_main) else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag)
+        return bool(flag.item() > 0)
 
     def run(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.dist.is_main
@@ -294,7 +326,7 @@ class Trainer:
                 barrier(self.dist)
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                 self.save()
-            if cfg.max_minutes is not None and (time.perf_counter() - t_start) / 60.0 >= cfg.max_minutes:
+            if cfg.max_minutes is not None and self._time_is_up(t_start):
                 if main:
                     log.info('max_minutes reached at step %d', self.step)
                 break
@@ -309,7 +341,7 @@ class Trainer:
             from mgeo_ros.model import save_checkpoint
             final = self.out / 'final'
             final.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(self.model, final)
+            save_checkpoint(self.release_model, final)
             summary['checkpoint'] = str(final)
             summary['last_checkpoint'] = str(ckpt)
             tlog.close()
