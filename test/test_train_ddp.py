@@ -17,7 +17,7 @@ SMALL = {
     'tensorboard': False, 'eval_count': 0, 'log_every': 1, 'warmup_steps': 1, 'ckpt_every': 0,
     'datasets.0.pool_size': 4, 'datasets.0.augment': False, 'loss.weights': {'local_4': 0.0, 'local_16': 0.0,
                                                                             'local_64': 0.0},
-    'loss.global_resolution': 12, 'loss.max_anchors': 8,
+    'loss.global_resolution': 12, 'loss.max_anchors': 8, 'max_minutes': 100.0,  # exercises the synced stop check
 }
 
 SCRIPT = textwrap.dedent('''

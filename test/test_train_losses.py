@@ -207,6 +207,6 @@ def test_global_loss_falls_back_when_no_positive_scale_exists():
     pred[..., :2] = -pred[..., :2]
     pred.requires_grad_(True)
     loss, scale, valid = L.affine_invariant_global_loss(pred, gt, mask, 16, max_anchors=16)
-    assert not valid.any() and float(scale) > 0 and float(loss) > 0
+    assert not valid.any() and float(scale.detach()) > 0 and float(loss.detach()) > 0
     loss.sum().backward()
     assert pred.grad.abs().sum() > 0
