@@ -131,3 +131,25 @@ def test_ema_weights_are_released_and_saved_for_resume(tmp_path):
     floats = [k for k in final if final[k].is_floating_point()]
     assert all(torch.equal(final[k], state['ema'][k]) for k in floats)
     assert any(not torch.equal(final[k], live[k]) for k in floats)   # the average lags the live weights
+
+
+def test_gradient_accumulation_consumes_micro_batches_and_eval_every(tmp_path):
+    cfg = load_config(TINY, dict(_fast_overrides(), out=str(tmp_path / 'acc'), max_steps=3, grad_accum=3,
+                                 eval_every=1, eval_count=2))
+    trainer = Trainer(cfg)
+    stream = iter(trainer._stream())
+    taken = []
+
+    def counting():
+        while True:
+            taken.append(1)
+            yield next(stream)
+
+    batches = counting()
+    stats = trainer.train_step(batches)
+    assert len(taken) == 3 and trainer.step == 1 and stats['loss'] > 0
+    summary = trainer.run()
+    assert summary['steps'] == 3
+    rows = [json.loads(line) for line in (tmp_path / 'acc' / 'eval.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in rows] == [2, 3]   # every step inside run() (step 1 ran outside), then the final one
+    assert all('model_metric_abs_rel' in r for r in rows)
