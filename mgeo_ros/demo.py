@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.ros.pipeline import default_model_path
 from mgeo_ros.ros.replay_session import OUTPUT_TOPICS, replay_and_record
 
 # Held out: training streams scenes from small seeds (config seed + step offsets), far below this one.
@@ -44,19 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=DEMO_SEED, help='scene seed (default: a held-out seed)')
     parser.add_argument('--num-tokens', type=int, default=None, help='ViT tokens (default: the model\'s own)')
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for the node (default 120)')
-
-
-def default_model_dir() -> Path:
-    """The packaged default model: the installed share dir, else the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        shared = Path(get_package_share_directory('mgeo_ros')) / 'models' / 'default'
-        if (shared / 'config.json').is_file():
-            return shared
-    except Exception:  # noqa: BLE001 - not installed through colcon/pip: use the source tree
-        pass
-    return Path(__file__).resolve().parent / 'models' / 'default'
 
 
 class Steps:
@@ -262,7 +250,8 @@ def write_pictures(out: Path, pairs: list, recorded: dict) -> list[Path]:
         ax1.set_title('metric depth (32FC1)', fontsize=9)
         ax1.axis('off')
         ax2 = fig.add_subplot(1, 3, 3, projection='3d')
-        ax2.scatter(pts[:, 0], pts[:, 2], -pts[:, 1], s=0.4, c=col if col is not None else pts[:, 2], cmap='turbo')
+        colour = {'c': col} if col is not None else {'c': pts[:, 2], 'cmap': 'turbo'}
+        ax2.scatter(pts[:, 0], pts[:, 2], -pts[:, 1], s=0.4, **colour)
         ax2.view_init(elev=25, azim=-70)
         ax2.set_xlabel('x (m)')
         ax2.set_ylabel('z (m)')
@@ -308,7 +297,7 @@ def summary_text(metrics: dict, latency: dict, stages: dict, steps: Steps, backe
 def run(args) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = Path(args.model) if args.model else default_model_dir()
+    model = Path(args.model) if args.model else default_model_path()
     if not model.exists():
         print(f'[demo] model not found: {model}. The default model ships in mgeo_ros/models/default; '
               'pass --model PATH to use another.', file=sys.stderr)
