@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--backend', default='auto', help='node backend (default auto: ONNX Runtime on a CPU)')
     parser.add_argument('--frames', type=int, default=24, help='frames in the sample bag (default 24)')
     parser.add_argument('--size', type=_size, default=(320, 240), help='image size WxH (default 320x240)')
-    parser.add_argument('--rate', type=float, default=2.0, help='bag playback rate in Hz (default 2)')
+    parser.add_argument('--rate', type=float, default=2.0, help='camera rate in Hz, played in real time (default 2)')
     parser.add_argument('--seed', type=int, default=DEMO_SEED, help='scene seed (default: a held-out seed)')
     parser.add_argument('--num-tokens', type=int, default=None, help='ViT tokens (default: the model\'s own)')
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for the node (default 120)')
@@ -321,7 +321,7 @@ def run(args) -> int:
         shutil.rmtree(record)
     node = start_node(node_model, args.backend, out / 'node.log', env)
     try:
-        play = steps.run('replay into mgeo_depth_node and record', replay_and_record, bag, record, args.rate,
+        play = steps.run('replay into mgeo_depth_node and record', replay_and_record, bag, record, 1.0,
                          args.frames, node, args.timeout, [IMAGE_TOPIC, INFO_TOPIC], IMAGE_TOPIC, OUTPUT_TOPICS)
     finally:
         node.terminate()

@@ -12,7 +12,10 @@ OUTPUT_TOPICS = ('/mgeo/depth/image', '/mgeo/depth/camera_info', '/mgeo/points',
 def replay_and_record(bag: Path, record_path: Path, rate: float, frames: int, node: subprocess.Popen,
                       timeout_s: float, play_topics: list[str], image_topic: str,
                       output_topics=OUTPUT_TOPICS) -> dict:
-    """Play the bag into the node and record its outputs (and the input image, for latency) in this process."""
+    """Play the bag into the node and record its outputs (and the input image, for latency) in this process.
+
+    rate: playback speed factor (1 = the bag's own timing).
+    """
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
 
