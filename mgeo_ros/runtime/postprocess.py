@@ -78,8 +78,9 @@ def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrins
     shift = float(shift) if math.isfinite(float(shift)) else 0.0
     scale = float(raw.metric_scale)
 
-    depth_n = (points[..., 2] + np.float32(shift)) * np.float32(scale)
-    valid_n = mask_n & (depth_n > 0)
+    with np.errstate(over='ignore', invalid='ignore'):  # a degenerate (e.g. untrained) map may overflow float32
+        depth_n = (points[..., 2] + np.float32(shift)) * np.float32(scale)
+    valid_n = mask_n & (depth_n > 0) & np.isfinite(depth_n)
 
     if (nw, nh) == (width, height):
         depth = np.where(valid_n, depth_n, np.float32(np.nan)).astype(np.float32)
