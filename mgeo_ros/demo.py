@@ -162,12 +162,21 @@ def node_stage_times(recorded: dict) -> dict[str, str]:
     return {}
 
 
-def evaluate_recording(recorded: dict, samples: list, stamps: list[int]) -> tuple[dict, list]:
-    """Metrics of the recorded depth against the GT, with the constant-depth and oracle-median baselines."""
+def training_median_depth(count: int = 32, seed: int = 0) -> float:
+    """The constant-depth baseline of issue 7: the median depth of the training distribution, taken as the median
+    of per-frame GT medians over the first `count` scenes the trainer streams (config seed 0)."""
+    from mgeo_ros.train.data import SyntheticDataset
+
+    batch = SyntheticDataset(count, seed=seed, size=(96, 72)).batch(range(count)).samples()
+    return float(np.median([np.nanmedian(np.where(s.mask, s.depth, np.nan)) for s in batch]))
+
+
+def evaluate_recording(recorded: dict, samples: list, stamps: list[int], const: float) -> tuple[dict, list]:
+    """Metrics of the recorded depth against the GT, with two baselines: one constant depth (`const`, the training
+    median) everywhere, and a flat wall at each frame's own GT median (an oracle that knows every frame's scale)."""
     from mgeo_ros.eval.metrics import boundary_f1, depth_metrics
 
     by_stamp = {_stamp_ns(m): m for _, m in recorded.get('/mgeo/depth/image', [])}
-    const = float(np.median([np.nanmedian(np.where(s.mask, s.depth, np.nan)) for s in samples]))
     rows, pairs = [], []
     for s, stamp in zip(samples, stamps):
         msg = by_stamp.get(stamp)
@@ -277,7 +286,7 @@ def summary_text(metrics: dict, latency: dict, stages: dict, steps: Steps, backe
              ]
     for label, key in (('model (metric, no alignment)', 'metric'), ('model (scale-aligned)', 'scale_invariant'),
                        ('model (affine-aligned)', 'affine_invariant'),
-                       (f"baseline: constant {m['constant_depth_m']:.2f} m", 'baseline_constant'),
+                       (f"baseline: training median {m['constant_depth_m']:.2f} m", 'baseline_constant'),
                        ('baseline: oracle per-frame median', 'baseline_oracle_median')):
         if key in m and m[key]:
             lines.append(f"{label:<34}{m[key]['abs_rel']:>8.3f}{m[key]['delta1']:>8.3f}")
@@ -331,7 +340,8 @@ def run(args) -> int:
             node.kill()
     recorded = steps.run('read the recording', read_recording, record)
     stamps = [1_700_000_000_000_000_000 + round(i * 1e9 / args.rate) for i in range(len(samples))]
-    metrics, pairs = steps.run('evaluate against GT', evaluate_recording, recorded, samples, stamps)
+    const = steps.run('training-median baseline', training_median_depth)
+    metrics, pairs = steps.run('evaluate against GT', evaluate_recording, recorded, samples, stamps, const)
     latency = latency_table(recorded, stamps)
     stages = node_stage_times(recorded)
     pictures = steps.run('write pictures', write_pictures, out, pairs, recorded)
