@@ -1,13 +1,13 @@
 """rosbags round trips (sqlite3 and mcap) of Image, CameraInfo and PointCloud2 read back through rclpy, and
 `mgeo replay` playing a bag into another process while recording the result."""
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from node_harness import stop_node
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -169,12 +169,7 @@ def test_mgeo_replay_plays_into_another_process_and_records_back(tmp_path, ros_e
         result = subprocess.run(command, env=ros_env, cwd=REPO, capture_output=True, text=True, timeout=90)
         assert result.returncode == 0, result.stdout + result.stderr
     finally:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_node(child)
     assert f'played      {frames}  {prefix}/in/image' in result.stdout
     recorded: dict[str, list] = {}
     with Reader(out) as reader:

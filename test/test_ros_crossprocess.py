@@ -2,7 +2,6 @@
 xyzrgb PointCloud2; a child process (test/ros_echo_child.py) decodes them with mgeo_ros.ros.convert, re-encodes and
 publishes them back; the content is compared here."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_harness import stop_node
 
 pytestmark = pytest.mark.ros
 
@@ -33,13 +33,7 @@ def _start_child(ros_env, prefix, *extra):
 
 
 def _stop_child(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_node(proc)
 
 
 @pytest.fixture
