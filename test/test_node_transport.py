@@ -67,6 +67,8 @@ def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
         np.testing.assert_array_equal(colour, rgb)  # png: the decoded image is the published one, channels in order
         finite = np.isfinite(depth)
         np.testing.assert_allclose(points[finite], unproject(depth, intr)[finite], rtol=1e-4, atol=1e-4)
+        # the status timer runs on its own: wait for one that has seen the frames above
+        assert harness.wait_for(lambda: int(harness.latest_diagnostics().get('frames_published', 0)) >= 3, 5)
         diag = harness.latest_diagnostics()
         assert float(diag['metric_scale_smoothed']) > 0 and 'latency_ms.decode' in diag
         _check_scale_smoothing(harness, intr)
