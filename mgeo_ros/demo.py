@@ -22,6 +22,7 @@ import numpy as np
 
 from mgeo_ros.ros.pipeline import default_model_path
 from mgeo_ros.ros.replay_session import OUTPUT_TOPICS, replay_and_record
+from mgeo_ros.train.data.bag import depth_to_metres, stamp_ns
 
 # Held out: training streams scenes from small seeds (config seed + step offsets), far below this one.
 DEMO_SEED = 2_000_000_007
@@ -116,29 +117,18 @@ def read_recording(path: Path) -> dict:
     return by_topic
 
 
-def _stamp_ns(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-
-def depth_from_msg(msg) -> np.ndarray:
-    assert msg.encoding == '32FC1', msg.encoding
-    data = np.frombuffer(bytes(msg.data), dtype='>f4' if msg.is_bigendian else '<f4')
-    rows = data.reshape(msg.height, msg.step // 4)
-    return rows[:, :msg.width].astype(np.float32)
-
-
-def cloud_from_msg(msg) -> np.ndarray:
-    """x, y, z (and rgb when present) of an organized cloud as H×W×3 (+ H×W×3 uint8)."""
+def cloud_from_msg(msg) -> tuple[np.ndarray, np.ndarray | None]:
+    """x, y, z (H×W×3) and rgb (H×W×3 uint8, or None) of a recorded organized cloud."""
     from mgeo_ros.ros.cloud import unpack_points
 
-    return unpack_points(bytes(msg.data), msg.height, msg.width, msg.point_step, msg.row_step, msg.fields,
+    return unpack_points(msg.data, msg.height, msg.width, msg.point_step, msg.row_step, msg.fields,
                          msg.is_bigendian)
 
 
 def latency_table(recorded: dict, stamps: list[int]) -> dict:
     """Image receive -> depth receive, both measured in this process (same clock), per frame stamp."""
-    img_rx = {_stamp_ns(m): t for t, m in recorded.get(IMAGE_TOPIC, [])}
-    depth_rx = {_stamp_ns(m): t for t, m in recorded.get('/mgeo/depth/image', [])}
+    img_rx = {stamp_ns(m): t for t, m in recorded.get(IMAGE_TOPIC, [])}
+    depth_rx = {stamp_ns(m): t for t, m in recorded.get('/mgeo/depth/image', [])}
     lat = np.array([(depth_rx[s] - img_rx[s]) / 1e6 for s in stamps if s in depth_rx and s in img_rx])
     rx = sorted(depth_rx.values())
     fps = (len(rx) - 1) / ((rx[-1] - rx[0]) / 1e9) if len(rx) > 1 else float('nan')
@@ -171,40 +161,39 @@ def training_median_depth(count: int = 32, seed: int = 0) -> float:
     return float(np.median([np.nanmedian(np.where(s.mask, s.depth, np.nan)) for s in batch]))
 
 
+def _group(flat: dict[str, float], prefix: str) -> dict[str, float]:
+    """{'prefix/key': v} entries of `mgeo_ros.eval.evaluate`'s flat dicts as {'key': v}."""
+    return {k.split('/', 1)[1]: v for k, v in flat.items() if k.startswith(prefix + '/')}
+
+
 def evaluate_recording(recorded: dict, samples: list, stamps: list[int], const: float) -> tuple[dict, list]:
     """Metrics of the recorded depth against the GT, with two baselines: one constant depth (`const`, the training
     median) everywhere, and a flat wall at each frame's own GT median (an oracle that knows every frame's scale)."""
-    from mgeo_ros.eval.metrics import boundary_f1, depth_metrics
+    from mgeo_ros.eval.evaluate import baseline_metrics, frame_metrics, gt_median, gt_valid_mask
 
-    by_stamp = {_stamp_ns(m): m for _, m in recorded.get('/mgeo/depth/image', [])}
+    by_stamp = {stamp_ns(m): m for _, m in recorded.get('/mgeo/depth/image', [])}
     rows, pairs = [], []
     for s, stamp in zip(samples, stamps):
         msg = by_stamp.get(stamp)
         if msg is None:
             continue
-        pred = depth_from_msg(msg)
-        gt = np.where(s.mask, s.depth, np.nan).astype(np.float32)
-        valid = np.isfinite(gt) & (gt > 0) & np.isfinite(pred) & (pred > 0)
-        if valid.sum() < 16:
+        pred = depth_to_metres(msg)
+        gt_valid = gt_valid_mask(s)
+        if (gt_valid & np.isfinite(pred)).sum() < 16:
             continue
-        filled = np.where(np.isfinite(pred), pred, const).astype(np.float32)
-        gt_valid = np.isfinite(gt) & (gt > 0)
-        m_metric = depth_metrics(pred, gt, valid, alignment='none')
-        m_scale = depth_metrics(pred, gt, valid, alignment='scale')
-        m_affine = depth_metrics(pred, gt, valid, alignment='affine')
-        b_const = depth_metrics(np.full_like(gt, const), gt, gt_valid, alignment='none')
-        b_oracle = depth_metrics(np.full_like(gt, float(np.nanmedian(gt))), gt, gt_valid, alignment='none')
-        rows.append({'stamp_ns': stamp, 'coverage': float(valid.sum() / gt_valid.sum()),
-                     'metric': m_metric, 'scale_invariant': m_scale, 'affine_invariant': m_affine,
-                     'boundary_f1': float(boundary_f1(filled, np.nan_to_num(gt, nan=0.0), gt_valid)),
-                     'baseline_constant': b_const, 'baseline_oracle_median': b_oracle})
-        pairs.append((s, pred, gt))
+        scored = frame_metrics(pred, None, s)
+        rows.append({'stamp_ns': stamp, 'coverage': scored['depth_metric/coverage'],
+                     'metric': _group(scored, 'depth_metric'), 'scale_invariant': _group(scored, 'depth_scale'),
+                     'affine_invariant': _group(scored, 'depth_affine'), 'boundary_f1': scored['boundary_f1'],
+                     'baseline_constant': _group(baseline_metrics(const, s), 'depth_metric'),
+                     'baseline_oracle_median': _group(baseline_metrics(gt_median(s), s), 'depth_metric')})
+        pairs.append((s, pred, np.where(gt_valid, s.depth, np.nan).astype(np.float32)))
     mean = {}
     for group in ('metric', 'scale_invariant', 'affine_invariant', 'baseline_constant', 'baseline_oracle_median'):
         keys = rows[0][group].keys() if rows else []
         mean[group] = {k: float(np.mean([r[group][k] for r in rows])) for k in keys}
     if rows:
-        mean['boundary_f1'] = float(np.mean([r['boundary_f1'] for r in rows]))
+        mean['boundary_f1'] = float(np.nanmean([r['boundary_f1'] for r in rows]))
         mean['coverage'] = float(np.mean([r['coverage'] for r in rows]))
     mean['constant_depth_m'] = const
     return {'mean': mean, 'frames': rows}, pairs

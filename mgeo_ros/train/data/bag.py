@@ -78,7 +78,8 @@ def depth_to_metres(msg) -> np.ndarray:
     return d
 
 
-def _stamp_ns(msg) -> int:
+def stamp_ns(msg) -> int:
+    """A message header's stamp in nanoseconds (the key that pairs messages of one frame)."""
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
@@ -170,10 +171,10 @@ class BagDataset:
             for conn, _, raw in reader.messages(connections=wanted):
                 msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 if conn.topic == info_topic:
-                    infos.append((_stamp_ns(msg), Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))))
+                    infos.append((stamp_ns(msg), Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))))
                     distorted = distorted or bool(np.any(np.abs(np.asarray(msg.d, dtype=float)) > 1e-9))
                 else:
-                    (images if conn.topic == image_topic else depths).append((_stamp_ns(msg), conn.msgtype,
+                    (images if conn.topic == image_topic else depths).append((stamp_ns(msg), conn.msgtype,
                                                                              bytes(raw)))
         if not infos:
             raise BadInputError(f'{self.path}: no CameraInfo on {info_topic!r}')
