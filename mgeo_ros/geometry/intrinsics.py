@@ -81,8 +81,8 @@ class Intrinsics:
                          [0.0, 0.0, 1.0]])
 
     def moge_focal(self) -> float:
-        """Focal relative to the half image diagonal (MoGe's `focal`), from fx (square pixels assumed)."""
-        return 2.0 * self.fx / math.hypot(self.width, self.height)
+        """Focal relative to the half image diagonal (MoGe's `focal`); sqrt(fx*fy) for non-square pixels."""
+        return 2.0 * math.sqrt(self.fx * self.fy) / math.hypot(self.width, self.height)
 
     # ---- transforms ---------------------------------------------------------------------------------------------
     def resized(self, width: int, height: int) -> Intrinsics:

@@ -17,24 +17,8 @@ import cv2
 import numpy as np
 
 from mgeo_ros.geometry import Intrinsics, unproject
+from mgeo_ros.geometry.focal_shift import intrinsics_from_focal, recover_focal_shift
 from mgeo_ros.runtime.backends.base import RawOutput
-
-
-def _recover_focal_shift(points, mask, focal=None):
-    from mgeo_ros.geometry import recover_focal_shift
-
-    return recover_focal_shift(points, mask, focal=focal)
-
-
-def isotropic_focal(intr: Intrinsics) -> float:
-    """MoGe focal (relative to the half image diagonal) for possibly non-square pixels: geometric mean of fx, fy."""
-    return 2.0 * math.sqrt(intr.fx * intr.fy) / math.hypot(intr.width, intr.height)
-
-
-def intrinsics_from_focal(focal: float, width: int, height: int) -> Intrinsics:
-    """Centred square-pixel camera whose focal is `focal` half-diagonals."""
-    f = focal * math.hypot(width, height) / 2.0
-    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
 
 
 def upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,11 +50,11 @@ def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrins
     if intrinsics is not None:
         if (intrinsics.width, intrinsics.height) != (width, height):
             intrinsics = intrinsics.resized(width, height)
-        focal = isotropic_focal(intrinsics.resized(nw, nh))
-        _, shift = _recover_focal_shift(points, mask_n, focal=focal)
+        focal = intrinsics.resized(nw, nh).moge_focal()
+        _, shift = recover_focal_shift(points, mask_n, focal=focal)
         intr_used, recovered = intrinsics, False
     else:
-        focal, shift = _recover_focal_shift(points, mask_n)
+        focal, shift = recover_focal_shift(points, mask_n)
         focal = float(focal)
         if not (math.isfinite(focal) and focal > 0):
             focal = 1.0  # degenerate map (nothing valid): MoGe's own fallback value

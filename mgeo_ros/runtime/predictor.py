@@ -23,7 +23,7 @@ from mgeo_ros.runtime.backends.base import Backend, log
 from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available, torch_cuda_available
 from mgeo_ros.runtime.postprocess import postprocess
 from mgeo_ros.runtime.prediction import Prediction
-from mgeo_ros.runtime.preprocess import Preprocessor, check_rgb, grid_tokens
+from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens
 
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
 ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
@@ -77,9 +77,10 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
     if kind != 'checkpoint' and not os.path.exists(model_path):
         raise BadInputError(f'model_path: no such file {model_path}')
     chosen = choose_backend(kind) if backend == 'auto' else backend
-    if backend == 'auto':
+    if backend == 'auto':  # torch is asked about only for checkpoints: the ONNX/engine path never imports it
+        cuda = torch_cuda_available() if kind == 'checkpoint' else 'not asked'
         log.info('backend auto: %s model -> %s (tensorrt=%s, nvidia_gpu=%s, torch_cuda=%s)', kind, chosen,
-                 tensorrt_available(), has_nvidia_gpu(), torch_cuda_available())
+                 tensorrt_available(), has_nvidia_gpu(), cuda)
     if chosen == 'torch':
         if kind != 'checkpoint':
             raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path})')
@@ -160,11 +161,10 @@ class Predictor:
     def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Prediction:
         """RGB uint8 H×W×3 (+ optional pixel intrinsics for this frame) -> Prediction in metres at H×W."""
         t0 = time.perf_counter()
-        check_rgb(rgb)
         if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
             raise BadInputError(f'intrinsics must be an Intrinsics or None, got {type(intrinsics).__name__}')
+        image = self.preprocessor(rgb)  # validates the frame
         h, w = rgb.shape[:2]
-        image = self.preprocessor(rgb)
         nh, nw = image.shape[2:]
         self._warn_aspect(w, h, nw, nh)
         t1 = time.perf_counter()
