@@ -178,10 +178,10 @@ class FramePipeline:
                  want_points: bool) -> None:
         """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction."""
         depth, valid, beyond = self._stabilized_depth(pred, cfg)
-        depth_nan = np.where(valid, depth, np.float32(np.nan))  # invalid -> NaN, shared by depth and cloud
+        depth_nan = np.where(valid, depth, np.float32(np.nan)) if want_depth or want_points else None  # shared
         if want_depth:
             shown = depth_nan
-            if cfg['inf_beyond_max_depth'] and beyond.any():
+            if cfg['inf_beyond_max_depth'] and beyond is not None and beyond.any():
                 shown = depth_nan.copy()
                 shown[beyond] = np.inf
             self.out.depth.publish(convert.depth_to_image(shown, header))
@@ -249,7 +249,7 @@ class FramePipeline:
             self.stats.intrinsics_source = 'recovered' if intr is None else 'camera_info'
         return intr
 
-    def _stabilized_depth(self, pred, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _stabilized_depth(self, pred, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Depth rescaled by the smoothed metric scale; validity (model mask, finite, within max_depth); beyond max."""
         update = self.scale.update(pred.metric_scale)
         factor = update.smoothed / update.raw if math.isfinite(update.raw) and update.raw > 0 else 1.0
@@ -257,7 +257,7 @@ class FramePipeline:
         if factor != 1.0:
             depth = depth * np.float32(factor)
         valid = np.asarray(pred.mask, dtype=bool) & np.isfinite(depth) & (depth > 0)
-        beyond = np.zeros_like(valid)
+        beyond = None  # pixels past max_depth (None: no limit set, no per-frame array)
         if cfg['max_depth'] > 0:
             beyond = valid & (depth > cfg['max_depth'])
             valid &= ~beyond
