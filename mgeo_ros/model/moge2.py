@@ -69,10 +69,6 @@ class MoGeModel(nn.Module):
         self._onnx_compatible_mode = bool(value)
         self.encoder.onnx_compatible_mode = bool(value)
 
-    def token_grid(self, height: int, width: int, num_tokens: int | torch.Tensor):
-        """(rows, cols) of ViT tokens for an image of this size; the head output is 16x that."""
-        return grid_from_tokens(height, width, num_tokens)
-
     # -- network ----------------------------------------------------------------------------------------------
     def _remap_points(self, p: torch.Tensor) -> torch.Tensor:
         if self.remap_output == 'exp':

@@ -83,11 +83,3 @@ def exit_box(o: torch.Tensor, d: torch.Tensor, box: torch.Tensor) -> tuple[torch
     t, axis = tt.min(-1)
     positive = torch.gather(dd, -1, axis[..., None])[..., 0] > 0
     return t, axis * 2 + positive.long()
-
-
-def trace_objects(o: torch.Tensor, d: torch.Tensor, prims: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest object hit: t [B,N] (+inf none) and index into the concatenation boxes | cylinders | spheres."""
-    t = torch.cat((hit_boxes(o, d, prims['boxes'], prims['box_valid']),
-                   hit_cylinders(o, d, prims['cyls'], prims['cyl_valid']),
-                   hit_spheres(o, d, prims['spheres'], prims['sph_valid'])), dim=-1)
-    return t.min(-1)
