@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import onnxruntime as ort
 import torch
 
 from mgeo_ros.model import build_model, preset
-
-ort = pytest.importorskip('onnxruntime')
 
 
 class _Fixed(torch.nn.Module):

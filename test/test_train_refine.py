@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from mgeo_ros.train.refine import RefineConfig, mismatch_filter, poisson_fill, refine_depth
 
@@ -74,7 +73,8 @@ def test_filter_keeps_a_consistent_frame_untouched():
 
 
 def test_refine_cli_writes_folder_and_report(tmp_path):
-    torch = pytest.importorskip('torch')
+    import torch  # pinned requirement: fail, never skip
+
     from mgeo_ros.model import build_model, save_checkpoint
     from mgeo_ros.model.configs import preset
     from mgeo_ros.train.data import SyntheticDataset, write_folder
