@@ -26,6 +26,8 @@ from mgeo_ros.train.data.bag import depth_to_metres, stamp_ns
 
 # Held out: training streams scenes from small seeds (config seed + step offsets), far below this one.
 DEMO_SEED = 2_000_000_007
+# The demo camera moves through an indoor scene: the domain of the default model's last training stage.
+DEMO_KINDS = ('indoor',)
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
 GT_TOPIC = '/camera/depth_gt/image'
@@ -72,7 +74,7 @@ def render_bag(out: Path, seed: int, frames: int, size: tuple[int, int], rate: f
     """A camera moving through one synthetic room, as a bag; returns (bag dir, samples)."""
     from mgeo_ros.train.data import render_sequence, write_bag
 
-    samples = render_sequence(seed, frames, size=size, kinds=('indoor',))
+    samples = render_sequence(seed, frames, size=size, kinds=DEMO_KINDS)
     bag = out / 'input_bag'
     if bag.exists():
         import shutil
@@ -153,11 +155,11 @@ def node_stage_times(recorded: dict) -> dict[str, str]:
 
 
 def training_median_depth(count: int = 32, seed: int = 0) -> float:
-    """The constant-depth baseline of issue 7: the median depth of the training distribution, taken as the median
-    of per-frame GT medians over the first `count` scenes the trainer streams (config seed 0)."""
+    """The constant-depth baseline of issue 7: the median depth of the training distribution (scenes of the demo's
+    kinds), taken as the median of per-frame GT medians over the first `count` scenes of a training stream."""
     from mgeo_ros.train.data import SyntheticDataset
 
-    batch = SyntheticDataset(count, seed=seed, size=(96, 72)).batch(range(count)).samples()
+    batch = SyntheticDataset(count, seed=seed, size=(96, 72), kinds=DEMO_KINDS).batch(range(count)).samples()
     return float(np.median([np.nanmedian(np.where(s.mask, s.depth, np.nan)) for s in batch]))
 
 

@@ -10,7 +10,6 @@ import pytest
 from mgeo_ros.eval.evaluate import evaluate, summary_table
 from mgeo_ros.eval.metrics import depth_metrics
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.train.data.sample import Sample
 
@@ -46,7 +45,7 @@ class ScaledGT:
         intr = intrinsics if intrinsics is not None else Intrinsics(
             s.intrinsics.fx * 1.1, s.intrinsics.fy * 1.1, s.intrinsics.cx, s.intrinsics.cy, W, H)
         depth = np.where(s.mask, s.depth * k, np.nan).astype(np.float32)
-        return Prediction(depth=depth, points=unproject(depth, intr), mask=s.mask.copy(), intrinsics=intr,
+        return Prediction(depth=depth, mask=s.mask.copy(), intrinsics=intr,
                           metric_scale=k, intrinsics_recovered=intrinsics is None)
 
 

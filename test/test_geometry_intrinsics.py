@@ -169,3 +169,16 @@ def test_only_ros_layer_imports_rclpy():
         if pattern.search(path.read_text(encoding='utf-8', errors='replace')):
             offenders.append(str(rel))
     assert not offenders, f'rclpy imported outside mgeo_ros/ros: {offenders}'
+
+
+@pytest.mark.parametrize('stride', [1, 2, 3, 7])
+def test_decimated_intrinsics_project_sampled_pixels_where_they_were(stride):
+    intr = Intrinsics(fx=300.0, fy=310.0, cx=159.3, cy=121.7, width=320, height=241)
+    sub = intr.decimated(stride)
+    assert (sub.width, sub.height) == (len(range(0, 320, stride)), len(range(0, 241, stride)))
+    depth = np.random.default_rng(stride).uniform(1.0, 5.0, (241, 320)).astype(np.float32)
+    np.testing.assert_allclose(unproject(depth[::stride, ::stride], sub), unproject(depth, intr)[::stride, ::stride],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match='stride'):
+        intr.decimated(0)
+

@@ -382,6 +382,47 @@ def test_unorganized_and_empty_clouds(with_rgb):
             np.testing.assert_array_equal(back_rgb, rgb)
 
 
+@pytest.mark.parametrize('stride', [1, 3])
+@pytest.mark.parametrize('organized', [True, False])
+@pytest.mark.parametrize('with_rgb', [True, False])
+def test_depth_to_pointcloud2_unprojects_into_the_message(stride, organized, with_rgb):
+    """The node's one-pass cloud equals unproject + pack (+ keep the finite points) done step by step."""
+    rng = np.random.default_rng(stride + 2 * organized + 4 * with_rgb)
+    h, w = 37, 50
+    intr = Intrinsics(fx=41.0, fy=43.5, cx=24.2, cy=17.9, width=w, height=h)
+    depth = rng.uniform(0.5, 8.0, (h, w)).astype(np.float32)
+    depth[rng.random((h, w)) < 0.3] = np.nan
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if with_rgb else None
+    msg = C.depth_to_pointcloud2(depth, intr, rgb=rgb, stride=stride, organized=organized)
+    points, colour = C.pointcloud2_to_numpy(msg)
+
+    sub = intr.decimated(stride)
+    d = depth[::stride, ::stride]
+    assert (sub.width, sub.height) == (d.shape[1], d.shape[0])
+    want = unproject(d, sub)
+    want_rgb = rgb[::stride, ::stride] if with_rgb else None
+    if not organized:
+        keep = np.isfinite(d)
+        want, want_rgb = want[keep][None], (want_rgb[keep][None] if with_rgb else None)
+    assert msg.is_dense == (not organized) and points.shape == want.shape
+    np.testing.assert_allclose(points, want, rtol=1e-6, equal_nan=True)
+    if with_rgb:
+        np.testing.assert_array_equal(colour, want_rgb)
+    else:
+        assert colour is None
+
+
+def test_depth_to_pointcloud2_without_valid_depth_and_bad_input():
+    intr = Intrinsics(fx=10.0, fy=10.0, cx=3.5, cy=2.5, width=8, height=6)
+    msg = C.depth_to_pointcloud2(np.full((6, 8), np.nan, np.float32), intr, organized=False)
+    points, _ = C.pointcloud2_to_numpy(msg)
+    assert (msg.height, msg.width) == (6, 8) and not msg.is_dense and np.isnan(points).all()
+    with pytest.raises(BadInputError, match='does not match intrinsics'):
+        C.depth_to_pointcloud2(np.ones((6, 9), np.float32), intr)
+    with pytest.raises(BadInputError, match='stride'):
+        C.depth_to_pointcloud2(np.ones((6, 8), np.float32), intr, stride=0)
+
+
 def test_cloud_from_a_foreign_layout_reads_padded_points_and_big_endian():
     """A PCL-style 32-byte point (x y z pad rgb pad) with padded rows, and a big-endian xyz cloud."""
     points, rgb = _points(8, 5), RNG.integers(0, 256, (5, 8, 3), dtype=np.uint8)

@@ -12,6 +12,7 @@ from mgeo_ros.geometry import Intrinsics, normalized_view_plane_uv
 from mgeo_ros.runtime import Predictor
 from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.postprocess import intrinsics_from_focal, postprocess, upsample_valid
+from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.predictor import choose_backend, create_backend
 from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens, network_size, token_grid
 
@@ -82,6 +83,7 @@ def _affine_raw(w: int, h: int, focal: float, shift: float, scale: float, hole: 
 def test_postprocess_recovers_focal_shift_and_metric_depth():
     raw, depth = _affine_raw(84, 56, focal=1.3, shift=0.3, scale=2.5)
     out = postprocess(raw, (84, 56))
+    points = Prediction(**out).points  # unprojected on first use
     assert out['intrinsics_recovered']
     truth = intrinsics_from_focal(1.3, 84, 56)
     assert out['intrinsics'].fx == pytest.approx(truth.fx, rel=1e-2)
@@ -91,21 +93,22 @@ def test_postprocess_recovers_focal_shift_and_metric_depth():
     assert not valid[20:27, 25:41].any() and valid.mean() > 0.8
     assert np.isnan(out['depth'][~valid]).all() and np.isfinite(out['depth'][valid]).all()
     assert np.allclose(out['depth'][valid], depth[valid], rtol=1e-2)
-    assert np.allclose(out['points'][..., 2][valid], out['depth'][valid])
-    assert np.isnan(out['points'][~valid]).all()
+    assert np.allclose(points[..., 2][valid], out['depth'][valid])
+    assert np.isnan(points[~valid]).all()
 
 
 def test_postprocess_known_intrinsics_are_used_and_upsampled():
     raw, depth = _affine_raw(84, 56, focal=1.1, shift=-0.3, scale=1.7, hole=False)
     cam = intrinsics_from_focal(1.1, 84, 56).resized(168, 112)
     out = postprocess(raw, (168, 112), intrinsics=cam)
+    points = Prediction(**out).points
     assert not out['intrinsics_recovered'] and out['intrinsics'] == cam
     assert out['shift'] == pytest.approx(-0.3, abs=1e-2)
-    assert out['depth'].shape == (112, 168) and out['points'].shape == (112, 168, 3)
+    assert out['depth'].shape == (112, 168) and points.shape == (112, 168, 3)
     assert out['mask'].all()
     # points follow the given camera: x = (u - cx) / fx * z
     x_expected = (np.arange(168) - cam.cx) / cam.fx * out['depth']
-    assert np.allclose(out['points'][..., 0], x_expected, rtol=1e-5, atol=1e-6)
+    assert np.allclose(points[..., 0], x_expected, rtol=1e-5, atol=1e-6)
 
 
 def test_postprocess_intrinsics_for_another_resolution_are_rescaled():

@@ -95,6 +95,15 @@ class Intrinsics:
         """The same camera after cropping (x0, y0, width, height); negative offsets mean padding (uncrop)."""
         return Intrinsics(self.fx, self.fy, self.cx - x0, self.cy - y0, int(width), int(height))
 
+    def decimated(self, stride: int) -> Intrinsics:
+        """The camera seen by every stride-th pixel from (0, 0), i.e. image[::stride, ::stride] (sampling, not a
+        resize: pixel u of the result is pixel stride·u of the original)."""
+        stride = int(stride)
+        if stride < 1:
+            raise ValueError(f'stride must be >= 1, got {stride}')
+        return Intrinsics(self.fx / stride, self.fy / stride, self.cx / stride, self.cy / stride,
+                          -(-self.width // stride), -(-self.height // stride))
+
     def flipped_horizontally(self) -> Intrinsics:
         """The camera seen in a left-right mirrored image."""
         return Intrinsics(self.fx, self.fy, self.width - 1 - self.cx, self.cy, self.width, self.height)

@@ -7,7 +7,6 @@ be checked element by element). Malformed messages raise `BadInputError` naming 
 from __future__ import annotations
 
 import array
-import sys
 
 import cv2
 import numpy as np
@@ -16,21 +15,23 @@ from std_msgs.msg import Header
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.ros import cloud
+from mgeo_ros.geometry.projection import pixel_rays, unproject
 
-# encoding -> (little-endian element dtype, channels). yuv422 variants are 2 bytes per pixel, kept raw as H x W x 2.
-ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    'rgb8': (np.dtype('u1'), 3), 'bgr8': (np.dtype('u1'), 3),
-    'rgba8': (np.dtype('u1'), 4), 'bgra8': (np.dtype('u1'), 4),
-    'mono8': (np.dtype('u1'), 1), '8UC1': (np.dtype('u1'), 1),
-    'mono16': (np.dtype('<u2'), 1), '16UC1': (np.dtype('<u2'), 1),
-    '32FC1': (np.dtype('<f4'), 1),
-    'yuv422': (np.dtype('u1'), 2), 'uyvy': (np.dtype('u1'), 2),
-    'yuv422_yuy2': (np.dtype('u1'), 2), 'yuyv': (np.dtype('u1'), 2),
-}
-UYVY_ENCODINGS = ('yuv422', 'uyvy')
-YUYV_ENCODINGS = ('yuv422_yuy2', 'yuyv')
-_HOST_BIG_ENDIAN = sys.byteorder == 'big'
+# Image/CompressedImage -> numpy lives in image_codec (shared with bag reading); re-exported so the node's
+# converters are in one place.
+from mgeo_ros.image_codec import (  # noqa: F401
+    ENCODINGS,
+    HOST_BIG_ENDIAN,
+    UYVY_ENCODINGS,
+    YUYV_ENCODINGS,
+    bytes_per_pixel,
+    compressed_to_rgb8,
+    image_to_numpy,
+    image_to_rgb8,
+    rgb8_to_yuv422,
+    yuv422_to_rgb8,
+)
+from mgeo_ros.ros import cloud
 
 
 def _header(header: Header | None) -> Header:
@@ -46,118 +47,6 @@ def _to_byte_array(buf: np.ndarray) -> array.array:
 
 def _zeroed_byte_array(nbytes: int) -> array.array:
     return array.array('B', b'\0') * nbytes
-
-
-def bytes_per_pixel(encoding: str) -> int:
-    """Bytes one pixel takes in `encoding` (raises BadInputError for unknown encodings)."""
-    if encoding not in ENCODINGS:
-        raise BadInputError(f'encoding {encoding!r} is not supported; use one of {sorted(ENCODINGS)}')
-    dtype, channels = ENCODINGS[encoding]
-    return dtype.itemsize * channels
-
-
-# ---- Image -> numpy -------------------------------------------------------------------------------------------------
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """Image -> H x W (one channel) or H x W x C array in the encoding's own layout (BGR stays BGR).
-
-    A zero-copy view over msg.data (strided when rows are padded), except for big-endian multi-byte data on a
-    little-endian host, which is converted to native byte order. yuv422 variants come back raw as H x W x 2.
-    """
-    encoding = msg.encoding
-    bpp = bytes_per_pixel(encoding)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0:
-        raise BadInputError(f'height must be positive, got {height}')
-    if width <= 0:
-        raise BadInputError(f'width must be positive, got {width}')
-    if step < width * bpp:
-        raise BadInputError(f'step {step} < width {width} x {bpp} bytes per pixel ({encoding})')
-    if encoding in UYVY_ENCODINGS + YUYV_ENCODINGS and width % 2:
-        raise BadInputError(f'width must be even for {encoding}, got {width}')
-    data = np.frombuffer(msg.data, np.uint8)
-    need = step * (height - 1) + width * bpp
-    if data.size < need:
-        raise BadInputError(f'data has {data.size} bytes, needs {need} for {height} rows of step {step}')
-    dtype, channels = ENCODINGS[encoding]
-    big = bool(msg.is_bigendian)
-    if dtype.itemsize > 1 and big:
-        dtype = dtype.newbyteorder('>')
-    arr = np.ndarray((height, width, channels), dtype, buffer=data,
-                     strides=(step, channels * dtype.itemsize, dtype.itemsize))
-    if dtype.itemsize > 1 and big != _HOST_BIG_ENDIAN:
-        arr = arr.astype(dtype.newbyteorder('='))
-    return arr[..., 0] if channels == 1 else arr
-
-
-def _scale_to_uint8(gray: np.ndarray, top: float) -> np.ndarray:
-    scaled = np.multiply(gray, np.float32(255.0 / top) if top > 0 else np.float32(0.0), dtype=np.float32)
-    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
-
-
-def _mono16_to_uint8(gray: np.ndarray) -> np.ndarray:
-    """Camera intensities: scale by the container's bit depth (8/10/12/14/16 bits), stable from frame to frame."""
-    peak = int(gray.max())
-    bits = next(b for b in (8, 10, 12, 14, 16) if peak < (1 << b))
-    return _scale_to_uint8(gray, float((1 << bits) - 1))
-
-
-def _gray3(gray8: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(gray8, cv2.COLOR_GRAY2RGB)
-
-
-_YUV_TO_RGB = {'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'uyvy': cv2.COLOR_YUV2RGB_UYVY,
-               'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2, 'yuyv': cv2.COLOR_YUV2RGB_YUY2}
-
-
-def yuv422_to_rgb8(raw: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
-    """Raw H x W x 2 yuv422 (UYVY for 'yuv422', YUYV for 'yuv422_yuy2') -> RGB uint8, BT.601 video range."""
-    if encoding not in _YUV_TO_RGB:
-        raise BadInputError(f'encoding {encoding!r} is not a yuv422 variant')
-    return cv2.cvtColor(raw, _YUV_TO_RGB[encoding])
-
-
-def rgb8_to_yuv422(rgb: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
-    """RGB uint8 H x W x 3 (W even) -> raw H x W x 2 yuv422 bytes (BT.601 video range; chroma averaged per pair)."""
-    if rgb.shape[1] % 2:
-        raise BadInputError(f'width must be even for {encoding}, got {rgb.shape[1]}')
-    f = rgb.astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    y = 16.0 + 0.256788 * r + 0.504129 * g + 0.097906 * b
-    u = 128.0 - 0.148223 * r - 0.290993 * g + 0.439216 * b
-    v = 128.0 + 0.439216 * r - 0.367788 * g - 0.071427 * b
-    chroma = np.empty(rgb.shape[:2], np.float32)
-    chroma[:, 0::2] = 0.5 * (u[:, 0::2] + u[:, 1::2])
-    chroma[:, 1::2] = 0.5 * (v[:, 0::2] + v[:, 1::2])
-    planes = (chroma, y) if encoding in UYVY_ENCODINGS else (y, chroma) if encoding in YUYV_ENCODINGS else None
-    if planes is None:
-        raise BadInputError(f'encoding {encoding!r} is not a yuv422 variant')
-    return np.clip(np.stack(planes, axis=2) + 0.5, 0, 255).astype(np.uint8)
-
-
-_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB,
-           'mono8': cv2.COLOR_GRAY2RGB, '8UC1': cv2.COLOR_GRAY2RGB}
-
-
-def image_to_rgb8(msg: Image) -> np.ndarray:
-    """Any supported Image -> C-contiguous RGB uint8 H x W x 3 (a view when the message already is unpadded rgb8).
-
-    mono16 is scaled by its bit depth (8/10/12/14/16 bits, from the frame's peak); 16UC1 and 32FC1 (depth-like) are
-    scaled so that 0 maps to 0 and the frame's largest finite value to 255; NaN/Inf become 0.
-    """
-    arr = image_to_numpy(msg)
-    encoding = msg.encoding
-    if encoding == 'rgb8':
-        return np.ascontiguousarray(arr)
-    if encoding in _TO_RGB:  # OpenCV's SIMD channel shuffles read the (possibly padded) view directly
-        return cv2.cvtColor(arr, _TO_RGB[encoding])
-    if encoding == 'mono16':
-        return _gray3(_mono16_to_uint8(arr))
-    if encoding == '16UC1':
-        return _gray3(_scale_to_uint8(arr, float(arr.max())))
-    if encoding == '32FC1':
-        finite = np.where(np.isfinite(arr), arr, np.float32(0.0))
-        return _gray3(_scale_to_uint8(np.maximum(finite, 0), float(finite.max())))
-    return yuv422_to_rgb8(arr, encoding)
 
 
 # ---- numpy -> Image -------------------------------------------------------------------------------------------------
@@ -214,21 +103,6 @@ def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
 
 
 # ---- CompressedImage ------------------------------------------------------------------------------------------------
-def compressed_to_rgb8(msg: CompressedImage) -> np.ndarray:
-    """CompressedImage (jpeg or png; `format` as image_transport writes it, e.g. 'rgb8; jpeg compressed bgr8')
-    -> RGB uint8 H x W x 3."""
-    fmt = (msg.format or '').lower()
-    if (fmt and not any(k in fmt for k in ('jpeg', 'jpg', 'png'))) or 'compresseddepth' in fmt:
-        raise BadInputError(f'format {msg.format!r} is not jpeg or png')
-    data = np.frombuffer(msg.data, np.uint8)
-    if data.size == 0:
-        raise BadInputError('data is empty')
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise BadInputError(f'data ({data.size} bytes) does not decode as {msg.format or "an image"}')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def rgb8_to_compressed(rgb: np.ndarray, header: Header | None = None, fmt: str = 'jpeg', quality: int = 90,
                        ) -> CompressedImage:
     """RGB uint8 H x W x 3 -> CompressedImage ('jpeg' or 'png'), `format` in image_transport's convention."""
@@ -338,6 +212,28 @@ def _point_fields(with_rgb: bool) -> list[PointField]:
             for f in cloud.cloud_fields(with_rgb)]
 
 
+def _cloud_buffer(h: int, w: int, with_rgb: bool) -> tuple[array.array, np.ndarray]:
+    """Zeroed bytes of h x w float32 points and a writable (h, w, 3|4) float32 view of them. Fill the view before
+    the bytes go into a message: assigning `msg.data` copies them."""
+    step = cloud.point_step(with_rgb)
+    data = _zeroed_byte_array(h * w * step)
+    return data, np.frombuffer(data, np.float32).reshape(h, w, step // 4)
+
+
+def _cloud_message(data: array.array, header: Header | None, h: int, w: int, with_rgb: bool,
+                   dense: bool = False) -> PointCloud2:
+    step = cloud.point_step(with_rgb)
+    msg = PointCloud2()
+    msg.header = _header(header)
+    msg.height, msg.width = h, w
+    msg.fields = _point_fields(with_rgb)
+    msg.is_bigendian = HOST_BIG_ENDIAN
+    msg.point_step, msg.row_step = step, step * w
+    msg.is_dense = dense
+    msg.data = data
+    return msg
+
+
 def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb: np.ndarray | None = None,
                           stride: int = 1, mask: np.ndarray | None = None) -> PointCloud2:
     """Points H x W x 3 (metres, NaN invalid) [+ RGB uint8] -> organized PointCloud2, xyz or xyzrgb float32.
@@ -350,21 +246,50 @@ def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb:
     stride = int(stride)
     if stride < 1:
         raise BadInputError(f'stride must be >= 1, got {stride}')
-    with_rgb = rgb is not None
     h, w = cloud.decimated_shape(points.shape[0], points.shape[1], stride)
-    step = cloud.point_step(with_rgb)
-    data = _zeroed_byte_array(h * w * step)
-    view = np.frombuffer(data, np.float32).reshape(h, w, step // 4)
+    data, view = _cloud_buffer(h, w, rgb is not None)
     cloud.pack_points(points, rgb, stride, mask, out=view)
-    msg = PointCloud2()
-    msg.header = _header(header)
-    msg.height, msg.width = h, w
-    msg.fields = _point_fields(with_rgb)
-    msg.is_bigendian = _HOST_BIG_ENDIAN
-    msg.point_step, msg.row_step = step, step * w
-    msg.is_dense = False
-    msg.data = data
-    return msg
+    return _cloud_message(data, header, h, w, rgb is not None)
+
+
+def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Header | None = None,
+                         rgb: np.ndarray | None = None, stride: int = 1, organized: bool = True) -> PointCloud2:
+    """Depth H x W (metres, NaN invalid) seen by `intrinsics` -> PointCloud2, unprojected straight into the message.
+
+    organized: H x W points (every stride-th pixel), NaN where the depth is, `is_dense` false. Otherwise only the
+    finite points, 1 x N with `is_dense` true; a frame without any stays organized and all NaN (a cloud of width 0
+    is not valid). One pass writes each point: no H x W x 3 intermediate, no copy of the points.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or (depth.shape[1], depth.shape[0]) != (intrinsics.width, intrinsics.height):
+        raise BadInputError(f'depth of shape {depth.shape} does not match intrinsics '
+                            f'{intrinsics.width}x{intrinsics.height}')
+    if rgb is not None and np.shape(rgb) != (*depth.shape, 3):
+        raise BadInputError(f'rgb must be {depth.shape[0]} x {depth.shape[1]} x 3 like the depth, got {np.shape(rgb)}')
+    stride = int(stride)
+    if stride < 1:
+        raise BadInputError(f'stride must be >= 1, got {stride}')
+    if stride > 1:
+        depth, intrinsics = depth[::stride, ::stride], intrinsics.decimated(stride)
+        rgb = rgb[::stride, ::stride] if rgb is not None else None
+    keep = None if organized else np.isfinite(depth)
+    if keep is None or not keep.any():
+        h, w = depth.shape
+        data, view = _cloud_buffer(h, w, rgb is not None)
+        unproject(depth, intrinsics, out=view[..., :3])
+        if rgb is not None:
+            view[..., 3].view(np.uint32)[...] = cloud.pack_rgb(rgb)
+        return _cloud_message(data, header, h, w, rgb is not None)
+    rows, cols = np.nonzero(keep)
+    data, view = _cloud_buffer(1, rows.size, rgb is not None)
+    ray_x, ray_y = pixel_rays(intrinsics)
+    z = depth[rows, cols]
+    np.multiply(z, ray_x[cols], out=view[0, :, 0])
+    np.multiply(z, ray_y[rows], out=view[0, :, 1])
+    view[0, :, 2] = z
+    if rgb is not None:
+        view[0, :, 3].view(np.uint32)[...] = cloud.pack_rgb(rgb[rows, cols])
+    return _cloud_message(data, header, 1, rows.size, rgb is not None, dense=True)
 
 
 def pointcloud2_to_numpy(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:

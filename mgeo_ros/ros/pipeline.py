@@ -13,7 +13,6 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.scale_filter import ScaleFilter
 
@@ -272,22 +271,5 @@ class FramePipeline:
 
     def _cloud(self, d: np.ndarray, intr: Intrinsics, rgb, header, cfg: dict):
         """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree."""
-        stride = int(cfg['points_stride'])
-        if stride > 1:
-            d = d[::stride, ::stride]
-            intr = Intrinsics(intr.fx / stride, intr.fy / stride, intr.cx / stride, intr.cy / stride,
-                              d.shape[1], d.shape[0])
-            colour = rgb[::stride, ::stride] if cfg['points_color'] else None
-        else:
-            colour = rgb if cfg['points_color'] else None
-        points = unproject(d, intr)
-        dense = False
-        if not cfg['points_organized']:
-            keep = np.isfinite(d)
-            if keep.any():  # else keep the organized all-NaN cloud: a PointCloud2 cannot be 0 points wide here
-                points = points[keep][None]
-                colour = colour[keep][None] if colour is not None else None
-                dense = True
-        cloud = convert.points_to_pointcloud2(points, header, rgb=colour)
-        cloud.is_dense = dense  # only valid points left
-        return cloud
+        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb if cfg['points_color'] else None,
+                                            stride=int(cfg['points_stride']), organized=bool(cfg['points_organized']))

@@ -2,7 +2,7 @@
 
 Steps: mask threshold; focal/shift recovery (MoGe) — only the shift when intrinsics are known; metric depth =
 (z + shift) · metric_scale; upsampling to the frame size; NaN where invalid; points unprojected with the intrinsics
-used; normals upsampled and renormalized.
+used (lazily, by `Prediction.points`); normals upsampled and renormalized.
 
 Upsampling is *normalized bilinear*: depth·valid and valid are resized bilinearly and divided, so an output pixel
 blends only valid network pixels (no depth bleeding into holes or across the mask border). The output mask is
@@ -16,7 +16,7 @@ import math
 import cv2
 import numpy as np
 
-from mgeo_ros.geometry import Intrinsics, unproject
+from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.geometry.focal_shift import intrinsics_from_focal, recover_focal_shift
 from mgeo_ros.runtime.backends.base import RawOutput
 
@@ -86,6 +86,5 @@ def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrins
         inv[~mask] = np.nan
         normals *= inv[..., None]
 
-    points_out = unproject(depth, intr_used)
-    return {'depth': depth, 'points': points_out, 'mask': mask, 'intrinsics': intr_used, 'metric_scale': scale,
+    return {'depth': depth, 'mask': mask, 'intrinsics': intr_used, 'metric_scale': scale,
             'normals': normals, 'intrinsics_recovered': recovered, 'shift': shift}

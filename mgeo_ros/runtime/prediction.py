@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.geometry.projection import unproject
 
 
 @dataclass
@@ -13,7 +15,8 @@ class Prediction:
     """One frame's output, at the input image's resolution, in SI units and the ROS optical frame.
 
     depth: H×W float32 z-depth in metres, NaN where invalid (REP 117).
-    points: H×W×3 float32 metres, NaN where invalid.
+    points: H×W×3 float32 metres, NaN where invalid; unprojected from depth with `intrinsics` on first use (the
+        node writes its cloud straight into the message instead, so a frame nobody asks points of pays nothing).
     mask: H×W bool, True where the model says the geometry is valid.
     normals: H×W×3 float32 unit vectors (NaN invalid) or None when the model has no normal head.
     intrinsics: the camera actually used, in pixels for H×W (given by CameraInfo or recovered from the point map).
@@ -23,7 +26,6 @@ class Prediction:
     """
 
     depth: np.ndarray
-    points: np.ndarray
     mask: np.ndarray
     intrinsics: Intrinsics
     metric_scale: float
@@ -31,3 +33,7 @@ class Prediction:
     intrinsics_recovered: bool = False
     shift: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def points(self) -> np.ndarray:
+        return unproject(self.depth, self.intrinsics)

@@ -12,49 +12,16 @@ from rosbags.rosbag2 import Reader
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.image_codec import compressed_to_rgb8, image_to_numpy, image_to_rgb8
 from mgeo_ros.train.data.bag_writer import COMPRESSED, IMAGE, INFO, TYPESTORE
 from mgeo_ros.train.data.sample import Sample
 
-_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mono16': 1, '8UC1': 1, '8UC3': 3,
-             '16UC1': 1, '32FC1': 1}
-_DTYPES = {'mono16': np.uint16, '16UC1': np.uint16, '32FC1': np.float32}
-
-
-def image_to_array(msg) -> np.ndarray:
-    """Raw sensor_msgs/Image -> H×W(×C) array in its own encoding, honouring step and endianness."""
-    enc = msg.encoding
-    if enc not in _CHANNELS:
-        raise BadInputError(f'Image.encoding {enc!r} is not supported (use one of {sorted(_CHANNELS)})')
-    dtype = np.dtype(_DTYPES.get(enc, np.uint8)).newbyteorder('>' if msg.is_bigendian else '<')
-    ch, h, w = _CHANNELS[enc], int(msg.height), int(msg.width)
-    row = w * ch * dtype.itemsize
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if msg.step < row or data.size < msg.step * h:
-        raise BadInputError(f'Image.step {msg.step} / data size {data.size} too small for {w}x{h} {enc}')
-    rows = data[:msg.step * h].reshape(h, msg.step)[:, :row]
-    arr = np.ascontiguousarray(rows).view(dtype).reshape(h, w, ch) if ch > 1 else \
-        np.ascontiguousarray(rows).view(dtype).reshape(h, w)
-    return arr.astype(dtype.newbyteorder('='))
-
 
 def image_to_rgb(msg) -> np.ndarray:
-    """Image or CompressedImage -> RGB uint8 H×W×3."""
+    """Image or CompressedImage -> RGB uint8 H×W×3, decoded exactly as the node decodes it (`image_codec`)."""
     if hasattr(msg, 'format'):
-        img = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise BadInputError(f'CompressedImage.data could not be decoded (format {msg.format!r})')
-        return np.ascontiguousarray(img[..., ::-1])
-    a = image_to_array(msg)
-    enc = msg.encoding
-    if enc in ('bgr8', 'bgra8', '8UC3'):
-        return np.ascontiguousarray(a[..., 2::-1])
-    if enc in ('rgb8', 'rgba8'):
-        return np.ascontiguousarray(a[..., :3])
-    if enc == 'mono16':
-        a = (a >> 8).astype(np.uint8)
-    if a.ndim == 2 and a.dtype == np.uint8:
-        return np.repeat(a[..., None], 3, axis=2)
-    raise BadInputError(f'Image.encoding {enc!r} is not a colour encoding')
+        return compressed_to_rgb8(msg)
+    return np.ascontiguousarray(image_to_rgb8(msg))
 
 
 def depth_to_metres(msg) -> np.ndarray:
@@ -66,7 +33,7 @@ def depth_to_metres(msg) -> np.ndarray:
             raise BadInputError(f'CompressedImage depth ({msg.format!r}) is not a 16-bit png')
         d = raw.astype(np.float32) * 1e-3
     else:
-        a = image_to_array(msg)
+        a = image_to_numpy(msg)
         if msg.encoding in ('16UC1', 'mono16'):
             d = a.astype(np.float32) * 1e-3
         elif msg.encoding == '32FC1':

@@ -1,0 +1,167 @@
+"""sensor_msgs/Image and CompressedImage payloads -> numpy, for any message object with those fields.
+
+One decoder for the node (rclpy messages, `mgeo_ros.ros.convert`) and for training/evaluation on bags (rosbags
+messages, `mgeo_ros.train.data.bag`), so a model is trained on exactly the pixels the node will feed it. Pure
+numpy/OpenCV: no rclpy, no torch. Malformed messages raise `BadInputError` naming the offending field.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from mgeo_ros.errors import BadInputError
+
+# encoding -> (little-endian element dtype, channels). yuv422 variants are 2 bytes per pixel, kept raw as H x W x 2.
+ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    'rgb8': (np.dtype('u1'), 3), 'bgr8': (np.dtype('u1'), 3), '8UC3': (np.dtype('u1'), 3),
+    'rgba8': (np.dtype('u1'), 4), 'bgra8': (np.dtype('u1'), 4),
+    'mono8': (np.dtype('u1'), 1), '8UC1': (np.dtype('u1'), 1),
+    'mono16': (np.dtype('<u2'), 1), '16UC1': (np.dtype('<u2'), 1),
+    '32FC1': (np.dtype('<f4'), 1),
+    'yuv422': (np.dtype('u1'), 2), 'uyvy': (np.dtype('u1'), 2),
+    'yuv422_yuy2': (np.dtype('u1'), 2), 'yuyv': (np.dtype('u1'), 2),
+}
+UYVY_ENCODINGS = ('yuv422', 'uyvy')
+YUYV_ENCODINGS = ('yuv422_yuy2', 'yuyv')
+HOST_BIG_ENDIAN = sys.byteorder == 'big'
+
+
+class RawImage(Protocol):
+    """The fields of sensor_msgs/Image this module reads (rclpy and rosbags messages both have them)."""
+
+    encoding: str
+    height: int
+    width: int
+    step: int
+    is_bigendian: int
+    data: Any
+
+
+def bytes_per_pixel(encoding: str) -> int:
+    """Bytes one pixel takes in `encoding` (raises BadInputError for unknown encodings)."""
+    if encoding not in ENCODINGS:
+        raise BadInputError(f'encoding {encoding!r} is not supported; use one of {sorted(ENCODINGS)}')
+    dtype, channels = ENCODINGS[encoding]
+    return dtype.itemsize * channels
+
+
+def image_to_numpy(msg: RawImage) -> np.ndarray:
+    """Image -> H x W (one channel) or H x W x C array in the encoding's own layout (BGR stays BGR).
+
+    A zero-copy view over msg.data (strided when rows are padded), except for big-endian multi-byte data on a
+    little-endian host, which is converted to native byte order. yuv422 variants come back raw as H x W x 2.
+    """
+    encoding = msg.encoding
+    bpp = bytes_per_pixel(encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0:
+        raise BadInputError(f'height must be positive, got {height}')
+    if width <= 0:
+        raise BadInputError(f'width must be positive, got {width}')
+    if step < width * bpp:
+        raise BadInputError(f'step {step} < width {width} x {bpp} bytes per pixel ({encoding})')
+    if encoding in UYVY_ENCODINGS + YUYV_ENCODINGS and width % 2:
+        raise BadInputError(f'width must be even for {encoding}, got {width}')
+    data = np.frombuffer(msg.data, np.uint8)
+    need = step * (height - 1) + width * bpp
+    if data.size < need:
+        raise BadInputError(f'data has {data.size} bytes, needs {need} for {height} rows of step {step}')
+    dtype, channels = ENCODINGS[encoding]
+    big = bool(msg.is_bigendian)
+    if dtype.itemsize > 1 and big:
+        dtype = dtype.newbyteorder('>')
+    arr = np.ndarray((height, width, channels), dtype, buffer=data,
+                     strides=(step, channels * dtype.itemsize, dtype.itemsize))
+    if dtype.itemsize > 1 and big != HOST_BIG_ENDIAN:
+        arr = arr.astype(dtype.newbyteorder('='))
+    return arr[..., 0] if channels == 1 else arr
+
+
+def _scale_to_uint8(gray: np.ndarray, top: float) -> np.ndarray:
+    scaled = np.multiply(gray, np.float32(255.0 / top) if top > 0 else np.float32(0.0), dtype=np.float32)
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def _mono16_to_uint8(gray: np.ndarray) -> np.ndarray:
+    """Camera intensities: scale by the container's bit depth (8/10/12/14/16 bits), stable from frame to frame."""
+    peak = int(gray.max())
+    bits = next(b for b in (8, 10, 12, 14, 16) if peak < (1 << b))
+    return _scale_to_uint8(gray, float((1 << bits) - 1))
+
+
+def _gray3(gray8: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(gray8, cv2.COLOR_GRAY2RGB)
+
+
+_YUV_TO_RGB = {'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'uyvy': cv2.COLOR_YUV2RGB_UYVY,
+               'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2, 'yuyv': cv2.COLOR_YUV2RGB_YUY2}
+
+
+def yuv422_to_rgb8(raw: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
+    """Raw H x W x 2 yuv422 (UYVY for 'yuv422', YUYV for 'yuv422_yuy2') -> RGB uint8, BT.601 video range."""
+    if encoding not in _YUV_TO_RGB:
+        raise BadInputError(f'encoding {encoding!r} is not a yuv422 variant')
+    return cv2.cvtColor(raw, _YUV_TO_RGB[encoding])
+
+
+def rgb8_to_yuv422(rgb: np.ndarray, encoding: str = 'yuv422') -> np.ndarray:
+    """RGB uint8 H x W x 3 (W even) -> raw H x W x 2 yuv422 bytes (BT.601 video range; chroma averaged per pair)."""
+    if rgb.shape[1] % 2:
+        raise BadInputError(f'width must be even for {encoding}, got {rgb.shape[1]}')
+    f = rgb.astype(np.float32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    y = 16.0 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    u = 128.0 - 0.148223 * r - 0.290993 * g + 0.439216 * b
+    v = 128.0 + 0.439216 * r - 0.367788 * g - 0.071427 * b
+    chroma = np.empty(rgb.shape[:2], np.float32)
+    chroma[:, 0::2] = 0.5 * (u[:, 0::2] + u[:, 1::2])
+    chroma[:, 1::2] = 0.5 * (v[:, 0::2] + v[:, 1::2])
+    planes = (chroma, y) if encoding in UYVY_ENCODINGS else (y, chroma) if encoding in YUYV_ENCODINGS else None
+    if planes is None:
+        raise BadInputError(f'encoding {encoding!r} is not a yuv422 variant')
+    return np.clip(np.stack(planes, axis=2) + 0.5, 0, 255).astype(np.uint8)
+
+
+# 8UC3 carries no colour order; OpenCV (and so most drivers that publish it) writes BGR.
+_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, '8UC3': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB,
+           'bgra8': cv2.COLOR_BGRA2RGB, 'mono8': cv2.COLOR_GRAY2RGB, '8UC1': cv2.COLOR_GRAY2RGB}
+
+
+def image_to_rgb8(msg: RawImage) -> np.ndarray:
+    """Any supported Image -> C-contiguous RGB uint8 H x W x 3 (a view when the message already is unpadded rgb8).
+
+    mono16 is scaled by its bit depth (8/10/12/14/16 bits, from the frame's peak); 16UC1 and 32FC1 (depth-like) are
+    scaled so that 0 maps to 0 and the frame's largest finite value to 255; NaN/Inf become 0.
+    """
+    arr = image_to_numpy(msg)
+    encoding = msg.encoding
+    if encoding == 'rgb8':
+        return np.ascontiguousarray(arr)
+    if encoding in _TO_RGB:  # OpenCV's SIMD channel shuffles read the (possibly padded) view directly
+        return cv2.cvtColor(arr, _TO_RGB[encoding])
+    if encoding == 'mono16':
+        return _gray3(_mono16_to_uint8(arr))
+    if encoding == '16UC1':
+        return _gray3(_scale_to_uint8(arr, float(arr.max())))
+    if encoding == '32FC1':
+        finite = np.where(np.isfinite(arr), arr, np.float32(0.0))
+        return _gray3(_scale_to_uint8(np.maximum(finite, 0), float(finite.max())))
+    return yuv422_to_rgb8(arr, encoding)
+
+
+def compressed_to_rgb8(msg: Any) -> np.ndarray:
+    """CompressedImage (jpeg or png; `format` as image_transport writes it, e.g. 'rgb8; jpeg compressed bgr8')
+    -> RGB uint8 H x W x 3."""
+    fmt = (msg.format or '').lower()
+    if (fmt and not any(k in fmt for k in ('jpeg', 'jpg', 'png'))) or 'compresseddepth' in fmt:
+        raise BadInputError(f'format {msg.format!r} is not jpeg or png')
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size == 0:
+        raise BadInputError('data is empty')
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise BadInputError(f'data ({data.size} bytes) does not decode as {msg.format or "an image"}')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
