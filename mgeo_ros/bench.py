@@ -1,7 +1,8 @@
 """`mgeo bench MODEL`: ms per stage for every available backend and input size, medians after warm-up.
 
 Stages of one frame, as the node runs them: convert (raw rgb8 Image bytes -> numpy, through `mgeo_ros.ros.convert`
-when rclpy imports, else a numpy reshape), preprocess, forward, postprocess, cloud packing (`mgeo_ros.ros.cloud`).
+when rclpy imports, else a numpy reshape), preprocess, forward, postprocess, cloud (the node's PointCloud2 built
+from depth by `mgeo_ros.ros.convert`, or `mgeo_ros.ros.cloud` packing without rclpy).
 A baseline row is measured in the same run: the reference MoGe-2 pipeline (`model.infer` on the full frame, as the
 MoGe repository runs it: its own resize, focal/shift recovery and unprojection at the frame size, no buffer reuse),
 so every backend's end-to-end time is also given as a ratio to it.
@@ -29,15 +30,14 @@ import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError, MgeoError
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / 'models' / 'default'
 STAGES = ('convert', 'preprocess', 'forward', 'postprocess', 'cloud')
 log = logging.getLogger('mgeo_ros.bench')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('model', nargs='?', help='checkpoint dir / .pt / .onnx / .engine, or preset:NAME')
-    parser.add_argument('--default-model', action='store_true', help='use the packaged default model '
-                                                                     f'({DEFAULT_MODEL_DIR})')
+    parser.add_argument('--default-model', action='store_true',
+                        help='use the packaged default model (share/mgeo_ros/models/default)')
     parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
                         help='backend(s) to measure (repeatable; default: every one that is available)')
     parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
@@ -74,12 +74,15 @@ def make_converter(rgb: np.ndarray):
 
 
 def make_cloud_packer():
+    """(pack(prediction, rgb), description): the node's cloud (`convert.depth_to_pointcloud2`, unprojected straight
+    into the message) when rclpy imports, else the same points packed by the pure-numpy `cloud.pack_points`."""
     try:
+        from mgeo_ros.ros.convert import depth_to_pointcloud2
+    except Exception:  # rclpy/messages missing
         from mgeo_ros.ros.cloud import pack_points
-    except Exception as e:  # pragma: no cover - cloud.py is pure numpy
-        log.warning('cloud packing unavailable (%s)', e)
-        return None
-    return lambda points, rgb: pack_points(points, rgb)
+
+        return (lambda p, rgb: pack_points(p.points, rgb)), 'cloud.pack_points'
+    return (lambda p, rgb: depth_to_pointcloud2(p.depth, p.intrinsics, rgb=rgb)), 'ros.convert.depth_to_pointcloud2'
 
 
 def peak_rss_mib() -> float:
@@ -91,10 +94,13 @@ def peak_rss_mib() -> float:
 def resolve_model(args) -> tuple[object, str]:
     """(model_path or torch module, label)."""
     if args.default_model:
-        if not (DEFAULT_MODEL_DIR / 'config.json').is_file():
-            raise MgeoError(f'--default-model: no packaged default model at {DEFAULT_MODEL_DIR} yet (it is produced '
-                            'by training; pass a checkpoint or preset:small instead)')
-        return str(DEFAULT_MODEL_DIR), 'default'
+        from mgeo_ros.runtime.predictor import default_model_path
+
+        path = default_model_path()
+        if not (path / 'config.json').is_file():
+            raise MgeoError(f'--default-model: no packaged default model at {path} (it is produced by training; '
+                            'pass a checkpoint or preset:small instead)')
+        return str(path), 'default'
     if not args.model:
         raise MgeoError('give MODEL (checkpoint, .onnx, .engine or preset:NAME) or --default-model')
     if args.model.startswith('preset:'):
@@ -172,7 +178,7 @@ def _median(values: list[float]) -> float:
 
 def measure_predictor(pred, rgb: np.ndarray, runs: int, warmup: int) -> dict:
     convert, convert_how = make_converter(rgb)
-    pack = make_cloud_packer()
+    pack, pack_how = make_cloud_packer()
     per_stage = {s: [] for s in STAGES}
     e2e = []
     for i in range(warmup + runs):
@@ -181,8 +187,7 @@ def measure_predictor(pred, rgb: np.ndarray, runs: int, warmup: int) -> dict:
         t1 = time.perf_counter()
         p = pred.predict(frame)
         t2 = time.perf_counter()
-        if pack is not None:
-            pack(p.points, frame)
+        pack(p, frame)
         t3 = time.perf_counter()
         if i < warmup:
             continue
@@ -194,7 +199,7 @@ def measure_predictor(pred, rgb: np.ndarray, runs: int, warmup: int) -> dict:
     ms = {s: _median(v) for s, v in per_stage.items()}
     e2e_ms = _median(e2e)
     return {'ms': ms, 'e2e_ms': e2e_ms, 'fps': 1e3 / e2e_ms, 'overhead_ratio': (e2e_ms - ms['forward']) / ms['forward'],
-            'convert_via': convert_how, 'valid_fraction': float(p.mask.mean())}
+            'convert_via': convert_how, 'cloud_via': pack_how, 'valid_fraction': float(p.mask.mean())}
 
 
 def measure_reference(model, rgb: np.ndarray, num_tokens: int, runs: int, warmup: int, use_fp16: bool) -> dict:
@@ -217,15 +222,10 @@ def measure_reference(model, rgb: np.ndarray, num_tokens: int, runs: int, warmup
 
 def _torch_module(model):
     """The torch module behind a model argument (for the reference baseline), or None for .onnx/.engine."""
+    from mgeo_ros.export.onnx_export import load_model
     from mgeo_ros.runtime.predictor import model_kind
 
-    if model_kind(model) != 'checkpoint':
-        return None
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    from mgeo_ros.model import load_checkpoint
-
-    return load_checkpoint(str(model), device='cpu')
+    return load_model(model) if model_kind(model) == 'checkpoint' else None
 
 
 def run_bench(args) -> dict:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mgeo_ros.ros.pipeline import default_model_path
 from mgeo_ros.ros.replay_session import OUTPUT_TOPICS, replay_and_record
+from mgeo_ros.runtime.predictor import default_model_path
 from mgeo_ros.train.data.bag import depth_to_metres, stamp_ns
 
 # Held out: training streams scenes from small seeds (config seed + step offsets), far below this one.

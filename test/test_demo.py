@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mgeo_ros.ros.pipeline import default_model_path
+from mgeo_ros.runtime.predictor import default_model_path
 
 
 @pytest.mark.ros

@@ -40,6 +40,6 @@ def test_bench_table_and_unavailable_backend(capsys):
 
 
 def test_bench_default_model_missing_is_explained(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, 'DEFAULT_MODEL_DIR', tmp_path / 'nope')
+    monkeypatch.setattr('mgeo_ros.runtime.predictor.default_model_path', lambda: tmp_path / 'nope')
     assert mgeo_main(['bench', '--default-model']) == 2
     assert 'no packaged default model' in capsys.readouterr().err

@@ -15,6 +15,7 @@ from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.scale_filter import ScaleFilter
+from mgeo_ros.runtime.predictor import default_model_path
 
 
 @dataclass
@@ -23,19 +24,6 @@ class IncomingFrame:
     msg: object
     received: float  # time.monotonic() at the callback
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
-
-
-def default_model_path() -> Path:
-    """The packaged default model: the installed share/ copy, else the one in the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        shared = Path(get_package_share_directory('mgeo_ros')) / 'models' / 'default'
-        if shared.exists():
-            return shared
-    except Exception:  # not installed through colcon/pip: fall back to the source tree
-        pass
-    return Path(__file__).resolve().parents[1] / 'models' / 'default'
 
 
 def _ms(t0: float) -> float:

@@ -46,6 +46,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get('MGEO_CACHE_DIR') or Path.home() / '.cache' / 'mgeo_ros')
 
 
+def default_model_path() -> Path:
+    """The packaged default model: the installed share/ copy (colcon/ament), else the one in the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory('mgeo_ros')) / 'models' / 'default'
+        if shared.exists():
+            return shared
+    except Exception:  # not installed through colcon/pip: fall back to the source tree
+        pass
+    return Path(__file__).resolve().parents[1] / 'models' / 'default'
+
+
 def choose_backend(kind: str) -> str:
     """The `auto` choice for a model kind on this machine (see the module docstring)."""
     if kind == 'engine':
