@@ -3,7 +3,7 @@ seed, so rendering on CPU or GPU gives the same picture. World frame: z up, metr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,11 +60,10 @@ def camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 def sample_intrinsics(rng: np.random.Generator, width: int, height: int) -> Intrinsics:
     """Square pixels, horizontal FOV in FOV_DEG, principal point jittered around the centre."""
-    fov = math.radians(rng.uniform(*FOV_DEG))
-    fx = width / (2.0 * math.tan(fov / 2.0))
-    cx = (width - 1) / 2.0 + rng.uniform(-PRINCIPAL_JITTER, PRINCIPAL_JITTER) * width
-    cy = (height - 1) / 2.0 + rng.uniform(-PRINCIPAL_JITTER, PRINCIPAL_JITTER) * height
-    return Intrinsics(fx, fx, cx, cy, width, height)
+    centred = Intrinsics.from_fov(math.radians(rng.uniform(*FOV_DEG)), width, height)
+    jitter_x = rng.uniform(-PRINCIPAL_JITTER, PRINCIPAL_JITTER) * width
+    jitter_y = rng.uniform(-PRINCIPAL_JITTER, PRINCIPAL_JITTER) * height
+    return replace(centred, cx=centred.cx + jitter_x, cy=centred.cy + jitter_y)
 
 
 # ---- materials --------------------------------------------------------------------------------------------------
