@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,22 +95,12 @@ def bag_images(path: str, topic: str | None, info_topic: str | None,
 
 def pseudo_label(model, rgb: np.ndarray, intrinsics, num_tokens: int, name: str):
     """One Sample from the teacher: metric depth (NaN outside its mask) with the used or recovered intrinsics."""
-    import torch
-
-    from mgeo_ros.geometry.intrinsics import Intrinsics
     from mgeo_ros.train.data.sample import Sample
+    from mgeo_ros.train.teacher import infer_depth
 
-    h, w = rgb.shape[:2]
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)
-    fov_x = None if intrinsics is None else math.degrees(intrinsics.fov_x)
-    with torch.no_grad():
-        out = model.infer(image, num_tokens=num_tokens, fov_x=fov_x, apply_mask=True, use_fp16=False)
-    depth = out['depth'].float().cpu().numpy()
-    mask = out['mask'].cpu().numpy().astype(bool) & np.isfinite(depth) & (depth > 0)
-    if intrinsics is None:
-        intrinsics = Intrinsics.from_normalized(out['intrinsics'].float().cpu().numpy(), w, h)
-    depth = np.where(mask, depth, np.nan).astype(np.float32)
-    return Sample(rgb=rgb, depth=depth, intrinsics=intrinsics, mask=mask, metric=True, source=f'pseudo:{name}')
+    teacher = infer_depth(model, rgb, num_tokens, intrinsics)
+    return Sample(rgb=rgb, depth=teacher.masked(), intrinsics=teacher.intrinsics, mask=teacher.valid, metric=True,
+                  source=f'pseudo:{name}')
 
 
 def run(args: argparse.Namespace) -> int:

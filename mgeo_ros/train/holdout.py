@@ -6,13 +6,13 @@ constant per frame after the same per-frame scale alignment the model gets.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from mgeo_ros.train.data.sample import Sample
+from mgeo_ros.train.teacher import infer_depth
 
 
 def holdout_samples(count: int, seed: int, size: tuple[int, int], root: str | None = None) -> list[Sample]:
@@ -26,15 +26,6 @@ def holdout_samples(count: int, seed: int, size: tuple[int, int], root: str | No
     from mgeo_ros.train.data import SyntheticDataset
     ds = SyntheticDataset(count=count, seed=seed, size=tuple(size))
     return [fit_sample(ds[i], *size) for i in range(len(ds))]
-
-
-@torch.no_grad()
-def predict_depth(model: torch.nn.Module, sample: Sample, num_tokens: int) -> np.ndarray:
-    """Metric depth (m) for one sample with the GT field of view given (so focal is known, shift is solved)."""
-    image = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div(255.0)
-    fov_x = math.degrees(sample.intrinsics.fov_x)
-    out = model.infer(image, num_tokens=num_tokens, fov_x=fov_x, apply_mask=False, use_fp16=False)
-    return out['depth'].float().cpu().numpy()
 
 
 def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_tokens: int) -> dict[str, float]:
@@ -53,7 +44,7 @@ def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_toke
             mask = np.isfinite(gt) & (gt > 0)
             if not mask.any():
                 continue
-            pred = predict_depth(model, sample, num_tokens)
+            pred = infer_depth(model, sample.rgb, num_tokens, sample.intrinsics).depth  # GT FOV, no model mask
             base = np.full_like(gt, constant)
             for who, depth in (('model', pred), ('baseline', base)):
                 for tag, alignment in (('metric', 'none'), ('scale', 'scale')):

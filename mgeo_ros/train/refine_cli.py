@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,15 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def teacher_depth(model, sample, num_tokens: int) -> np.ndarray:
     """Teacher depth (up to scale is enough) at the sample's resolution with its known FOV; NaN outside its mask."""
-    import torch
+    from mgeo_ros.train.teacher import infer_depth
 
-    image = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div(255.0)
-    with torch.no_grad():
-        out = model.infer(image, num_tokens=num_tokens, fov_x=math.degrees(sample.intrinsics.fov_x),
-                          apply_mask=False, use_fp16=False)
-    depth = out['depth'].float().cpu().numpy()
-    mask = out['mask'].cpu().numpy().astype(bool) if 'mask' in out else np.ones(depth.shape, bool)
-    return np.where(mask & np.isfinite(depth) & (depth > 0), depth, np.nan)
+    return infer_depth(model, sample.rgb, num_tokens, sample.intrinsics).masked()
 
 
 def run(args: argparse.Namespace) -> int:
