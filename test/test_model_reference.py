@@ -6,17 +6,14 @@ shipped. Weights are random and copied from the reference model into ours.
 """
 from __future__ import annotations
 
-import copy
-import functools
-import importlib
 import os
 import sys
 
 import pytest
 import torch
+from moge_reference_pair import build_pair
 
 from mgeo_ros.geometry.uv import normalized_view_plane_uv_torch
-from mgeo_ros.model import build_model, preset
 
 REF = os.environ.get('MGEO_MOGE_REFERENCE')
 pytestmark = pytest.mark.skipif(not REF, reason='MGEO_MOGE_REFERENCE (a MoGe + utils3d checkout) is not set')
@@ -29,33 +26,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope='module')
 def pair():
-    os.environ.setdefault('XFORMERS_DISABLED', '1')
-    sys.path.insert(0, REF)
-    v2 = importlib.import_module('moge.model.v2')
-    hub = importlib.import_module('moge.model.dinov2.hub.backbones')
-    vt = importlib.import_module('moge.model.dinov2.models.vision_transformer')
-    layers = importlib.import_module('moge.model.dinov2.layers')
-    torch.manual_seed(0)
     torch.set_num_threads(1)
-    cfg = preset('tiny')
-    spec = cfg['encoder']['backbone']
-
-    def custom_vit(pretrained=False):   # the reference only knows hub names; build the same small ViT there
-        return vt.DinoVisionTransformer(
-            img_size=14 * spec['pos_grid'], patch_size=spec['patch_size'], embed_dim=spec['embed_dim'],
-            depth=spec['depth'], num_heads=spec['num_heads'], mlp_ratio=spec['mlp_ratio'], init_values=1.0,
-            block_chunks=0, block_fn=functools.partial(layers.NestedTensorBlock, attn_class=layers.MemEffAttention))
-    hub.mgeo_test_vit = custom_vit
-    ref_cfg = copy.deepcopy(cfg)
-    ref_cfg['encoder']['backbone'] = 'mgeo_test_vit'
-    ref = v2.MoGeModel(**ref_cfg).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith('gamma'):
-                p.copy_(torch.rand_like(p) * 0.5 + 0.1)
-    ours = build_model(cfg).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    yield ref, ours
+    yield build_pair(REF)
     sys.path.remove(REF)
 
 
