@@ -153,3 +153,26 @@ def test_gradient_accumulation_consumes_micro_batches_and_eval_every(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / 'acc' / 'eval.jsonl').read_text().splitlines()]
     assert [r['step'] for r in rows] == [2, 3]   # every step inside run() (step 1 ran outside), then the final one
     assert all('model_metric_abs_rel' in r for r in rows)
+
+
+def test_layer_scale_init_applies_to_fresh_models_only(tmp_path):
+    from mgeo_ros.model import save_checkpoint
+    from mgeo_ros.model.vit import LayerScale
+    from mgeo_ros.train.trainer import build_training_model
+
+    def gains(model):
+        return torch.cat([m.gamma.detach().flatten() for m in model.modules() if isinstance(m, LayerScale)])
+
+    fresh = build_training_model(load_config(TINY, {'layer_scale_init': 0.1}))
+    assert gains(fresh).numel() > 0 and torch.all(gains(fresh) == 0.1)
+    assert torch.all(gains(build_training_model(load_config(TINY))) == 1.0)      # the preset's own init
+    save_checkpoint(fresh, tmp_path / 'ckpt')
+    resumed = build_training_model(load_config(TINY, {'layer_scale_init': 0.7, 'init_checkpoint': str(tmp_path /
+                                                                                                      'ckpt')}))
+    assert torch.all(gains(resumed) == 0.1)                                      # a checkpoint's weights win
+
+
+def test_missing_eval_root_fails_before_training(tmp_path):
+    with pytest.raises(BadInputError, match='eval_root'):
+        load_config(TINY, {'eval_root': str(tmp_path / 'nope'), 'eval_count': 4})
+    assert load_config(TINY, {'eval_root': str(tmp_path / 'nope'), 'eval_count': 0}).eval_count == 0

@@ -65,6 +65,10 @@ class TrainConfig:
     model: str = _f('tiny', "model preset (mgeo_ros.model.configs.preset): 'tiny', 'small', 'vits', 'vitb', 'vitl'")
     model_overrides: dict = _f(factory=dict, help='dict merged (recursively) into the preset model_config; a null '
                                                   'value removes a key (e.g. normal_head: null drops that head)')
+    layer_scale_init: float | None = _f(None, 'from scratch only: every ViT LayerScale gain starts at this value '
+                                              "(None = the preset's 1.0). Small gains (0.1) keep the residual stream "
+                                              'close to the patch embedding early on, so the tokens do not collapse '
+                                              'to one vector (the image then stops mattering) on small runs')
     init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 model.pt; '
                                            'its own model_config wins over `model`)')
     # output / schedule
@@ -161,6 +165,9 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
         raise BadInputError('image_size must be [W, H]')
     if isinstance(cfg.num_tokens, int):
         cfg.num_tokens = [cfg.num_tokens, cfg.num_tokens]
+    if cfg.eval_root and cfg.eval_count > 0 and not Path(cfg.eval_root).is_dir():
+        raise BadInputError(f'eval_root {cfg.eval_root} is not a folder dataset (make one with `mgeo synth --out '
+                            f'{cfg.eval_root} ...`, or set eval_root: null to evaluate on synthetic scenes)')
     return cfg
 
 

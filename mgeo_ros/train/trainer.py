@@ -52,11 +52,17 @@ def build_training_model(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh preset model, or `init_checkpoint` (project dir or official MoGe-2 model.pt) for fine-tuning."""
     from mgeo_ros.model import build_model, load_checkpoint
     from mgeo_ros.model.configs import preset
+    from mgeo_ros.model.vit import LayerScale
 
     if cfg.init_checkpoint:
         model = load_checkpoint(cfg.init_checkpoint, device='cpu')
     else:
         model = build_model(_deep_merge(preset(cfg.model), cfg.model_overrides))
+        if cfg.layer_scale_init is not None:
+            with torch.no_grad():
+                for module in model.modules():
+                    if isinstance(module, LayerScale):
+                        module.gamma.fill_(float(cfg.layer_scale_init))
     return model.float().train()
 
 
