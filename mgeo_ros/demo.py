@@ -157,10 +157,11 @@ def node_stage_times(recorded: dict) -> dict[str, str]:
 def training_median_depth(count: int = 32, seed: int = 0) -> float:
     """The constant-depth baseline of issue 7: the median depth of the training distribution (scenes of the demo's
     kinds), taken as the median of per-frame GT medians over the first `count` scenes of a training stream."""
+    from mgeo_ros.eval.evaluate import gt_median
     from mgeo_ros.train.data import SyntheticDataset
 
     batch = SyntheticDataset(count, seed=seed, size=(96, 72), kinds=DEMO_KINDS).batch(range(count)).samples()
-    return float(np.median([np.nanmedian(np.where(s.mask, s.depth, np.nan)) for s in batch]))
+    return float(np.median([gt_median(s) for s in batch]))
 
 
 def _group(flat: dict[str, float], prefix: str) -> dict[str, float]:

@@ -45,15 +45,20 @@ def point_step(with_rgb: bool) -> int:
     return 16 if with_rgb else 12
 
 
-def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """uint8 [..., 3] -> uint32 [...] holding 0x00RRGGBB (view it as float32 for the `rgb` field)."""
+def pack_rgb(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [..., 3] -> uint32 [...] holding 0x00RRGGBB (view it as float32 for the `rgb` field). `out` (uint32,
+    may be strided, e.g. the rgb field of a cloud buffer viewed as uint32) is written in place, with no temporaries."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.shape[-1:] != (3,):
         raise BadInputError(f'rgb must be uint8 [..., 3], got {rgb.dtype} {rgb.shape}')
-    packed = rgb[..., 0].astype(np.uint32) << 16
-    packed |= rgb[..., 1].astype(np.uint32) << 8
-    packed |= rgb[..., 2]
-    return packed
+    if out is None:
+        out = np.empty(rgb.shape[:-1], np.uint32)
+    out[...] = rgb[..., 0]
+    out <<= 8
+    out |= rgb[..., 1]
+    out <<= 8
+    out |= rgb[..., 2]
+    return out
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
@@ -104,8 +109,7 @@ def pack_points(points: np.ndarray, rgb: np.ndarray | None = None, stride: int =
     for axis in range(3):  # one strided copy per coordinate: ~5x faster than out[..., :3] = kept (inner loop of 3)
         out[..., axis] = kept[..., axis]
     if rgb is not None:
-        rgb_bits = out[..., 3].view(np.uint32)
-        rgb_bits[...] = pack_rgb(np.asarray(rgb)[::stride, ::stride])
+        pack_rgb(np.asarray(rgb)[::stride, ::stride], out=out[..., 3].view(np.uint32))
     if mask is not None:
         out[~np.asarray(mask, bool)[::stride, ::stride], :3] = np.nan
     return out

@@ -278,7 +278,7 @@ def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Head
         data, view = _cloud_buffer(h, w, rgb is not None)
         unproject(depth, intrinsics, out=view[..., :3])
         if rgb is not None:
-            view[..., 3].view(np.uint32)[...] = cloud.pack_rgb(rgb)
+            cloud.pack_rgb(rgb, out=view[..., 3].view(np.uint32))
         return _cloud_message(data, header, h, w, rgb is not None)
     rows, cols = np.nonzero(keep)
     data, view = _cloud_buffer(1, rows.size, rgb is not None)
@@ -288,7 +288,7 @@ def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Head
     np.multiply(z, ray_y[rows], out=view[0, :, 1])
     view[0, :, 2] = z
     if rgb is not None:
-        view[0, :, 3].view(np.uint32)[...] = cloud.pack_rgb(rgb[rows, cols])
+        cloud.pack_rgb(rgb[rows, cols], out=view[0, :, 3].view(np.uint32))
     return _cloud_message(data, header, 1, rows.size, rgb is not None, dense=True)
 
 

@@ -21,7 +21,7 @@ def image_to_rgb(msg) -> np.ndarray:
     """Image or CompressedImage -> RGB uint8 H×W×3, decoded exactly as the node decodes it (`image_codec`)."""
     if hasattr(msg, 'format'):
         return compressed_to_rgb8(msg)
-    return np.ascontiguousarray(image_to_rgb8(msg))
+    return image_to_rgb8(msg)
 
 
 def depth_to_metres(msg) -> np.ndarray:
@@ -40,7 +40,6 @@ def depth_to_metres(msg) -> np.ndarray:
             d = a.astype(np.float32)
         else:
             raise BadInputError(f'depth Image.encoding {msg.encoding!r} must be 16UC1 (mm) or 32FC1 (m)')
-    d = d.copy()
     d[~np.isfinite(d) | (d <= 0)] = np.nan
     return d
 
