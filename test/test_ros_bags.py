@@ -230,6 +230,12 @@ def test_bag_player_library_skips_uninstalled_types_and_plays_the_rest(tmp_path)
         player = BagPlayer(node, bag, rate=0, remap={'/cam/image': '/played/image'})
         assert set(player.skipped) == {'/odom'} and player.message_count == 4
         assert set(player.publishers) == {'/played/image'}
+        # a local listener alone must not satisfy a wait that asks for two (the demo's recorder + the node)
+        listeners = [node.create_subscription(Image, '/played/image', lambda _: None, 10)]
+        assert player.wait_for_subscribers(1, 5.0)
+        assert not player.wait_for_subscribers(1, 0.3, at_least={'/played/image': 2})
+        listeners.append(node.create_subscription(Image, '/played/image', lambda _: None, 10))
+        assert player.wait_for_subscribers(1, 5.0, at_least={'/played/image': 2})
         stats = player.play()
         assert dict(stats.published) == {'/played/image': 4}
         assert stats.bag_duration_s == pytest.approx(0.15)

@@ -10,7 +10,7 @@ import importlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,11 +113,14 @@ class BagPlayer:
     def output_topic(self, topic: str) -> str:
         return self.remap.get(topic, topic)
 
-    def wait_for_subscribers(self, count: int, timeout_s: float) -> bool:
-        """True once every played topic has at least `count` subscribers; False at the timeout."""
+    def wait_for_subscribers(self, count: int, timeout_s: float, at_least: Mapping[str, int] | None = None) -> bool:
+        """True once every played topic has at least `count` subscribers (`at_least[topic]` where given: e.g. 2
+        when a local recorder also listens, so that it alone does not count as the consumer); False at the timeout.
+        Best-effort samples published before a subscriber matches are lost, hence the wait."""
+        need = {topic: max(count, (at_least or {}).get(topic, count)) for topic in self.publishers}
         deadline = time.monotonic() + timeout_s
         while True:
-            if all(p.get_subscription_count() >= count for p in self.publishers.values()):
+            if all(p.get_subscription_count() >= need[t] for t, p in self.publishers.items()):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -38,7 +38,8 @@ def replay_and_record(bag: Path, record_path: Path, rate: float, frames: int, no
                 raise RuntimeError(f'mgeo_depth_node exited with code {node.returncode} before publishing')
             if time.monotonic() > deadline:
                 raise TimeoutError('the node did not advertise its outputs in time')
-        if not player.wait_for_subscribers(1, max(1.0, deadline - time.monotonic())):
+        # the recorder subscribes to the image too: wait for the node's subscription on top of it
+        if not player.wait_for_subscribers(1, max(1.0, deadline - time.monotonic()), at_least={image_topic: 2}):
             raise TimeoutError('the node did not subscribe to the camera topics in time')
         time.sleep(0.5)  # let the remaining endpoints match
         t_play = time.perf_counter()
