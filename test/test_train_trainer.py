@@ -153,6 +153,9 @@ def test_gradient_accumulation_consumes_micro_batches_and_eval_every(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / 'acc' / 'eval.jsonl').read_text().splitlines()]
     assert [r['step'] for r in rows] == [2, 3]   # every step inside run() (step 1 ran outside), then the final one
     assert all('model_metric_abs_rel' in r for r in rows)
+    best = json.loads((tmp_path / 'acc' / 'best' / 'eval.json').read_text())       # keep_best: lowest AbsRel
+    assert best['model_metric_abs_rel'] == min(r['model_metric_abs_rel'] for r in rows)
+    assert (tmp_path / 'acc' / 'best' / 'model.safetensors').is_file() and summary['best'] == best
 
 
 def test_layer_scale_init_applies_to_fresh_models_only(tmp_path):
@@ -176,3 +179,17 @@ def test_missing_eval_root_fails_before_training(tmp_path):
     with pytest.raises(BadInputError, match='eval_root'):
         load_config(TINY, {'eval_root': str(tmp_path / 'nope'), 'eval_count': 4})
     assert load_config(TINY, {'eval_root': str(tmp_path / 'nope'), 'eval_count': 0}).eval_count == 0
+
+
+def test_keep_best_overwrites_only_on_improvement_and_knows_the_direction(tmp_path):
+    for key, values, expected in (('model_metric_abs_rel', [0.5, 0.6, 0.4, 0.45], [0.5, 0.5, 0.4, 0.4]),
+                                  ('model_metric_delta1', [0.3, 0.2, 0.35, 0.34], [0.3, 0.3, 0.35, 0.35])):
+        out = tmp_path / key
+        trainer = Trainer(load_config(TINY, dict(_fast_overrides(), out=str(out), keep_best=key)))
+        for value, want in zip(values, expected):
+            trainer._keep_best({key: value, 'step': 0})
+            assert json.loads((out / 'best' / 'eval.json').read_text())[key] == want
+        assert (out / 'best' / 'model.safetensors').is_file()
+    off = Trainer(load_config(TINY, dict(_fast_overrides(), out=str(tmp_path / 'off'), keep_best=None)))
+    off._keep_best({'model_metric_abs_rel': 0.1})
+    assert not (tmp_path / 'off' / 'best').exists()

@@ -111,6 +111,9 @@ class TrainConfig:
     eval_seed: int = _f(1_000_003, 'seed of the held-out synthetic scenes (disjoint from training seeds)')
     eval_size: list | None = _f(None, 'held-out image size [W, H] (None = image_size)')
     eval_root: str | None = _f(None, 'evaluate on this folder dataset instead of synthetic scenes')
+    keep_best: str | None = _f('model_metric_abs_rel', 'after each evaluation, write the evaluated weights to best/ '
+                                                       'when this eval.jsonl key improved ("delta" keys are '
+                                                       'maximized, the others minimized; null = off)')
     tensorboard: bool = _f(True, 'also write TensorBoard event files (out/tb)')
     progress: bool = _f(True, 'show a tqdm progress bar (rank 0)')
 

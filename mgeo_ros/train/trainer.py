@@ -7,6 +7,7 @@ Layout of `cfg.out`:
   checkpoints/step_N/      config.json + model.safetensors (`mgeo_ros.model.save_checkpoint`) + train_state.pt
   latest.txt               name of the newest checkpoint (what --resume reads)
   final/                   the model at the end of training (project format; the EMA weights if ema_decay is set)
+  best/                    the evaluated model with the best `keep_best` score so far, and its eval.json
   loss_curve.png, eval.jsonl, summary.json
 """
 from __future__ import annotations
@@ -277,7 +278,29 @@ class Trainer:
         metrics['step'] = self.step
         with (self.out / 'eval.jsonl').open('a') as f:
             f.write(json.dumps(metrics) + '\n')
+        self._keep_best(metrics)
         return metrics
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        """Write the evaluated weights to best/ when `keep_best` improved, so a late, noisy evaluation loses nothing
+        (rolling checkpoints keep only the last 3). The record survives --resume."""
+        key = self.cfg.keep_best
+        if not key:
+            return
+        if key not in metrics:
+            log.warning('keep_best: %r is not an evaluation key (have: %s)', key, ', '.join(sorted(metrics)))
+            return
+        value = float(metrics[key])
+        if not math.isfinite(value):
+            return
+        record = self.out / 'best' / 'eval.json'
+        if record.is_file():
+            old = json.loads(record.read_text()).get(key)
+            if old is not None and (value <= old if 'delta' in key else value >= old):
+                return
+        from mgeo_ros.model import save_checkpoint
+        save_checkpoint(self.release_model, self.out / 'best')
+        record.write_text(json.dumps(metrics))
 
     def _time_is_up(self, t_start: float) -> bool:
         """Rank 0's clock decides for every rank (ranks stopping at different steps would deadlock DDP)."""
@@ -361,6 +384,8 @@ class Trainer:
                 log.warning('final evaluation failed: %s', exc)
                 final_eval = None
             summary['eval'] = final_eval if final_eval is not None else last_eval
+            if (self.out / 'best' / 'eval.json').is_file():
+                summary['best'] = json.loads((self.out / 'best' / 'eval.json').read_text())
             summary['final_loss'] = stats.get('loss')
             (self.out / 'summary.json').write_text(json.dumps(summary, indent=2))
         barrier(self.dist)
