@@ -236,6 +236,8 @@ def test_bag_player_library_skips_uninstalled_types_and_plays_the_rest(tmp_path)
         assert not player.wait_for_subscribers(1, 0.3, at_least={'/played/image': 2})
         listeners.append(node.create_subscription(Image, '/played/image', lambda _: None, 10))
         assert player.wait_for_subscribers(1, 5.0, at_least={'/played/image': 2})
+        with pytest.raises(ValueError, match='not played'):         # the bag's name, not the remapped one
+            player.wait_for_subscribers(1, 0.1, at_least={'/cam/image': 2})
         stats = player.play()
         assert dict(stats.published) == {'/played/image': 4}
         assert stats.bag_duration_s == pytest.approx(0.15)

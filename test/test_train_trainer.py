@@ -10,6 +10,7 @@ import yaml
 from mgeo_ros.cli import main as mgeo_main
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.train.config import describe, load_config, parse_override
+from mgeo_ros.train.holdout import METRIC_KEYS
 from mgeo_ros.train.trainer import Trainer, lr_factors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +153,7 @@ def test_gradient_accumulation_consumes_micro_batches_and_eval_every(tmp_path):
     assert summary['steps'] == 3
     rows = [json.loads(line) for line in (tmp_path / 'acc' / 'eval.jsonl').read_text().splitlines()]
     assert [r['step'] for r in rows] == [2, 3]   # every step inside run() (step 1 ran outside), then the final one
-    assert all('model_metric_abs_rel' in r for r in rows)
+    assert all(set(r) == set(METRIC_KEYS) | {'step'} for r in rows)   # the keys keep_best is checked against
     best = json.loads((tmp_path / 'acc' / 'best' / 'eval.json').read_text())       # keep_best: lowest AbsRel
     assert best['model_metric_abs_rel'] == min(r['model_metric_abs_rel'] for r in rows)
     assert (tmp_path / 'acc' / 'best' / 'model.safetensors').is_file() and summary['best'] == best
@@ -193,3 +194,5 @@ def test_keep_best_overwrites_only_on_improvement_and_knows_the_direction(tmp_pa
     off = Trainer(load_config(TINY, dict(_fast_overrides(), out=str(tmp_path / 'off'), keep_best=None)))
     off._keep_best({'model_metric_abs_rel': 0.1})
     assert not (tmp_path / 'off' / 'best').exists()
+    with pytest.raises(BadInputError, match='keep_best'):         # a misspelt key fails before any training
+        load_config(TINY, {'keep_best': 'model_abs_rel'})

@@ -117,7 +117,11 @@ class BagPlayer:
         """True once every played topic has at least `count` subscribers (`at_least[topic]` where given: e.g. 2
         when a local recorder also listens, so that it alone does not count as the consumer); False at the timeout.
         Best-effort samples published before a subscriber matches are lost, hence the wait."""
-        need = {topic: max(count, (at_least or {}).get(topic, count)) for topic in self.publishers}
+        at_least = dict(at_least or {})
+        unknown = set(at_least) - set(self.publishers)
+        if unknown:       # a typo would silently drop the stricter wait and the first frames with it
+            raise ValueError(f'wait_for_subscribers: {sorted(unknown)} not played (played: {sorted(self.publishers)})')
+        need = {topic: max(count, at_least.get(topic, count)) for topic in self.publishers}
         deadline = time.monotonic() + timeout_s
         while True:
             if all(p.get_subscription_count() >= need[t] for t, p in self.publishers.items()):

@@ -112,8 +112,9 @@ class TrainConfig:
     eval_size: list | None = _f(None, 'held-out image size [W, H] (None = image_size)')
     eval_root: str | None = _f(None, 'evaluate on this folder dataset instead of synthetic scenes')
     keep_best: str | None = _f('model_metric_abs_rel', 'after each evaluation, write the evaluated weights to best/ '
-                                                       'when this eval.jsonl key improved ("delta" keys are '
-                                                       'maximized, the others minimized; null = off)')
+                                                       'when this eval.jsonl key improved: one of {model,baseline}_'
+                                                       '{metric,scale}_{abs_rel,delta1} (delta1 maximized, abs_rel '
+                                                       'minimized; null = off)')
     tensorboard: bool = _f(True, 'also write TensorBoard event files (out/tb)')
     progress: bool = _f(True, 'show a tqdm progress bar (rank 0)')
 
@@ -171,6 +172,11 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     if cfg.eval_root and cfg.eval_count > 0 and not Path(cfg.eval_root).is_dir():
         raise BadInputError(f'eval_root {cfg.eval_root} is not a folder dataset (make one with `mgeo synth --out '
                             f'{cfg.eval_root} ...`, or set eval_root: null to evaluate on synthetic scenes)')
+    if cfg.keep_best:
+        from mgeo_ros.train.holdout import METRIC_KEYS
+        if cfg.keep_best not in METRIC_KEYS:
+            raise BadInputError(f'keep_best {cfg.keep_best!r} is not an evaluation key (one of {", ".join(METRIC_KEYS)}'
+                                ', or null)')
     return cfg
 
 

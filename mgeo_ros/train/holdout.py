@@ -7,12 +7,24 @@ constant per frame after the same per-frame scale alignment the model gets.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mgeo_ros.train.data.sample import Sample
-from mgeo_ros.train.teacher import infer_depth
+
+if TYPE_CHECKING:
+    import torch
+
+# what evaluate_holdout returns (besides 'step', which the trainer adds); light to import, so the config can check
+# `keep_best` against it before a run starts
+METRIC_KEYS = tuple(f'{who}_{tag}_{key}' for who in ('model', 'baseline') for tag in ('metric', 'scale')
+                    for key in ('abs_rel', 'delta1'))
+
+
+def higher_is_better(key: str) -> bool:
+    """δ1 is a hit rate (maximized); AbsRel is an error (minimized)."""
+    return key.endswith('delta1')
 
 
 def holdout_samples(count: int, seed: int, size: tuple[int, int], root: str | None = None) -> list[Sample]:
@@ -32,6 +44,7 @@ def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_toke
     """Mean AbsRel/δ1 over frames for the model and the constant baseline: keys `{model,baseline}_{metric,scale}_
     {abs_rel,delta1}`. Raises ImportError when `mgeo_ros.eval.metrics` is missing (the trainer logs and skips)."""
     from mgeo_ros.eval.metrics import depth_metrics
+    from mgeo_ros.train.teacher import infer_depth
 
     was_training = model.training
     model.eval()

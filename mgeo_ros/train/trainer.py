@@ -284,19 +284,16 @@ class Trainer:
     def _keep_best(self, metrics: dict[str, float]) -> None:
         """Write the evaluated weights to best/ when `keep_best` improved, so a late, noisy evaluation loses nothing
         (rolling checkpoints keep only the last 3). The record survives --resume."""
-        key = self.cfg.keep_best
-        if not key:
-            return
-        if key not in metrics:
-            log.warning('keep_best: %r is not an evaluation key (have: %s)', key, ', '.join(sorted(metrics)))
-            return
-        value = float(metrics[key])
-        if not math.isfinite(value):
+        from mgeo_ros.train.holdout import higher_is_better
+
+        key = self.cfg.keep_best                         # a valid evaluation key or None (checked by the config)
+        value = metrics.get(key) if key else None
+        if value is None or not math.isfinite(value):
             return
         record = self.out / 'best' / 'eval.json'
         if record.is_file():
             old = json.loads(record.read_text()).get(key)
-            if old is not None and (value <= old if 'delta' in key else value >= old):
+            if old is not None and (value <= old if higher_is_better(key) else value >= old):
                 return
         from mgeo_ros.model import save_checkpoint
         save_checkpoint(self.release_model, self.out / 'best')
