@@ -215,18 +215,3 @@ def convert_to_fp16(model) -> tuple[object, Fp16Report]:
     onnx.checker.check_model(model)
     fp16 = sum(1 for r in plan.values() if r == 'fp16')
     return model, Fp16Report(fp16_nodes=fp16, fp32_nodes=len(plan) - fp16, reasons=counts, casts=len(made))
-
-
-def graph_precision(model_or_path) -> str:
-    """'fp16' when the graph computes convolutions/matmuls in FP16 (mixed precision counts), else 'fp32'.
-
-    Read from the weight dtypes of the heavy ops, so it is what a strongly typed TensorRT build will run."""
-    import onnx
-
-    model = onnx.load(model_or_path, load_external_data=False) if isinstance(model_or_path, str) else model_or_path
-    inits = {t.name: t.data_type for t in model.graph.initializer}
-    weights = [inits[n.input[1]] for n in model.graph.node
-               if n.op_type in HEAVY_OPS and len(n.input) > 1 and n.input[1] in inits]
-    if not weights:
-        return 'fp32'
-    return 'fp16' if sum(w == FLOAT16 for w in weights) * 2 > len(weights) else 'fp32'

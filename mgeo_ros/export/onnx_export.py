@@ -16,8 +16,8 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.runtime.backends.base import INPUT_NAME
-from mgeo_ros.runtime.probe import mask_agreement, rel_l2, write_probe
 from mgeo_ros.runtime.preprocess import PATCH, grid_tokens, network_size
+from mgeo_ros.runtime.probe import mask_agreement, rel_l2, write_probe
 
 log = logging.getLogger('mgeo_ros.export')
 OPSETS = (17, 18, 19, 20)
