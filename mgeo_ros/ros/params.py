@@ -57,6 +57,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('build_engine', True, 'With an .onnx model and TensorRT available: build a TensorRT engine on first '
               'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
               'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
+    ParamSpec('engine_fallback', False, 'A TensorRT engine that fails its probe (wrong output on this TensorRT/GPU) is '
+              'replaced by ONNX Runtime on the .onnx beside it (or the one it was built from). false = the node '
+              'stays up without a model and reports the failure in /diagnostics.'),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
               'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',

@@ -61,8 +61,12 @@ class FramePipeline:
             backend, precision = self._backend_choice(path, cfg)
             t0 = time.perf_counter()
             self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
-                                       precision=precision, mask_threshold=cfg['mask_threshold'])
+                                       precision=precision, mask_threshold=cfg['mask_threshold'],
+                                       engine_fallback=cfg['engine_fallback'])
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
+            fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)
+            if fallback:  # the engine failed its probe: say so wherever the backend is reported
+                self.stats.backend += f' (fallback: {fallback})'
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
         except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why

@@ -258,9 +258,9 @@ def _progress_monitor(trt, stream=sys.stderr):
 # ---------------------------------------------------------------------------------------------------------------
 # the build itself
 def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | None = None,
-              workspace_mib: int | None = None, progress: bool = True) -> tuple[bytes, str]:
+              workspace_mib: int | None = None, progress: bool = True) -> tuple[bytes, str, dict]:
     """Parse the ONNX into a strongly typed network and build a serialized engine; returns (bytes, effective
-    precision = the ONNX's). No precision flag is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10
+    precision read from the network's convolution/matmul layer types, those types counted). No precision flag is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10
     a strongly typed network ignores them."""
     check_tensorrt_version(trt)
     flags = getattr(trt, 'NetworkDefinitionCreationFlag', None)
@@ -274,7 +274,9 @@ def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | Non
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise MgeoError(f'TensorRT ({trt.__name__}) cannot parse {onnx_path}: {errors}')
     config = builder.create_builder_config()
-    effective = onnx_precision(onnx_path)
+    counts = heavy_layer_types(network, trt)
+    effective = 'fp16' if counts.get('HALF', 0) * 2 > sum(counts.values()) else 'fp32'
+    log.info('strongly typed network: convolution/matmul layers by output type %s -> %s engine', counts, effective)
     if workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if compute_capability:
@@ -297,7 +299,21 @@ def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | Non
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise MgeoError(f'TensorRT ({trt.__name__}) failed to build an engine from {onnx_path} (see its log above)')
-    return bytes(serialized), effective
+    return bytes(serialized), effective, counts
+
+
+def heavy_layer_types(network, trt) -> dict[str, int]:
+    """Output type name -> count over the convolution, deconvolution and matmul layers of a parsed network: in a
+    strongly typed network these are the types TensorRT will compute in."""
+    heavy = {getattr(trt.LayerType, n) for n in ('CONVOLUTION', 'DECONVOLUTION', 'MATRIX_MULTIPLY')
+             if hasattr(trt.LayerType, n)}
+    counts: dict[str, int] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in heavy:
+            name = str(layer.get_output(0).dtype).split('.')[-1]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 Builder = Callable[..., tuple[bytes, str]]
@@ -350,8 +366,8 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
     log.info('building engine %s (%s)', output, reason)
     t0 = time.perf_counter()
     build = builder or trt_build
-    data, effective = build(onnx_path, precision, trt, compute_capability=compute_capability,
-                            workspace_mib=workspace_mib, progress=progress)
+    data, effective, *layer_types = build(onnx_path, precision, trt, compute_capability=compute_capability,
+                                          workspace_mib=workspace_mib, progress=progress)
     seconds = time.perf_counter() - t0
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = output + '.tmp'
@@ -360,6 +376,7 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
     os.replace(tmp, output)
     probe = _copy_probe(onnx_path, output)
     sidecar = {'key': key, 'effective_precision': effective, 'typing': TYPING, 'build_seconds': round(seconds, 3),
+               'heavy_layer_types': layer_types[0] if layer_types else None,
                'probe': os.path.basename(probe) if probe else None,
                'onnx_path': os.path.abspath(onnx_path), 'onnx_metadata': onnx_metadata(onnx_path),
                'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
