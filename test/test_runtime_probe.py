@@ -1,0 +1,177 @@
+"""Probes and `mgeo check-engine`, on ONNX Runtime (real) here; the TensorRT side of the same check runs in
+test_runtime_tensorrt.py where TensorRT, cuda-python and a GPU exist. Also: the TensorRT backend's GPU-free logic
+and that its module imports with PyTorch absent."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mgeo_ros.cli import main as mgeo_main
+from mgeo_ros.runtime.probe import BUDGETS, Probe, ProbeError, compare, load_probe, probe_path
+
+RTX = 'tensorrt_rtx_bindings'
+
+
+@pytest.fixture(scope='module')
+def two_models(tmp_path_factory):
+    """Two tiny models (different weights) exported at the same size, fp16, each with its probe."""
+    from mgeo_ros.export.onnx_export import export_onnx
+    from mgeo_ros.model import build_model
+    from mgeo_ros.model.configs import preset
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp('probe')
+    paths = []
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        path = str(d / f'tiny{seed}.onnx')
+        export_onnx(build_model(preset('tiny')).eval(), path, (128, 96), num_tokens=48, precision='fp16')
+        paths.append(path)
+    return paths
+
+
+def test_check_engine_own_probe_passes(two_models, capsys):
+    a, _ = two_models
+    assert mgeo_main(['check-engine', a, '--probe', probe_path(a)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith('PASS')
+    assert any(line.strip().startswith('points') and 'rel_l2' in line for line in out)
+
+
+def test_check_engine_other_models_probe_fails_naming_worst_output(two_models, capsys):
+    a, b = two_models
+    assert mgeo_main(['check-engine', a, '--probe', probe_path(b)]) == 3
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith('FAIL') and 'worst output' in last
+    assert any(name in last for name in BUDGETS)
+
+
+def test_check_engine_other_input_size_fails(two_models, tmp_path, capsys):
+    a, _ = two_models
+    probe = load_probe(probe_path(a))
+    small = str(tmp_path / 'small.probe.npz')
+    np.savez(small, input=probe.frame[:, :, :42, :56], meta=np.array('{}'),
+             **{f'out_{k}': v for k, v in probe.outputs.items()})
+    assert mgeo_main(['check-engine', a, '--probe', small]) == 3
+    assert 'another model' in capsys.readouterr().out
+
+
+def test_check_engine_unreadable_probe_exits_1(two_models, tmp_path, capsys):
+    bad = tmp_path / 'x.probe.npz'
+    bad.write_bytes(b'not a probe')
+    assert mgeo_main(['check-engine', two_models[0], '--probe', str(bad)]) == 1
+    assert 'cannot read probe' in capsys.readouterr().err
+
+
+def test_probe_with_pickled_object_is_refused(tmp_path):
+    path = str(tmp_path / 'evil.probe.npz')
+    np.savez(path, input=np.zeros((1, 3, 14, 14), np.float32), out_points=np.array([{'x': 1}], dtype=object))
+    with pytest.raises(ProbeError):
+        load_probe(path)
+
+
+def test_compare_budgets():
+    rng = np.random.default_rng(0)
+    ref = {'points': rng.normal(size=(1, 8, 8, 3)).astype(np.float32),
+           'mask': rng.uniform(size=(1, 8, 8)).astype(np.float32), 'metric_scale': np.array([2.0], np.float32)}
+    probe = Probe(frame=np.zeros((1, 3, 8, 8), np.float32), outputs=ref, meta={})
+    near = {k: v * (1 + 1e-3) for k, v in ref.items()}
+    assert compare(near, probe).ok
+    far = dict(near, metric_scale=np.array([2.2], np.float32))  # 10 % scale error: a wrong metric depth
+    check = compare(far, probe)
+    assert not check.ok and check.worst == 'metric_scale'
+    nan = dict(near, points=np.full_like(ref['points'], np.nan))
+    assert not compare(nan, probe).ok
+    missing = {k: v for k, v in near.items() if k != 'mask'}
+    assert 'outputs differ' in compare(missing, probe).problem
+
+
+def test_engine_sidecar_and_refusal_logic():
+    """The TensorRT backend's GPU-free pieces: sidecar checks, dtype table, the refusal line."""
+    from mgeo_ros.runtime.backends.tensorrt_backend import numpy_dtype, probe_refusal, sidecar_problems
+    from mgeo_ros.runtime.probe import ProbeCheck
+
+    key = {'tensorrt_version': '10.3.0', 'gpu_name': 'Orin', 'compute_capability': '8.7'}
+    assert sidecar_problems(key, '10.3.0', 'Orin', '8.7') == []
+    probs = sidecar_problems(key, '10.16.0', 'NVIDIA GeForce RTX 3080', '8.6')
+    assert len(probs) == 3 and 'TensorRT 10.3.0 (here 10.16.0)' in probs[0]
+    aot = {'tensorrt_version': '1.7.1.116', 'gpu_name': 'any SM86 (ahead-of-time)', 'compute_capability': '8.6'}
+    assert sidecar_problems(aot, '1.7.1.116', 'NVIDIA RTX A2000', '8.6') == []
+    check = ProbeCheck(errors={'points': ('rel_l2', 0.41, 0.03)}, worst='points', ok=False)
+    line = probe_refusal('10.3.0', 'Orin', check, jetson=True)
+    assert '\n' not in line and 'TensorRT 10.3.0' in line and 'Orin' in line and 'points' in line
+    assert '0.41' in line and 'DINOv2' in line and 'backend: onnxruntime' in line and 'Jetson' in line
+    assert 'DINOv2' not in probe_refusal('10.16.0', 'RTX 3080', check, jetson=False)
+    trt = pytest.importorskip(RTX, reason='TensorRT-RTX bindings give a real DataType enum')
+    assert numpy_dtype(trt, trt.DataType.FLOAT) == np.float32
+    assert numpy_dtype(trt, trt.DataType.HALF) == np.float16
+
+
+def test_tensorrt_backend_imports_without_torch():
+    """The node's TensorRT path must not need PyTorch: import the backend (and the predictor) with torch blocked."""
+    code = '''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == 'torch' or name.startswith('torch.') or name == 'pycuda' or name.startswith('pycuda.'):
+            raise ImportError('blocked for this test: ' + name)
+sys.meta_path.insert(0, Block())
+import mgeo_ros.runtime.backends.tensorrt_backend as t
+import mgeo_ros.runtime.predictor, mgeo_ros.runtime.probe, mgeo_ros.runtime.engine_cache
+try:
+    import torch
+    raise SystemExit('torch was importable')
+except ImportError:
+    pass
+assert 'torch' not in sys.modules
+print('ok', t.TensorRTBackend.__name__)
+'''
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == 'ok TensorRTBackend'
+
+
+def test_no_torch_import_in_tensorrt_backend_source():
+    import mgeo_ros.runtime.backends.tensorrt_backend as t
+
+    with open(t.__file__) as f:
+        text = f.read()
+    assert 'import torch' not in text and 'import pycuda' not in text and 'from torch' not in text
+
+
+def test_engine_failing_probe_falls_back_to_onnxruntime_when_allowed(two_models, tmp_path, monkeypatch):
+    """The fallback decision. TensorRT cannot run here, so the engine's probe failure is injected (the real failure
+    path, TensorRTBackend._verify, runs in test_runtime_tensorrt.py on a GPU)."""
+    import mgeo_ros.runtime.backends.tensorrt_backend as t
+    from mgeo_ros.runtime.predictor import create_backend
+
+    a, _ = two_models
+    engine = str(tmp_path / 'tiny5.engine')
+    with open(engine, 'wb') as f:
+        f.write(b'engine bytes')
+    with open(engine + '.json', 'w') as f:
+        json.dump({'key': {}, 'onnx_path': a}, f)
+
+    class Refusing:
+        def __init__(self, *args, **kwargs):
+            raise t.EngineProbeError('engine refused: TensorRT 10.3.0 on Orin does not reproduce the probe')
+
+    monkeypatch.setattr(t, 'TensorRTBackend', Refusing)
+    with pytest.raises(t.EngineProbeError):
+        create_backend(engine, backend='tensorrt')
+    backend = create_backend(engine, backend='tensorrt', engine_fallback=True)
+    assert backend.name == 'onnxruntime' and 'TensorRT 10.3.0' in backend.fallback_reason
+    # no .onnx to fall back to: the refusal stands
+    lone = str(tmp_path / 'lone' / 'x.engine')
+    os.makedirs(os.path.dirname(lone))
+    shutil.copy(engine, lone)
+    with pytest.raises(t.EngineProbeError):
+        create_backend(lone, backend='tensorrt', engine_fallback=True)
