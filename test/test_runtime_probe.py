@@ -175,3 +175,15 @@ def test_engine_failing_probe_falls_back_to_onnxruntime_when_allowed(two_models,
     shutil.copy(engine, lone)
     with pytest.raises(t.EngineProbeError):
         create_backend(lone, backend='tensorrt', engine_fallback=True)
+
+
+def test_cuda_errors_become_reasons():
+    """With cuda-python but no usable GPU/driver, a CUDA call is refused with CUDA's own reason (not a crash)."""
+    cudart = pytest.importorskip('cuda.bindings.runtime', reason='cuda-python (cuda.bindings) is not installed here')
+    from mgeo_ros.errors import BackendUnavailableError
+    from mgeo_ros.runtime.backends.tensorrt_backend import _Cuda
+
+    if int(cudart.cudaGetDeviceCount()[0]) == 0 and cudart.cudaGetDeviceCount()[1] > 0:
+        pytest.skip('a GPU is visible: the failure path needs a machine without one')
+    with pytest.raises(BackendUnavailableError, match='CUDA cudaMalloc failed'):
+        _Cuda(cudart)('cudaMalloc', 1024)

@@ -49,8 +49,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               '.onnx file or a TensorRT .engine. Empty = the packaged default model.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto picks the fastest one installed that has a device.',
               choices=('auto', 'tensorrt', 'onnxruntime', 'torch')),
-    ParamSpec('precision', 'auto', 'Numeric precision: fp16 for engines built by TensorRT and torch on CUDA; auto = '
-              'fp16 where TensorRT builds the engine, fp32 elsewhere. ONNX Runtime and prebuilt engines ignore it.',
+    ParamSpec('precision', 'auto', 'Numeric precision of the torch backend on CUDA (fp16 = autocast; auto = fp32). '
+              'TensorRT engines and ONNX Runtime compute in the ONNX\'s own types: fp16 comes from `mgeo export '
+              '--precision fp16`.',
               choices=('auto', 'fp32', 'fp16')),
     ParamSpec('num_tokens', 1200, 'ViT token budget: sets the network input resolution; more is slower and finer.',
               unit='tokens', min=64, max=10000),

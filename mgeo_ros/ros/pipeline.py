@@ -77,7 +77,7 @@ class FramePipeline:
 
     def _backend_choice(self, path: Path, cfg: dict) -> tuple[str, str]:
         """Backend and precision for Predictor: `build_engine: false` never builds an engine from an .onnx (ONNX
-        Runtime runs it instead); precision auto = fp16 where TensorRT builds the engine, fp32 elsewhere."""
+        Runtime runs it instead); precision auto = fp32 (only the torch backend reads it)."""
         from mgeo_ros.runtime.predictor import choose_backend, model_kind
 
         kind = model_kind(str(path))
@@ -91,8 +91,8 @@ class FramePipeline:
                           'TensorRT engine')
             backend = 'onnxruntime'
         precision = cfg['precision']
-        if precision == 'auto':
-            precision = 'fp16' if resolved == 'tensorrt' else 'fp32'
+        if precision == 'auto':  # only torch reads it: engines and ONNX Runtime run the ONNX's own types
+            precision = 'fp32'
         return backend, precision
 
     def on_config_changed(self, updates: dict) -> None:

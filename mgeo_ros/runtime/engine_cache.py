@@ -260,8 +260,8 @@ def _progress_monitor(trt, stream=sys.stderr):
 def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | None = None,
               workspace_mib: int | None = None, progress: bool = True) -> tuple[bytes, str, dict]:
     """Parse the ONNX into a strongly typed network and build a serialized engine; returns (bytes, effective
-    precision read from the network's convolution/matmul layer types, those types counted). No precision flag is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10
-    a strongly typed network ignores them."""
+    precision read from the network's convolution/matmul layer types, those types counted). No precision flag
+    is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10 a strongly typed network ignores them."""
     check_tensorrt_version(trt)
     flags = getattr(trt, 'NetworkDefinitionCreationFlag', None)
     if flags is None or not hasattr(flags, 'STRONGLY_TYPED'):
