@@ -1,6 +1,7 @@
-"""Probes and `mgeo check-engine`, on ONNX Runtime (real) here; the TensorRT side of the same check runs in
-test_runtime_tensorrt.py where TensorRT, cuda-python and a GPU exist. Also: the TensorRT backend's GPU-free logic
-and that its module imports with PyTorch absent."""
+"""Probes and `mgeo check-engine`, on ONNX Runtime (real) here; the real TensorRT side of the same checks runs in
+test_runtime_tensorrt.py where TensorRT, cuda-python and a GPU exist. Here the TensorRT backend runs on stand-ins
+for TensorRT and cuda-python (tensorrt_standin.py: host memory as the device, ONNX Runtime as the engine), which
+covers its buffer, copy and probe logic; also its GPU-free helpers and that it imports with PyTorch absent."""
 from __future__ import annotations
 
 import json
@@ -147,33 +148,98 @@ def test_no_torch_import_in_tensorrt_backend_source():
     assert 'import torch' not in text and 'import pycuda' not in text and 'from torch' not in text
 
 
-def test_engine_failing_probe_falls_back_to_onnxruntime_when_allowed(two_models, tmp_path, monkeypatch):
-    """The fallback decision. TensorRT cannot run here, so the engine's probe failure is injected (the real failure
-    path, TensorRTBackend._verify, runs in test_runtime_tensorrt.py on a GPU)."""
+def _standin_engine(onnx_path: str, folder, version: str = '10.16.0') -> str:
+    """An engine file for the stand-in TensorRT (its content is the .onnx path), with sidecar and probe beside it."""
+    os.makedirs(folder, exist_ok=True)
+    engine = os.path.join(folder, 'model.engine')
+    with open(engine, 'w') as f:
+        f.write(onnx_path)
+    key = {'tensorrt_version': version, 'gpu_name': 'Stand-in GPU', 'compute_capability': '8.6', 'precision': 'fp16'}
+    with open(engine + '.json', 'w') as f:
+        json.dump({'key': key, 'onnx_path': onnx_path, 'onnx_metadata': {'num_tokens': '48'}}, f)
+    shutil.copy(probe_path(onnx_path), probe_path(engine))
+    return engine
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """TensorRT and cuda-python stand-ins (see tensorrt_standin.py); returns a factory for the fake TensorRT."""
+    import tensorrt_standin
+
     import mgeo_ros.runtime.backends.tensorrt_backend as t
+
+    cudart = tensorrt_standin.FakeCudart()
+    monkeypatch.setattr(t, 'import_cudart', lambda: cudart)
+    monkeypatch.setenv('MGEO_TENSORRT_MODULE', 'fake_tensorrt')
+
+    def make(**kw):
+        return tensorrt_standin.make_fake_tensorrt(**kw)
+
+    yield make, cudart
+    sys.modules.pop('fake_tensorrt', None)
+
+
+def test_tensorrt_backend_buffers_and_probe_with_standins(two_models, tmp_path, standin):
+    from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    make, cudart = standin
+    make()
+    a, _ = two_models
+    backend = TensorRTBackend(_standin_engine(a, tmp_path / 'e'))
+    assert backend.probe_check is not None and backend.probe_check.ok
+    assert backend.input_size == (112, 84) and backend.precision == 'fp16'
+    cudart.copies.clear()
+    frame = load_probe(probe_path(a)).frame
+    got = backend.forward(frame, 48)
+    ref = OnnxRuntimeBackend(a).forward(frame, 48)
+    np.testing.assert_allclose(got.points, ref.points, rtol=1e-6, atol=1e-6)
+    assert got.metric_scale == pytest.approx(ref.metric_scale)
+    # one stream; the input goes up, and only the outputs postprocess reads come back
+    assert {s for _, s in cudart.copies} == {7}
+    import onnx
+    import tensorrt_standin
+
+    outputs = [o.name for o in onnx.load(a).graph.output]
+    assert cudart.copies[0][0] == frame.nbytes and len(cudart.copies) == 1 + len(outputs)
+    aux_bytes = int(np.prod(tensorrt_standin.AUX_SHAPE)) * 4
+    assert aux_bytes not in [n for n, _ in cudart.copies]
+
+
+def test_tensorrt_engine_failing_its_probe_is_refused_with_one_line(two_models, tmp_path, standin):
+    from mgeo_ros.runtime.backends.tensorrt_backend import EngineProbeError, TensorRTBackend
+
+    make, _ = standin
+    make(version='10.3.0', scale_points=1.2)
+    a, _ = two_models
+    with pytest.raises(EngineProbeError) as err:
+        TensorRTBackend(_standin_engine(a, tmp_path / 'e', version='10.3.0'))
+    msg = str(err.value)
+    assert '\n' not in msg and 'TensorRT 10.3.0 on Stand-in GPU' in msg and 'points' in msg and 'DINOv2' in msg
+
+
+def test_check_engine_on_engine_and_fallback_with_standins(two_models, tmp_path, standin, capsys):
+    from mgeo_ros.runtime.backends.tensorrt_backend import EngineProbeError
     from mgeo_ros.runtime.predictor import create_backend
 
+    make, _ = standin
     a, _ = two_models
-    engine = str(tmp_path / 'tiny5.engine')
-    with open(engine, 'wb') as f:
-        f.write(b'engine bytes')
-    with open(engine + '.json', 'w') as f:
-        json.dump({'key': {}, 'onnx_path': a}, f)
-
-    class Refusing:
-        def __init__(self, *args, **kwargs):
-            raise t.EngineProbeError('engine refused: TensorRT 10.3.0 on Orin does not reproduce the probe')
-
-    monkeypatch.setattr(t, 'TensorRTBackend', Refusing)
-    with pytest.raises(t.EngineProbeError):
-        create_backend(engine, backend='tensorrt')
-    backend = create_backend(engine, backend='tensorrt', engine_fallback=True)
-    assert backend.name == 'onnxruntime' and 'TensorRT 10.3.0' in backend.fallback_reason
-    # no .onnx to fall back to: the refusal stands
-    lone = str(tmp_path / 'lone' / 'x.engine')
-    os.makedirs(os.path.dirname(lone))
-    shutil.copy(engine, lone)
-    with pytest.raises(t.EngineProbeError):
+    make()
+    good = _standin_engine(a, tmp_path / 'good')
+    assert mgeo_main(['check-engine', good]) == 0
+    assert 'TensorRT 10.16.0 on Stand-in GPU' in capsys.readouterr().out
+    make(scale_points=1.2)
+    bad = _standin_engine(a, tmp_path / 'bad')
+    assert mgeo_main(['check-engine', bad]) == 3
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('FAIL: beyond budget: worst output points')
+    with pytest.raises(EngineProbeError):
+        create_backend(bad, backend='tensorrt')
+    backend = create_backend(bad, backend='tensorrt', engine_fallback=True)  # the sidecar names the .onnx
+    assert backend.name == 'onnxruntime' and 'engine refused' in backend.fallback_reason
+    lone = _standin_engine(a, tmp_path / 'lone')
+    with open(lone + '.json', 'w') as f:
+        json.dump({'key': {}}, f)  # no .onnx to fall back to: the refusal stands
+    with pytest.raises(EngineProbeError):
         create_backend(lone, backend='tensorrt', engine_fallback=True)
 
 
