@@ -26,8 +26,10 @@ HEAVY_OPS = frozenset({'Conv', 'ConvTranspose', 'MatMul', 'Gemm', 'Einsum'})
 FP32_OPS = frozenset({'LayerNormalization', 'GroupNormalization', 'InstanceNormalization', 'BatchNormalization',
                       'Softmax', 'LogSoftmax', 'Exp', 'Log', 'Sigmoid', 'ReduceMean', 'ReduceSumSquare', 'ReduceL2',
                       'ReduceSum', 'Pow', 'Sqrt', 'Reciprocal'})
+# inputs that are parameters, not data: a Resize's roi/scales (never on the data path, never cast)
+PARAM_INPUTS = {'Resize': {1, 2}, 'Upsample': {1}}
 # inputs whose float type is independent of the op's data type (never cast)
-TYPE_FREE_INPUTS = {'Resize': {1, 2}, 'Upsample': {1}, 'Cast': {0}, 'CastLike': {0}}
+TYPE_FREE_INPUTS = {**PARAM_INPUTS, 'Cast': {0}, 'CastLike': {0}}
 FP16_MAX = 65504.0
 
 
@@ -83,9 +85,9 @@ def classify(model) -> tuple[dict[int, str], dict[str, int], dict[str, int]]:
         if i in data:
             continue
         data.add(i)
-        free = TYPE_FREE_INPUTS.get(nodes[i].op_type, set())
+        params = PARAM_INPUTS.get(nodes[i].op_type, set())
         for k, name in enumerate(nodes[i].input):
-            if k not in free and name in producer and is_float(name):
+            if k not in params and name in producer and is_float(name):
                 stack.append(producer[name])
 
     # heavy-reaching: a convolution/matmul is downstream (else the node is in the tail)
