@@ -3,8 +3,8 @@
 Layout written by `pack_points`: float32 fields x, y, z at offsets 0, 4, 8 and, with colour, `rgb` at 12: the
 standard packed colour of PCL/RViz, a uint32 0x00RRGGBB whose bits are stored as a float32. point_step is 12 or 16,
 little-endian. With normals (the node's `points_normals`), float32 `normal_x`, `normal_y`, `normal_z` follow (the
-names PCL's PointNormal and RViz use), making point_step 24 or 28. Clouds are organized (height x width, NaN for invalid points, is_dense false); a stride keeps every
-stride-th row and column and stays organized.
+names PCL's PointNormal and RViz use), making point_step 24 or 28. Clouds are organized (height x width, NaN for
+invalid points, is_dense false); a stride keeps every stride-th row and column and stays organized.
 """
 from __future__ import annotations
 
