@@ -174,7 +174,7 @@ class FramePipeline:
         want_depth, want_points = wanted['depth'], wanted['points']
         depth, valid, beyond = self._stabilized_depth(pred, cfg)
         t0 = time.perf_counter()
-        valid = self._remove_unreliable(pred, depth, valid, beyond, cfg)
+        valid, beyond = self._remove_unreliable(pred, depth, valid, beyond, cfg)
         timings['filter'] = _ms(t0)
         want_cloud_normals = want_points and cfg['points_normals']
         need_depth = want_depth or want_points or wanted['normals']
@@ -201,9 +201,10 @@ class FramePipeline:
                                                 normals if want_cloud_normals else None))
 
     def _remove_unreliable(self, pred, depth: np.ndarray, valid: np.ndarray, beyond: np.ndarray | None,
-                           cfg: dict) -> np.ndarray:
-        """`valid` less flying pixels (tested on every model-valid pixel, also those past max_depth, so a flying
-        pixel is not kept for lack of its far neighbour) and less pixels below min_confidence."""
+                           cfg: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """(valid, beyond) less flying pixels (tested on every model-valid pixel, also those past max_depth, so a
+        flying pixel is not kept for lack of its far neighbour) and less pixels below min_confidence: such a pixel
+        is not published as +Inf "too far" either."""
         jump, angle = float(cfg['flying_pixel_max_jump']), float(cfg['flying_pixel_max_view_angle'])
         if jump > 0 or angle > 0:
             tested = depth if beyond is None else np.where(valid | beyond, depth, np.float32(np.nan))
@@ -213,9 +214,12 @@ class FramePipeline:
             flying = flying_pixel_mask(tested, jump, int(cfg['flying_pixel_radius']), normals, pred.intrinsics,
                                        angle, jump_test=self._jump_test)
             valid = valid & ~flying
+            beyond = None if beyond is None else beyond & ~flying
         if cfg['min_confidence'] > 0:
-            valid = valid & (pred.confidence >= np.float32(cfg['min_confidence']))
-        return valid
+            confident = pred.confidence >= np.float32(cfg['min_confidence'])
+            valid = valid & confident
+            beyond = None if beyond is None else beyond & confident
+        return valid, beyond
 
     @staticmethod
     def _normals(pred, depth_nan: np.ndarray, valid: np.ndarray) -> np.ndarray:
