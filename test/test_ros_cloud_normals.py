@@ -79,17 +79,37 @@ def test_node_normals_come_from_depth_when_the_model_has_no_normal_head():
     from mgeo_ros.geometry.normals import normals_from_points
     from mgeo_ros.geometry.projection import unproject
     from mgeo_ros.ros.pipeline import FramePipeline
-    from mgeo_ros.runtime.prediction import Prediction
 
     depth, head, _ = _frame(3)
     valid = np.isfinite(depth)
-    pred = Prediction(depth=depth, mask=valid, intrinsics=INTR, metric_scale=1.0)
-    got = FramePipeline._normals(pred, depth, valid)
+    got = FramePipeline._normals(None, INTR, depth, valid)
     np.testing.assert_array_equal(got, normals_from_points(unproject(depth, INTR), valid))
     assert np.isnan(got[~valid]).all()
-    with_head = Prediction(depth=depth, mask=valid, intrinsics=INTR, metric_scale=1.0, normals=head)
     fewer = valid.copy()
     fewer[10:] = False  # e.g. pixels removed by the flying-pixel filter after the model
-    got = FramePipeline._normals(with_head, depth, fewer)
+    got = FramePipeline._normals(head, INTR, depth, fewer)
     np.testing.assert_array_equal(got[fewer], head[fewer])
     assert np.isnan(got[~fewer]).all()
+
+
+@pytest.mark.parametrize('with_head', [False, True])
+def test_cloud_normals_alone_are_made_on_the_decimated_grid(with_head):
+    """points_normals with points_stride 3 and nobody on depth/normals: normals of the cloud's own grid, the same
+    points as the plain decimated cloud."""
+    from mgeo_ros.geometry.normals import normals_from_points
+    from mgeo_ros.geometry.projection import unproject
+    from mgeo_ros.ros.pipeline import FramePipeline
+    from mgeo_ros.runtime.prediction import Prediction
+
+    depth, head, rgb = _frame(4)
+    valid = np.isfinite(depth)
+    pred = Prediction(depth=depth, mask=valid, intrinsics=INTR, metric_scale=1.0, normals=head if with_head else None)
+    cfg = {'points_stride': 3, 'points_color': True, 'points_organized': True, 'points_normals': True}
+    pipeline = FramePipeline.__new__(FramePipeline)  # _cloud needs no node state
+    msg = pipeline._cloud(pred, depth, valid, rgb, None, cfg)
+    plain = convert.depth_to_pointcloud2(depth, INTR, rgb=rgb, stride=3)
+    np.testing.assert_array_equal(convert.pointcloud2_to_numpy(msg)[0], convert.pointcloud2_to_numpy(plain)[0])
+    np.testing.assert_array_equal(convert.pointcloud2_to_numpy(msg)[1], rgb[::3, ::3])
+    small = INTR.decimated(3)
+    expect = head[::3, ::3] if with_head else normals_from_points(unproject(depth[::3, ::3], small), valid[::3, ::3])
+    np.testing.assert_array_equal(convert.pointcloud2_normals(msg), expect)

@@ -180,10 +180,9 @@ class FramePipeline:
         need_depth = want_depth or want_points or wanted['normals']
         depth_nan = np.where(valid, depth, np.float32(np.nan)) if need_depth else None  # shared
         normals = None
-        if wanted['normals'] or want_cloud_normals:
-            normals = self._normals(pred, depth_nan, valid)
-            if wanted['normals']:
-                self.out.normals.publish(convert.normals_to_image(normals, header))
+        if wanted['normals']:
+            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid)
+            self.out.normals.publish(convert.normals_to_image(normals, header))
         if wanted['confidence']:
             self.out.confidence.publish(convert.depth_to_image(pred.confidence, header))
         if want_depth:
@@ -197,7 +196,7 @@ class FramePipeline:
         if wanted['mask']:
             self.out.mask.publish(convert.mask_to_image(valid, header))
         if want_points:
-            self.out.points.publish(self._cloud(depth_nan, pred.intrinsics, rgb, header, cfg,
+            self.out.points.publish(self._cloud(pred, depth_nan, valid, rgb, header, cfg,
                                                 normals if want_cloud_normals else None))
 
     def _remove_unreliable(self, pred, depth: np.ndarray, valid: np.ndarray, beyond: np.ndarray | None,
@@ -210,7 +209,7 @@ class FramePipeline:
             tested = depth if beyond is None else np.where(valid | beyond, depth, np.float32(np.nan))
             normals = None
             if angle > 0:
-                normals = self._normals(pred, tested, np.isfinite(tested))
+                normals = self._normals(pred.normals, pred.intrinsics, tested, np.isfinite(tested))
             flying = flying_pixel_mask(tested, jump, int(cfg['flying_pixel_radius']), normals, pred.intrinsics,
                                        angle, jump_test=self._jump_test)
             valid = valid & ~flying
@@ -222,12 +221,12 @@ class FramePipeline:
         return valid, beyond
 
     @staticmethod
-    def _normals(pred, depth_nan: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Unit normals (optical frame, NaN invalid): the normal head's when the model has one, else from the
-        published depth (geometry's normals_from_points on its unprojection)."""
-        if pred.normals is not None:
-            return np.where(valid[..., None], pred.normals, np.float32(np.nan)).astype(np.float32, copy=False)
-        return normals_from_points(unproject(depth_nan, pred.intrinsics), valid)
+    def _normals(head: np.ndarray | None, intr: Intrinsics, depth_nan: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Unit normals (optical frame, NaN invalid): the normal head's (`head`) when the model has one, else from
+        the published depth (geometry's normals_from_points on its unprojection with `intr`)."""
+        if head is not None:
+            return np.where(valid[..., None], head, np.float32(np.nan)).astype(np.float32, copy=False)
+        return normals_from_points(unproject(depth_nan, intr), valid)
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
@@ -307,8 +306,21 @@ class FramePipeline:
             self.stats.fov_y_deg = math.degrees(pred.intrinsics.fov_y)
         return depth, valid, beyond
 
-    def _cloud(self, d: np.ndarray, intr: Intrinsics, rgb, header, cfg: dict, normals: np.ndarray | None = None):
-        """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree."""
-        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb if cfg['points_color'] else None,
-                                            stride=int(cfg['points_stride']), organized=bool(cfg['points_organized']),
-                                            normals=normals)
+    def _cloud(self, pred, d: np.ndarray, valid: np.ndarray, rgb, header, cfg: dict,
+               normals: np.ndarray | None = None):
+        """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree.
+
+        With `points_normals` and no full-size normals at hand (nobody subscribes to depth/normals), the normals are
+        made on the cloud's own decimated grid: stride² fewer pixels than computing them all and keeping a few."""
+        intr, stride = pred.intrinsics, int(cfg['points_stride'])
+        rgb = rgb if cfg['points_color'] else None
+        if cfg['points_normals'] and normals is None:
+            if stride > 1:
+                d, valid, intr = d[::stride, ::stride], valid[::stride, ::stride], intr.decimated(stride)
+                rgb = None if rgb is None else rgb[::stride, ::stride]
+                head = None if pred.normals is None else pred.normals[::stride, ::stride]
+                normals, stride = self._normals(head, intr, d, valid), 1
+            else:
+                normals = self._normals(pred.normals, intr, d, valid)
+        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb, stride=stride,
+                                            organized=bool(cfg['points_organized']), normals=normals)
