@@ -49,14 +49,18 @@ PARAMS: tuple[ParamSpec, ...] = (
               '.onnx file or a TensorRT .engine. Empty = the packaged default model.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto picks the fastest one installed that has a device.',
               choices=('auto', 'tensorrt', 'onnxruntime', 'torch')),
-    ParamSpec('precision', 'auto', 'Numeric precision: fp16 for engines built by TensorRT and torch on CUDA; auto = '
-              'fp16 where TensorRT builds the engine, fp32 elsewhere. ONNX Runtime and prebuilt engines ignore it.',
+    ParamSpec('precision', 'auto', 'Numeric precision of the torch backend on CUDA (fp16 = autocast; auto = fp32). '
+              'TensorRT engines and ONNX Runtime compute in the ONNX\'s own types: fp16 comes from `mgeo export '
+              '--precision fp16`.',
               choices=('auto', 'fp32', 'fp16')),
     ParamSpec('num_tokens', 1200, 'ViT token budget: sets the network input resolution; more is slower and finer.',
               unit='tokens', min=64, max=10000),
     ParamSpec('build_engine', True, 'With an .onnx model and TensorRT available: build a TensorRT engine on first '
               'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
               'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
+    ParamSpec('engine_fallback', False, 'A TensorRT engine that fails its probe (wrong output on this TensorRT/GPU) is '
+              'replaced by ONNX Runtime on the .onnx beside it (or the one it was built from). false = the node '
+              'stays up without a model and reports the failure in /diagnostics.'),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
               'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',

@@ -65,8 +65,12 @@ class FramePipeline:
             backend, precision = self._backend_choice(path, cfg)
             t0 = time.perf_counter()
             self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
-                                       precision=precision, mask_threshold=cfg['mask_threshold'])
+                                       precision=precision, mask_threshold=cfg['mask_threshold'],
+                                       engine_fallback=cfg['engine_fallback'])
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
+            fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)
+            if fallback:  # the engine failed its probe: say so wherever the backend is reported
+                self.stats.backend += f' (fallback: {fallback})'
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
         except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
@@ -77,7 +81,7 @@ class FramePipeline:
 
     def _backend_choice(self, path: Path, cfg: dict) -> tuple[str, str]:
         """Backend and precision for Predictor: `build_engine: false` never builds an engine from an .onnx (ONNX
-        Runtime runs it instead); precision auto = fp16 where TensorRT builds the engine, fp32 elsewhere."""
+        Runtime runs it instead); precision auto = fp32 (only the torch backend reads it)."""
         from mgeo_ros.runtime.predictor import choose_backend, model_kind
 
         kind = model_kind(str(path))
@@ -91,8 +95,8 @@ class FramePipeline:
                           'TensorRT engine')
             backend = 'onnxruntime'
         precision = cfg['precision']
-        if precision == 'auto':
-            precision = 'fp16' if resolved == 'tensorrt' else 'fp32'
+        if precision == 'auto':  # only torch reads it: engines and ONNX Runtime run the ONNX's own types
+            precision = 'fp32'
         return backend, precision
 
     def on_config_changed(self, updates: dict) -> None:
