@@ -35,7 +35,7 @@ from mgeo_ros.ros.qos import make_qos
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
-OUTPUT_TOPICS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
+OUTPUT_TOPICS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask', 'depth/confidence', 'depth/normals')
 STOP_WAIT_S = 0.2  # how long shutdown waits for the worker to leave on its own
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -49,6 +49,11 @@ class Outputs:
     info: object
     points: object
     mask: object
+    confidence: object
+    normals: object
+
+    def all(self) -> tuple:
+        return (self.depth, self.info, self.points, self.mask, self.confidence, self.normals)
 
 
 def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
@@ -93,12 +98,14 @@ class _DepthNodeParts:
             info=self.create_publisher(CameraInfo, 'depth/camera_info', out_qos),
             points=self.create_publisher(PointCloud2, 'points', out_qos),
             mask=self.create_publisher(Image, 'depth/mask', out_qos),
+            confidence=self.create_publisher(Image, 'depth/confidence', out_qos),
+            normals=self.create_publisher(Image, 'depth/normals', out_qos),
         )
         self.pipeline = FramePipeline(self, self.stats, self.outputs, self._log_bad)
 
     def _destroy_outputs(self) -> None:
         if self.outputs is not None:
-            for pub in (self.outputs.depth, self.outputs.info, self.outputs.points, self.outputs.mask):
+            for pub in self.outputs.all():
                 self.destroy_publisher(pub)
         self.outputs = self.pipeline = None
 
@@ -114,7 +121,7 @@ class _DepthNodeParts:
         self.stats.active = True
         self.get_logger().info(
             f'listening on {self._image_sub.topic_name} ({self.cfg["image_transport"]}, {self.cfg["input_qos"]}) and '
-            f'{self._info_sub.topic_name}; publishing depth/image, depth/camera_info, points, depth/mask '
+            f'{self._info_sub.topic_name}; publishing {", ".join(OUTPUT_TOPICS)} '
             f'({self.cfg["output_qos"]}, depth {self.cfg["output_qos_depth"]})')
 
     def _destroy_inputs(self) -> None:

@@ -89,6 +89,22 @@ PARAMS: tuple[ParamSpec, ...] = (
               'max_depth in depth/image.', live=True),
     ParamSpec('mask_threshold', 0.5, 'Validity threshold on the model mask probability (higher = fewer, more '
               'reliable pixels).', live=True, min=0.0, max=1.0),
+    ParamSpec('min_confidence', 0.0, 'Pixels whose depth/confidence (the mask head probability at the image size, '
+              '0..1) is below this are invalid in the depth image, the mask and the point cloud; 0 = off. Acts on '
+              'the published grid after upsampling; mask_threshold decides which network pixels count at all.',
+              live=True, min=0.0, max=1.0),
+    # ---- live: flying-pixel removal ------------------------------------------------------------------------------
+    ParamSpec('flying_pixel_max_jump', 0.08, 'Flying-pixel removal: a pixel is invalid when the depth range of its '
+              'valid neighbours (window of flying_pixel_radius) exceeds this fraction of its depth. 0 = off. A plane '
+              'keeps every pixel further than 2 x radius / this (25 px) from its vanishing line: with 0.08 a floor '
+              'seen from 0.3 m height is kept out to 6.3 m at f = 525 px, from 1 m out to 21 m.',
+              unit='ratio', live=True, min=0.0, max=10.0),
+    ParamSpec('flying_pixel_radius', 1, 'Half-size of the flying-pixel window: 1 = 3x3, 2 = 5x5 (wider removes '
+              'more of a blurred edge and more of a distant floor).', unit='pixels', live=True, min=1, max=5),
+    ParamSpec('flying_pixel_max_view_angle', 0.0, 'Also invalidate pixels whose surface normal is more than this '
+              'angle from the viewing ray (grazing surfaces, edge veils); 0 = off. Needs normals: from the normal '
+              'head, else computed from depth (costly: tens of ms at 640x480 on a CPU).',
+              unit='deg', live=True, min=0.0, max=90.0, max_exclusive=True),
     # ---- live: point cloud ---------------------------------------------------------------------------------------
     ParamSpec('points_stride', 1, 'Keep every n-th pixel in both axes in the point cloud (1 = full resolution).',
               unit='pixels', live=True, min=1, max=64),
@@ -96,6 +112,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'is_dense=false); false: only valid points, as one row (is_dense=true).', live=True),
     ParamSpec('points_color', False, 'Add the image colour to the cloud (x, y, z, rgb) instead of (x, y, z).',
               live=True),
+    ParamSpec('points_normals', False, 'Add float32 fields normal_x, normal_y, normal_z (unit normals, optical '
+              'frame, as on depth/normals) to the cloud.', live=True),
     # ---- live: temporal scale stabilization ------------------------------------------------------------------------
     ParamSpec('scale_smoothing', 0.0, 'Weight of the past in the log-space moving average of the metric scale '
               '(0 = off, 0.8 = strong). Resets on a camera change and on a jump beyond scale_reset_ratio.',
