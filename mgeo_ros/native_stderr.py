@@ -33,7 +33,11 @@ def claim_stderr(claims: Callable[[str], bool]) -> Iterator[list[str]]:
     with _lock:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 at all (a daemon with it closed): nothing to protect, nothing to claim
+            yield claimed
+            return
         sink = _memory_file()
         os.dup2(sink, 2)
         try:
