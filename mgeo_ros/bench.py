@@ -31,6 +31,7 @@ import numpy as np
 from mgeo_ros.errors import BackendUnavailableError, MgeoError
 
 STAGES = ('convert', 'preprocess', 'forward', 'postprocess', 'cloud')
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 log = logging.getLogger('mgeo_ros.bench')
 
 
@@ -378,4 +379,8 @@ def run(args: argparse.Namespace) -> int:
         print(f'mgeo bench: {e}', file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if not any(r['backend'] in BACKENDS for r in report['rows']):  # no backend could run the model
+        reasons = '; '.join(f'{b}: {why}' for b, why in report['unavailable'].items()) or 'no backend to run'
+        print(f'mgeo bench: nothing measured ({reasons})', file=sys.stderr)
+        return 1
     return 0

@@ -137,30 +137,68 @@ def rgb8_to_compressed(rgb: np.ndarray, header: Header | None = None, fmt: str =
 
 
 # ---- CameraInfo -----------------------------------------------------------------------------------------------------
-def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
-    """CameraInfo -> Intrinsics of the image it describes (K; region of interest and binning applied)."""
-    width, height = int(msg.width), int(msg.height)
-    if width <= 0:
-        raise BadInputError(f'camera_info.width must be positive, got {width}')
-    if height <= 0:
-        raise BadInputError(f'camera_info.height must be positive, got {height}')
-    k = np.asarray(msg.k, np.float64).reshape(-1)
-    if k.size != 9:
-        raise BadInputError(f'camera_info.k must have 9 elements, got {k.size}')
-    for index, name in ((0, 'fx'), (4, 'fy')):
-        if not (np.isfinite(k[index]) and k[index] > 0):
-            raise BadInputError(f'camera_info.k[{index}] ({name}) must be a positive finite focal, got {k[index]}')
-    for index, name in ((2, 'cx'), (5, 'cy')):
-        if not np.isfinite(k[index]):
-            raise BadInputError(f'camera_info.k[{index}] ({name}) must be finite, got {k[index]}')
-    intr = Intrinsics.from_K(k, width, height)
+def _finite_camera(m: np.ndarray, field: str) -> None:
+    """fx, fy positive and finite, cx, cy finite in a 3 x 3 (K) or 3 x 4 (P) matrix, else BadInputError."""
+    cols = m.shape[1]
+    for (r, c), name in (((0, 0), 'fx'), ((1, 1), 'fy')):
+        if not (np.isfinite(m[r, c]) and m[r, c] > 0):
+            raise BadInputError(f'camera_info.{field}[{r * cols + c}] ({name}) must be a positive finite focal, '
+                                f'got {m[r, c]}')
+    for (r, c), name in (((0, 2), 'cx'), ((1, 2), 'cy')):
+        if not np.isfinite(m[r, c]):
+            raise BadInputError(f'camera_info.{field}[{r * cols + c}] ({name}) must be finite, got {m[r, c]}')
+
+
+def projection_is_valid(msg: CameraInfo) -> bool:
+    """Whether P is filled in (a calibrated camera): 12 finite values with positive focals. Drivers without a
+    calibration leave it zero."""
+    p = np.asarray(msg.p, np.float64).reshape(-1)
+    return p.size == 12 and bool(np.isfinite(p).all()) and p[0] > 0 and p[5] > 0
+
+
+def _image_intrinsics(msg: CameraInfo, matrix: np.ndarray) -> Intrinsics:
+    """Intrinsics of the image `msg` describes from a full-sensor camera matrix (region of interest and binning)."""
+    intr = Intrinsics.from_K(matrix[:, :3].reshape(-1), int(msg.width), int(msg.height))
     x0, y0, window_w, window_h = _sensor_window(msg)
-    if (window_w, window_h) != (width, height):
+    if (window_w, window_h) != (intr.width, intr.height):
         intr = intr.cropped(x0, y0, window_w, window_h)
     bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
     if bx > 1 or by > 1:
         intr = intr.resized(intr.width // bx, intr.height // by)
     return intr
+
+
+def camera_info_intrinsics(msg: CameraInfo, source: str = 'auto') -> tuple[Intrinsics, str]:
+    """(Intrinsics of the image the CameraInfo describes, 'P' or 'K': the matrix they came from).
+
+    image_pipeline's rule: a rectified image (image_rect, what the node should be fed) is described by the
+    projection P; K (with D) describes the raw image. source 'auto' takes P when it is valid, else K; 'K' or 'P'
+    force one. Region of interest and binning are applied either way."""
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0:
+        raise BadInputError(f'camera_info.width must be positive, got {width}')
+    if height <= 0:
+        raise BadInputError(f'camera_info.height must be positive, got {height}')
+    if source not in ('auto', 'K', 'P'):
+        raise BadInputError(f"source must be 'auto', 'K' or 'P', got {source!r}")
+    if source == 'P' or (source == 'auto' and projection_is_valid(msg)):
+        p = np.asarray(msg.p, np.float64).reshape(-1)
+        if p.size != 12:
+            raise BadInputError(f'camera_info.p must have 12 elements, got {p.size}')
+        matrix = p.reshape(3, 4)
+        _finite_camera(matrix, 'p')
+        return _image_intrinsics(msg, matrix), 'P'
+    k = np.asarray(msg.k, np.float64).reshape(-1)
+    if k.size != 9:
+        raise BadInputError(f'camera_info.k must have 9 elements, got {k.size}')
+    _finite_camera(k.reshape(3, 3), 'k')
+    return _image_intrinsics(msg, k.reshape(3, 3)), 'K'
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """CameraInfo -> Intrinsics of the image it describes: P when valid (a rectified image), else K; region of
+    interest and binning applied. See `camera_info_intrinsics`."""
+    return camera_info_intrinsics(msg)[0]
 
 
 def _projection(intr: Intrinsics, tx: float = 0.0, ty: float = 0.0) -> list[float]:
@@ -196,7 +234,7 @@ def resize_camera_info(msg: CameraInfo, width: int, height: int) -> CameraInfo:
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         raise BadInputError(f'resize target width x height must be positive, got {width} x {height}')
-    target = camera_info_to_intrinsics(msg).resized(width, height)
+    target = camera_info_intrinsics(msg, 'K')[0].resized(width, height)
     x0, y0, window_w, window_h = _sensor_window(msg)
     ax, ay = width / window_w, height / window_h  # calibrated-sensor pixels -> target pixels
     out = CameraInfo()

@@ -74,8 +74,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('output_qos_depth', 2, 'History depth of the output publishers.', unit='messages', min=1, max=100),
     ParamSpec('diagnostics_period', 1.0, 'Period of the /diagnostics status message.', unit='s', min=0.1, max=60.0),
     # ---- live: camera, frame, depth range -------------------------------------------------------------------------
-    ParamSpec('use_camera_info', True, 'Use the latest camera_info for intrinsics (rescaled to the image size); '
-              'false = recover the intrinsics from the model and publish them.', live=True),
+    ParamSpec('use_camera_info', True, 'Use the camera_info for intrinsics (rescaled to the image size): its P '
+              'when filled in (a rectified image), else K; false = recover the intrinsics from the model and '
+              'publish them.', live=True),
+    ParamSpec('rectify', False, 'Undistort each image with its camera_info (K, D, R, P; plumb_bob, '
+              'rational_polynomial or equidistant) before inference, for cameras that publish only a distorted '
+              'image_raw; maps are built once per camera_info. Off: the image is taken as rectified (image_rect) '
+              'and described by P.', live=True),
+    ParamSpec('max_input_pixels', 4096 * 2160, 'Images with more pixels (width x height) are refused before they '
+              'are decoded, from the PNG/JPEG header or the Image fields, and counted as image_too_large. The '
+              'default admits 4K (4096 x 2160); 0 = no limit.', unit='pixels', live=True, min=0, max=1 << 30),
     ParamSpec('frame_id', '', 'Overrides the frame_id of every output header; empty = the input image frame_id '
               '(the camera optical frame).', live=True),
     ParamSpec('max_depth', 0.0, 'Depth beyond this is invalid in the depth image (NaN, or +Inf with '
@@ -128,6 +136,10 @@ def defaults() -> dict[str, bool | int | float | str]:
     return {p.name: p.default for p in PARAMS}
 
 
+_TYPE_WORDS = {bool: 'a boolean (true or false)', int: 'an integer', float: 'a number (double)', str: 'a string',
+               list: 'a list', bytes: 'a byte array'}
+
+
 def validate(name: str, value) -> str | None:
     """Why `value` is not acceptable for parameter `name`, or None when it is."""
     spec = SPECS.get(name)
@@ -143,7 +155,9 @@ def validate(name: str, value) -> str | None:
     else:
         ok = isinstance(value, str)
     if not ok:
-        return f'{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}'
+        got = _TYPE_WORDS.get(type(value), type(value).__name__)
+        unit = f' (unit: {spec.unit})' if spec.unit else ''
+        return f'parameter {name} must be {_TYPE_WORDS[kind]}, got {got} {value!r}{unit}'
     if spec.choices and value not in spec.choices:
         return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
     if kind in (int, float):

@@ -15,7 +15,7 @@ from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.normals import normals_from_points
 from mgeo_ros.geometry.projection import unproject
-from mgeo_ros.ros import convert
+from mgeo_ros.ros import convert, rectify
 from mgeo_ros.ros.scale_filter import ScaleFilter
 from mgeo_ros.runtime.flying_pixels import DepthJumpTest, flying_pixel_mask
 from mgeo_ros.runtime.predictor import default_model_path
@@ -48,6 +48,7 @@ class FramePipeline:
         self._size: tuple[int, int] | None = None
         self._camera_key: tuple | None = None
         self._warned: set[str] = set()
+        self.rectifier = rectify.Rectifier()
         self.last_frame_id = ''
         self._jump_test = DepthJumpTest()  # keeps its scratch buffers between frames
 
@@ -66,7 +67,8 @@ class FramePipeline:
             t0 = time.perf_counter()
             self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
                                        precision=precision, mask_threshold=cfg['mask_threshold'],
-                                       engine_fallback=cfg['engine_fallback'])
+                                       engine_fallback=cfg['engine_fallback'],
+                                       warn=self.log.warning)  # frame-size warnings in the node's log
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
             fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)
             if fallback:  # the engine failed its probe: say so wherever the backend is reported
@@ -127,14 +129,19 @@ class FramePipeline:
             return
 
         t0 = time.perf_counter()
-        rgb = self._decode(frame)
+        rgb = self._decode(frame, cfg)
         if rgb is None:
             return
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
         self._check_size(width, height)
 
-        intrinsics = self._intrinsics(frame.camera_info_for(frame.msg.header), width, height, cfg)
+        info = frame.camera_info_for(frame.msg.header) if cfg['use_camera_info'] else None
+        if cfg['rectify'] and info is not None:
+            t0 = time.perf_counter()
+            rgb = self._rectified(rgb, info)
+            timings['rectify'] = _ms(t0)
+        intrinsics = self._intrinsics(info, width, height, cfg)
         try:
             pred = self.predictor.predict(rgb, intrinsics=intrinsics)
         except (BadInputError, ValueError) as exc:
@@ -160,13 +167,17 @@ class FramePipeline:
             self.stats.resolution = f'{width}x{height}'
         self.stats.mark_published()
 
-    def _decode(self, frame: IncomingFrame) -> np.ndarray | None:
-        """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image."""
+    def _decode(self, frame: IncomingFrame, cfg: dict) -> np.ndarray | None:
+        """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
+        images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
+        limit = cfg['max_input_pixels']
         try:
-            decode = convert.compressed_to_rgb8 if frame.kind == 'compressed' else convert.image_to_rgb8
-            rgb = decode(frame.msg)
+            if frame.kind == 'compressed':
+                rgb = convert.compressed_to_rgb8(frame.msg, limit, warn=self._decoder_warning)
+            else:
+                rgb = convert.image_to_rgb8(frame.msg, limit)
         except (BadInputError, ValueError) as exc:
-            self._bad('image', f'image skipped: {exc}')
+            self._bad(getattr(exc, 'reason', 'image'), f'image skipped: {exc}')
             return None
         if rgb.shape[0] == 0 or rgb.shape[1] == 0:
             self._bad('image', 'image skipped: it is empty (0 pixels)')
@@ -257,14 +268,33 @@ class FramePipeline:
             self._reset_scale('image size changed')
         self._size = (width, height)
 
+    def _decoder_warning(self, text: str) -> None:
+        self._bad('image_decode_warning', text)
+
+    def _rectified(self, rgb: np.ndarray, info) -> np.ndarray:
+        """The frame undistorted with its camera_info (`rectify`), or unchanged when it has no distortion or the
+        camera_info cannot rectify it (counted as camera_info)."""
+        if not rectify.has_distortion(info):
+            return rgb
+        try:
+            return self.rectifier(rgb, info)
+        except (BadInputError, ValueError) as exc:
+            self._bad('camera_info', f'image not rectified: {exc}')
+            return rgb
+
     def _intrinsics(self, info, width: int, height: int, cfg: dict) -> Intrinsics | None:
-        """The latest CameraInfo's intrinsics, rescaled to the image; None (= recover from the model) otherwise."""
-        intr = None
+        """The CameraInfo's intrinsics (P when valid, else K; image_pipeline's rule), rescaled to the image;
+        None (= recover from the model) otherwise."""
+        intr, matrix = None, ''
         if cfg['use_camera_info'] and info is not None:
             try:
-                intr = convert.camera_info_to_intrinsics(info)
+                intr, matrix = convert.camera_info_intrinsics(info)
             except (BadInputError, ValueError) as exc:
                 self._bad('camera_info', f'camera_info ignored, intrinsics recovered from the image instead: {exc}')
+            if intr is not None and not cfg['rectify'] and rectify.looks_unrectified(info):
+                self._warn_once(f'unrectified{tuple(info.d)}', (
+                    'camera_info has distortion (D != 0) but P equals K: this looks like an unrectified image_raw. '
+                    'Depth and points assume a rectified image: feed image_rect (image_proc), or set rectify: true'))
             if intr is not None and (intr.width, intr.height) != (width, height):
                 if abs(intr.width / intr.height - width / height) > 0.01:
                     self._warn_once(f'aspect{intr.width}x{intr.height}', (
@@ -286,7 +316,7 @@ class FramePipeline:
             self._reset_scale('camera changed')
         self._camera_key = key
         with self.stats.lock:
-            self.stats.intrinsics_source = 'recovered' if intr is None else 'camera_info'
+            self.stats.intrinsics_source = 'recovered' if intr is None else f'camera_info ({matrix})'
         return intr
 
     def _stabilized_depth(self, pred, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,8 @@ class Predictor:
     precision: 'fp32' | 'fp16': torch autocast on CUDA. ONNX Runtime and TensorRT compute in the ONNX's own types
       (an engine built from an .onnx is strongly typed: FP16 comes from `mgeo export --precision fp16`).
     mask_threshold: validity probability above which a pixel is kept.
+    warn: where warnings about the frames go (once per new frame size), e.g. the ROS node's logger; default the
+      `mgeo_ros.runtime` Python logger.
     device: 'cpu', 'cuda', 'cuda:1'... (None: the backend's best).
     cache_dir: where engines built from an .onnx are cached (default $MGEO_CACHE_DIR or ~/.cache/mgeo_ros).
     torch_reference_mode: torch backend only: run the reference MoGe-2 graph instead of the exported one (see
@@ -175,7 +178,7 @@ class Predictor:
                  input_size: tuple[int, int] | None = None, precision: str = 'fp32', device: str | None = None,
                  mask_threshold: float = 0.5, cache_dir: str | os.PathLike | None = None,
                  torch_reference_mode: bool = False, threads: int | None = None,
-                 engine_fallback: bool = False) -> None:
+                 engine_fallback: bool = False, warn: Callable[[str], None] | None = None) -> None:
         if precision not in ('fp32', 'fp16'):
             raise BadInputError(f'precision must be fp32 or fp16, got {precision!r}')
         if not 0.0 <= mask_threshold <= 1.0:
@@ -190,7 +193,8 @@ class Predictor:
         self.num_tokens = int(meta_tokens) if meta_tokens else int(num_tokens)
         self.mask_threshold = float(mask_threshold)
         self.preprocessor = Preprocessor(self.num_tokens, fixed)
-        self._aspect_warned = False
+        self.warn = warn if warn is not None else log.warning
+        self._sizes_seen: set[tuple[int, int]] = set()
         log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d', self.backend.name,
                  self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens)
 
@@ -221,9 +225,10 @@ class Predictor:
         return Prediction(timings_ms=timings, **fields)
 
     def _warn_aspect(self, w: int, h: int, nw: int, nh: int) -> None:
-        if self._aspect_warned or self.preprocessor.input_size is None:
+        """Once per new frame size: warn through `warn` when a fixed-size model stretches the frame."""
+        if (w, h) in self._sizes_seen or self.preprocessor.input_size is None:
             return
+        self._sizes_seen.add((w, h))
         if abs((w / h) / (nw / nh) - 1.0) > 0.02:
-            log.warning('frame %dx%d has another aspect ratio than the model input %dx%d: it is stretched, which '
-                        'degrades accuracy; export for this camera (mgeo export --size %dx%d)', w, h, nw, nh, w, h)
-        self._aspect_warned = True
+            self.warn(f'frame {w}x{h} has another aspect ratio than the model input {nw}x{nh}: it is stretched, '
+                      f'which degrades accuracy; export for this camera (mgeo export --size {w}x{h})')
