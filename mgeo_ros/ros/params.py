@@ -57,6 +57,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('build_engine', True, 'With an .onnx model and TensorRT available: build a TensorRT engine on first '
               'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
               'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
+    ParamSpec('intra_op_threads', 0, 'CPU threads one inference may use: PyTorch set_num_threads (process-wide), '
+              'ONNX Runtime intra_op_num_threads; TensorRT: not applicable (the GPU runs the network). 0 = auto: '
+              'the usable cores minus one, at least 1, leaving a core to the executor, DDS and the per-frame numpy '
+              'work (a pool as wide as the machine stalls at every operator when one of its threads is preempted).',
+              unit='threads', min=0, max=256),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
               'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',

@@ -61,7 +61,8 @@ class FramePipeline:
             backend, precision = self._backend_choice(path, cfg)
             t0 = time.perf_counter()
             self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
-                                       precision=precision, mask_threshold=cfg['mask_threshold'])
+                                       precision=precision, mask_threshold=cfg['mask_threshold'],
+                                       threads=cfg['intra_op_threads'])
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')

@@ -99,11 +99,8 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
             raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path})')
         from mgeo_ros.runtime.backends.torch_backend import TorchBackend
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))  # process-wide in PyTorch
-        return TorchBackend(model_path, device=device, precision=precision, reference_mode=torch_reference_mode)
+        return TorchBackend(model_path, device=device, precision=precision, reference_mode=torch_reference_mode,
+                            threads=threads)
     if chosen == 'onnxruntime':
         if kind != 'onnx':
             raise BackendUnavailableError(f'onnxruntime backend needs an .onnx file, got a {kind} ({model_path}); '
@@ -137,9 +134,11 @@ class Predictor:
     cache_dir: where engines built from an .onnx are cached (default $MGEO_CACHE_DIR or ~/.cache/mgeo_ros).
     torch_reference_mode: torch backend only: run the reference MoGe-2 graph instead of the exported one (see
       `TorchBackend`); off by default so every backend gives the same Prediction.
-    threads: CPU threads for ONNX Runtime (intra-op) and PyTorch (process-wide); None keeps their defaults. On a
-      shared or busy CPU, fewer threads than cores avoids spin-waiting (measured: 5-10x slower torch at 2 threads
-      on a loaded 2-core machine than at 1).
+    threads: intra-op CPU threads of one inference: ONNX Runtime's intra_op_num_threads, PyTorch's set_num_threads
+      (process-wide); TensorRT ignores it (the GPU runs the network). None keeps the library's default (all cores),
+      0 = `devices.default_intra_op_threads()` (usable cores - 1, at least 1: what the node uses). On a shared or
+      busy CPU, fewer threads than cores avoids barrier stalls and spin-waiting (measured: 5-10x slower torch at 2
+      threads on a loaded 2-core machine than at 1).
     """
 
     def __init__(self, model_path, backend: str = 'auto', num_tokens: int = 1200,
@@ -160,8 +159,9 @@ class Predictor:
         self.mask_threshold = float(mask_threshold)
         self.preprocessor = Preprocessor(self.num_tokens, fixed)
         self._aspect_warned = False
-        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d', self.backend.name,
-                 self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens)
+        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d threads=%s', self.backend.name,
+                 self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens,
+                 self.backend.threads or 'library default')
 
     @property
     def backend_name(self) -> str:
