@@ -83,7 +83,10 @@ def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Path) -> str:
 def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
                    cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False,
                    threads: int | None = None) -> Backend:
-    """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run."""
+    """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run.
+    A `Backend` instance given as the model is used as it is (a benchmark's replay, a caller's own backend)."""
+    if isinstance(model_path, Backend):
+        return model_path
     if backend not in BACKENDS:
         raise BadInputError(f'backend must be one of {BACKENDS}, got {backend!r}')
     kind = model_kind(model_path)
@@ -123,7 +126,8 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
 class Predictor:
     """One model on one backend; `predict(rgb, intrinsics)` -> `Prediction` at the frame's resolution.
 
-    model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model).
+    model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model,
+      or a ready `Backend` instance).
     backend: 'auto' | 'torch' | 'onnxruntime' | 'tensorrt'.
     num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio.
     input_size: fixed network (W, H) for checkpoints; ONNX/engine files carry their own and ignore this.
