@@ -162,7 +162,7 @@ def compare_messages(new, old) -> dict:
     pb, cb = convert.pointcloud2_to_numpy(old)
     out = {'layout_equal': True, **_float_diff(pa, pb)}
     if ca is not None:
-        out['differing'] = int(np.count_nonzero(ca != cb))
+        out['differing'] = int(np.count_nonzero((ca != cb).any(axis=-1)))  # points with another colour
     return out
 
 
