@@ -290,6 +290,7 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
                     c = compare_messages(got_new[name], got_old[name])
                     prev = checks.get(name)
                     checks[name] = c if prev is None else _worse(prev, c)
+        time.sleep(1.0)  # the last messages are still on their way to the subscriber
         received = sink.close()
         sink = None
         net_w, net_h = pipeline.predictor.network_size(width, height)
