@@ -73,7 +73,10 @@ class Camera:
         """Subscribe to every topic the node publishes under its namespace, once it has them all."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.node.get_publisher_names_and_types_by_node(NODE_NAME, self.ns)
+            try:
+                found = self.node.get_publisher_names_and_types_by_node(NODE_NAME, self.ns)
+            except Exception:  # rclpy raises NodeNameNonExistentError until discovery has seen the node
+                found = []
             topics = sorted((t, ty[0]) for t, ty in found if t.startswith(self.ns + '/') and '/cam/' not in t)
             if any(t.endswith('/depth/image') for t, _ in topics) and self.status.get('model_status') == 'ready':
                 break
