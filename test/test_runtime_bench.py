@@ -89,3 +89,21 @@ def test_bench_node_compare_catches_a_changed_output():
     cloud = convert.depth_to_pointcloud2(depth, intr, rgb=np.zeros((4, 5, 3), np.uint8))
     other = convert.depth_to_pointcloud2(depth, intr, rgb=np.ones((4, 5, 3), np.uint8))
     assert compare_messages(cloud, other)['differing'] == 20
+
+
+def test_bench_node_live_reports_rate_latency_and_the_forward_bound(tmp_path, capsys):
+    """`--live`: the real node as a process fed at a fixed rate; its rate, latency and forward come back per threads
+    value (the node's own /diagnostics give the forward, so the intra_op_threads value reaches the node)."""
+    from mgeo_ros.model import build_model, preset, save_checkpoint
+
+    model_dir = tmp_path / 'tiny'
+    save_checkpoint(build_model(preset('tiny')), model_dir)
+    rc = mgeo_main(['bench', '--node', str(model_dir), '--live', '3', '--rate', '5', '--live-threads', '1',
+                    '--size', '64x48', '--param', 'num_tokens=64', '--json'])
+    assert rc == 0
+    (row,) = json.loads(capsys.readouterr().out)['rows']
+    assert row['intra_op_threads'] == 1 and row['backend'] == 'torch' and row['sent'] == 15
+    assert 0 < row['published'] <= row['sent'] and row['published_hz'] == pytest.approx(row['published'] / 3)
+    assert row['latency_ms']['median'] <= row['latency_ms']['p95'] <= row['latency_ms']['max']
+    assert row['forward_ms']['median'] > 0 and row['forward_bound_hz'] == pytest.approx(1000 / row['forward_ms']['median'])
+    assert any(t.endswith('/points') for t in row['topics'])
