@@ -113,7 +113,8 @@ class _Capture:
 
 def _capture(outputs, run) -> dict:
     """Run `run()` with every publisher of `outputs` captured; {field: last message}."""
-    saved = {f.name: getattr(outputs, f.name) for f in dataclasses.fields(outputs)}
+    saved = {f.name: getattr(outputs, f.name) for f in dataclasses.fields(outputs)
+             if getattr(outputs, f.name) is not None}  # an output switched off by a parameter has no publisher
     for name, pub in saved.items():
         setattr(outputs, name, _Capture(pub))
     try:
@@ -194,7 +195,7 @@ class Sink:
 
 
 def _wait_subscribed(node: BenchNode, timeout: float = 20.0) -> None:
-    pubs = [getattr(node.outputs, f.name) for f in dataclasses.fields(node.outputs)]
+    pubs = [p for p in (getattr(node.outputs, f.name) for f in dataclasses.fields(node.outputs)) if p is not None]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(p.get_subscription_count() > 0 for p in pubs):
