@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='--node: seconds from one frame to the next, so the subscriber drains (0.03)')
     node.add_argument('--no-camera-info', action='store_true',
                       help='--node: no CameraInfo, so every frame recovers the focal as well as the shift')
+    node.add_argument('--profile', type=int, default=0, metavar='N',
+                      help='--node: also list the N functions taking the most time per frame (cProfile; slows it)')
     node.add_argument('--live', type=float, default=0.0, metavar='SECONDS',
                       help='--node: instead, run the real node (subprocess, real model) fed at --rate for SECONDS '
                       'per --live-threads value: published rate and latency p95 against the forward-bound maximum')
@@ -367,7 +369,7 @@ def run_node(args) -> dict:
 
     return run_node_bench(model, label, sizes, args.runs or 100, 10 if args.warmup is None else args.warmup,
                           args.frames, backend, args.period, params, camera_info=not args.no_camera_info,
-                          baseline=not args.no_baseline)
+                          baseline=not args.no_baseline, profile=args.profile)
 
 
 def run(args: argparse.Namespace) -> int:

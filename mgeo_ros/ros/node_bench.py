@@ -13,9 +13,11 @@ same run, frames interleaved; its outputs are compared with today's, message by 
 """
 from __future__ import annotations
 
+import cProfile
 import dataclasses
 import json
 import os
+import pstats
 import subprocess
 import sys
 import time
@@ -226,8 +228,9 @@ def _rows(timings: Timings) -> dict:
 
 
 def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup: int, frames: int, period: float,
-               camera_info: bool, baseline: bool) -> dict:
-    """One frame size: today's path (and the baseline), `runs` timed frames each after `warmup`."""
+               camera_info: bool, baseline: bool, profile: int = 0) -> dict:
+    """One frame size: today's path (and the baseline), `runs` timed frames each after `warmup`; with `profile`,
+    also the functions of today's path that take the most time per timed frame."""
     width, height = size
     images = [camera_image(width, height, seed) for seed in range(frames)]
     outputs = record_outputs(recorder, images)
@@ -269,6 +272,7 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
             msg.header.stamp = clock.now().to_msg()
             old.process(msg, time.monotonic(), intr if camera_info else None, node.cfg)
 
+        profiler = cProfile.Profile() if profile else None
         next_at = time.monotonic()
         for i in range(warmup + runs):
             if i == warmup:
@@ -278,7 +282,12 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
             for run in order:
                 if run is run_old and old is None:
                     continue
-                run(i % frames)
+                if profiler is not None and run is run_new and i >= warmup:
+                    profiler.enable()
+                    run(i % frames)
+                    profiler.disable()
+                else:
+                    run(i % frames)
                 next_at += period
                 time.sleep(max(0.0, next_at - time.monotonic()))
         checks = {}
@@ -299,11 +308,24 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
                 'topics': [t for t, _ in topics], 'received_by_sink': received,
                 'now': _rows(new_timings), 'baseline': _rows(old_timings) if old is not None else None,
                 'outputs_vs_baseline': checks, 'identical': identical(checks) if old is not None else None,
-                'params': {k: cfg[k] for k in sorted(cfg) if k in params or k in BENCH_PARAMS}}
+                'params': {k: cfg[k] for k in sorted(cfg) if k in params or k in BENCH_PARAMS},
+                'profile_ms_per_frame': _top_functions(profiler, runs, profile) if profiler is not None else None}
     finally:
         if sink is not None:
             sink.close()
         node.destroy_node()
+
+
+def _top_functions(profiler: cProfile.Profile, frames: int, count: int) -> list[dict]:
+    """The `count` functions with the most cumulative time per frame (ms), own code and library calls alike."""
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (path, line, name), (_cc, calls, own, cumulative, _callers) in stats.stats.items():
+        where = name if path == '~' else f'{Path(path).name}:{line}({name})'
+        rows.append({'function': where, 'calls_per_frame': calls / frames, 'cumulative_ms': cumulative * 1e3 / frames,
+                     'own_ms': own * 1e3 / frames})
+    rows.sort(key=lambda r: r['cumulative_ms'], reverse=True)
+    return rows[:count]
 
 
 def _worse(a: dict, b: dict) -> dict:
@@ -322,7 +344,7 @@ def make_recorder(model, backend: str, num_tokens: int, threads: int | None):
 
 
 def run_node_bench(model, label: str, sizes, runs: int, warmup: int, frames: int, backend: str, period: float,
-                   params: dict, camera_info: bool = True, baseline: bool = True) -> dict:
+                   params: dict, camera_info: bool = True, baseline: bool = True, profile: int = 0) -> dict:
     """Every size; see the module docstring. `params` override node parameters on top of BENCH_PARAMS."""
     ros_env()
     merged = {**BENCH_PARAMS, **params}
@@ -332,7 +354,8 @@ def run_node_bench(model, label: str, sizes, runs: int, warmup: int, frames: int
         cfg = dict(probe.cfg)
         probe.destroy_node()
         recorder = make_recorder(model, backend, int(cfg['num_tokens']), cfg['intra_op_threads'])
-        results = [bench_size(s, recorder, merged, runs, warmup, frames, period, camera_info, baseline) for s in sizes]
+        results = [bench_size(s, recorder, merged, runs, warmup, frames, period, camera_info, baseline, profile)
+                   for s in sizes]
     finally:
         rclpy.try_shutdown()
     meta = {'model': label, 'recorded_with': f'{recorder.backend.name} ({recorder.backend.device})',
@@ -375,6 +398,10 @@ def format_node_table(report: dict) -> str:
                          f'(largest relative float difference {worst:.1e})')
             if not r['identical']:
                 lines.append('  ' + json.dumps(r['outputs_vs_baseline']))
+        if r.get('profile_ms_per_frame'):
+            lines.append('where the time goes (today\'s path, cProfile, ms per frame: cumulative / own):')
+            lines += [f"  {p['cumulative_ms']:8.2f} {p['own_ms']:8.2f}  {p['function']}"
+                      for p in r['profile_ms_per_frame']]
         got = r['received_by_sink']
         if got:
             lines.append('received by the subscriber process: '
