@@ -52,7 +52,7 @@ def test_bench_node_times_the_node_path_against_the_baseline(capsys):
     runs, warmup, frames = 3, 1, 2
     rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', str(runs),
                     '--warmup', str(warmup), '--frames', str(frames), '--period', '0', '--param', 'max_depth=50.0',
-                    '--json'])
+                    '--profile', '8', '--json'])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     (size,) = report['sizes']
@@ -62,6 +62,9 @@ def test_bench_node_times_the_node_path_against_the_baseline(capsys):
             assert column[stage]['count'] == runs and 0 <= column[stage]['median'] <= column[stage]['p95']
         assert column['own']['median'] <= column['total']['median']
     assert size['identical'] is True, size['outputs_vs_baseline']
+    profile = size['profile_ms_per_frame']
+    assert len(profile) == 8 and any('process' in p['function'] for p in profile)
+    assert all(p['cumulative_ms'] >= p['own_ms'] >= 0 for p in profile)
     assert set(size['outputs_vs_baseline']) >= {'depth', 'info', 'mask', 'points'}
     expected = 2 * (runs + warmup) + 2 * frames
     assert {t.split('/', 2)[2] for t in size['received_by_sink']} >= {'depth/image', 'depth/camera_info', 'points',
