@@ -17,45 +17,92 @@ def _is_tensor(x) -> bool:
     return type(x).__module__.startswith('torch') and hasattr(x, 'detach')
 
 
-def _normals_numpy(points: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+def _normals_numpy(points: np.ndarray, mask: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
     """Computed in the input's precision (float32 points: float32, 4-5x faster than float64 at 640x480; float64
-    and others: float64), component by component: np.cross and np.linalg.norm on H x W x 3 cost twice as much."""
+    and others: float64), one H x W map at a time (`_normals_map`)."""
     p = np.asarray(points)
     dtype = np.float32 if p.dtype == np.float32 else np.float64
-    h, w = p.shape[-3:-1]
-    valid = np.isfinite(p).all(-1)
+    if p.ndim == 3:
+        return _normals_map(p, None if mask is None else np.asarray(mask, dtype=bool), dtype, out)
+    lead, (h, w) = p.shape[:-3], p.shape[-3:-1]
+    flat_p = p.reshape(-1, h, w, 3)
+    flat_m = None if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), (*lead, h, w)).reshape(-1, h, w)
+    out = np.empty((flat_p.shape[0], h, w, 3), np.float32)
+    for i in range(flat_p.shape[0]):
+        out[i] = _normals_map(flat_p[i], None if flat_m is None else flat_m[i], dtype)
+    return out.reshape(*lead, h, w, 3)
+
+
+def _normals_map(p: np.ndarray, mask: np.ndarray | None, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """One H x W x 3 map. The arithmetic is done on the zero-padded map flattened to one dimension, where the four
+    neighbours of a pixel are the elements -W-2, -1, +W+2, +1 away: every operation is then one contiguous loop
+    (on 2-D padded views numpy loops row by row, 6x slower at 640x480), and in place; the padding columns are
+    computed too and dropped (they are invalid). 27 ms -> a few ms at 640x480 for the same values."""
+    h, w = p.shape[:2]
+    row = w + 2
+    size = (h + 2) * row
+    planes = np.zeros((3, h + 2, row), dtype)  # x, y, z padded by one zero pixel
+    centre = planes[:, 1:-1, 1:-1]
+    valid = np.ones((h, w), bool)
+    for c in range(3):
+        centre[c] = p[..., c]
+        valid &= np.isfinite(centre[c])
     if mask is not None:
-        valid &= np.asarray(mask, dtype=bool)
-    pad = np.zeros((*p.shape[:-3], h + 2, w + 2, 3), dtype)
-    centre = pad[..., 1:-1, 1:-1, :]
-    centre[...] = p
-    centre[~valid] = 0.0
-    vpad = np.zeros((*p.shape[:-3], h + 2, w + 2), dtype=bool)
-    vpad[..., 1:-1, 1:-1] = valid
-    around = [(slice(None, -2), slice(1, -1)), (slice(1, -1), slice(None, -2)),  # up, left
-              (slice(2, None), slice(1, -1)), (slice(1, -1), slice(2, None))]    # down, right
-    diff = [pad[..., rows, cols, :] - centre for rows, cols in around]
-    nval = [vpad[..., rows, cols] for rows, cols in around]
-    tx, ty, tz = (np.zeros(valid.shape, dtype) for _ in range(3))
-    count = np.zeros(valid.shape, dtype=np.int32)
+        valid &= mask
+    invalid = ~valid
+    for c in range(3):
+        centre[c][invalid] = 0.0
+    vpad = np.zeros((h + 2, row), dtype=bool)
+    vpad[1:-1, 1:-1] = valid
+    lo, hi = row + 1, size - row - 1  # flat range holding every interior pixel
+    flat, vflat = planes.reshape(3, size), vpad.reshape(size)
+    here, vhere = flat[:, lo:hi], vflat[lo:hi]
+    around = (-row, -1, row, 1)  # up, left, down, right
+    diff = [[np.subtract(flat[c, lo + o:hi + o], here[c]) for c in range(3)] for o in around]
+    nval = [vflat[lo + o:hi + o] for o in around]
+    m = hi - lo
+    total = np.zeros((3, m), dtype)
+    count = np.zeros(m, dtype=np.int32)
+    n = np.empty((3, m), dtype)
+    weight, tmp = np.empty(m, dtype), np.empty(m, dtype)
+    ok = np.empty(m, bool)
     for k in range(4):
         a, b = diff[k], diff[(k + 1) % 4]
-        ok = valid & nval[k] & nval[(k + 1) % 4]
-        nx = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
-        ny = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
-        nz = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
-        weight = np.sqrt(nx * nx + ny * ny + nz * nz)
+        np.logical_and(vhere, nval[k], out=ok)
+        ok &= nval[(k + 1) % 4]
+        for c, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):  # n = a x b, component by component
+            np.multiply(a[i], b[j], out=n[c])
+            n[c] -= np.multiply(a[j], b[i], out=tmp)
+        np.multiply(n[0], n[0], out=weight)
+        weight += np.multiply(n[1], n[1], out=tmp)
+        weight += np.multiply(n[2], n[2], out=tmp)
+        np.sqrt(weight, out=weight)
         weight += _EPS
         np.divide(ok, weight, out=weight)  # 1/|n| where the triangle exists, else 0
-        tx += nx * weight
-        ty += ny * weight
-        tz += nz * weight
+        for c in range(3):
+            total[c] += np.multiply(n[c], weight, out=tmp)
         count += ok
-    norm = np.sqrt(tx * tx + ty * ty + tz * tz)
+    tx, ty, tz = total
+    norm = np.multiply(tx, tx, out=weight)
+    norm += np.multiply(ty, ty, out=tmp)
+    norm += np.multiply(tz, tz, out=tmp)
+    np.sqrt(norm, out=norm)
     good = (count > 0) & (norm > _EPS)
-    facing_away = tx * centre[..., 0] + ty * centre[..., 1] + tz * centre[..., 2] > 0
-    scale = np.where(good, np.where(facing_away, -1.0, 1.0) / np.maximum(norm, _EPS), np.nan).astype(dtype)
-    return np.stack([tx * scale, ty * scale, tz * scale], -1).astype(np.float32)
+    facing = np.multiply(tx, here[0], out=tmp)  # n . p > 0: the normal faces away from the camera
+    facing += np.multiply(ty, here[1], out=n[0])
+    facing += np.multiply(tz, here[2], out=n[0])
+    away = facing > 0
+    np.maximum(norm, _EPS, out=norm)
+    scale = np.divide(1.0, norm, out=norm)
+    np.negative(scale, out=scale, where=away)
+    scale[~good] = np.nan
+    if out is None:
+        out = np.empty((h, w, 3), np.float32)
+    padded = np.empty(size, dtype)
+    for c in range(3):
+        np.multiply(total[c], scale, out=padded[lo:hi])
+        out[..., c] = padded.reshape(h + 2, row)[1:-1, 1:-1]
+    return out
 
 
 def _normals_torch(points, mask):
@@ -87,11 +134,14 @@ def _normals_torch(points, mask):
     return torch.where(good[..., None], out, torch.full_like(out, float('nan')))
 
 
-def normals_from_points(points, mask=None):
+def normals_from_points(points, mask=None, out: np.ndarray | None = None):
     """Unit normals [..., H, W, 3] of a point map [..., H, W, 3] (numpy -> float32 numpy, torch -> torch with grad).
 
     Invalid pixels (masked out, non-finite, or without two valid neighbours forming a triangle) are NaN.
+    `out`: a float32 H x W x 3 array to write a single numpy map's normals into (e.g. a message's bytes).
     """
     if _is_tensor(points):
         return _normals_torch(points, mask)
-    return _normals_numpy(points, mask)
+    if out is not None and (np.ndim(points) != 3 or np.shape(out) != np.shape(points) or out.dtype != np.float32):
+        raise ValueError(f'out must be float32 {np.shape(points)} for one H x W x 3 map, got {out.dtype} {out.shape}')
+    return _normals_numpy(points, mask, out)

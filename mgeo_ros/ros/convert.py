@@ -86,6 +86,22 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None,
     return msg
 
 
+def image_around(data: array.array, height: int, width: int, encoding: str, header: Header | None = None) -> Image:
+    """An Image whose `data` is `data` itself (rclpy keeps an assigned array('B') as it is): for bytes the caller
+    has already written in the host's byte order, `height` rows of `width` pixels of `encoding` (one of ENCODINGS'
+    packed ones, or the normals' 32FC3), no padding."""
+    item, channels = (4, 3) if encoding == '32FC3' else (ENCODINGS[encoding][0].itemsize, ENCODINGS[encoding][1])
+    step = width * item * channels
+    if len(data) != height * step:
+        raise BadInputError(f'data has {len(data)} bytes, {height} x {width} {encoding} needs {height * step}')
+    msg = Image()
+    msg.header = _header(header)
+    msg.height, msg.width, msg.encoding, msg.step = height, width, encoding, step
+    msg.is_bigendian = 1 if HOST_BIG_ENDIAN and item > 1 else 0
+    msg.data = data
+    return msg
+
+
 def depth_to_image(depth: np.ndarray, header: Header | None = None) -> Image:
     """Depth H x W in metres (NaN invalid, +Inf allowed) -> 32FC1 Image."""
     depth = np.asarray(depth)
@@ -264,11 +280,14 @@ def _point_fields(with_rgb: bool, with_normals: bool = False) -> list[PointField
             for f in cloud.cloud_fields(with_rgb, with_normals)]
 
 
-def _cloud_buffer(h: int, w: int, with_rgb: bool, with_normals: bool = False) -> tuple[array.array, np.ndarray]:
-    """Zeroed bytes of h x w float32 points and a writable (h, w, 3|4 [+3]) float32 view of them. Fill the view
-    before the bytes go into a message: assigning `msg.data` copies them."""
+def _cloud_buffer(h: int, w: int, with_rgb: bool, with_normals: bool = False,
+                  data: array.array | None = None) -> tuple[array.array, np.ndarray]:
+    """Bytes of h x w float32 points and a writable (h, w, 3|4 [+3]) float32 view of them: `data` when it has the
+    right size (a buffer reused between frames; every byte is written again), else new zeroed bytes. The message
+    keeps the array itself (no copy at `msg.data = data`)."""
     step = cloud.point_step(with_rgb, with_normals)
-    data = _zeroed_byte_array(h * w * step)
+    if data is None or len(data) != h * w * step:
+        data = _zeroed_byte_array(h * w * step)
     return data, np.frombuffer(data, np.float32).reshape(h, w, step // 4)
 
 
@@ -306,13 +325,14 @@ def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb:
 
 def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Header | None = None,
                          rgb: np.ndarray | None = None, stride: int = 1, organized: bool = True,
-                         normals: np.ndarray | None = None) -> PointCloud2:
+                         normals: np.ndarray | None = None, data: array.array | None = None) -> PointCloud2:
     """Depth H x W (metres, NaN invalid) seen by `intrinsics` -> PointCloud2, unprojected straight into the message.
 
     organized: H x W points (every stride-th pixel), NaN where the depth is, `is_dense` false. Otherwise only the
     finite points, 1 x N with `is_dense` true; a frame without any stays organized and all NaN (a cloud of width 0
     is not valid). One pass writes each point: no H x W x 3 intermediate, no copy of the points.
     `normals` (H x W x 3 unit vectors, optical frame) add float32 fields normal_x, normal_y, normal_z.
+    `data`: an organized cloud is written into these bytes when they have its size (see `out_buffers`).
     """
     depth = np.asarray(depth)
     if depth.ndim != 2 or (depth.shape[1], depth.shape[0]) != (intrinsics.width, intrinsics.height):
@@ -335,7 +355,7 @@ def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Head
     keep = None if organized else np.isfinite(depth)
     if keep is None or not keep.any():
         h, w = depth.shape
-        data, view = _cloud_buffer(h, w, rgb is not None, with_n)
+        data, view = _cloud_buffer(h, w, rgb is not None, with_n, data)
         unproject(depth, intrinsics, out=view[..., :3])
         if rgb is not None:
             cloud.pack_rgb(rgb, out=view[..., 3].view(np.uint32))
