@@ -15,7 +15,7 @@ from std_msgs.msg import Header
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.projection import pixel_rays, unproject
+from mgeo_ros.geometry.projection import pixel_rays
 
 # Image/CompressedImage -> numpy lives in image_codec (shared with bag reading); re-exported so the node's
 # converters are in one place.
@@ -36,6 +36,15 @@ from mgeo_ros.ros import cloud
 
 def _header(header: Header | None) -> Header:
     return Header() if header is None else header
+
+
+def _message(cls):
+    """A new message of `cls` that keeps an `array('B')` assigned to its `data` as it is.
+
+    Kilted's generated classes copy such an array (`array.array('B', value)`) unless the message checks its
+    fields (constructor argument `check_fields`, default from ROS_PYTHON_CHECK_FIELDS), in which case they keep
+    it: 2.6-3 ms per 1280x720 depth image or cloud. Classes without that switch keep it anyway."""
+    return cls(check_fields=True) if '_check_fields' in getattr(cls, '__slots__', ()) else cls()
 
 
 def _to_byte_array(buf: np.ndarray) -> array.array:
@@ -73,7 +82,7 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None,
         raise BadInputError(f'step {step} < width {width} x {bpp} bytes per pixel ({encoding})')
     big = bool(is_bigendian) and dtype.itemsize > 1
     arr = arr.astype(dtype.newbyteorder('>' if big else '<'), copy=False)
-    msg = Image()
+    msg = _message(Image)
     msg.header = _header(header)
     msg.height, msg.width, msg.encoding, msg.step = height, width, encoding, step
     msg.is_bigendian = 1 if big else 0
@@ -94,7 +103,7 @@ def image_around(data: array.array, height: int, width: int, encoding: str, head
     step = width * item * channels
     if len(data) != height * step:
         raise BadInputError(f'data has {len(data)} bytes, {height} x {width} {encoding} needs {height * step}')
-    msg = Image()
+    msg = _message(Image)
     msg.header = _header(header)
     msg.height, msg.width, msg.encoding, msg.step = height, width, encoding, step
     msg.is_bigendian = 1 if HOST_BIG_ENDIAN and item > 1 else 0
@@ -116,7 +125,7 @@ def normals_to_image(normals: np.ndarray, header: Header | None = None) -> Image
     if normals.ndim != 3 or normals.shape[2] != 3 or 0 in normals.shape[:2]:
         raise BadInputError(f'normals must be H x W x 3, got shape {normals.shape}')
     height, width = normals.shape[:2]
-    msg = Image()
+    msg = _message(Image)
     msg.header = _header(header)
     msg.height, msg.width, msg.encoding, msg.step = height, width, '32FC3', width * 12
     msg.is_bigendian = 1 if HOST_BIG_ENDIAN else 0
@@ -294,7 +303,7 @@ def _cloud_buffer(h: int, w: int, with_rgb: bool, with_normals: bool = False,
 def _cloud_message(data: array.array, header: Header | None, h: int, w: int, with_rgb: bool,
                    dense: bool = False, with_normals: bool = False) -> PointCloud2:
     step = cloud.point_step(with_rgb, with_normals)
-    msg = PointCloud2()
+    msg = _message(PointCloud2)
     msg.header = _header(header)
     msg.height, msg.width = h, w
     msg.fields = _point_fields(with_rgb, with_normals)
@@ -356,12 +365,8 @@ def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Head
     if keep is None or not keep.any():
         h, w = depth.shape
         data, view = _cloud_buffer(h, w, rgb is not None, with_n, data)
-        unproject(depth, intrinsics, out=view[..., :3])
-        if rgb is not None:
-            cloud.pack_rgb(rgb, out=view[..., 3].view(np.uint32))
-        if with_n:
-            for i in range(3):
-                view[..., nk + i] = normals[..., i]
+        ray_x, ray_y = pixel_rays(intrinsics)
+        cloud.fill_organized(view, depth, ray_x, ray_y, rgb, normals)
         return _cloud_message(data, header, h, w, rgb is not None, with_normals=with_n)
     rows, cols = np.nonzero(keep)
     data, view = _cloud_buffer(1, rows.size, rgb is not None, with_n)
