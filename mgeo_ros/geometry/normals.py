@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ['normals_from_points']
+from mgeo_ros.geometry.projection import pixel_rays
+
+__all__ = ['normals_from_depth', 'normals_from_points']
 
 _EPS = 1e-12
 
@@ -38,11 +40,43 @@ _CHUNK = 1 << 15  # pixels per pass: the ~20 working arrays of a chunk stay in t
 
 
 def _normals_map(p: np.ndarray, mask: np.ndarray | None, dtype, out: np.ndarray | None = None) -> np.ndarray:
-    """One H x W x 3 map. The arithmetic is done on the zero-padded map flattened to one dimension, where the four
-    neighbours of a pixel are the elements -W-2, -1, +W+2, +1 away: every operation is one contiguous loop (on 2-D
-    padded views numpy loops row by row, 6x slower at 640x480), in place, over a cache-sized chunk of pixels at a
-    time (`_normals_chunk`); the padding columns are computed too and dropped (they are invalid)."""
-    h, w = p.shape[:2]
+    """One H x W x 3 map (see `_normals_planes`)."""
+    def fill(centre: np.ndarray) -> None:
+        for c in range(3):
+            centre[c] = p[..., c]
+
+    return _normals_planes(p.shape[0], p.shape[1], fill, mask, dtype, out)
+
+
+def normals_from_depth(depth: np.ndarray, intrinsics, mask: np.ndarray | None = None,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """`normals_from_points(unproject(depth, intrinsics), mask)` for a float32 H x W depth, without the H x W x 3
+    points in between: x = z * ray_x, y = z * ray_y and z are written straight into the padded planes the normals
+    are computed on (the same float32 values, so the same normals). `out`: float32 H x W x 3 to write into."""
+    d = np.asarray(depth)
+    if d.dtype != np.float32 or d.ndim != 2:
+        raise ValueError(f'depth must be float32 H x W, got {d.dtype} {d.shape}')
+    h, w = d.shape
+    if (w, h) != (intrinsics.width, intrinsics.height):
+        raise ValueError(f'depth is {w}x{h} but intrinsics are for {intrinsics.width}x{intrinsics.height}')
+    if out is not None and (out.shape != (h, w, 3) or out.dtype != np.float32):
+        raise ValueError(f'out must be float32 {(h, w, 3)}, got {out.dtype} {out.shape}')
+    ray_x, ray_y = pixel_rays(intrinsics)
+
+    def fill(centre: np.ndarray) -> None:
+        np.multiply(d, ray_x[None, :], out=centre[0])
+        np.multiply(d, ray_y[:, None], out=centre[1])
+        centre[2] = d
+
+    return _normals_planes(h, w, fill, None if mask is None else np.asarray(mask, dtype=bool), np.float32, out)
+
+
+def _normals_planes(h: int, w: int, fill, mask: np.ndarray | None, dtype, out: np.ndarray | None) -> np.ndarray:
+    """Normals of the H x W map whose x, y, z `fill(centre)` writes into centre[0..2]. The arithmetic is done on
+    the zero-padded map flattened to one dimension, where the four neighbours of a pixel are the elements -W-2,
+    -1, +W+2, +1 away: every operation is one contiguous loop (on 2-D padded views numpy loops row by row, 6x
+    slower at 640x480), in place, over a cache-sized chunk of pixels at a time (`_normals_chunk`); the padding
+    columns are computed too and dropped (they are invalid)."""
     if out is None:
         out = np.empty((h, w, 3), np.float32)
     if h * w == 0:
@@ -51,9 +85,9 @@ def _normals_map(p: np.ndarray, mask: np.ndarray | None, dtype, out: np.ndarray 
     size = (h + 2) * row
     planes = np.zeros((3, h + 2, row), dtype)  # x, y, z padded by one zero pixel
     centre = planes[:, 1:-1, 1:-1]
+    fill(centre)
     valid = np.ones((h, w), bool)
     for c in range(3):
-        centre[c] = p[..., c]
         valid &= np.isfinite(centre[c])
     if mask is not None:
         valid &= mask

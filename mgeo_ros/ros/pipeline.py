@@ -13,8 +13,7 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.normals import normals_from_points
-from mgeo_ros.geometry.projection import unproject
+from mgeo_ros.geometry.normals import normals_from_depth
 from mgeo_ros.ros import cloud, convert, rectify
 from mgeo_ros.ros.out_buffers import OutputBuffers
 from mgeo_ros.ros.scale_filter import ScaleFilter
@@ -270,14 +269,15 @@ class FramePipeline:
     def _normals(head: np.ndarray | None, intr: Intrinsics, depth_nan: np.ndarray, valid: np.ndarray,
                  out: np.ndarray | None = None) -> np.ndarray:
         """Unit normals (optical frame, NaN invalid): the normal head's (`head`) when the model has one, else from
-        the published depth (geometry's normals_from_points on its unprojection with `intr`); into `out` if given."""
+        the published depth (geometry's normals_from_depth: normals_from_points on its unprojection with `intr`);
+        into `out` if given."""
         if head is not None:
             if out is None:
                 return np.where(valid[..., None], head, np.float32(np.nan)).astype(np.float32, copy=False)
             np.copyto(out, head)
             np.copyto(out, np.float32(np.nan), where=~valid[..., None])
             return out
-        return normals_from_points(unproject(depth_nan, intr), valid, out=out)
+        return normals_from_depth(depth_nan, intr, valid, out=out)
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
