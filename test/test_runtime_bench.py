@@ -116,3 +116,16 @@ def test_bench_node_live_reports_rate_latency_and_the_forward_bound(tmp_path, ca
     forward = row['forward_ms']['median']
     assert forward > 0 and row['forward_bound_hz'] == pytest.approx(1000 / forward)
     assert any(t.endswith('/points') for t in row['topics'])
+
+
+def test_bench_node_subscribes_only_the_outputs_asked_for(capsys):
+    rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', '2',
+                    '--warmup', '0', '--frames', '1', '--period', '0.05', '--outputs', 'depth/image', '--no-baseline',
+                    '--json'])
+    assert rc == 0
+    (size,) = json.loads(capsys.readouterr().out)['sizes']
+    assert [t.split('/', 2)[2] for t in size['received_by_sink']] == ['depth/image']
+    assert 'points' not in str(size['topics']) and size['baseline'] is None
+    assert mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', '1',
+                      '--outputs', 'depth/nope']) == 2
+    assert "--outputs ['depth/nope']" in capsys.readouterr().err
