@@ -8,6 +8,10 @@ or `python -m mgeo_ros.ros.node --ros-args ...`.
 from __future__ import annotations
 
 import collections
+import contextlib
+import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -32,7 +36,8 @@ from mgeo_ros.ros.qos import make_qos
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
-OUTPUT_TOPICS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
+OUTPUT_TOPICS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask', 'depth/confidence', 'depth/normals')
+STOP_WAIT_S = 0.2  # how long shutdown waits for the worker to leave on its own
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -45,16 +50,22 @@ class Outputs:
     info: object
     points: object
     mask: object
+    confidence: object
+    normals: object
+
+    def all(self) -> tuple:
+        return (self.depth, self.info, self.points, self.mask, self.confidence, self.normals)
 
 
 def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
     d = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.kind], description=spec.describe())
     if spec.choices:
         d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
-    if spec.kind is float:
-        # Floats accept integers too (`-p max_depth:=5`); the node coerces them. Range is checked by params.validate.
-        d.dynamic_typing = True
-    elif spec.kind is int and spec.min is not None and spec.max is not None:
+    # rclpy does not check the type: params.validate does, and its refusal names the parameter and the type it wants
+    # (rclpy's own says "Wrong parameter type, expected 'Type.INTEGER' got 'Type.DOUBLE'"). Floats also accept
+    # integers (`-p max_depth:=5`); the node coerces them.
+    d.dynamic_typing = True
+    if spec.kind is int and spec.min is not None and spec.max is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
     if spec.kind is float and spec.min is not None and spec.max is not None:
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
@@ -88,12 +99,14 @@ class _DepthNodeParts:
             info=self.create_publisher(CameraInfo, 'depth/camera_info', out_qos),
             points=self.create_publisher(PointCloud2, 'points', out_qos),
             mask=self.create_publisher(Image, 'depth/mask', out_qos),
+            confidence=self.create_publisher(Image, 'depth/confidence', out_qos),
+            normals=self.create_publisher(Image, 'depth/normals', out_qos),
         )
         self.pipeline = FramePipeline(self, self.stats, self.outputs, self._log_bad)
 
     def _destroy_outputs(self) -> None:
         if self.outputs is not None:
-            for pub in (self.outputs.depth, self.outputs.info, self.outputs.points, self.outputs.mask):
+            for pub in self.outputs.all():
                 self.destroy_publisher(pub)
         self.outputs = self.pipeline = None
 
@@ -110,7 +123,7 @@ class _DepthNodeParts:
         self.stats.active = True
         self.get_logger().info(
             f'listening on {self._image_sub.topic_name} ({self.cfg["image_transport"]}, {self.cfg["input_qos"]}) and '
-            f'{self._info_sub.topic_name}; publishing depth/image, depth/camera_info, points, depth/mask '
+            f'{self._info_sub.topic_name}; publishing {", ".join(OUTPUT_TOPICS)} '
             f'({self.cfg["output_qos"]}, depth {self.cfg["output_qos_depth"]})')
 
     def _destroy_inputs(self) -> None:
@@ -126,9 +139,11 @@ class _DepthNodeParts:
         self._worker.start()
 
     def _stop_worker(self) -> None:
+        """Close the slot and give the worker a moment to leave. A frame in the backend (or a model still loading)
+        is a native call that cannot be interrupted: it is not waited for (see `main`); it ends without publishing."""
         self.slot.close()
         if self._worker is not None:
-            self._worker.join(timeout=5.0)
+            self._worker.join(timeout=STOP_WAIT_S)
         self._worker = None
 
     # ---- parameters ---------------------------------------------------------------------------------------------
@@ -228,6 +243,8 @@ class _DepthNodeParts:
             try:
                 pipeline.process(frame, self.cfg)
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
+                if slot.closed:  # stopped under this frame (publishers or context gone): nothing to report
+                    return
                 self.stats.count_bad('internal_error')
                 self._log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
 
@@ -284,9 +301,8 @@ class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
 
-def main(args: list[str] | None = None) -> int:
-    """Console script `mgeo_depth_node [--lifecycle] --ros-args ...` (--lifecycle: a managed node, unconfigured at
-    start; drive it with the lifecycle services or a lifecycle manager)."""
+def run(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C or shutdown, then tear it down (usable in-process; returns the exit code)."""
     argv = list(sys.argv if args is None else args)
     lifecycle = '--lifecycle' in remove_ros_args(argv)
     rclpy.init(args=argv)
@@ -297,12 +313,30 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if threading.current_thread() is threading.main_thread():
+            # A second Ctrl-C (a terminal's and launch's) must not break the teardown into a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script `mgeo_depth_node [--lifecycle] --ros-args ...` (--lifecycle: a managed node, unconfigured at
+    start; drive it with the lifecycle services or a lifecycle manager).
+
+    Once the node is down, the process ends without finalizing the interpreter: that finalization (PyTorch, ONNX
+    Runtime and DDS libraries' teardown) took 1.5 s after a Ctrl-C, and a frame still inside the backend (which
+    cannot be interrupted) could crash it. Logs are flushed first; the exit code is the node's."""
+    code = run(args)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == '__main__':
