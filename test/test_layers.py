@@ -151,12 +151,6 @@ def import_cycles(package_dir: Path, under: str) -> list[list[str]]:
     return cycles
 
 
-# Circles that exist and are known, each with why it is tolerated for now. Anything else fails.
-KNOWN_CIRCLES = [
-    # engine_cache._verify_built imports TensorRTBackend inside the function to probe a freshly built engine, and the
-    # backend imports engine_cache at the top: a lazy, runtime-internal circle (follow-up: hand the verifier in)
-    ['mgeo_ros.runtime.backends.tensorrt_backend', 'mgeo_ros.runtime.engine_cache'],
-]
 
 
 def test_train_has_no_import_circle():
@@ -165,7 +159,7 @@ def test_train_has_no_import_circle():
 
 
 def test_no_new_import_circle_in_the_package():
-    assert [c for c in import_cycles(REPO / PACKAGE, PACKAGE) if c not in KNOWN_CIRCLES] == []
+    assert import_cycles(REPO / PACKAGE, PACKAGE) == []
 
 
 def test_the_circle_finder_sees_a_circle(tmp_path):
