@@ -41,6 +41,7 @@ class Backend(ABC):
     device: str = 'cpu'
     precision: str = 'fp32'
     metadata: dict[str, str] = {}
+    threads: int | None = None  # intra-op CPU threads it was set to (None: the library's default, or not applicable)
 
     @abstractmethod
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
