@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='--node: seconds from one frame to the next, so the subscriber drains (0.03)')
     node.add_argument('--no-camera-info', action='store_true',
                       help='--node: no CameraInfo, so every frame recovers the focal as well as the shift')
+    node.add_argument('--outputs', default='', metavar='TOPIC[,TOPIC...]',
+                      help='--node: subscribe only these outputs (e.g. depth/image,depth/camera_info,points,depth/mask'
+                      ' = the four the baseline builds); default every topic the node publishes')
     node.add_argument('--profile', type=int, default=0, metavar='N',
                       help='--node: also list the N functions taking the most time per frame (cProfile; slows it)')
     node.add_argument('--live', type=float, default=0.0, metavar='SECONDS',
@@ -418,7 +421,8 @@ def run_node(args) -> dict:
 
     return run_node_bench(model, label, sizes, args.runs or 100, 10 if args.warmup is None else args.warmup,
                           args.frames, backend, args.period, params, camera_info=not args.no_camera_info,
-                          baseline=not args.no_baseline, profile=args.profile)
+                          baseline=not args.no_baseline, profile=args.profile,
+                          outputs=[o.strip() for o in args.outputs.split(',') if o.strip()] or None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,11 +49,11 @@ def test_bench_default_model_missing_is_explained(capsys, monkeypatch, tmp_path)
 
 
 def test_bench_node_times_the_node_path_against_the_baseline(capsys):
-    """`mgeo bench --node`: stage rows from the pipeline's timings, the baseline's outputs equal today's, and every
-    message reached the subscriber in the other process (timed + warm-up frames of both paths + the check frames)."""
+    """`mgeo bench --node`: stage rows from the pipeline's timings, the baseline's outputs equal today's, and the
+    messages reached the subscriber in the other process (timed + warm-up frames of both paths + the check frames)."""
     runs, warmup, frames = 3, 1, 2
     rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', str(runs),
-                    '--warmup', str(warmup), '--frames', str(frames), '--period', '0', '--param', 'max_depth=50.0',
+                    '--warmup', str(warmup), '--frames', str(frames), '--period', '0.05', '--param', 'max_depth=50.0',
                     '--profile', '8', '--json'])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
@@ -68,13 +68,13 @@ def test_bench_node_times_the_node_path_against_the_baseline(capsys):
     assert len(profile) == 8 and any('process' in p['function'] for p in profile)
     assert all(p['cumulative_ms'] >= p['own_ms'] >= 0 for p in profile)
     assert set(size['outputs_vs_baseline']) >= {'depth', 'info', 'mask', 'points'}
-    expected = 2 * (runs + warmup) + 2 * frames
-    assert {t.split('/', 2)[2] for t in size['received_by_sink']} >= {'depth/image', 'depth/camera_info', 'points',
-                                                                       'depth/mask'}
-    # the baseline publishes the four original outputs; confidence and normals come from today's path only
+    # both paths publish the four original outputs; outputs added since (confidence, normals) come from today's only
     original = {'depth/image', 'depth/camera_info', 'points', 'depth/mask'}
-    assert all(v['messages'] == (expected if t.split('/', 2)[2] in original else expected // 2)
-               for t, v in size['received_by_sink'].items()), size['received_by_sink']
+    got = {t.split('/', 2)[2]: v['messages'] for t, v in size['received_by_sink'].items()}
+    assert set(got) >= original, got
+    for topic, count in got.items():  # the node keeps 2 per output (output_qos_depth): a starved subscriber may
+        expected = (2 if topic in original else 1) * (runs + warmup + frames)  # lose the odd one on a loaded machine
+        assert expected - 1 <= count <= expected, got
 
 
 def test_bench_node_compare_catches_a_changed_output():
@@ -116,3 +116,16 @@ def test_bench_node_live_reports_rate_latency_and_the_forward_bound(tmp_path, ca
     forward = row['forward_ms']['median']
     assert forward > 0 and row['forward_bound_hz'] == pytest.approx(1000 / forward)
     assert any(t.endswith('/points') for t in row['topics'])
+
+
+def test_bench_node_subscribes_only_the_outputs_asked_for(capsys):
+    rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', '2',
+                    '--warmup', '0', '--frames', '1', '--period', '0.05', '--outputs', 'depth/image', '--no-baseline',
+                    '--json'])
+    assert rc == 0
+    (size,) = json.loads(capsys.readouterr().out)['sizes']
+    assert [t.split('/', 2)[2] for t in size['received_by_sink']] == ['depth/image']
+    assert 'points' not in str(size['topics']) and size['baseline'] is None
+    assert mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', '1',
+                      '--outputs', 'depth/nope']) == 2
+    assert "--outputs ['depth/nope']" in capsys.readouterr().err

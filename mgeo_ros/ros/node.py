@@ -28,6 +28,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros import params as P
+from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
@@ -114,9 +115,10 @@ class _DepthNodeParts:
         if self.cfg['image_transport'] == 'compressed':
             # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
             topic = self.resolve_topic_name('image') + '/compressed'
-            self._image_sub = self.create_subscription(CompressedImage, topic, self._on_compressed, in_qos)
+            self._image_sub = self.create_subscription(CompressedImage, topic, with_message_info(self._on_compressed),
+                                                       in_qos)
         else:
-            self._image_sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
+            self._image_sub = self.create_subscription(Image, 'image', with_message_info(self._on_image), in_qos)
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
         self.stats.active = True
         self.get_logger().info(

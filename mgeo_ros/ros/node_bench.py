@@ -31,6 +31,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from mgeo_ros.errors import MgeoError
 from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.diagnostics import Timings, summarize
@@ -44,7 +45,9 @@ REPO = Path(__file__).resolve().parents[2]
 # What the issue's goals are stated for: every output subscribed, an organized xyzrgb cloud at full resolution.
 BENCH_PARAMS = {'points_color': True, 'points_organized': True, 'points_stride': 1}
 FIRST, LAST = ('decode', 'preprocess', 'forward', 'postprocess'), ('publish', 'own', 'total')
-HIDDEN = ('queue_wait', 'since_stamp', 'transport')  # ~0 or not per-frame work when frames are handed over directly
+HIDDEN = ('queue_wait', 'since_stamp', 'transport')
+# Issue 16's goals for the node's own work per frame (total - forward), every output subscribed, on a 2-core CPU.
+GOALS_MS = {'640x480': 4.0, '1280x720': 10.0}  # ~0 or not per-frame work when frames are handed over directly
 
 
 def ros_env() -> None:
@@ -196,8 +199,9 @@ class Sink:
             return {}
 
 
-def _wait_subscribed(node: BenchNode, timeout: float = 20.0) -> None:
-    pubs = [p for p in (getattr(node.outputs, f.name) for f in dataclasses.fields(node.outputs)) if p is not None]
+def _wait_subscribed(node: BenchNode, topics: set[str], timeout: float = 20.0) -> None:
+    pubs = [p for p in (getattr(node.outputs, f.name) for f in dataclasses.fields(node.outputs))
+            if p is not None and p.topic_name in topics]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(p.get_subscription_count() > 0 for p in pubs):
@@ -228,7 +232,7 @@ def _rows(timings: Timings) -> dict:
 
 
 def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup: int, frames: int, period: float,
-               camera_info: bool, baseline: bool, profile: int = 0) -> dict:
+               camera_info: bool, baseline: bool, profile: int = 0, subscribe: list[str] | None = None) -> dict:
     """One frame size: today's path (and the baseline), `runs` timed frames each after `warmup`; with `profile`,
     also the functions of today's path that take the most time per timed frame."""
     width, height = size
@@ -252,8 +256,13 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
                                input_size=input_size) if baseline else None
         node.stats.timings = new_timings = Timings(window=runs)
         topics = node.output_topics()
+        if subscribe:  # only these are subscribed, so only these are built (the node skips what nobody reads)
+            unknown = [o for o in subscribe if not any(t.endswith('/' + o) for t, _ in topics)]
+            if unknown:
+                raise MgeoError(f'--outputs {unknown}: the node publishes {[t for t, _ in topics]}')
+            topics = [(t, ty) for t, ty in topics if any(t.endswith('/' + o) for o in subscribe)]
         sink = Sink(topics)
-        _wait_subscribed(node)
+        _wait_subscribed(node, {t for t, _ in topics})
 
         intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
                           height=height)
@@ -344,7 +353,8 @@ def make_recorder(model, backend: str, num_tokens: int, threads: int | None):
 
 
 def run_node_bench(model, label: str, sizes, runs: int, warmup: int, frames: int, backend: str, period: float,
-                   params: dict, camera_info: bool = True, baseline: bool = True, profile: int = 0) -> dict:
+                   params: dict, camera_info: bool = True, baseline: bool = True, profile: int = 0,
+                   outputs: list[str] | None = None) -> dict:
     """Every size; see the module docstring. `params` override node parameters on top of BENCH_PARAMS."""
     ros_env()
     merged = {**BENCH_PARAMS, **params}
@@ -354,13 +364,14 @@ def run_node_bench(model, label: str, sizes, runs: int, warmup: int, frames: int
         cfg = dict(probe.cfg)
         probe.destroy_node()
         recorder = make_recorder(model, backend, int(cfg['num_tokens']), cfg['intra_op_threads'])
-        results = [bench_size(s, recorder, merged, runs, warmup, frames, period, camera_info, baseline, profile)
+        results = [bench_size(s, recorder, merged, runs, warmup, frames, period, camera_info, baseline, profile,
+                              outputs)
                    for s in sizes]
     finally:
         rclpy.try_shutdown()
     meta = {'model': label, 'recorded_with': f'{recorder.backend.name} ({recorder.backend.device})',
             'num_tokens': recorder.num_tokens, 'frames_recorded': frames, 'runs': runs, 'warmup': warmup,
-            'period_s': period, 'camera_info': camera_info, 'cpu_count': os.cpu_count(),
+            'period_s': period, 'camera_info': camera_info, 'outputs': outputs, 'cpu_count': os.cpu_count(),
             'load_avg': list(os.getloadavg())}
     return {'meta': meta, 'sizes': results}
 
@@ -375,7 +386,8 @@ def format_node_table(report: dict) -> str:
     lines = [f"mgeo bench --node: the node's per-frame path (FramePipeline.process) with the forward REPLAYED from "
              f"recorded network outputs ({m['model']}, recorded on {m['recorded_with']}, {m['num_tokens']} tokens, "
              f"{m['frames_recorded']} distinct frames)",
-             'every output subscribed from another process; params: '
+             f"{'outputs ' + ', '.join(m['outputs']) if m.get('outputs') else 'every output'} subscribed from "
+             'another process; params: '
              + ', '.join(f'{k}={v}' for k, v in report['sizes'][0]['params'].items())
              + f"; camera_info {'given' if m['camera_info'] else 'absent (focal recovered)'}"]
     for r in report['sizes']:
@@ -391,6 +403,11 @@ def format_node_table(report: dict) -> str:
             label = {'forward': 'forward (replayed)', 'own': 'own (total - forward)'}.get(stage, stage)
             a, b = now.get(stage), base.get(stage)
             lines.append(f'{label:<22} {_cell(a)}   {"":>6}{_cell(b)}')
+        goal, own = GOALS_MS.get(r['size']), now.get('own')
+        if goal is not None and own is not None:
+            verdict = 'met' if own['median'] <= goal else 'NOT met'
+            lines.append(f"issue 16's goal, own <= {goal:g} ms (every output subscribed, 2-core CPU): {verdict} here "
+                         f"(median {own['median']:.2f} ms)")
         if r['identical'] is not None:
             worst = max((c.get('max_rel', 0.0) for c in r['outputs_vs_baseline'].values()), default=0.0)
             verdict = 'identical within float32 noise' if r['identical'] else 'DIFFERENT'
