@@ -1,4 +1,4 @@
-"""`mgeo export CHECKPOINT --output OUT.onnx --size WxH [--num-tokens N] [--opset 18]`."""
+"""`mgeo export CHECKPOINT --output OUT.onnx --size WxH [--num-tokens N] [--opset 18] [--batch N]`."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--exact-size', action='store_true',
                         help='use --size itself (rounded to multiples of 14) as the network input')
+    parser.add_argument('--batch', type=int, default=1,
+                        help='static batch of the graph: frames of N cameras in one forward (default 1)')
     parser.add_argument('--opset', type=int, default=18, choices=(17, 18, 19, 20), help='ONNX opset (default 18)')
     parser.add_argument('--max-rel-l2', type=float, default=1e-4,
                         help='parity: fail when an output\'s relative L2 error vs PyTorch exceeds this (default 1e-4)')
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = export_onnx(args.checkpoint, args.output, parse_size(args.size), num_tokens=args.num_tokens,
                              opset=args.opset, exact_size=args.exact_size, parity=not args.no_parity,
-                             max_rel_l2=args.max_rel_l2, max_abs=args.max_abs, verbose=args.verbose)
+                             max_rel_l2=args.max_rel_l2, max_abs=args.max_abs, verbose=args.verbose,
+                             batch=args.batch)
     except MgeoError as e:
         print(f'mgeo export: {e}', file=sys.stderr)
         return 1
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     w, h = report.input_size
-    print(f'wrote {report.path}: input 1x3x{h}x{w} ({report.num_tokens} tokens), opset {report.opset}, '
+    print(f'wrote {report.path}: input {args.batch}x3x{h}x{w} ({report.num_tokens} tokens), opset {report.opset}, '
           f'outputs {", ".join(report.outputs)}, {report.seconds:.1f} s')
     for name, err in report.parity.items():
         print(f'  parity {name:13s} max_abs {err["max_abs"]:.3g}  max_rel {err["max_rel"]:.3g}  '

@@ -131,23 +131,27 @@ def load_model(checkpoint):
 
 def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int = 1200, opset: int = 18,
                 exact_size: bool = False, parity: bool = True, max_rel_l2: float = 1e-4, max_abs: float = 1e-2,
-                verbose: bool = False) -> ExportReport:
+                verbose: bool = False, batch: int = 1) -> ExportReport:
     """Export a checkpoint (path or module) for camera frames of `size` = (W, H).
 
     The network input is the token grid for that aspect ratio and `num_tokens` (or `size` rounded to 14 px with
     `exact_size`). Parity: fails (ParityError) when any output's relative L2 error > `max_rel_l2` or its max abs error
     > `max_abs` (points are in affine-invariant units of order 1).
+    `batch`: the static batch of the graph (N cameras through one forward; the runtime pads a short batch); the
+    parity input is then N different pictures.
     """
     import onnx
     import torch
 
     if opset not in OPSETS:
         raise BadInputError(f'opset must be one of {OPSETS}, got {opset}')
+    if not 1 <= int(batch) <= 64:
+        raise BadInputError(f'batch must be in [1, 64], got {batch}')
     t0 = time.perf_counter()
     model = load_model(checkpoint)
     in_w, in_h = export_input_size(size, num_tokens, exact_size)
     tokens = grid_tokens(in_w, in_h)
-    image = parity_image(in_w, in_h)
+    image = np.concatenate([parity_image(in_w, in_h, seed=i) for i in range(int(batch))])
     was_compatible = getattr(model, 'onnx_compatible_mode', False)
     model.onnx_compatible_mode = True
     try:
@@ -166,7 +170,7 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
                     'num_tokens': str(tokens), 'requested_num_tokens': str(num_tokens),
                     'camera_width': str(size[0]), 'camera_height': str(size[1]), 'opset': str(opset),
                     'model_config_hash': config_hash(config), 'model_config': json.dumps(config, sort_keys=True),
-                    'outputs': ','.join(names), 'onnx_compatible_mode': '1'}
+                    'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'batch': str(int(batch))}
         del proto.metadata_props[:]
         for k, v in metadata.items():
             entry = proto.metadata_props.add()

@@ -1,0 +1,168 @@
+"""Several cameras, one model: a thread-safe front of one `Predictor` that runs frames waiting from different cameras
+as one batch, fairly.
+
+Policy. Each camera talks to the model through its own `CameraPredictor` and blocks until its frame is done, so a
+camera has at most one frame in the queue. The model thread takes the oldest waiting frame together with the next
+waiting frames of the same network input size, up to the batch limit (the backend's `max_batch`, or less if asked);
+frames of another size keep their place for the next forward. A camera re-queues only after its frame is served, so
+the queue order is a round-robin over the cameras that have a frame waiting: no camera starves, and a frame waits at
+most one round, ceil(N / batch) forwards plus the one in flight. Nothing waits for a batch to fill: a lone frame
+runs at once (a static-batch model pads it).
+
+Preprocessing and postprocessing run on the cameras' own threads; only `Backend.forward_batch` is serialized.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mgeo_ros.errors import MgeoError
+from mgeo_ros.runtime.backends.base import RawOutput
+from mgeo_ros.runtime.prediction import Prediction
+from mgeo_ros.runtime.predictor import Predictor
+from mgeo_ros.runtime.preprocess import Preprocessor
+
+
+@dataclass
+class _Request:
+    image: np.ndarray  # [1,3,h,w]; the caller keeps it untouched until `done` is set
+    tokens: int
+    camera: str
+    queued: float = field(default_factory=time.perf_counter)
+    done: threading.Event = field(default_factory=threading.Event)
+    raw: RawOutput | None = None
+    error: BaseException | None = None
+    wait_ms: float = 0.0
+    forward_ms: float = 0.0
+    batch_size: int = 0
+
+
+@dataclass
+class SharedModelStats:
+    """What the shared model did, for the model's own diagnostics status (read under `lock`)."""
+
+    forwards: int = 0
+    frames: int = 0
+    batch_sizes: collections.Counter = field(default_factory=collections.Counter)
+    served: collections.Counter = field(default_factory=collections.Counter)  # camera -> frames run
+    forward_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=100))
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mean_batch(self) -> float:
+        with self.lock:
+            return self.frames / self.forwards if self.forwards else 0.0
+
+
+class SharedModel:
+    """One Predictor's backend serving several cameras (see the module docstring for the scheduling policy)."""
+
+    def __init__(self, predictor: Predictor, max_batch: int = 0) -> None:
+        self.predictor = predictor
+        backend_max = max(1, int(getattr(predictor.backend, 'max_batch', 1)))
+        self.max_batch = backend_max if max_batch <= 0 else min(int(max_batch), backend_max)
+        self.stats = SharedModelStats()
+        self._queue: list[_Request] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name='mgeo_shared_model', daemon=True)
+        self._thread.start()
+
+    def view(self, camera: str) -> CameraPredictor:
+        """The Predictor one camera uses (its own preprocessing buffers and mask threshold)."""
+        return CameraPredictor(self, camera)
+
+    def run(self, image: np.ndarray, tokens: int, camera: str) -> _Request:
+        """Queue one preprocessed frame and wait for its RawOutput (raises what the backend raised)."""
+        request = _Request(image, int(tokens), camera)
+        with self._cond:
+            if self._closed:
+                raise MgeoError('the shared model is closed')
+            self._queue.append(request)
+            self._cond.notify_all()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the model thread; frames still queued fail with MgeoError."""
+        with self._cond:
+            self._closed = True
+            pending, self._queue = self._queue, []
+            self._cond.notify_all()
+        for r in pending:
+            r.error = MgeoError('the shared model closed before this frame ran')
+            r.done.set()
+        self._thread.join(timeout)
+
+    def _take_batch(self) -> list[_Request]:
+        """The oldest request and the next ones of the same input, up to max_batch (caller holds the lock)."""
+        head = self._queue[0]
+        batch = [r for r in self._queue if r.image.shape == head.image.shape and r.tokens == head.tokens]
+        batch = batch[:self.max_batch]
+        taken = {id(r) for r in batch}
+        self._queue = [r for r in self._queue if id(r) not in taken]
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                batch = self._take_batch()
+            t0 = time.perf_counter()
+            try:
+                images = batch[0].image if len(batch) == 1 else np.concatenate([r.image for r in batch])
+                raws = self.predictor.backend.forward_batch(images, batch[0].tokens)
+                error = None
+            except Exception as exc:  # handed to every caller of this batch; the thread keeps serving
+                raws, error = [None] * len(batch), exc
+            ms = (time.perf_counter() - t0) * 1e3
+            with self.stats.lock:
+                self.stats.forwards += 1
+                self.stats.frames += len(batch)
+                self.stats.batch_sizes[len(batch)] += 1
+                self.stats.forward_ms.append(ms)
+                self.stats.errors += error is not None
+                for r in batch:
+                    self.stats.served[r.camera] += 1
+            for r, raw in zip(batch, raws, strict=True):
+                r.raw, r.error = raw, error
+                r.wait_ms = (t0 - r.queued) * 1e3
+                r.forward_ms, r.batch_size = ms, len(batch)
+                r.done.set()
+
+
+class CameraPredictor(Predictor):
+    """A `Predictor` for one camera whose forward goes through a `SharedModel`; timings gain `batch_wait` (queued
+    behind other cameras' frames; `forward` is then the whole batch's). One per camera thread: not thread-safe."""
+
+    def __init__(self, shared: SharedModel, camera: str) -> None:  # noqa: D107 - no Predictor.__init__: no new model
+        base = shared.predictor
+        self.shared = shared
+        self.camera = camera
+        self.backend = base.backend
+        self.num_tokens = base.num_tokens
+        self.mask_threshold = base.mask_threshold
+        self.preprocessor = Preprocessor(base.num_tokens, base.preprocessor.input_size)
+        self._aspect_warned = False
+        self._last: _Request | None = None
+
+    def _forward(self, image: np.ndarray, tokens: int) -> RawOutput:
+        self._last = self.shared.run(image, tokens, self.camera)
+        return self._last.raw
+
+    def predict(self, rgb: np.ndarray, intrinsics=None) -> Prediction:
+        pred = super().predict(rgb, intrinsics)
+        last = self._last
+        if last is not None:
+            pred.timings_ms['batch_wait'] = last.wait_ms
+            pred.timings_ms['forward'] = last.forward_ms  # the batch's forward, shared with its other frames
+        return pred
