@@ -92,15 +92,19 @@ def test_torch_backend_runs_a_batch_natively(tiny_model):
         assert raw.metric_scale == pytest.approx(single.metric_scale, rel=1e-5)
 
 
-def _run_cameras(shared: SharedModel, frames: dict[str, np.ndarray], seconds: float) -> dict[str, list]:
-    """One thread per camera, each predicting its frame as fast as the shared model lets it."""
+def _run_cameras(shared: SharedModel, frames: dict[str, np.ndarray], target: int) -> dict[str, list]:
+    """One thread per camera, each predicting its frame as fast as the shared model lets it, until one camera has
+    `target` results (or 60 s pass)."""
     results: dict[str, list] = {name: [] for name in frames}
-    stop = time.monotonic() + seconds
+    stop = threading.Event()
+    deadline = time.monotonic() + 60
 
     def camera(name: str) -> None:
         view = shared.view(name)
-        while time.monotonic() < stop:
+        while not stop.is_set() and time.monotonic() < deadline:
             results[name].append(view.predict(frames[name]))
+            if len(results[name]) >= target:
+                stop.set()
 
     threads = [threading.Thread(target=camera, args=(n,)) for n in frames]
     for t in threads:
@@ -115,10 +119,9 @@ def test_shared_model_batches_and_serves_every_camera_alike(exports):
     try:
         assert shared.max_batch == 4
         frames = dict(zip([f'cam{i}' for i in range(6)], _frames(6), strict=True))  # more cameras than the batch
-        results = _run_cameras(shared, frames, seconds=4.0)
+        results = _run_cameras(shared, frames, target=15)
         counts = {n: len(r) for n, r in results.items()}
-        assert min(counts.values()) >= 3, counts
-        assert max(counts.values()) <= 1.2 * min(counts.values()) + 1, counts  # nobody starves
+        assert min(counts.values()) >= 0.8 * max(counts.values()), counts  # nobody starves: within 20 %
         sizes = shared.stats.batch_sizes
         assert max(sizes) == 4 and sizes[4] >= sizes.get(1, 0), sizes  # frames waiting together run together
         assert sum(shared.stats.served.values()) == sum(counts.values())
@@ -140,7 +143,7 @@ def test_shared_model_keeps_network_sizes_apart(tiny_model):
     try:
         wide = _frames(2, 128, 64)
         frames = {'a': _frames(1)[0], 'b': wide[0], 'c': _frames(2)[1], 'd': wide[1]}
-        results = _run_cameras(shared, frames, seconds=3.0)
+        results = _run_cameras(shared, frames, target=6)
         for name, preds in results.items():
             assert preds and preds[-1].depth.shape == frames[name].shape[:2], name
         assert max(shared.stats.batch_sizes) <= 2  # two 4:3 and two 2:1 cameras: never one mixed batch
