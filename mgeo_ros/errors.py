@@ -15,3 +15,15 @@ class CheckpointError(MgeoError):
 
 class BackendUnavailableError(MgeoError, RuntimeError):
     """An inference backend cannot run here (package missing, no GPU, engine built for another GPU/TensorRT)."""
+
+
+class ImageTooLargeError(BadInputError):
+    """An image has more pixels than the configured limit; refused before decoding it."""
+
+    reason = 'image_too_large'
+
+
+class ImageDecodeError(BadInputError):
+    """A compressed image's bytes are damaged or not decodable (what libpng/libjpeg/OpenCV complained about)."""
+
+    reason = 'image_decode'

@@ -6,13 +6,17 @@ numpy/OpenCV: no rclpy, no torch. Malformed messages raise `BadInputError` namin
 """
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from mgeo_ros.errors import BadInputError
+from mgeo_ros.errors import BadInputError, ImageDecodeError, ImageTooLargeError
+from mgeo_ros.image_header import read_header
+from mgeo_ros.native_stderr import claim_stderr
 
 # encoding -> (little-endian element dtype, channels). yuv422 variants are 2 bytes per pixel, kept raw as H x W x 2.
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
@@ -130,12 +134,14 @@ _TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, '8UC3': cv2.COLOR_BGR2RGB, 'rgba8': cv2.CO
            'bgra8': cv2.COLOR_BGRA2RGB, 'mono8': cv2.COLOR_GRAY2RGB, '8UC1': cv2.COLOR_GRAY2RGB}
 
 
-def image_to_rgb8(msg: RawImage) -> np.ndarray:
+def image_to_rgb8(msg: RawImage, max_pixels: int | None = None) -> np.ndarray:
     """Any supported Image -> C-contiguous RGB uint8 H x W x 3 (a view when the message already is unpadded rgb8).
 
     mono16 is scaled by its bit depth (8/10/12/14/16 bits, from the frame's peak); 16UC1 and 32FC1 (depth-like) are
     scaled so that 0 maps to 0 and the frame's largest finite value to 255; NaN/Inf become 0.
+    max_pixels: refuse larger images (ImageTooLargeError) before converting them.
     """
+    check_pixels(int(msg.width), int(msg.height), max_pixels)
     arr = image_to_numpy(msg)
     encoding = msg.encoding
     if encoding == 'rgb8':
@@ -152,16 +158,88 @@ def image_to_rgb8(msg: RawImage) -> np.ndarray:
     return yuv422_to_rgb8(arr, encoding)
 
 
-def compressed_to_rgb8(msg: Any) -> np.ndarray:
-    """CompressedImage (jpeg or png; `format` as image_transport writes it, e.g. 'rgb8; jpeg compressed bgr8')
-    -> RGB uint8 H x W x 3."""
-    fmt = (msg.format or '').lower()
-    if (fmt and not any(k in fmt for k in ('jpeg', 'jpg', 'png'))) or 'compresseddepth' in fmt:
-        raise BadInputError(f'format {msg.format!r} is not jpeg or png')
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str = 'image') -> None:
+    """Raise ImageTooLargeError when width x height exceeds `max_pixels` (None or 0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLargeError(f'{what} is {width}x{height} = {width * height} pixels, over max_input_pixels '
+                                 f'{max_pixels}; refused before decoding (resize at the camera, or raise '
+                                 'max_input_pixels)')
+
+
+def split_format(fmt: str) -> tuple[str, str]:
+    """image_transport's CompressedImage.format 'rgb8; png compressed bgr8' -> ('rgb8', 'png compressed bgr8');
+    an old-style format without ';' ('jpeg') -> ('', 'jpeg')."""
+    if ';' not in fmt:
+        return '', fmt.strip()
+    original, compressed = fmt.split(';', 1)
+    return original.strip(), compressed.strip()
+
+
+# What libpng, libjpeg and OpenCV's codecs print on fd 2 about a damaged file (claimed while decoding).
+_DECODER_LINE = re.compile(r'libpng (warning|error)|JPEG|jpeg|Huffman|marker 0x|imgcodecs|\[ ?(WARN|ERROR)')
+
+
+def _is_decoder_line(line: str) -> bool:
+    return bool(_DECODER_LINE.search(line))
+
+
+def _imdecode(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:
+    """cv2.imdecode(IMREAD_UNCHANGED) whose failures (None, OpenCV asserts, the codec's own stderr lines) become one
+    ImageDecodeError; stderr lines of a decode that still produced an image go to `warn`."""
+    with claim_stderr(_is_decoder_line) as said:
+        try:
+            out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:
+            out, said = None, said + [str(exc).strip().splitlines()[-1]]
+    detail = '; '.join(dict.fromkeys(said))  # unique, in order
+    if out is None or out.size == 0:
+        raise ImageDecodeError(f'data ({data.size} bytes) does not decode as {what}' + (f': {detail}' if detail
+                                                                                        else ''))
+    if detail and warn is not None:
+        warn(f'decoder warnings for a {what} frame (decoded anyway): {detail}')
+    return out
+
+
+_RGB_ORDER = ('rgb8', 'rgba8', 'rgb16', 'rgba16', 'bgr8', 'bgra8', 'bgr16', 'bgra16')
+
+
+def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[str], None] | None = None,
+                       ) -> np.ndarray:
+    """CompressedImage (jpeg or png) -> RGB uint8 H x W x 3, read the way compressed_image_transport's subscriber
+    reads it.
+
+    `format` is '<encoding>; <jpeg|png> compressed <stored order>': the decoded bytes are in BGR order when the
+    stored order says 'bgr', otherwise in RGB order for a colour encoding ('rgb8; png compressed rgb8'); a format
+    without ';' ('jpeg') is an ordinary file (BGR in OpenCV). 16-bit PNGs keep their 16 bits and are scaled like the
+    raw encoding (mono16 by bit depth, 16UC1 by the frame's peak).
+    max_pixels: refuse (ImageTooLargeError) from the PNG/JPEG header, before decoding. A damaged file raises
+    ImageDecodeError with what the codec said; codec warnings on a frame that still decodes go to `warn`.
+    """
+    fmt = msg.format or ''
+    original, compressed = split_format(fmt)
+    lowered = compressed.lower()
+    if (lowered and not any(k in lowered for k in ('jpeg', 'jpg', 'png'))) or 'compresseddepth' in fmt.lower():
+        raise BadInputError(f'format {fmt!r} is not jpeg or png')
     data = np.frombuffer(msg.data, np.uint8)
     if data.size == 0:
         raise BadInputError('data is empty')
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise BadInputError(f'data ({data.size} bytes) does not decode as {msg.format or "an image"}')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    header = read_header(data)
+    what = header.kind if header is not None else (fmt or 'an image')
+    if header is not None:
+        check_pixels(header.width, header.height, max_pixels, f'the {header.kind} image')
+        if header.problem:
+            raise ImageDecodeError(f'data ({data.size} bytes) is a damaged {header.kind}: {header.problem}')
+    image = _imdecode(data, what, warn)
+    if image.ndim == 2 or image.shape[2] == 1:
+        gray = image.reshape(image.shape[:2])
+        if gray.dtype == np.uint16:
+            top = float(gray.max()) if original == '16UC1' else None
+            return _gray3(_scale_to_uint8(gray, top) if top is not None else _mono16_to_uint8(gray))
+        return _gray3(gray.astype(np.uint8, copy=False))
+    if image.dtype == np.uint16:  # rgb16 / bgr16 PNG: keep the colours, 8 bits are all the model takes
+        image = _mono16_to_uint8(image)
+    stored_bgr = 'bgr' in lowered or not original or original not in _RGB_ORDER
+    four = image.shape[2] == 4
+    if stored_bgr:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if four else cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB) if four else np.ascontiguousarray(image)

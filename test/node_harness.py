@@ -61,7 +61,7 @@ class NodeHarness:
 
     OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
 
-    def __init__(self, ns: str, name: str = 'node_harness') -> None:
+    def __init__(self, ns: str, name: str = 'node_harness', outputs: tuple[str, ...] | None = None) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -69,6 +69,8 @@ class NodeHarness:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
         self.ns = ns
+        if outputs is not None:
+            self.OUTPUTS = tuple(outputs)
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)
@@ -80,7 +82,8 @@ class NodeHarness:
         self.received: dict[str, dict] = defaultdict(dict)  # topic -> stamp -> msg
         self.arrival: dict[str, dict] = defaultdict(dict)  # topic -> stamp -> monotonic time
         self.diagnostics: list = []
-        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image}
+        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image,
+                 'depth/confidence': Image, 'depth/normals': Image}
         self.subs = [self.node.create_subscription(types[t], f'{ns}/{t}', self._collector(t), QoSProfile(depth=100))
                      for t in self.OUTPUTS]
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=50))
@@ -164,7 +167,8 @@ class NodeHarness:
         with self.lock:
             return {t: self.received[t].get(key) for t in self.OUTPUTS}
 
-    def wait_outputs(self, key, timeout: float = 30.0, topics=OUTPUTS) -> dict:
+    def wait_outputs(self, key, timeout: float = 30.0, topics=None) -> dict:
+        topics = self.OUTPUTS if topics is None else topics
         assert self.wait_for(lambda: all(self.outputs_for(key)[t] is not None for t in topics), timeout), \
             f'outputs for stamp {key} missing: {[t for t, m in self.outputs_for(key).items() if m is None]}'
         return self.outputs_for(key)
@@ -225,7 +229,7 @@ class MultiCameraHarness:
     """Like NodeHarness for a node serving several cameras: per camera an image and camera_info publisher and a
     collector for each output under <ns>/<camera>/...; diagnostics by status name."""
 
-    OUTPUTS = NodeHarness.OUTPUTS
+    OUTPUTS = NodeHarness.OUTPUTS + ('depth/confidence', 'depth/normals')  # every output of every camera
 
     def __init__(self, ns: str, cameras: list[str], name: str = 'multi_harness') -> None:
         import rclpy
@@ -239,7 +243,8 @@ class MultiCameraHarness:
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image}
+        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image,
+                 'depth/confidence': Image, 'depth/normals': Image}
         self.image_pubs, self.info_pubs, self.subs = {}, {}, []
         self.lock = threading.Lock()
         self.received: dict[tuple[str, str], dict] = defaultdict(dict)  # (camera, topic) -> stamp -> msg

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 
 import pytest
 import torch
@@ -124,9 +125,16 @@ class _Custom:
 def test_code_pickle_refused(tmp_path, payload, capsys):
     path = tmp_path / 'bad.pt'
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match='unpickl'):
+    with pytest.raises(CheckpointError, match='unpickl') as caught:
         load_checkpoint(path)
     assert 'code ran' not in capsys.readouterr().out
+    # our own one line, naming what it would have run; never PyTorch's advice to load with weights_only=False,
+    # neither in the message nor in a chained exception a traceback would print
+    text = str(caught.value)
+    assert '\n' not in text and str(path) in text and 'refused' in text
+    assert ('print' in text if isinstance(payload, _Evil) else '_Custom' in text)
+    shown = ''.join(traceback.format_exception(caught.value))
+    assert 'weights_only' not in shown and 'safe_globals' not in shown
 
 
 def test_malformed_inputs(tmp_path):

@@ -135,11 +135,11 @@ def test_every_param_default_is_valid_and_described():
 
 @pytest.mark.parametrize('name, value, fragment', [
     ('points_stride', 0, '>= 1'),
-    ('points_stride', 2.0, 'must be a int'),
+    ('points_stride', 2.0, 'points_stride must be an integer, got a number (double) 2.0'),
     ('scale_smoothing', 1.0, '< 1.0'),
     ('scale_smoothing', -0.1, '>= 0.0'),
     ('max_depth', float('nan'), 'finite'),
-    ('max_depth', True, 'must be a float'),
+    ('max_depth', True, 'max_depth must be a number (double), got a boolean'),
     ('backend', 'cuda', 'one of'),
     ('image_transport', 'theora', 'one of'),
     ('input_qos', 'fast', 'one of'),

@@ -82,6 +82,10 @@ def test_every_camera_gets_every_output_with_its_header_and_intrinsics(running):
         assert depth.shape == (H, W) and np.isfinite(depth).any()
         assert (out['points'].height, out['points'].width) == (H, W)
         assert out['depth/mask'].encoding == 'mono8'
+        confidence = convert.image_to_numpy(out['depth/confidence'])
+        assert out['depth/confidence'].encoding == '32FC1' and confidence.shape == (H, W)
+        assert out['depth/normals'].encoding == '32FC3' and (out['depth/normals'].height, out['depth/normals'].width) \
+            == (H, W)
     names = harness.status_names()
     assert harness.wait_for(lambda: all(harness.status(f'{c} depth').get('frames_published', '0') != '0'
                                         for c in CAMERAS), 10)

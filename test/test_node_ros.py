@@ -101,7 +101,7 @@ def test_outputs_carry_the_input_header_and_agree_with_each_other(running):
     assert set(np.unique(mask)) <= {0, 255}
     assert harness.wait_for(lambda: int(harness.latest_diagnostics().get('frames_published', 0)) >= 1, 5)
     diag = harness.latest_diagnostics()
-    assert diag['intrinsics_source'] == 'camera_info'
+    assert diag['intrinsics_source'] == 'camera_info (P)'
     assert math.isfinite(float(diag['metric_scale_raw'])) and float(diag['metric_scale_raw']) > 0
     assert abs(float(diag['fov_x_deg']) - math.degrees(_intrinsics().fov_x)) < 0.01
     assert 'latency_ms.forward' in diag and 'latency_ms.total' in diag

@@ -225,6 +225,7 @@ def test_camera_info_round_trip():
                                                (4, float('inf'), 'fy'), (0, -3.0, 'fx'), (2, float('nan'), 'cx')])
 def test_camera_info_bad_focal_raises_naming_it(index, value, field):
     msg = C.intrinsics_to_camera_info(Intrinsics(100, 100, 31.5, 23.5, W, H))
+    msg.p = [0.0] * 12  # uncalibrated: K describes the image
     k = np.array(msg.k)
     k[index] = value
     msg.k = k

@@ -15,9 +15,11 @@ def test_bench_json_rows(capsys):
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     rows = report['rows']
-    assert [r['backend'] for r in rows] == ['reference (model.infer)', 'torch'] * 2
-    assert [r['size'] for r in rows] == ['64x48', '64x48', '48x64', '48x64']
-    for r in rows[1::2]:
+    assert [r['backend'] for r in rows] == ['reference (model.infer)', 'torch', 'flying-pixel filter'] * 2
+    assert [r['size'] for r in rows] == ['64x48'] * 3 + ['48x64'] * 3
+    for r in rows[2::3]:  # the node's flying-pixel filter, timed against the cloud packing of the same depth
+        assert 0 < r['e2e_ms'] == r['ms']['postprocess'] and r['filter_vs_cloud'] > 0
+    for r in rows[1::3]:
         assert set(r['ms']) == set(bench.STAGES)
         assert all(v >= 0 for v in r['ms'].values())
         assert r['e2e_ms'] >= r['ms']['forward'] > 0

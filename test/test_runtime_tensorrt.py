@@ -1,12 +1,14 @@
-"""The real TensorRT path: export -> build an engine on this GPU -> TensorRT Predictor vs torch Predictor.
+"""The real TensorRT path: export (fp32 and fp16 graphs, each with its probe) -> strongly typed engines built on this
+GPU -> the cuda-python TensorRT backend vs the torch Predictor, the load-time probe check, `mgeo check-engine`.
 
-Runs where the `tensorrt` Python package and an NVIDIA GPU exist (Jetson with JetPack, a desktop with TensorRT);
-skips elsewhere with the exact reason. CI has neither: its TensorRT check is the TensorRT-RTX build gate in
-test_runtime_engine.py.
+Runs where the `tensorrt` Python package, NVIDIA `cuda-python` and an NVIDIA GPU exist (Jetson with JetPack, a
+desktop with TensorRT); skips elsewhere with the exact reason. CI has none of them: its TensorRT check is the
+TensorRT-RTX build gate in test_runtime_engine.py, and the GPU-free logic is tested in test_runtime_probe.py.
 """
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -18,11 +20,14 @@ def _skip_reason() -> str | None:
     except Exception as e:
         return f'TensorRT not installed here (import tensorrt: {e})'
     try:
-        import torch
-    except ImportError:
-        return 'PyTorch not installed (the TensorRT backend uses torch CUDA tensors as device buffers)'
-    if not torch.cuda.is_available():
-        return f'no NVIDIA GPU visible to CUDA (torch {torch.__version__}, cuda build {torch.version.cuda})'
+        from mgeo_ros.runtime.backends.tensorrt_backend import import_cudart
+
+        cudart = import_cudart()
+    except ImportError as e:
+        return f'NVIDIA cuda-python not installed (the TensorRT backend\'s buffers and stream): {e}'
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or not count:
+        return f'no NVIDIA GPU visible to CUDA (cudaGetDeviceCount: {err}, {count})'
     return None
 
 
@@ -43,14 +48,14 @@ def engine_and_model(tmp_path_factory):
     torch.manual_seed(4)
     model = WellPosedTiny(build_model(preset('tiny')).eval())
     d = tmp_path_factory.mktemp('trt')
-    onnx_path = str(d / 'tiny.onnx')
-    export_onnx(model, onnx_path, (128, 96), num_tokens=60)
     engines = {}
     for precision in ('fp32', 'fp16'):
-        engines[precision] = str(d / f'tiny.{precision}.engine')
+        onnx_path = str(d / f'tiny_{precision}.onnx')
+        export_onnx(model, onnx_path, (128, 96), num_tokens=60, precision=precision)
+        engines[precision] = str(d / f'tiny_{precision}.engine')
         result = build_engine(onnx_path, engines[precision], precision=precision, progress=False)
-        assert result.built
-        assert not build_engine(onnx_path, engines[precision], precision=precision).built  # cache hit
+        assert result.built and result.key['precision'] == precision and result.key['typing'] == 'strong'
+        assert not build_engine(onnx_path, engines[precision]).built  # cache hit
     return engines, model
 
 
@@ -61,7 +66,7 @@ def test_tensorrt_matches_torch(engine_and_model, precision, tol):
 
     engines, model = engine_and_model
     trt_pred = Predictor(engines[precision], backend='tensorrt')
-    assert trt_pred.backend_name == 'tensorrt'
+    assert trt_pred.backend_name == 'tensorrt' and trt_pred.backend.probe_check.ok
     torch_pred = Predictor(model, backend='torch', num_tokens=60, device='cpu')
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
@@ -70,17 +75,44 @@ def test_tensorrt_matches_torch(engine_and_model, precision, tol):
         both = a.mask & b.mask
         assert both.mean() > 0.2 and (a.mask != b.mask).mean() < 0.01
         rel = np.linalg.norm(a.depth[both] - b.depth[both]) / np.linalg.norm(a.depth[both])
-        print(f'tensorrt {precision}: depth rel L2 {rel:.2e}, forward {b.timings_ms["forward"]:.2f} ms')
+        print(f'tensorrt {precision}: depth rel L2 {rel:.2e}, forward {b.timings_ms["forward"]:.2f} ms, '
+              f'probe {trt_pred.backend.probe_check.summary()}')
         assert rel < tol
+
+
+def test_check_engine_command_on_engine(engine_and_model, capsys):
+    from mgeo_ros.cli import main as mgeo_main
+    from mgeo_ros.runtime.probe import probe_path
+
+    engines, _ = engine_and_model
+    assert mgeo_main(['check-engine', engines['fp16'], '--probe', probe_path(engines['fp16'])]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('PASS')
+
+
+def test_engine_with_wrong_probe_is_refused_or_falls_back(engine_and_model, tmp_path):
+    from mgeo_ros.runtime.backends.tensorrt_backend import EngineProbeError
+    from mgeo_ros.runtime.predictor import create_backend
+    from mgeo_ros.runtime.probe import load_probe, probe_path
+
+    engines, _ = engine_and_model
+    copy = str(tmp_path / 'tiny_fp16.engine')
+    shutil.copy(engines['fp16'], copy)
+    shutil.copy(engines['fp16'] + '.json', copy + '.json')
+    probe = load_probe(probe_path(engines['fp16']))
+    np.savez(probe_path(copy), input=probe.frame, meta=np.array('{}'),
+             **{f'out_{k}': v * (1.5 if k == 'points' else 1.0) for k, v in probe.outputs.items()})
+    with pytest.raises(EngineProbeError, match='engine refused: TensorRT .* points'):
+        create_backend(copy, backend='tensorrt')
+    backend = create_backend(copy, backend='tensorrt', engine_fallback=True)  # sidecar names the .onnx
+    assert backend.name == 'onnxruntime' and 'engine refused' in backend.fallback_reason
 
 
 def test_tensorrt_refuses_foreign_engine_sidecar(engine_and_model, tmp_path):
     import json
-    import shutil
 
     from mgeo_ros.errors import BackendUnavailableError
     from mgeo_ros.runtime import Predictor
-    from mgeo_ros.runtime.backends.tensorrt_backend import sidecar_path
+    from mgeo_ros.runtime.engine_cache import sidecar_path
 
     engines, _ = engine_and_model
     copy = str(tmp_path / 'foreign.engine')

@@ -4,6 +4,7 @@ from mgeo_ros.runtime.engine_cache import (
     PRECISIONS,
     EngineBuild,
     EngineCacheError,
+    PrecisionMismatchError,
     build_engine,
     engine_key,
     file_sha256,
@@ -11,12 +12,13 @@ from mgeo_ros.runtime.engine_cache import (
     local_gpu,
     onnx_input_shape,
     onnx_metadata,
+    onnx_precision,
     parse_compute_capability,
     read_sidecar,
     sidecar_path,
     trt_build,
 )
 
-__all__ = ['PRECISIONS', 'EngineBuild', 'EngineCacheError', 'build_engine', 'engine_key', 'file_sha256',
-           'key_differences', 'local_gpu', 'onnx_input_shape', 'onnx_metadata', 'parse_compute_capability',
-           'read_sidecar', 'sidecar_path', 'trt_build']
+__all__ = ['PRECISIONS', 'EngineBuild', 'EngineCacheError', 'PrecisionMismatchError', 'build_engine', 'engine_key',
+           'file_sha256', 'key_differences', 'local_gpu', 'onnx_input_shape', 'onnx_metadata', 'onnx_precision',
+           'parse_compute_capability', 'read_sidecar', 'sidecar_path', 'trt_build']

@@ -1,4 +1,4 @@
-"""`mgeo build-engine MODEL.onnx --output OUT.engine [--fp32] [--no-rebuild]`."""
+"""`mgeo build-engine MODEL.onnx --output OUT.engine [--precision fp16|fp32] [--no-rebuild]`."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,13 @@ from mgeo_ros.errors import MgeoError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('onnx', help='ONNX file from `mgeo export`')
-    parser.add_argument('--output', '-o', required=True, help='engine file; its cache key goes to OUTPUT.json')
-    parser.add_argument('--fp32', action='store_true', help='build an FP32 engine (default FP16)')
+    parser.add_argument('onnx', help='ONNX file from `mgeo export` (its precision is the engine\'s)')
+    parser.add_argument('--output', '-o', required=True, help='engine file; its cache key goes to OUTPUT.json and '
+                                                              'the ONNX\'s probe to <OUTPUT stem>.probe.npz')
+    parser.add_argument('--precision', choices=('fp16', 'fp32'), default=None,
+                        help='the precision you expect; refused (exit 3, with the export command that makes the '
+                             'right ONNX) when the ONNX is of the other one. Default: the ONNX\'s')
+    parser.add_argument('--fp32', action='store_true', help='same as --precision fp32')
     parser.add_argument('--no-rebuild', action='store_true',
                         help='refuse (exit 3) instead of rebuilding a cached engine whose key does not match')
     parser.add_argument('--workspace-mib', type=int, default=None, help='builder workspace limit in MiB')
@@ -25,15 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgeo_ros.export.engine import EngineCacheError, build_engine
+    from mgeo_ros.export.engine import EngineCacheError, PrecisionMismatchError, build_engine
+    from mgeo_ros.runtime.backends.tensorrt_backend import EngineProbeError
 
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    precision = 'fp32' if args.fp32 else args.precision
     try:
-        result = build_engine(args.onnx, args.output, precision='fp32' if args.fp32 else 'fp16',
-                              rebuild=not args.no_rebuild, trt_module=args.trt_module,
-                              compute_capability=args.compute_capability, workspace_mib=args.workspace_mib,
-                              progress=not args.quiet)
-    except EngineCacheError as e:
+        result = build_engine(args.onnx, args.output, precision=precision, rebuild=not args.no_rebuild,
+                              trt_module=args.trt_module, compute_capability=args.compute_capability,
+                              workspace_mib=args.workspace_mib, progress=not args.quiet)
+    except (EngineCacheError, PrecisionMismatchError, EngineProbeError) as e:
         print(f'mgeo build-engine: {e}', file=sys.stderr)
         return 3
     except MgeoError as e:

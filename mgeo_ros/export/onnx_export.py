@@ -1,5 +1,6 @@
 """torch -> ONNX with the dynamo exporter: static batch 1, static input fixed per camera aspect ratio, metadata that
-the Predictor reads back, and a parity check against PyTorch that fails the export over a threshold."""
+the Predictor reads back, a parity check against PyTorch that fails the export over a threshold, optionally a
+mixed-precision FP16 graph (`fp16.convert_to_fp16`), and the probe every engine built from it must reproduce."""
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,13 @@ import numpy as np
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.runtime.backends.base import INPUT_NAME
 from mgeo_ros.runtime.preprocess import PATCH, grid_tokens, network_size
+from mgeo_ros.runtime.probe import mask_agreement, rel_l2, write_probe
 
 log = logging.getLogger('mgeo_ros.export')
 OPSETS = (17, 18, 19, 20)
+# parity budgets against the fp32 PyTorch forward, per precision: (max rel L2 per output, max abs per output,
+# min share of mask pixels on the same side of 0.5). FP16 budgets: measured errors (README) times about 10.
+PARITY_BUDGETS = {'fp32': (1e-4, 1e-2, 0.999), 'fp16': (1e-2, float('inf'), 0.99)}
 
 
 class ParityError(MgeoError):
@@ -37,6 +42,9 @@ class ExportReport:
     outputs: list[str]
     parity: dict[str, dict[str, float]] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    precision: str = 'fp32'
+    probe: str | None = None
+    fp16: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,12 +98,20 @@ def _wrapper(model, names: list[str], num_tokens: int):
     return ExportWrapper().eval()
 
 
-def parity_check(model, onnx_path: str, image: np.ndarray, names: list[str], num_tokens: int) -> dict:
-    """Max abs / max rel error of ONNX Runtime (CPU) against PyTorch on one input."""
+def _ort_session(onnx_path: str):
     import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # fp16 graphs make ORT CPU warn about every node it cannot constant-fold
+    return ort.InferenceSession(onnx_path, sess_options=opts, providers=['CPUExecutionProvider'])
+
+
+def parity_check(model, onnx_path: str, image: np.ndarray, names: list[str], num_tokens: int) -> dict:
+    """Per output: max abs / max rel / relative L2 error of ONNX Runtime (CPU) against the PyTorch forward in
+    `onnx_compatible_mode` on one input; for the mask also the share of pixels on the same side of 0.5."""
     import torch
 
-    sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    sess = _ort_session(onnx_path)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {INPUT_NAME: image}), strict=True))
     with torch.inference_mode():
         ref = model(torch.from_numpy(image), num_tokens=num_tokens)
@@ -105,8 +121,9 @@ def parity_check(model, onnx_path: str, image: np.ndarray, names: list[str], num
         g = got[k].astype(np.float32)
         diff = np.abs(r - g)
         rel = diff / np.maximum(np.abs(r), 1e-6)
-        result[k] = {'max_abs': float(diff.max()), 'max_rel': float(rel.max()),
-                     'rel_l2': float(np.linalg.norm(r - g) / max(np.linalg.norm(r), 1e-12))}
+        result[k] = {'max_abs': float(diff.max()), 'max_rel': float(rel.max()), 'rel_l2': rel_l2(g, r)}
+        if k == 'mask':
+            result[k]['mask_agree'] = mask_agreement(g, r)
     return result
 
 
@@ -116,6 +133,18 @@ def parity_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     chans = [0.5 + 0.4 * np.sin(xx / (7 + 5 * c) + yy / (11 + 3 * c) + rng.uniform(0, 6)) for c in range(3)]
     return np.clip(np.stack(chans)[None], 0, 1).astype(np.float32)
+
+
+def _probe_outputs(onnx_path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The probe frame at the ONNX's input size and what ONNX Runtime (CPU) makes of it."""
+    from mgeo_ros.runtime.probe import probe_frame
+
+    sess = _ort_session(onnx_path)
+    shape = sess.get_inputs()[0].shape
+    frame = probe_frame(int(shape[3]), int(shape[2]))
+    batch = int(shape[0]) if isinstance(shape[0], int) else 1  # a batch-N export: the probe is its first frame
+    values = sess.run(None, {INPUT_NAME: np.repeat(frame, batch, axis=0)})
+    return frame, {o.name: v[:1] for o, v in zip(sess.get_outputs(), values, strict=True)}
 
 
 def load_model(checkpoint):
@@ -130,15 +159,18 @@ def load_model(checkpoint):
 
 
 def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int = 1200, opset: int = 18,
-                exact_size: bool = False, parity: bool = True, max_rel_l2: float = 1e-4, max_abs: float = 1e-2,
-                verbose: bool = False, batch: int = 1) -> ExportReport:
+                exact_size: bool = False, parity: bool = True, max_rel_l2: float | None = None,
+                max_abs: float | None = None, verbose: bool = False, precision: str = 'fp32',
+                min_mask_agree: float | None = None, probe: bool = True, batch: int = 1) -> ExportReport:
     """Export a checkpoint (path or module) for camera frames of `size` = (W, H).
 
     The network input is the token grid for that aspect ratio and `num_tokens` (or `size` rounded to 14 px with
-    `exact_size`). Parity: fails (ParityError) when any output's relative L2 error > `max_rel_l2` or its max abs error
-    > `max_abs` (points are in affine-invariant units of order 1).
-    `batch`: the static batch of the graph (N cameras through one forward; the runtime pads a short batch); the
-    parity input is then N different pictures.
+    `exact_size`). precision 'fp16' writes the mixed-precision graph of `fp16.convert_to_fp16` (I/O stay fp32).
+    Parity: fails (ParityError) when any output's relative L2 error > `max_rel_l2`, its max abs error > `max_abs`
+    (points are in affine-invariant units of order 1) or the mask agrees on fewer than `min_mask_agree` of its
+    pixels; None takes PARITY_BUDGETS[precision]. `probe` writes `<name>.probe.npz` beside the ONNX (see
+    `mgeo_ros.runtime.probe`). `batch`: the static batch of the graph (N cameras through one forward; the runtime
+    pads a short batch); the parity input is then N different pictures.
     """
     import onnx
     import torch
@@ -147,6 +179,12 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
         raise BadInputError(f'opset must be one of {OPSETS}, got {opset}')
     if not 1 <= int(batch) <= 64:
         raise BadInputError(f'batch must be in [1, 64], got {batch}')
+    if precision not in PARITY_BUDGETS:
+        raise BadInputError(f'precision must be one of {tuple(PARITY_BUDGETS)}, got {precision!r}')
+    budget = PARITY_BUDGETS[precision]
+    max_rel_l2 = budget[0] if max_rel_l2 is None else max_rel_l2
+    max_abs = budget[1] if max_abs is None else max_abs
+    min_mask_agree = budget[2] if min_mask_agree is None else min_mask_agree
     t0 = time.perf_counter()
     model = load_model(checkpoint)
     in_w, in_h = export_input_size(size, num_tokens, exact_size)
@@ -170,7 +208,14 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
                     'num_tokens': str(tokens), 'requested_num_tokens': str(num_tokens),
                     'camera_width': str(size[0]), 'camera_height': str(size[1]), 'opset': str(opset),
                     'model_config_hash': config_hash(config), 'model_config': json.dumps(config, sort_keys=True),
-                    'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'batch': str(int(batch))}
+                    'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'precision': precision,
+                    'batch': str(int(batch))}
+        fp16_report = None
+        if precision == 'fp16':
+            from mgeo_ros.export.fp16 import convert_to_fp16
+
+            proto, rep = convert_to_fp16(proto)
+            fp16_report = asdict(rep)
         del proto.metadata_props[:]
         for k, v in metadata.items():
             entry = proto.metadata_props.add()
@@ -178,13 +223,18 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
         onnx.save(proto, output)
         report = ExportReport(path=output, input_size=(in_w, in_h), num_tokens=tokens, opset=opset,
                               seconds=0.0, outputs=names, metadata={k: v for k, v in metadata.items()
-                                                                    if k != 'model_config'})
+                                                                    if k != 'model_config'},
+                              precision=precision, fp16=fp16_report)
         if parity:
             report.parity = parity_check(model, output, image, names, tokens)
-            bad = {k: v for k, v in report.parity.items() if v['rel_l2'] > max_rel_l2 or v['max_abs'] > max_abs}
+            bad = {k: v for k, v in report.parity.items() if v['rel_l2'] > max_rel_l2 or v['max_abs'] > max_abs
+                   or v.get('mask_agree', 1.0) < min_mask_agree}
             if bad:
-                raise ParityError(f'ONNX Runtime disagrees with PyTorch beyond rel_l2 {max_rel_l2} / abs {max_abs}: '
-                                  f'{bad}; the file is kept at {output} for inspection')
+                raise ParityError(f'ONNX Runtime ({precision} graph) disagrees with PyTorch beyond rel_l2 '
+                                  f'{max_rel_l2} / abs {max_abs} / mask agreement {min_mask_agree}: {bad}; the file '
+                                  f'is kept at {output} for inspection')
+        if probe:
+            report.probe = write_probe(output, _probe_outputs(output))
     finally:
         model.onnx_compatible_mode = was_compatible
     report.seconds = time.perf_counter() - t0

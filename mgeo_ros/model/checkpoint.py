@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +73,14 @@ def model_from_state(config: dict[str, Any], state: dict[str, torch.Tensor], dev
 
 def _load_official(path: Path) -> tuple[dict, dict]:
     try:
-        payload = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for our users
+            warnings.simplefilter('ignore')
+            payload = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _unpickling_detail(str(exc))
-        if 'global' in detail.lower():
-            raise CheckpointError(f'{path}: refusing to load: the file needs code unpickling ({detail}), which could '
-                                  f'run arbitrary code; only tensors and plain containers are accepted') from exc
-        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({detail})') from exc
+        refusal = _code_refusal(path, str(exc))
+        if refusal:
+            raise CheckpointError(refusal) from None  # no chained torch message: its advice is to unpickle code
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({_unpickling_detail(str(exc))})') from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f'{path}: not a readable PyTorch checkpoint: {exc}') from exc
     if not isinstance(payload, dict) or 'model_config' not in payload or 'model' not in payload:
@@ -90,10 +93,35 @@ def _load_official(path: Path) -> tuple[dict, dict]:
     return config, state
 
 
+_GLOBAL = re.compile(r'GLOBAL ([A-Za-z_][\w.]*)')
+
+
+def _torch_lines(message: str) -> list[str]:
+    """The lines of torch's weights-only error that describe the file, without its advice (which includes loading
+    with `weights_only=False`, i.e. running code from the file) or its documentation pointers."""
+    lines = []
+    for line in message.splitlines():
+        line = line.split('WeightsUnpickler error:', 1)[-1].strip()
+        if line and not any(k in line.lower() for k in ('weights_only', 'weights only', 'documentation', 'safe_globals',
+                                                         'allowlist', 'please')):
+            lines.append(line)
+    return lines
+
+
+def _code_refusal(path: Path, message: str) -> str:
+    """Our one-line refusal when loading would need to run code from the file ('' when that is not the cause)."""
+    named = _GLOBAL.search(message)
+    if named is None and 'global' not in message.lower():
+        return ''
+    what = f' ({named.group(1)})' if named else ''
+    return (f'{path}: refused: unpickling it needs code{what}, which could run anything; mgeo_ros loads tensors '
+            'only: save the weights alone (a state_dict of tensors) and use that file')
+
+
 def _unpickling_detail(message: str) -> str:
-    """The informative line of torch's long weights_only error (after 'WeightsUnpickler error:')."""
-    tail = message.split('WeightsUnpickler error:', 1)[-1].strip()
-    return tail.splitlines()[0].strip() if tail else message.strip()
+    """What torch's weights-only error says about the file, in one line."""
+    lines = _torch_lines(message)
+    return lines[0] if lines else 'not a pickle torch can read'
 
 
 def _load_project(directory: Path) -> tuple[dict, dict]:

@@ -19,6 +19,8 @@ from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
 from mgeo_ros.ros.qos import make_qos
 
+STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
+
 
 @dataclass
 class Outputs:
@@ -28,6 +30,11 @@ class Outputs:
     info: object
     points: object
     mask: object
+    confidence: object
+    normals: object
+
+    def all(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self))
 
 
 # Outputs field -> (message type, topic relative to the camera's prefix)
@@ -36,6 +43,8 @@ OUTPUT_SPECS: dict[str, tuple[type, str]] = {
     'info': (CameraInfo, 'depth/camera_info'),
     'points': (PointCloud2, 'points'),
     'mask': (Image, 'depth/mask'),
+    'confidence': (Image, 'depth/confidence'),
+    'normals': (Image, 'depth/normals'),
 }
 
 
@@ -116,8 +125,8 @@ class CameraChannel:
 
     def destroy_outputs(self) -> None:
         if self.outputs is not None:
-            for f in fields(self.outputs):
-                self.node.destroy_publisher(getattr(self.outputs, f.name))
+            for pub in self.outputs.all():
+                self.node.destroy_publisher(pub)
         self.outputs = self.pipeline = None
 
     # ---- subscriptions (the executor thread: callbacks stay O(1))
@@ -169,9 +178,11 @@ class CameraChannel:
         self._worker.start()
 
     def stop(self) -> None:
+        """Close the slot and give the worker a moment to leave. A frame in the backend (or a model still loading)
+        is a native call that cannot be interrupted: it is not waited for; it ends without publishing."""
         self.slot.close()
         if self._worker is not None:
-            self._worker.join(timeout=5.0)
+            self._worker.join(timeout=STOP_WAIT_S)
         self._worker = None
 
     def _work(self, slot: FrameSlot, model_ready: threading.Event) -> None:
@@ -189,6 +200,8 @@ class CameraChannel:
             try:
                 pipeline.process(frame, cfg)
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
+                if slot.closed:  # stopped under this frame (publishers, context or shared model gone): say nothing
+                    return
                 self.stats.count_bad('internal_error')
                 self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
 

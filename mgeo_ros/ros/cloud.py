@@ -2,8 +2,9 @@
 
 Layout written by `pack_points`: float32 fields x, y, z at offsets 0, 4, 8 and, with colour, `rgb` at 12: the
 standard packed colour of PCL/RViz, a uint32 0x00RRGGBB whose bits are stored as a float32. point_step is 12 or 16,
-little-endian. Clouds are organized (height x width, NaN for invalid points, is_dense false); a stride keeps every
-stride-th row and column and stays organized.
+little-endian. With normals (the node's `points_normals`), float32 `normal_x`, `normal_y`, `normal_z` follow (the
+names PCL's PointNormal and RViz use), making point_step 24 or 28. Clouds are organized (height x width, NaN for
+invalid points, is_dense false); a stride keeps every stride-th row and column and stays organized.
 """
 from __future__ import annotations
 
@@ -33,16 +34,26 @@ class Field:
 
 XYZ_FIELDS = (Field('x', 0), Field('y', 4), Field('z', 8))
 XYZRGB_FIELDS = XYZ_FIELDS + (Field('rgb', 12),)
+NORMAL_NAMES = ('normal_x', 'normal_y', 'normal_z')
 
 
-def cloud_fields(with_rgb: bool) -> tuple[Field, ...]:
-    """The fields `pack_points` writes."""
-    return XYZRGB_FIELDS if with_rgb else XYZ_FIELDS
+def cloud_fields(with_rgb: bool, with_normals: bool = False) -> tuple[Field, ...]:
+    """The fields written: x, y, z [, rgb] [, normal_x, normal_y, normal_z], all 4 bytes, packed in that order."""
+    fields = XYZRGB_FIELDS if with_rgb else XYZ_FIELDS
+    if with_normals:
+        start = 4 * len(fields)
+        fields += tuple(Field(name, start + 4 * i) for i, name in enumerate(NORMAL_NAMES))
+    return fields
 
 
-def point_step(with_rgb: bool) -> int:
-    """Bytes per point: 12 for xyz, 16 for xyzrgb."""
-    return 16 if with_rgb else 12
+def point_step(with_rgb: bool, with_normals: bool = False) -> int:
+    """Bytes per point: 12 for xyz, 16 for xyzrgb, 12 more with normals."""
+    return (16 if with_rgb else 12) + (12 if with_normals else 0)
+
+
+def normals_offset(with_rgb: bool) -> int:
+    """Index (in float32 channels) of normal_x within a point."""
+    return 4 if with_rgb else 3
 
 
 def pack_rgb(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -126,6 +137,24 @@ def _field_view(buffer: np.ndarray, height: int, width: int, row_step: int, step
     if field.offset < 0 or field.offset + dtype.itemsize > step:
         raise BadInputError(f'fields[{field.name}].offset {field.offset} does not fit in point_step {step}')
     return np.ndarray((height, width), dtype, buffer=buffer, offset=field.offset, strides=(row_step, step))
+
+
+def unpack_normals(data, height: int, width: int, point_step_bytes: int, row_step: int, fields, is_bigendian: bool,
+                   ) -> np.ndarray | None:
+    """The normal_x/y/z fields of raw cloud bytes as float32 H x W x 3, or None when the cloud has none."""
+    by_name = {f.name: Field(f.name, int(f.offset), int(f.datatype), int(f.count)) for f in fields}
+    if not all(n in by_name for n in NORMAL_NAMES):
+        return None
+    height, width, step, row_step = int(height), int(width), int(point_step_bytes), int(row_step)
+    buffer = np.frombuffer(data, np.uint8)
+    need = 0 if height * width == 0 else row_step * (height - 1) + width * step
+    if buffer.size < need:
+        raise BadInputError(f'data has {buffer.size} bytes, needs {need} for {height} x {width} points')
+    out = np.empty((height, width, 3), np.float32)
+    if height * width:
+        for i, name in enumerate(NORMAL_NAMES):
+            out[..., i] = _field_view(buffer, height, width, row_step, step, by_name[name], bool(is_bigendian))
+    return out
 
 
 def unpack_points(data, height: int, width: int, point_step_bytes: int, row_step: int, fields, is_bigendian: bool,

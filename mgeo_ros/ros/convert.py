@@ -94,6 +94,20 @@ def depth_to_image(depth: np.ndarray, header: Header | None = None) -> Image:
     return numpy_to_image(depth.astype(np.float32, copy=False), '32FC1', header)
 
 
+def normals_to_image(normals: np.ndarray, header: Header | None = None) -> Image:
+    """Unit normals H x W x 3 (optical frame, NaN invalid) -> 32FC3 Image (x, y, z per pixel)."""
+    normals = np.asarray(normals)
+    if normals.ndim != 3 or normals.shape[2] != 3 or 0 in normals.shape[:2]:
+        raise BadInputError(f'normals must be H x W x 3, got shape {normals.shape}')
+    height, width = normals.shape[:2]
+    msg = Image()
+    msg.header = _header(header)
+    msg.height, msg.width, msg.encoding, msg.step = height, width, '32FC3', width * 12
+    msg.is_bigendian = 1 if HOST_BIG_ENDIAN else 0
+    msg.data = _to_byte_array(normals.astype(np.float32, copy=False))
+    return msg
+
+
 def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
     """Validity mask H x W (bool or 0/1) -> mono8 Image, 255 valid, 0 invalid."""
     mask = np.asarray(mask)
@@ -123,30 +137,68 @@ def rgb8_to_compressed(rgb: np.ndarray, header: Header | None = None, fmt: str =
 
 
 # ---- CameraInfo -----------------------------------------------------------------------------------------------------
-def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
-    """CameraInfo -> Intrinsics of the image it describes (K; region of interest and binning applied)."""
-    width, height = int(msg.width), int(msg.height)
-    if width <= 0:
-        raise BadInputError(f'camera_info.width must be positive, got {width}')
-    if height <= 0:
-        raise BadInputError(f'camera_info.height must be positive, got {height}')
-    k = np.asarray(msg.k, np.float64).reshape(-1)
-    if k.size != 9:
-        raise BadInputError(f'camera_info.k must have 9 elements, got {k.size}')
-    for index, name in ((0, 'fx'), (4, 'fy')):
-        if not (np.isfinite(k[index]) and k[index] > 0):
-            raise BadInputError(f'camera_info.k[{index}] ({name}) must be a positive finite focal, got {k[index]}')
-    for index, name in ((2, 'cx'), (5, 'cy')):
-        if not np.isfinite(k[index]):
-            raise BadInputError(f'camera_info.k[{index}] ({name}) must be finite, got {k[index]}')
-    intr = Intrinsics.from_K(k, width, height)
+def _finite_camera(m: np.ndarray, field: str) -> None:
+    """fx, fy positive and finite, cx, cy finite in a 3 x 3 (K) or 3 x 4 (P) matrix, else BadInputError."""
+    cols = m.shape[1]
+    for (r, c), name in (((0, 0), 'fx'), ((1, 1), 'fy')):
+        if not (np.isfinite(m[r, c]) and m[r, c] > 0):
+            raise BadInputError(f'camera_info.{field}[{r * cols + c}] ({name}) must be a positive finite focal, '
+                                f'got {m[r, c]}')
+    for (r, c), name in (((0, 2), 'cx'), ((1, 2), 'cy')):
+        if not np.isfinite(m[r, c]):
+            raise BadInputError(f'camera_info.{field}[{r * cols + c}] ({name}) must be finite, got {m[r, c]}')
+
+
+def projection_is_valid(msg: CameraInfo) -> bool:
+    """Whether P is filled in (a calibrated camera): 12 finite values with positive focals. Drivers without a
+    calibration leave it zero."""
+    p = np.asarray(msg.p, np.float64).reshape(-1)
+    return p.size == 12 and bool(np.isfinite(p).all()) and p[0] > 0 and p[5] > 0
+
+
+def _image_intrinsics(msg: CameraInfo, matrix: np.ndarray) -> Intrinsics:
+    """Intrinsics of the image `msg` describes from a full-sensor camera matrix (region of interest and binning)."""
+    intr = Intrinsics.from_K(matrix[:, :3].reshape(-1), int(msg.width), int(msg.height))
     x0, y0, window_w, window_h = _sensor_window(msg)
-    if (window_w, window_h) != (width, height):
+    if (window_w, window_h) != (intr.width, intr.height):
         intr = intr.cropped(x0, y0, window_w, window_h)
     bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
     if bx > 1 or by > 1:
         intr = intr.resized(intr.width // bx, intr.height // by)
     return intr
+
+
+def camera_info_intrinsics(msg: CameraInfo, source: str = 'auto') -> tuple[Intrinsics, str]:
+    """(Intrinsics of the image the CameraInfo describes, 'P' or 'K': the matrix they came from).
+
+    image_pipeline's rule: a rectified image (image_rect, what the node should be fed) is described by the
+    projection P; K (with D) describes the raw image. source 'auto' takes P when it is valid, else K; 'K' or 'P'
+    force one. Region of interest and binning are applied either way."""
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0:
+        raise BadInputError(f'camera_info.width must be positive, got {width}')
+    if height <= 0:
+        raise BadInputError(f'camera_info.height must be positive, got {height}')
+    if source not in ('auto', 'K', 'P'):
+        raise BadInputError(f"source must be 'auto', 'K' or 'P', got {source!r}")
+    if source == 'P' or (source == 'auto' and projection_is_valid(msg)):
+        p = np.asarray(msg.p, np.float64).reshape(-1)
+        if p.size != 12:
+            raise BadInputError(f'camera_info.p must have 12 elements, got {p.size}')
+        matrix = p.reshape(3, 4)
+        _finite_camera(matrix, 'p')
+        return _image_intrinsics(msg, matrix), 'P'
+    k = np.asarray(msg.k, np.float64).reshape(-1)
+    if k.size != 9:
+        raise BadInputError(f'camera_info.k must have 9 elements, got {k.size}')
+    _finite_camera(k.reshape(3, 3), 'k')
+    return _image_intrinsics(msg, k.reshape(3, 3)), 'K'
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """CameraInfo -> Intrinsics of the image it describes: P when valid (a rectified image), else K; region of
+    interest and binning applied. See `camera_info_intrinsics`."""
+    return camera_info_intrinsics(msg)[0]
 
 
 def _projection(intr: Intrinsics, tx: float = 0.0, ty: float = 0.0) -> list[float]:
@@ -182,7 +234,7 @@ def resize_camera_info(msg: CameraInfo, width: int, height: int) -> CameraInfo:
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         raise BadInputError(f'resize target width x height must be positive, got {width} x {height}')
-    target = camera_info_to_intrinsics(msg).resized(width, height)
+    target = camera_info_intrinsics(msg, 'K')[0].resized(width, height)
     x0, y0, window_w, window_h = _sensor_window(msg)
     ax, ay = width / window_w, height / window_h  # calibrated-sensor pixels -> target pixels
     out = CameraInfo()
@@ -207,26 +259,26 @@ def resize_camera_info(msg: CameraInfo, width: int, height: int) -> CameraInfo:
 
 
 # ---- PointCloud2 ----------------------------------------------------------------------------------------------------
-def _point_fields(with_rgb: bool) -> list[PointField]:
+def _point_fields(with_rgb: bool, with_normals: bool = False) -> list[PointField]:
     return [PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
-            for f in cloud.cloud_fields(with_rgb)]
+            for f in cloud.cloud_fields(with_rgb, with_normals)]
 
 
-def _cloud_buffer(h: int, w: int, with_rgb: bool) -> tuple[array.array, np.ndarray]:
-    """Zeroed bytes of h x w float32 points and a writable (h, w, 3|4) float32 view of them. Fill the view before
-    the bytes go into a message: assigning `msg.data` copies them."""
-    step = cloud.point_step(with_rgb)
+def _cloud_buffer(h: int, w: int, with_rgb: bool, with_normals: bool = False) -> tuple[array.array, np.ndarray]:
+    """Zeroed bytes of h x w float32 points and a writable (h, w, 3|4 [+3]) float32 view of them. Fill the view
+    before the bytes go into a message: assigning `msg.data` copies them."""
+    step = cloud.point_step(with_rgb, with_normals)
     data = _zeroed_byte_array(h * w * step)
     return data, np.frombuffer(data, np.float32).reshape(h, w, step // 4)
 
 
 def _cloud_message(data: array.array, header: Header | None, h: int, w: int, with_rgb: bool,
-                   dense: bool = False) -> PointCloud2:
-    step = cloud.point_step(with_rgb)
+                   dense: bool = False, with_normals: bool = False) -> PointCloud2:
+    step = cloud.point_step(with_rgb, with_normals)
     msg = PointCloud2()
     msg.header = _header(header)
     msg.height, msg.width = h, w
-    msg.fields = _point_fields(with_rgb)
+    msg.fields = _point_fields(with_rgb, with_normals)
     msg.is_bigendian = HOST_BIG_ENDIAN
     msg.point_step, msg.row_step = step, step * w
     msg.is_dense = dense
@@ -253,12 +305,14 @@ def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb:
 
 
 def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Header | None = None,
-                         rgb: np.ndarray | None = None, stride: int = 1, organized: bool = True) -> PointCloud2:
+                         rgb: np.ndarray | None = None, stride: int = 1, organized: bool = True,
+                         normals: np.ndarray | None = None) -> PointCloud2:
     """Depth H x W (metres, NaN invalid) seen by `intrinsics` -> PointCloud2, unprojected straight into the message.
 
     organized: H x W points (every stride-th pixel), NaN where the depth is, `is_dense` false. Otherwise only the
     finite points, 1 x N with `is_dense` true; a frame without any stays organized and all NaN (a cloud of width 0
     is not valid). One pass writes each point: no H x W x 3 intermediate, no copy of the points.
+    `normals` (H x W x 3 unit vectors, optical frame) add float32 fields normal_x, normal_y, normal_z.
     """
     depth = np.asarray(depth)
     if depth.ndim != 2 or (depth.shape[1], depth.shape[0]) != (intrinsics.width, intrinsics.height):
@@ -266,22 +320,31 @@ def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Head
                             f'{intrinsics.width}x{intrinsics.height}')
     if rgb is not None and np.shape(rgb) != (*depth.shape, 3):
         raise BadInputError(f'rgb must be {depth.shape[0]} x {depth.shape[1]} x 3 like the depth, got {np.shape(rgb)}')
+    if normals is not None and np.shape(normals) != (*depth.shape, 3):
+        raise BadInputError(f'normals must be {depth.shape[0]} x {depth.shape[1]} x 3 like the depth, '
+                            f'got {np.shape(normals)}')
     stride = int(stride)
     if stride < 1:
         raise BadInputError(f'stride must be >= 1, got {stride}')
     if stride > 1:
         depth, intrinsics = depth[::stride, ::stride], intrinsics.decimated(stride)
         rgb = rgb[::stride, ::stride] if rgb is not None else None
+        normals = normals[::stride, ::stride] if normals is not None else None
+    with_n = normals is not None
+    nk = cloud.normals_offset(rgb is not None)
     keep = None if organized else np.isfinite(depth)
     if keep is None or not keep.any():
         h, w = depth.shape
-        data, view = _cloud_buffer(h, w, rgb is not None)
+        data, view = _cloud_buffer(h, w, rgb is not None, with_n)
         unproject(depth, intrinsics, out=view[..., :3])
         if rgb is not None:
             cloud.pack_rgb(rgb, out=view[..., 3].view(np.uint32))
-        return _cloud_message(data, header, h, w, rgb is not None)
+        if with_n:
+            for i in range(3):
+                view[..., nk + i] = normals[..., i]
+        return _cloud_message(data, header, h, w, rgb is not None, with_normals=with_n)
     rows, cols = np.nonzero(keep)
-    data, view = _cloud_buffer(1, rows.size, rgb is not None)
+    data, view = _cloud_buffer(1, rows.size, rgb is not None, with_n)
     ray_x, ray_y = pixel_rays(intrinsics)
     z = depth[rows, cols]
     np.multiply(z, ray_x[cols], out=view[0, :, 0])
@@ -289,10 +352,18 @@ def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Head
     view[0, :, 2] = z
     if rgb is not None:
         cloud.pack_rgb(rgb[rows, cols], out=view[0, :, 3].view(np.uint32))
-    return _cloud_message(data, header, 1, rows.size, rgb is not None, dense=True)
+    if with_n:
+        view[0, :, nk:nk + 3] = normals[rows, cols]
+    return _cloud_message(data, header, 1, rows.size, rgb is not None, dense=True, with_normals=with_n)
 
 
 def pointcloud2_to_numpy(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
     """PointCloud2 -> (points float32 H x W x 3, rgb uint8 H x W x 3 or None); any layout with float x, y, z."""
     return cloud.unpack_points(msg.data, msg.height, msg.width, msg.point_step, msg.row_step, msg.fields,
                                msg.is_bigendian)
+
+
+def pointcloud2_normals(msg: PointCloud2) -> np.ndarray | None:
+    """The normal_x/y/z fields of a PointCloud2 as float32 H x W x 3, or None when it has none."""
+    return cloud.unpack_normals(msg.data, msg.height, msg.width, msg.point_step, msg.row_step, msg.fields,
+                                msg.is_bigendian)

@@ -9,6 +9,10 @@ or `python -m mgeo_ros.ros.node --ros-args ...`.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
 import sys
 import threading
 
@@ -39,10 +43,11 @@ def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
     d = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.kind], description=spec.describe())
     if spec.choices:
         d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
-    if spec.kind is float:
-        # Floats accept integers too (`-p max_depth:=5`); the node coerces them. Range is checked by params.validate.
-        d.dynamic_typing = True
-    elif spec.kind is int and spec.min is not None and spec.max is not None:
+    # rclpy does not check the type: params.validate does, and its refusal names the parameter and the type it wants
+    # (rclpy's own says "Wrong parameter type, expected 'Type.INTEGER' got 'Type.DOUBLE'"). Floats also accept
+    # integers (`-p max_depth:=5`); the node coerces them.
+    d.dynamic_typing = spec.kind is not tuple  # a string array is declared by its type (rclpy: not dynamic)
+    if spec.kind is int and spec.min is not None and spec.max is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
     if spec.kind is float and spec.min is not None and spec.max is not None:
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
@@ -116,7 +121,8 @@ class _DepthNodeParts:
                 ch.stats.model_status = first.stats.model_status
                 ch.stats.model_error = first.stats.model_error
                 ch.stats.backend = first.stats.backend
-            ch.pipeline.predictor = self.shared.view(ch.name) if self.shared is not None else None
+            if self.shared is not None:
+                ch.pipeline.predictor = self.shared.view(ch.name, warn=ch.pipeline.log.warning)
 
     def _load_then_release(self) -> None:
         try:
@@ -262,9 +268,8 @@ class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
 
-def main(args: list[str] | None = None) -> int:
-    """Console script `mgeo_depth_node [--lifecycle] --ros-args ...` (--lifecycle: a managed node, unconfigured at
-    start; drive it with the lifecycle services or a lifecycle manager)."""
+def run(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C or shutdown, then tear it down (usable in-process; returns the exit code)."""
     argv = list(sys.argv if args is None else args)
     lifecycle = '--lifecycle' in remove_ros_args(argv)
     rclpy.init(args=argv)
@@ -275,12 +280,30 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if threading.current_thread() is threading.main_thread():
+            # A second Ctrl-C (a terminal's and launch's) must not break the teardown into a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script `mgeo_depth_node [--lifecycle] --ros-args ...` (--lifecycle: a managed node, unconfigured at
+    start; drive it with the lifecycle services or a lifecycle manager).
+
+    Once the node is down, the process ends without finalizing the interpreter: that finalization (PyTorch, ONNX
+    Runtime and DDS libraries' teardown) took 1.5 s after a Ctrl-C, and a frame still inside the backend (which
+    cannot be interrupted) could crash it. Logs are flushed first; the exit code is the node's."""
+    code = run(args)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == '__main__':

@@ -50,14 +50,18 @@ PARAMS: tuple[ParamSpec, ...] = (
               '.onnx file or a TensorRT .engine. Empty = the packaged default model.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto picks the fastest one installed that has a device.',
               choices=('auto', 'tensorrt', 'onnxruntime', 'torch')),
-    ParamSpec('precision', 'auto', 'Numeric precision: fp16 for engines built by TensorRT and torch on CUDA; auto = '
-              'fp16 where TensorRT builds the engine, fp32 elsewhere. ONNX Runtime and prebuilt engines ignore it.',
+    ParamSpec('precision', 'auto', 'Numeric precision of the torch backend on CUDA (fp16 = autocast; auto = fp32). '
+              'TensorRT engines and ONNX Runtime compute in the ONNX\'s own types: fp16 comes from `mgeo export '
+              '--precision fp16`.',
               choices=('auto', 'fp32', 'fp16')),
     ParamSpec('num_tokens', 1200, 'ViT token budget: sets the network input resolution; more is slower and finer.',
               unit='tokens', min=64, max=10000),
     ParamSpec('build_engine', True, 'With an .onnx model and TensorRT available: build a TensorRT engine on first '
               'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
               'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
+    ParamSpec('engine_fallback', False, 'A TensorRT engine that fails its probe (wrong output on this TensorRT/GPU) is '
+              'replaced by ONNX Runtime on the .onnx beside it (or the one it was built from). false = the node '
+              'stays up without a model and reports the failure in /diagnostics.'),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
               'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',
@@ -77,8 +81,16 @@ PARAMS: tuple[ParamSpec, ...] = (
               max=64),
     ParamSpec('diagnostics_period', 1.0, 'Period of the /diagnostics status message.', unit='s', min=0.1, max=60.0),
     # ---- live: camera, frame, depth range -------------------------------------------------------------------------
-    ParamSpec('use_camera_info', True, 'Use the latest camera_info for intrinsics (rescaled to the image size); '
-              'false = recover the intrinsics from the model and publish them.', live=True),
+    ParamSpec('use_camera_info', True, 'Use the camera_info for intrinsics (rescaled to the image size): its P '
+              'when filled in (a rectified image), else K; false = recover the intrinsics from the model and '
+              'publish them.', live=True),
+    ParamSpec('rectify', False, 'Undistort each image with its camera_info (K, D, R, P; plumb_bob, '
+              'rational_polynomial or equidistant) before inference, for cameras that publish only a distorted '
+              'image_raw; maps are built once per camera_info. Off: the image is taken as rectified (image_rect) '
+              'and described by P.', live=True),
+    ParamSpec('max_input_pixels', 4096 * 2160, 'Images with more pixels (width x height) are refused before they '
+              'are decoded, from the PNG/JPEG header or the Image fields, and counted as image_too_large. The '
+              'default admits 4K (4096 x 2160); 0 = no limit.', unit='pixels', live=True, min=0, max=1 << 30),
     ParamSpec('frame_id', '', 'Overrides the frame_id of every output header; empty = the input image frame_id '
               '(the camera optical frame).', live=True),
     ParamSpec('max_depth', 0.0, 'Depth beyond this is invalid in the depth image (NaN, or +Inf with '
@@ -88,6 +100,22 @@ PARAMS: tuple[ParamSpec, ...] = (
               'max_depth in depth/image.', live=True),
     ParamSpec('mask_threshold', 0.5, 'Validity threshold on the model mask probability (higher = fewer, more '
               'reliable pixels).', live=True, min=0.0, max=1.0),
+    ParamSpec('min_confidence', 0.0, 'Pixels whose depth/confidence (the mask head probability at the image size, '
+              '0..1) is below this are invalid in the depth image, the mask and the point cloud; 0 = off. Acts on '
+              'the published grid after upsampling; mask_threshold decides which network pixels count at all.',
+              live=True, min=0.0, max=1.0),
+    # ---- live: flying-pixel removal ------------------------------------------------------------------------------
+    ParamSpec('flying_pixel_max_jump', 0.08, 'Flying-pixel removal: a pixel is invalid when the depth range of its '
+              'valid neighbours (window of flying_pixel_radius) exceeds this fraction of its depth. 0 = off. A plane '
+              'keeps every pixel further than 2 x radius / this (25 px) from its vanishing line: with 0.08 a floor '
+              'seen from 0.3 m height is kept out to 6.3 m at f = 525 px, from 1 m out to 21 m.',
+              unit='ratio', live=True, min=0.0, max=10.0),
+    ParamSpec('flying_pixel_radius', 1, 'Half-size of the flying-pixel window: 1 = 3x3, 2 = 5x5 (wider removes '
+              'more of a blurred edge and more of a distant floor).', unit='pixels', live=True, min=1, max=5),
+    ParamSpec('flying_pixel_max_view_angle', 0.0, 'Also invalidate pixels whose surface normal is more than this '
+              'angle from the viewing ray (grazing surfaces, edge veils); 0 = off. Needs normals: from the normal '
+              'head, else computed from depth (costly: tens of ms at 640x480 on a CPU).',
+              unit='deg', live=True, min=0.0, max=90.0, max_exclusive=True),
     # ---- live: point cloud ---------------------------------------------------------------------------------------
     ParamSpec('points_stride', 1, 'Keep every n-th pixel in both axes in the point cloud (1 = full resolution).',
               unit='pixels', live=True, min=1, max=64),
@@ -95,6 +123,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'is_dense=false); false: only valid points, as one row (is_dense=true).', live=True),
     ParamSpec('points_color', False, 'Add the image colour to the cloud (x, y, z, rgb) instead of (x, y, z).',
               live=True),
+    ParamSpec('points_normals', False, 'Add float32 fields normal_x, normal_y, normal_z (unit normals, optical '
+              'frame, as on depth/normals) to the cloud.', live=True),
     # ---- live: temporal scale stabilization ------------------------------------------------------------------------
     ParamSpec('scale_smoothing', 0.0, 'Weight of the past in the log-space moving average of the metric scale '
               '(0 = off, 0.8 = strong). Resets on a camera change and on a jump beyond scale_reset_ratio.',
@@ -111,6 +141,10 @@ SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 
 def defaults() -> dict[str, bool | int | float | str]:
     return {p.name: p.default for p in PARAMS}
+
+
+_TYPE_WORDS = {bool: 'a boolean (true or false)', int: 'an integer', float: 'a number (double)', str: 'a string',
+               list: 'a list', bytes: 'a byte array'}
 
 
 def validate(name: str, value) -> str | None:
@@ -130,7 +164,9 @@ def validate(name: str, value) -> str | None:
     else:
         ok = isinstance(value, str)
     if not ok:
-        return f'{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}'
+        got = _TYPE_WORDS.get(type(value), type(value).__name__)
+        unit = f' (unit: {spec.unit})' if spec.unit else ''
+        return f'parameter {name} must be {_TYPE_WORDS[kind]}, got {got} {value!r}{unit}'
     if spec.choices and value not in spec.choices:
         return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
     if kind in (int, float):

@@ -13,8 +13,11 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.ros import convert
+from mgeo_ros.geometry.normals import normals_from_points
+from mgeo_ros.geometry.projection import unproject
+from mgeo_ros.ros import convert, rectify
 from mgeo_ros.ros.scale_filter import ScaleFilter
+from mgeo_ros.runtime.flying_pixels import DepthJumpTest, flying_pixel_mask
 from mgeo_ros.runtime.predictor import default_model_path
 
 
@@ -45,7 +48,9 @@ class FramePipeline:
         self._size: tuple[int, int] | None = None
         self._camera_key: tuple | None = None
         self._warned: set[str] = set()
+        self.rectifier = rectify.Rectifier()
         self.last_frame_id = ''
+        self._jump_test = DepthJumpTest()  # keeps its scratch buffers between frames
 
     # ---- setup ----------------------------------------------------------------------------------------------------
     def load_model(self, cfg: dict) -> None:
@@ -61,8 +66,13 @@ class FramePipeline:
             backend, precision = self._backend_choice(path, cfg)
             t0 = time.perf_counter()
             self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
-                                       precision=precision, mask_threshold=cfg['mask_threshold'])
+                                       precision=precision, mask_threshold=cfg['mask_threshold'],
+                                       engine_fallback=cfg['engine_fallback'],
+                                       warn=self.log.warning)  # frame-size warnings in the node's log
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
+            fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)
+            if fallback:  # the engine failed its probe: say so wherever the backend is reported
+                self.stats.backend += f' (fallback: {fallback})'
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
         except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
@@ -73,7 +83,7 @@ class FramePipeline:
 
     def _backend_choice(self, path: Path, cfg: dict) -> tuple[str, str]:
         """Backend and precision for Predictor: `build_engine: false` never builds an engine from an .onnx (ONNX
-        Runtime runs it instead); precision auto = fp16 where TensorRT builds the engine, fp32 elsewhere."""
+        Runtime runs it instead); precision auto = fp32 (only the torch backend reads it)."""
         from mgeo_ros.runtime.predictor import choose_backend, model_kind
 
         kind = model_kind(str(path))
@@ -87,8 +97,8 @@ class FramePipeline:
                           'TensorRT engine')
             backend = 'onnxruntime'
         precision = cfg['precision']
-        if precision == 'auto':
-            precision = 'fp16' if resolved == 'tensorrt' else 'fp32'
+        if precision == 'auto':  # only torch reads it: engines and ONNX Runtime run the ONNX's own types
+            precision = 'fp32'
         return backend, precision
 
     def on_config_changed(self, updates: dict) -> None:
@@ -107,7 +117,9 @@ class FramePipeline:
         want_info = self.out.info.get_subscription_count() > 0
         want_points = self.out.points.get_subscription_count() > 0
         want_mask = self.out.mask.get_subscription_count() > 0
-        if not (want_depth or want_info or want_points or want_mask):
+        want_conf = self.out.confidence.get_subscription_count() > 0
+        want_normals = self.out.normals.get_subscription_count() > 0
+        if not (want_depth or want_info or want_points or want_mask or want_conf or want_normals):
             with self.stats.lock:
                 self.stats.skipped_no_subscribers += 1
             return
@@ -117,14 +129,19 @@ class FramePipeline:
             return
 
         t0 = time.perf_counter()
-        rgb = self._decode(frame)
+        rgb = self._decode(frame, cfg)
         if rgb is None:
             return
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
         self._check_size(width, height)
 
-        intrinsics = self._intrinsics(frame.camera_info_for(frame.msg.header), width, height, cfg)
+        info = frame.camera_info_for(frame.msg.header) if cfg['use_camera_info'] else None
+        if cfg['rectify'] and info is not None:
+            t0 = time.perf_counter()
+            rgb = self._rectified(rgb, info)
+            timings['rectify'] = _ms(t0)
+        intrinsics = self._intrinsics(info, width, height, cfg)
         try:
             pred = self.predictor.predict(rgb, intrinsics=intrinsics)
         except (BadInputError, ValueError) as exc:
@@ -137,8 +154,10 @@ class FramePipeline:
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
-        self._publish(pred, rgb, header, cfg, want_depth, want_info, want_mask, want_points)
-        timings['publish'] = _ms(t0)
+        wanted = {'depth': want_depth, 'info': want_info, 'mask': want_mask, 'points': want_points,
+                  'confidence': want_conf, 'normals': want_normals}
+        self._publish(pred, rgb, header, cfg, wanted, timings)
+        timings['publish'] = _ms(t0) - timings.get('filter', 0.0)
         timings['total'] = _ms(t_start) + timings['queue_wait']
         age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
         with self.stats.lock:
@@ -148,36 +167,81 @@ class FramePipeline:
             self.stats.resolution = f'{width}x{height}'
         self.stats.mark_published()
 
-    def _decode(self, frame: IncomingFrame) -> np.ndarray | None:
-        """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image."""
+    def _decode(self, frame: IncomingFrame, cfg: dict) -> np.ndarray | None:
+        """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
+        images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
+        limit = cfg['max_input_pixels']
         try:
-            decode = convert.compressed_to_rgb8 if frame.kind == 'compressed' else convert.image_to_rgb8
-            rgb = decode(frame.msg)
+            if frame.kind == 'compressed':
+                rgb = convert.compressed_to_rgb8(frame.msg, limit, warn=self._decoder_warning)
+            else:
+                rgb = convert.image_to_rgb8(frame.msg, limit)
         except (BadInputError, ValueError) as exc:
-            self._bad('image', f'image skipped: {exc}')
+            self._bad(getattr(exc, 'reason', 'image'), f'image skipped: {exc}')
             return None
         if rgb.shape[0] == 0 or rgb.shape[1] == 0:
             self._bad('image', 'image skipped: it is empty (0 pixels)')
             return None
         return rgb
 
-    def _publish(self, pred, rgb, header, cfg: dict, want_depth: bool, want_info: bool, want_mask: bool,
-                 want_points: bool) -> None:
+    def _publish(self, pred, rgb, header, cfg: dict, wanted: dict, timings: dict) -> None:
         """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction."""
+        want_depth, want_points = wanted['depth'], wanted['points']
         depth, valid, beyond = self._stabilized_depth(pred, cfg)
-        depth_nan = np.where(valid, depth, np.float32(np.nan)) if want_depth or want_points else None  # shared
+        t0 = time.perf_counter()
+        valid, beyond = self._remove_unreliable(pred, depth, valid, beyond, cfg)
+        timings['filter'] = _ms(t0)
+        want_cloud_normals = want_points and cfg['points_normals']
+        need_depth = want_depth or want_points or wanted['normals']
+        depth_nan = np.where(valid, depth, np.float32(np.nan)) if need_depth else None  # shared
+        normals = None
+        if wanted['normals']:
+            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid)
+            self.out.normals.publish(convert.normals_to_image(normals, header))
+        if wanted['confidence']:
+            self.out.confidence.publish(convert.depth_to_image(pred.confidence, header))
         if want_depth:
             shown = depth_nan
             if cfg['inf_beyond_max_depth'] and beyond is not None and beyond.any():
                 shown = depth_nan.copy()
                 shown[beyond] = np.inf
             self.out.depth.publish(convert.depth_to_image(shown, header))
-        if want_info:
+        if wanted['info']:
             self.out.info.publish(convert.intrinsics_to_camera_info(pred.intrinsics, header))
-        if want_mask:
+        if wanted['mask']:
             self.out.mask.publish(convert.mask_to_image(valid, header))
         if want_points:
-            self.out.points.publish(self._cloud(depth_nan, pred.intrinsics, rgb, header, cfg))
+            self.out.points.publish(self._cloud(pred, depth_nan, valid, rgb, header, cfg,
+                                                normals if want_cloud_normals else None))
+
+    def _remove_unreliable(self, pred, depth: np.ndarray, valid: np.ndarray, beyond: np.ndarray | None,
+                           cfg: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """(valid, beyond) less flying pixels (tested on every model-valid pixel, also those past max_depth, so a
+        flying pixel is not kept for lack of its far neighbour) and less pixels below min_confidence: such a pixel
+        is not published as +Inf "too far" either."""
+        jump, angle = float(cfg['flying_pixel_max_jump']), float(cfg['flying_pixel_max_view_angle'])
+        if jump > 0 or angle > 0:
+            tested = depth if beyond is None else np.where(valid | beyond, depth, np.float32(np.nan))
+            normals = None
+            if angle > 0:
+                normals = self._normals(pred.normals, pred.intrinsics, tested, np.isfinite(tested))
+            flying = flying_pixel_mask(tested, jump, int(cfg['flying_pixel_radius']), normals, pred.intrinsics,
+                                       angle, jump_test=self._jump_test)
+            valid = valid & ~flying
+            beyond = None if beyond is None else beyond & ~flying
+        if cfg['min_confidence'] > 0:
+            confident = pred.confidence >= np.float32(cfg['min_confidence'])
+            valid = valid & confident
+            beyond = None if beyond is None else beyond & confident
+        return valid, beyond
+
+    @staticmethod
+    def _normals(head: np.ndarray | None, intr: Intrinsics, depth_nan: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Unit normals (optical frame, NaN invalid): the normal head's (`head`) when the model has one, else from
+        the published depth (geometry's normals_from_points on its unprojection with `intr`)."""
+        if head is not None:
+            return np.where(valid[..., None], head, np.float32(np.nan)).astype(np.float32, copy=False)
+        return normals_from_points(unproject(depth_nan, intr), valid)
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
@@ -204,14 +268,33 @@ class FramePipeline:
             self._reset_scale('image size changed')
         self._size = (width, height)
 
+    def _decoder_warning(self, text: str) -> None:
+        self._bad('image_decode_warning', text)
+
+    def _rectified(self, rgb: np.ndarray, info) -> np.ndarray:
+        """The frame undistorted with its camera_info (`rectify`), or unchanged when it has no distortion or the
+        camera_info cannot rectify it (counted as camera_info)."""
+        if not rectify.has_distortion(info):
+            return rgb
+        try:
+            return self.rectifier(rgb, info)
+        except (BadInputError, ValueError) as exc:
+            self._bad('camera_info', f'image not rectified: {exc}')
+            return rgb
+
     def _intrinsics(self, info, width: int, height: int, cfg: dict) -> Intrinsics | None:
-        """The latest CameraInfo's intrinsics, rescaled to the image; None (= recover from the model) otherwise."""
-        intr = None
+        """The CameraInfo's intrinsics (P when valid, else K; image_pipeline's rule), rescaled to the image;
+        None (= recover from the model) otherwise."""
+        intr, matrix = None, ''
         if cfg['use_camera_info'] and info is not None:
             try:
-                intr = convert.camera_info_to_intrinsics(info)
+                intr, matrix = convert.camera_info_intrinsics(info)
             except (BadInputError, ValueError) as exc:
                 self._bad('camera_info', f'camera_info ignored, intrinsics recovered from the image instead: {exc}')
+            if intr is not None and not cfg['rectify'] and rectify.looks_unrectified(info):
+                self._warn_once(f'unrectified{tuple(info.d)}', (
+                    'camera_info has distortion (D != 0) but P equals K: this looks like an unrectified image_raw. '
+                    'Depth and points assume a rectified image: feed image_rect (image_proc), or set rectify: true'))
             if intr is not None and (intr.width, intr.height) != (width, height):
                 if abs(intr.width / intr.height - width / height) > 0.01:
                     self._warn_once(f'aspect{intr.width}x{intr.height}', (
@@ -233,7 +316,7 @@ class FramePipeline:
             self._reset_scale('camera changed')
         self._camera_key = key
         with self.stats.lock:
-            self.stats.intrinsics_source = 'recovered' if intr is None else 'camera_info'
+            self.stats.intrinsics_source = 'recovered' if intr is None else f'camera_info ({matrix})'
         return intr
 
     def _stabilized_depth(self, pred, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -257,7 +340,21 @@ class FramePipeline:
             self.stats.fov_y_deg = math.degrees(pred.intrinsics.fov_y)
         return depth, valid, beyond
 
-    def _cloud(self, d: np.ndarray, intr: Intrinsics, rgb, header, cfg: dict):
-        """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree."""
-        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb if cfg['points_color'] else None,
-                                            stride=int(cfg['points_stride']), organized=bool(cfg['points_organized']))
+    def _cloud(self, pred, d: np.ndarray, valid: np.ndarray, rgb, header, cfg: dict,
+               normals: np.ndarray | None = None):
+        """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree.
+
+        With `points_normals` and no full-size normals at hand (nobody subscribes to depth/normals), the normals are
+        made on the cloud's own decimated grid: stride² fewer pixels than computing them all and keeping a few."""
+        intr, stride = pred.intrinsics, int(cfg['points_stride'])
+        rgb = rgb if cfg['points_color'] else None
+        if cfg['points_normals'] and normals is None:
+            if stride > 1:
+                d, valid, intr = d[::stride, ::stride], valid[::stride, ::stride], intr.decimated(stride)
+                rgb = None if rgb is None else rgb[::stride, ::stride]
+                head = None if pred.normals is None else pred.normals[::stride, ::stride]
+                normals, stride = self._normals(head, intr, d, valid), 1
+            else:
+                normals = self._normals(pred.normals, intr, d, valid)
+        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb, stride=stride,
+                                            organized=bool(cfg['points_organized']), normals=normals)

@@ -20,8 +20,10 @@ Preprocessing and postprocessing run on the cameras' own threads; only `Backend.
 from __future__ import annotations
 
 import collections
+import copy
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,9 +81,9 @@ class SharedModel:
         self._thread = threading.Thread(target=self._loop, name='mgeo_shared_model', daemon=True)
         self._thread.start()
 
-    def view(self, camera: str) -> CameraPredictor:
-        """The Predictor one camera uses (its own preprocessing buffers and mask threshold)."""
-        return CameraPredictor(self, camera)
+    def view(self, camera: str, warn: Callable[[str], None] | None = None) -> CameraPredictor:
+        """The Predictor one camera uses (its own preprocessing buffers, mask threshold and warnings)."""
+        return CameraPredictor(self, camera, warn)
 
     def run(self, image: np.ndarray, tokens: int, camera: str) -> _Request:
         """Queue one preprocessed frame and wait for its RawOutput (raises what the backend raised)."""
@@ -176,15 +178,17 @@ class CameraPredictor(Predictor):
     """A `Predictor` for one camera whose forward goes through a `SharedModel`; timings gain `batch_wait` (queued
     behind other cameras' frames; `forward` is then the whole batch's). One per camera thread: not thread-safe."""
 
-    def __init__(self, shared: SharedModel, camera: str) -> None:  # noqa: D107 - no Predictor.__init__: no new model
+    def __init__(self, shared: SharedModel, camera: str, warn: Callable[[str], None] | None = None) -> None:
+        # No Predictor.__init__ (that would load another model): take the loaded one's settings, with this camera's
+        # own preprocessing buffers, warning state and (if given) warning sink.
         base = shared.predictor
+        own = {k: copy.copy(v) if isinstance(v, (set, dict, list)) else v for k, v in vars(base).items()}
+        self.__dict__.update(own)
+        self.preprocessor = Preprocessor(base.num_tokens, base.preprocessor.input_size)
+        if warn is not None:
+            self.warn = warn
         self.shared = shared
         self.camera = camera
-        self.backend = base.backend
-        self.num_tokens = base.num_tokens
-        self.mask_threshold = base.mask_threshold
-        self.preprocessor = Preprocessor(base.num_tokens, base.preprocessor.input_size)
-        self._aspect_warned = False
         self._last: _Request | None = None
 
     def _forward(self, image: np.ndarray, tokens: int) -> RawOutput:

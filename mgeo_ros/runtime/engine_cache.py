@@ -3,14 +3,18 @@
 This lives in the runtime layer because the Predictor (and so the node) builds an engine from an .onnx on first
 start; `mgeo_ros.export.engine` re-exports it for `mgeo build-engine`.
 
-The key (stored in a JSON sidecar `<engine>.json`) covers: ONNX sha256, TensorRT flavour and version, GPU name,
-compute capability, input shape and precision. A cached engine whose key matches is reused; one that differs is
-rebuilt, or refused with the differences spelled out when rebuilding is disabled.
+The key (stored in a JSON sidecar `<engine>.json`) covers: ONNX sha256, TensorRT flavour, version and major.minor,
+GPU name, compute capability, input shape, the typing mode and the *effective* precision. A cached engine whose key
+matches is reused; one that differs is rebuilt, or refused with the differences spelled out when rebuilding is
+disabled.
 
-TensorRT is imported lazily, so this module imports anywhere. The same code drives `tensorrt` (>= 10) and the
-TensorRT-RTX builder `tensorrt_rtx_bindings` (used in CI as a "TensorRT parses and builds this graph" gate: it
-compiles ahead of time for a chosen compute capability without a GPU, and is strongly typed, so the engine
-precision follows the ONNX's types there).
+One strongly typed build path (`NetworkDefinitionCreationFlag.STRONGLY_TYPED`) serves TensorRT 10.x, TensorRT 11
+(where strong typing is the only mode and the FP16/INT8 flags are gone) and TensorRT-RTX: the engine computes in the
+types of the ONNX, so its precision is the ONNX's (`onnx_precision`). FP16 comes from `mgeo export --precision
+fp16`; asking for an FP16 engine from an FP32 ONNX is refused with that command. TensorRT < 10 is refused.
+
+TensorRT is imported lazily, so this module imports anywhere. The TensorRT-RTX builder `tensorrt_rtx_bindings`
+compiles ahead of time for a chosen compute capability without a GPU (the CI gate).
 """
 from __future__ import annotations
 
@@ -30,10 +34,17 @@ from mgeo_ros.runtime.devices import import_tensorrt
 
 log = logging.getLogger('mgeo_ros.runtime')
 PRECISIONS = ('fp16', 'fp32')
+TYPING = 'strong'
+MIN_TENSORRT = (10, 0)
+_HEAVY_OPS = ('Conv', 'ConvTranspose', 'MatMul', 'Gemm', 'Einsum')
 
 
 class EngineCacheError(MgeoError):
     """A cached engine does not match this ONNX/GPU/TensorRT/precision and rebuilding was disabled."""
+
+
+class PrecisionMismatchError(MgeoError):
+    """An engine of one precision was asked for from an ONNX of the other (strongly typed builds keep ONNX types)."""
 
 
 @dataclass
@@ -83,6 +94,49 @@ def onnx_metadata(onnx_path: str) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props if p.key != 'model_config'}
 
 
+def onnx_precision(onnx_path: str) -> str:
+    """'fp16' when most convolution/matmul weights of the graph are FP16 (a mixed-precision export), else 'fp32':
+    what a strongly typed build computes in."""
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    weights = [inits[n.input[1]] for n in model.graph.node
+               if n.op_type in _HEAVY_OPS and len(n.input) > 1 and n.input[1] in inits]
+    half = sum(w == onnx.TensorProto.FLOAT16 for w in weights)
+    return 'fp16' if weights and 2 * half > len(weights) else 'fp32'
+
+
+def export_command(onnx_path: str, precision: str) -> str:
+    """The `mgeo export` command that writes an ONNX of `precision` for the same model and camera size."""
+    meta = onnx_metadata(onnx_path)
+    size = f"{meta.get('camera_width', 'W')}x{meta.get('camera_height', 'H')}"
+    tokens = meta.get('requested_num_tokens', meta.get('num_tokens', '1200'))
+    stem = os.path.splitext(onnx_path)[0]
+    return (f'mgeo export CHECKPOINT --output {stem}.{precision}.onnx --size {size} --num-tokens {tokens} '
+            f'--precision {precision}')
+
+
+def tensorrt_flavour(trt) -> tuple[str, tuple[int, int]]:
+    """('tensorrt' | 'tensorrt_rtx', (major, minor)) of a TensorRT module."""
+    name = trt.__name__.split('.')[0]
+    flavour = 'tensorrt_rtx' if 'rtx' in name else 'tensorrt'
+    try:
+        major, minor = (int(v) for v in str(trt.__version__).split('.')[:2])
+    except ValueError:
+        major, minor = 0, 0
+    return flavour, (major, minor)
+
+
+def check_tensorrt_version(trt) -> None:
+    """Refuse TensorRT < 10: no strongly typed ONNX path we rely on, no named-tensor API (execute_async_v3)."""
+    flavour, version = tensorrt_flavour(trt)
+    if flavour == 'tensorrt' and version < MIN_TENSORRT:
+        raise MgeoError(f'TensorRT {trt.__version__} is too old: mgeo_ros needs TensorRT >= 10 (strongly typed '
+                        'networks, execute_async_v3). On Jetson use JetPack 6 (TensorRT 10.3) or 7.2 (TensorRT '
+                        '11), or run the .onnx with backend: onnxruntime')
+
+
 def parse_compute_capability(text: str) -> tuple[str, str]:
     """'SM89' or '8.9' -> ('SM89', '8.9')."""
     t = text.strip().upper().replace('SM_', 'SM')
@@ -115,16 +169,19 @@ def local_gpu() -> tuple[str, str]:
                                   'ahead-of-time TensorRT-RTX build')
 
 
-def engine_key(onnx_path: str, precision: str, trt, compute_capability: str | None = None) -> dict:
-    """The cache key of an engine built from `onnx_path` here (or for `compute_capability`, AOT)."""
+def engine_key(onnx_path: str, precision: str | None, trt, compute_capability: str | None = None) -> dict:
+    """The cache key of an engine built from `onnx_path` here (or for `compute_capability`, AOT); precision None
+    (or anything) is replaced by what the engine will really compute in: the ONNX's precision."""
     if compute_capability:
         sm, cc = parse_compute_capability(compute_capability)
         gpu = f'any {sm} (ahead-of-time)'
     else:
         gpu, cc = local_gpu()
+    _, (major, minor) = tensorrt_flavour(trt)
     return {'onnx_sha256': file_sha256(onnx_path), 'tensorrt_module': trt.__name__.split('.')[0],
-            'tensorrt_version': str(trt.__version__), 'gpu_name': gpu, 'compute_capability': cc,
-            'input_shape': onnx_input_shape(onnx_path), 'precision': precision}
+            'tensorrt_version': str(trt.__version__), 'tensorrt_major_minor': f'{major}.{minor}', 'gpu_name': gpu,
+            'compute_capability': cc, 'input_shape': onnx_input_shape(onnx_path),
+            'precision': onnx_precision(onnx_path), 'typing': TYPING}
 
 
 def read_sidecar(engine_path: str) -> dict | None:
@@ -201,24 +258,25 @@ def _progress_monitor(trt, stream=sys.stderr):
 # ---------------------------------------------------------------------------------------------------------------
 # the build itself
 def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | None = None,
-              workspace_mib: int | None = None, progress: bool = True) -> tuple[bytes, str]:
-    """Parse the ONNX and build a serialized engine; returns (bytes, effective precision)."""
+              workspace_mib: int | None = None, progress: bool = True) -> tuple[bytes, str, dict]:
+    """Parse the ONNX into a strongly typed network and build a serialized engine; returns (bytes, effective
+    precision read from the network's convolution/matmul layer types, those types counted). No precision flag
+    is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10 a strongly typed network ignores them."""
+    check_tensorrt_version(trt)
+    flags = getattr(trt, 'NetworkDefinitionCreationFlag', None)
+    if flags is None or not hasattr(flags, 'STRONGLY_TYPED'):
+        raise MgeoError(f'{trt.__name__} {trt.__version__} has no strongly typed networks; use TensorRT >= 10')
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(1 << int(flags.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(os.path.abspath(onnx_path)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise MgeoError(f'TensorRT ({trt.__name__}) cannot parse {onnx_path}: {errors}')
     config = builder.create_builder_config()
-    effective = 'fp32'
-    if precision == 'fp16':
-        if hasattr(trt.BuilderFlag, 'FP16'):
-            config.set_flag(trt.BuilderFlag.FP16)
-            effective = 'fp16'
-        else:
-            log.warning('%s builds strongly typed networks (no FP16 flag): the engine keeps the ONNX types (fp32)',
-                        trt.__name__)
+    counts = heavy_layer_types(network, trt)
+    effective = 'fp16' if counts.get('HALF', 0) * 2 > sum(counts.values()) else 'fp32'
+    log.info('strongly typed network: convolution/matmul layers by output type %s -> %s engine', counts, effective)
     if workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if compute_capability:
@@ -241,25 +299,49 @@ def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | Non
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise MgeoError(f'TensorRT ({trt.__name__}) failed to build an engine from {onnx_path} (see its log above)')
-    return bytes(serialized), effective
+    return bytes(serialized), effective, counts
+
+
+def heavy_layer_types(network, trt) -> dict[str, int]:
+    """Output type name -> count over the convolution, deconvolution and matmul layers of a parsed network: in a
+    strongly typed network these are the types TensorRT will compute in."""
+    heavy = {getattr(trt.LayerType, n) for n in ('CONVOLUTION', 'DECONVOLUTION', 'MATRIX_MULTIPLY')
+             if hasattr(trt.LayerType, n)}
+    counts: dict[str, int] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in heavy:
+            name = str(layer.get_output(0).dtype).split('.')[-1]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 Builder = Callable[..., tuple[bytes, str]]
 
 
-def build_engine(onnx_path: str, output: str, precision: str = 'fp16', rebuild: bool = True,
+def build_engine(onnx_path: str, output: str, precision: str | None = None, rebuild: bool = True,
                  trt_module: str | None = None, compute_capability: str | None = None,
                  workspace_mib: int | None = None, progress: bool = True, builder: Builder | None = None,
-                 trt=None) -> EngineBuild:
+                 trt=None, verify: bool = True) -> EngineBuild:
     """Build `output` from `onnx_path` unless a cached engine with the same key is already there.
 
+    The engine's precision is the ONNX's; `precision` (None: whatever the ONNX is) only states what the caller
+    expects, and a mismatch is refused (PrecisionMismatchError) with the export command that writes the right ONNX.
     rebuild=False refuses (EngineCacheError) a cached engine whose key differs instead of rebuilding it.
     `builder`/`trt` are injectable (tests use a fake builder; CI uses trt_module='tensorrt_rtx_bindings').
+    verify: after a build on this GPU, load the engine and run its probe (EngineProbeError when beyond budget);
+    an ahead-of-time build (compute_capability) cannot run here, and its sidecar says so.
     """
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise MgeoError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     if not os.path.isfile(onnx_path):
         raise MgeoError(f'no ONNX file at {onnx_path}')
+    have = onnx_precision(onnx_path)
+    if precision is not None and precision != have:
+        raise PrecisionMismatchError(
+            f'{onnx_path} is an {have.upper()} graph and TensorRT builds strongly typed (the engine computes in the '
+            f'ONNX\'s types), so it cannot give an {precision.upper()} engine. Export the right one: '
+            f'{export_command(onnx_path, precision)}')
     if trt is None:
         try:
             trt = import_tensorrt(trt_module)
@@ -267,6 +349,7 @@ def build_engine(onnx_path: str, output: str, precision: str = 'fp16', rebuild: 
             raise BackendUnavailableError(f'cannot build an engine: {trt_module or "tensorrt"} is not importable '
                                           f'({e}); install TensorRT (JetPack on Jetson, NVIDIA\'s pip index on '
                                           'desktop)') from e
+    check_tensorrt_version(trt)
     key = engine_key(onnx_path, precision, trt, compute_capability)
     cached = read_sidecar(output) if os.path.isfile(output) else None
     if cached is not None and cached.get('key') == key:
@@ -283,18 +366,55 @@ def build_engine(onnx_path: str, output: str, precision: str = 'fp16', rebuild: 
     log.info('building engine %s (%s)', output, reason)
     t0 = time.perf_counter()
     build = builder or trt_build
-    data, effective = build(onnx_path, precision, trt, compute_capability=compute_capability,
-                            workspace_mib=workspace_mib, progress=progress)
+    data, effective, *layer_types = build(onnx_path, precision, trt, compute_capability=compute_capability,
+                                          workspace_mib=workspace_mib, progress=progress)
     seconds = time.perf_counter() - t0
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = output + '.tmp'
     with open(tmp, 'wb') as f:
         f.write(data)
     os.replace(tmp, output)
-    sidecar = {'key': key, 'effective_precision': effective, 'build_seconds': round(seconds, 3),
+    probe = _copy_probe(onnx_path, output)
+    sidecar = {'key': key, 'effective_precision': effective, 'typing': TYPING, 'build_seconds': round(seconds, 3),
+               'heavy_layer_types': layer_types[0] if layer_types else None,
+               'probe': os.path.basename(probe) if probe else None,
                'onnx_path': os.path.abspath(onnx_path), 'onnx_metadata': onnx_metadata(onnx_path),
                'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     with open(sidecar_path(output) + '.tmp', 'w') as f:
         json.dump(sidecar, f, indent=2, sort_keys=True)
     os.replace(sidecar_path(output) + '.tmp', sidecar_path(output))
+    if verify and builder is None:
+        sidecar['probe_check'] = _verify_built(output, trt, compute_capability, probe)
+        with open(sidecar_path(output) + '.tmp', 'w') as f:
+            json.dump(sidecar, f, indent=2, sort_keys=True)
+        os.replace(sidecar_path(output) + '.tmp', sidecar_path(output))
     return EngineBuild(output, key, built=True, seconds=seconds, reason=reason)
+
+
+def _verify_built(engine_path: str, trt, compute_capability: str | None, probe: str | None) -> str:
+    """Run a freshly built engine on its probe; the verdict for the sidecar (raises EngineProbeError on failure)."""
+    if compute_capability:
+        return 'not run: ahead-of-time build (no GPU of that kind here); runs when the engine is first loaded'
+    if not probe:
+        return 'not run: no probe'
+    from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    backend = TensorRTBackend(engine_path, trt_module=trt.__name__.split('.')[0])
+    return 'ok: ' + backend.probe_check.summary() if backend.probe_check else 'not run'
+
+
+
+def _copy_probe(onnx_path: str, engine_path: str) -> str | None:
+    """Put the ONNX's probe beside the engine (`<engine stem>.probe.npz`), so the engine carries its own proof."""
+    import shutil
+
+    from mgeo_ros.runtime.probe import probe_path
+
+    src, dst = probe_path(onnx_path), probe_path(engine_path)
+    if not os.path.isfile(src):
+        log.warning('%s has no probe (%s): the engine cannot prove itself; re-export with `mgeo export` to get one',
+                    onnx_path, src)
+        return None
+    if os.path.abspath(src) != os.path.abspath(dst):
+        shutil.copyfile(src, dst)
+    return dst

@@ -8,6 +8,10 @@ Upsampling is *normalized bilinear*: depth·valid and valid are resized bilinear
 blends only valid network pixels (no depth bleeding into holes or across the mask border). The output mask is
 "bilinear coverage of valid ≥ 0.5", which behaves like a centred nearest-neighbour resize of the mask; where it is
 true the coverage is > 0, so the division is safe.
+
+The mask probability (the per-pixel confidence) is brought to the frame size the same way, on both sides of the
+mask border: a valid output pixel blends only valid network pixels, an invalid one only invalid pixels
+(`upsample_confidence`), so a confident surface does not lend its confidence to the sky beside it or the reverse.
 """
 from __future__ import annotations
 
@@ -37,6 +41,29 @@ def upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: in
         out = summed / (coverage[..., None] if summed.ndim == 3 else coverage)
     out[~mask_up] = np.nan
     return out, mask_up
+
+
+def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The h×w mask probability at width×height, float32 in [0, 1], blended on each side of the mask border apart.
+
+    Output pixels inside the upsampled mask (bilinear coverage of `valid` ≥ 0.5, the rule `upsample_valid` uses)
+    average only valid network pixels; the others only invalid ones (their coverage is then > 0.5).
+    """
+    prob = np.clip(np.nan_to_num(np.asarray(probability, np.float32), nan=0.0), 0.0, 1.0)
+    if prob.shape == (height, width):
+        return prob
+    weight = valid.astype(np.float32)
+    coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
+    inside = cv2.resize(prob * weight, (width, height), interpolation=cv2.INTER_LINEAR)
+    outside = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    outside -= inside
+    mask_up = coverage >= 0.5
+    with np.errstate(invalid='ignore', divide='ignore'):
+        inside /= coverage
+        coverage -= 1.0  # -(coverage of the invalid side)
+        outside /= coverage
+    out = np.where(mask_up, inside, -outside)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
@@ -87,4 +114,5 @@ def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrins
         normals *= inv[..., None]
 
     return {'depth': depth, 'mask': mask, 'intrinsics': intr_used, 'metric_scale': scale,
-            'normals': normals, 'intrinsics_recovered': recovered, 'shift': shift}
+            'normals': normals, 'intrinsics_recovered': recovered, 'shift': shift,
+            'mask_probability': raw.mask, 'network_valid': valid_n}

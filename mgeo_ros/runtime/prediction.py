@@ -8,6 +8,7 @@ import numpy as np
 
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.projection import unproject
+from mgeo_ros.runtime.postprocess import upsample_confidence
 
 
 @dataclass
@@ -23,6 +24,11 @@ class Prediction:
     intrinsics_recovered: True when intrinsics came from the model rather than the caller.
     metric_scale: the scale-head output that turned the affine-invariant map into metres.
     timings_ms: per-stage wall times ('preprocess', 'forward', 'postprocess', ...).
+    mask_probability, network_valid: the mask head's probability and the validity at the network resolution, from
+        which `confidence` is made on first use.
+    confidence: H×W float32 in [0, 1], the mask head's probability at the frame size (see `upsample_confidence`):
+        how sure the network is that the pixel shows measurable geometry (not sky, not a void). It is not a depth
+        error bar: a confident pixel can still be metres off when the metric scale is wrong.
     """
 
     depth: np.ndarray
@@ -33,7 +39,17 @@ class Prediction:
     intrinsics_recovered: bool = False
     shift: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    mask_probability: np.ndarray | None = field(default=None, repr=False)
+    network_valid: np.ndarray | None = field(default=None, repr=False)
 
     @cached_property
     def points(self) -> np.ndarray:
         return unproject(self.depth, self.intrinsics)
+
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        height, width = self.depth.shape
+        if self.mask_probability is None:  # built by hand without the network's outputs: the mask is all we know
+            return self.mask.astype(np.float32)
+        valid = self.network_valid if self.network_valid is not None else self.mask_probability > 0.5
+        return upsample_confidence(self.mask_probability, valid, width, height)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,19 +71,49 @@ def choose_backend(kind: str) -> str:
     return 'torch'
 
 
-def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Path) -> str:
-    """Build (or reuse) a TensorRT engine for `onnx_path` in `cache_dir` (the cache key decides reuse)."""
-    from mgeo_ros.runtime.engine_cache import build_engine
+def _engine_from_onnx(onnx_path: str, cache_dir: Path) -> str:
+    """Build (or reuse) a TensorRT engine for `onnx_path` in `cache_dir` (the cache key decides reuse); the engine
+    computes in the ONNX's precision (strongly typed)."""
+    from mgeo_ros.runtime.engine_cache import build_engine, onnx_precision
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    engine = cache_dir / (Path(onnx_path).stem + f'.{precision}.engine')
-    build_engine(onnx_path, str(engine), precision=precision, rebuild=True)
+    engine = cache_dir / (Path(onnx_path).stem + f'.{onnx_precision(onnx_path)}.engine')
+    build_engine(onnx_path, str(engine), rebuild=True, verify=False)  # the backend runs the probe when it loads
     return str(engine)
+
+
+def _onnx_beside(engine_path: str) -> str | None:
+    """The .onnx an engine was built from: the one its sidecar names, else `<stem>.onnx` beside it."""
+    from mgeo_ros.runtime.engine_cache import read_sidecar
+
+    side = read_sidecar(engine_path) or {}
+    for candidate in (side.get('onnx_path'), str(Path(engine_path).with_suffix('.onnx'))):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _tensorrt_or_fallback(engine_path: str, onnx_path: str | None, device: str | None, fallback: bool,
+                          threads: int | None) -> Backend:
+    """The TensorRT backend; an engine that fails its probe falls back to ONNX Runtime on `onnx_path` if allowed."""
+    from mgeo_ros.runtime.backends.tensorrt_backend import EngineProbeError, TensorRTBackend
+
+    try:
+        return TensorRTBackend(engine_path, device=device)
+    except EngineProbeError as e:
+        if not fallback or not onnx_path:
+            raise
+        from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        log.error('%s; falling back to ONNX Runtime on %s (engine_fallback)', e, onnx_path)
+        backend = OnnxRuntimeBackend(onnx_path, device=device, threads=threads)
+        backend.fallback_reason = str(e)
+        return backend
 
 
 def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
                    cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False,
-                   threads: int | None = None) -> Backend:
+                   threads: int | None = None, engine_fallback: bool = False) -> Backend:
     """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run."""
     if backend not in BACKENDS:
         raise BadInputError(f'backend must be one of {BACKENDS}, got {backend!r}')
@@ -111,16 +142,13 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
         from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(str(model_path), device=device, threads=threads)
-    from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
-
     if kind == 'onnx':
-        engine = _engine_from_onnx(str(model_path), 'fp32' if precision == 'fp32' and backend != 'auto' else 'fp16',
-                                   Path(cache_dir) if cache_dir else default_cache_dir())
-        return TensorRTBackend(engine, device=device)
+        engine = _engine_from_onnx(str(model_path), Path(cache_dir) if cache_dir else default_cache_dir())
+        return _tensorrt_or_fallback(engine, str(model_path), device, engine_fallback, threads)
     if kind != 'engine':
         raise BackendUnavailableError(f'tensorrt backend needs an .engine or .onnx file, got a {kind}; run '
                                       '`mgeo export` then `mgeo build-engine`')
-    return TensorRTBackend(str(model_path), device=device)
+    return _tensorrt_or_fallback(str(model_path), _onnx_beside(str(model_path)), device, engine_fallback, threads)
 
 
 class Predictor:
@@ -130,9 +158,11 @@ class Predictor:
     backend: 'auto' | 'torch' | 'onnxruntime' | 'tensorrt'.
     num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio.
     input_size: fixed network (W, H) for checkpoints; ONNX/engine files carry their own and ignore this.
-    precision: 'fp32' | 'fp16': torch autocast on CUDA; the precision of an engine built from an .onnx with
-      backend='tensorrt' (backend='auto' always builds FP16 engines). Ignored by ONNX Runtime and prebuilt engines.
+    precision: 'fp32' | 'fp16': torch autocast on CUDA. ONNX Runtime and TensorRT compute in the ONNX's own types
+      (an engine built from an .onnx is strongly typed: FP16 comes from `mgeo export --precision fp16`).
     mask_threshold: validity probability above which a pixel is kept.
+    warn: where warnings about the frames go (once per new frame size), e.g. the ROS node's logger; default the
+      `mgeo_ros.runtime` Python logger.
     device: 'cpu', 'cuda', 'cuda:1'... (None: the backend's best).
     cache_dir: where engines built from an .onnx are cached (default $MGEO_CACHE_DIR or ~/.cache/mgeo_ros).
     torch_reference_mode: torch backend only: run the reference MoGe-2 graph instead of the exported one (see
@@ -140,18 +170,22 @@ class Predictor:
     threads: CPU threads for ONNX Runtime (intra-op) and PyTorch (process-wide); None keeps their defaults. On a
       shared or busy CPU, fewer threads than cores avoids spin-waiting (measured: 5-10x slower torch at 2 threads
       on a loaded 2-core machine than at 1).
+    engine_fallback: a TensorRT engine that fails its probe (see `mgeo_ros.runtime.probe`) is replaced by ONNX
+      Runtime on the .onnx it was built from, when that file is there; off: the failure is raised.
     """
 
     def __init__(self, model_path, backend: str = 'auto', num_tokens: int = 1200,
                  input_size: tuple[int, int] | None = None, precision: str = 'fp32', device: str | None = None,
                  mask_threshold: float = 0.5, cache_dir: str | os.PathLike | None = None,
-                 torch_reference_mode: bool = False, threads: int | None = None) -> None:
+                 torch_reference_mode: bool = False, threads: int | None = None,
+                 engine_fallback: bool = False, warn: Callable[[str], None] | None = None) -> None:
         if precision not in ('fp32', 'fp16'):
             raise BadInputError(f'precision must be fp32 or fp16, got {precision!r}')
         if not 0.0 <= mask_threshold <= 1.0:
             raise BadInputError(f'mask_threshold must be in [0, 1], got {mask_threshold}')
         self.backend = create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir,
-                                      torch_reference_mode=torch_reference_mode, threads=threads)
+                                      torch_reference_mode=torch_reference_mode, threads=threads,
+                                      engine_fallback=engine_fallback)
         fixed = self.backend.input_size or (None if input_size is None else tuple(input_size))
         if fixed is not None and (fixed[0] % 14 or fixed[1] % 14):
             raise BadInputError(f'input_size must be multiples of 14 (the ViT patch), got {fixed[0]}x{fixed[1]}')
@@ -159,7 +193,8 @@ class Predictor:
         self.num_tokens = int(meta_tokens) if meta_tokens else int(num_tokens)
         self.mask_threshold = float(mask_threshold)
         self.preprocessor = Preprocessor(self.num_tokens, fixed)
-        self._aspect_warned = False
+        self.warn = warn if warn is not None else log.warning
+        self._sizes_seen: set[tuple[int, int]] = set()
         log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d', self.backend.name,
                  self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens)
 
@@ -194,9 +229,10 @@ class Predictor:
         return self.backend.forward(image, tokens)
 
     def _warn_aspect(self, w: int, h: int, nw: int, nh: int) -> None:
-        if self._aspect_warned or self.preprocessor.input_size is None:
+        """Once per new frame size: warn through `warn` when a fixed-size model stretches the frame."""
+        if (w, h) in self._sizes_seen or self.preprocessor.input_size is None:
             return
+        self._sizes_seen.add((w, h))
         if abs((w / h) / (nw / nh) - 1.0) > 0.02:
-            log.warning('frame %dx%d has another aspect ratio than the model input %dx%d: it is stretched, which '
-                        'degrades accuracy; export for this camera (mgeo export --size %dx%d)', w, h, nw, nh, w, h)
-        self._aspect_warned = True
+            self.warn(f'frame {w}x{h} has another aspect ratio than the model input {nw}x{nh}: it is stretched, '
+                      f'which degrades accuracy; export for this camera (mgeo export --size {w}x{h})')

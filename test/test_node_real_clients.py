@@ -1,0 +1,215 @@
+"""Issue 18 item 4 through the running node: what real cameras and image_transport publish, across processes.
+
+The node runs as a subprocess (its console script) on a tiny ONNX model exported at 160 x 120 with compressed input;
+this process publishes real CompressedImage / CameraInfo messages and reads the node's outputs, /diagnostics, its
+parameter service and its log.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import cv2
+import numpy as np
+import pytest
+from node_harness import NodeHarness, start_node, stop_node
+from test_real_clients import huge_png_header, png_bytes
+
+pytestmark = pytest.mark.ros
+
+W, H = 160, 120
+NODE = 'mgeo_depth_node'
+
+
+@pytest.fixture(scope='module')
+def tiny_onnx(tmp_path_factory):
+    import torch
+
+    from mgeo_ros.export.onnx_export import export_onnx
+    from mgeo_ros.model import build_model, preset
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp('clients_onnx') / 'tiny.onnx'
+    export_onnx(build_model(preset('tiny')).eval(), str(path), (W, H), num_tokens=300, parity=False)
+    return path
+
+
+@pytest.fixture(scope='module')
+def node(tiny_onnx, tmp_path_factory):
+    ns = f'/nrc{os.getpid()}'
+    log = tmp_path_factory.mktemp('clients_log') / 'node.log'
+    proc = start_node(ns, {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'image_transport': 'compressed',
+                           'diagnostics_period': 0.2, 'points_color': True}, log_path=log)
+    harness = NodeHarness(ns, 'clients_harness')
+    try:
+        harness.wait_ready(proc, timeout=90, compressed=True)
+        yield harness, proc, log
+    finally:
+        harness.close()
+        code = stop_node(proc)
+        print(f'\nnode log ({log}):\n' + log.read_text()[-4000:])
+        assert code == 0, f'the node exited with {code} on SIGINT'
+
+
+_stamp = [100]
+
+
+def _key() -> tuple[int, int]:
+    _stamp[0] += 1
+    return 7000, _stamp[0]
+
+
+def _header(key):
+    from std_msgs.msg import Header
+
+    header = Header(frame_id='cam_optical')
+    header.stamp.sec, header.stamp.nanosec = key
+    return header
+
+
+def _send(harness, data, fmt: str, key=None, info=None):
+    from sensor_msgs.msg import CompressedImage
+
+    key = key or _key()
+    if info is not None:
+        info.header = _header(key)
+        harness.info_pub.publish(info)
+        time.sleep(0.05)
+    msg = CompressedImage(header=_header(key), format=fmt)
+    msg.data = bytes(data)
+    harness.compressed_pub.publish(msg)
+    return key
+
+
+def _picture() -> np.ndarray:
+    y, x = np.mgrid[0:H, 0:W]
+    return np.stack([255 - x * 255 // W, y * 255 // H, x * 255 // W], -1).astype(np.uint8)
+
+
+def _cloud_rgb(harness, key) -> np.ndarray:
+    from mgeo_ros.ros import convert
+
+    points, rgb = convert.pointcloud2_to_numpy(harness.wait_outputs(key, topics=('points',))['points'])
+    assert rgb is not None and rgb.shape == (H, W, 3)
+    return rgb
+
+
+def _bad(harness, reason: str, after: float) -> int:
+    assert harness.wait_for(lambda: harness.latest_diagnostics(after), 5)
+    return int(harness.latest_diagnostics(after).get(f'bad_input.{reason}', 0))
+
+
+def test_png_stored_as_rgb_is_read_as_rgb(node):
+    harness, _, _ = node
+    rgb = _picture()
+    key = _send(harness, cv2.imencode('.png', rgb)[1], 'rgb8; png compressed rgb8')  # bytes in RGB order
+    np.testing.assert_array_equal(_cloud_rgb(harness, key), rgb)
+    key = _send(harness, cv2.imencode('.png', rgb[..., ::-1].copy())[1], 'rgb8; png compressed bgr8')
+    np.testing.assert_array_equal(_cloud_rgb(harness, key), rgb)
+
+
+def test_mono16_png_keeps_its_16_bits(node):
+    from mgeo_ros.ros import convert
+
+    harness, _, _ = node
+    gray = (np.random.default_rng(5).integers(0, 4096, (H, W))).astype(np.uint16)
+    key = _send(harness, cv2.imencode('.png', gray)[1], 'mono16; png compressed ')
+    expected = convert.image_to_rgb8(convert.numpy_to_image(gray, 'mono16'))  # raw mono16, same camera
+    np.testing.assert_array_equal(_cloud_rgb(harness, key), expected)
+
+
+def test_camera_info_p_describes_the_rectified_image(node):
+    from sensor_msgs.msg import CameraInfo
+
+    harness, _, _ = node
+    info = CameraInfo(width=W, height=H, distortion_model='plumb_bob', d=[-0.25, 0.08, 0.0, 0.0, 0.0])
+    info.k = [210.0, 0.0, 81.0, 0.0, 209.0, 60.0, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [180.0, 0.0, 79.0, 0.0, 0.0, 178.0, 61.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    key = _send(harness, cv2.imencode('.png', _picture())[1], 'rgb8; png compressed rgb8', info=info)
+    published = harness.wait_outputs(key, topics=('depth/camera_info',))['depth/camera_info']
+    k = np.reshape(published.k, (3, 3))
+    np.testing.assert_allclose([k[0, 0], k[1, 1], k[0, 2], k[1, 2]], [180.0, 178.0, 79.0, 61.0])
+    np.testing.assert_allclose(np.reshape(published.p, (3, 4))[:, :3], k)  # publishes what it used
+    assert harness.wait_for(lambda: harness.latest_diagnostics().get('intrinsics_source') == 'camera_info (P)', 5)
+
+
+def test_unrectified_camera_is_warned_once_and_rectify_applies_live(node):
+    from sensor_msgs.msg import CameraInfo
+
+    harness, _, log = node
+    info = CameraInfo(width=W, height=H, distortion_model='plumb_bob', d=[-0.3, 0.1, 0.0, 0.0, 0.0])
+    info.k = [200.0, 0.0, 80.0, 0.0, 200.0, 60.0, 0.0, 0.0, 1.0]
+    info.p = [200.0, 0.0, 80.0, 0.0, 0.0, 200.0, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # P = K with D != 0
+    png = cv2.imencode('.png', _picture())[1]
+    for _ in range(2):
+        harness.wait_outputs(_send(harness, png, 'rgb8; png compressed rgb8', info=info), topics=('depth/image',))
+    warned = [line for line in log.read_text().splitlines() if 'looks like an unrectified' in line]
+    assert len(warned) == 1 and '[WARN]' in warned[0], warned
+    results = harness.set_parameters(NODE, {'rectify': True})
+    assert results[0].successful, results[0].reason
+    after = time.monotonic()
+    harness.wait_outputs(_send(harness, png, 'rgb8; png compressed rgb8', info=info), topics=('depth/image',))
+    assert harness.wait_for(lambda: 'latency_ms.rectify' in harness.latest_diagnostics(after), 5)
+    assert harness.set_parameters(NODE, {'rectify': False})[0].successful
+
+
+def _peak_rss_mib(pid: int) -> float:
+    text = open(f'/proc/{pid}/status').read()
+    return int(re.search(r'VmHWM:\s+(\d+) kB', text).group(1)) / 1024
+
+
+def test_oversized_frames_are_refused_before_decoding_by_their_own_reason(node):
+    harness, proc, _ = node
+    before = _peak_rss_mib(proc.pid)
+    start = time.monotonic()
+    _send(harness, huge_png_header(), 'rgb8; png compressed bgr8')  # 40000 x 40000: over OpenCV's own limit
+    time.sleep(0.3)
+    _send(harness, png_bytes(8000, 8000), 'mono8; png compressed ')  # 61 KiB that decode to 8000 x 8000
+    assert harness.wait_for(lambda: _bad(harness, 'image_too_large', start) == 2, 10), harness.latest_diagnostics()
+    assert _bad(harness, 'internal_error', start) == 0
+    grown = _peak_rss_mib(proc.pid) - before
+    assert grown < 48, f'the node\'s peak memory grew by {grown:.0f} MiB'
+    key = _send(harness, cv2.imencode('.png', _picture())[1], 'rgb8; png compressed rgb8')
+    harness.wait_outputs(key, topics=('depth/image',))  # and it keeps working
+
+
+def test_damaged_pngs_are_one_throttled_reason_and_libpng_stays_quiet(node):
+    harness, _, log = node
+    start = time.monotonic()
+    lines_before = len(log.read_text().splitlines())
+    png = bytearray(cv2.imencode('.png', _picture())[1].tobytes())
+    png[len(png) // 2] ^= 0xFF
+    for _ in range(12):
+        _send(harness, png, 'rgb8; png compressed bgr8')
+        time.sleep(0.05)
+    assert harness.wait_for(lambda: _bad(harness, 'image_decode', start) >= 6, 10), harness.latest_diagnostics()
+    new = log.read_text().splitlines()[lines_before:]
+    assert not [line for line in new if line.startswith('libpng')], new
+    said = [line for line in new if 'does not decode' in line]
+    assert 1 <= len(said) <= 2 and '[WARN]' in said[0] and 'libpng' in said[0], said  # throttled, with libpng's words
+
+
+def test_frame_sizes_that_stretch_the_model_are_warned_through_the_ros_log_once_each(node):
+    harness, _, log = node
+    for w, h in ((160, 90), (90, 160), (160, 90)):
+        rgb = np.ascontiguousarray(cv2.resize(_picture(), (w, h)))
+        key = _send(harness, cv2.imencode('.png', rgb)[1], 'rgb8; png compressed rgb8')
+        harness.wait_outputs(key, topics=('depth/image',))
+    text = log.read_text().splitlines()
+    for size in ('160x90', '90x160'):
+        said = [line for line in text if f'frame {size} has another aspect ratio' in line]
+        assert len(said) == 1 and said[0].startswith('[WARN]') and NODE in said[0], said
+
+
+def test_a_parameter_of_the_wrong_type_is_refused_naming_it_and_the_type(node):
+    harness, _, _ = node
+    result = harness.set_parameters(NODE, {'points_stride': 2.5})[0]
+    assert not result.successful
+    assert 'points_stride' in result.reason and 'integer' in result.reason, result.reason
+    result = harness.set_parameters(NODE, {'max_depth': 'far'})[0]
+    assert not result.successful and 'max_depth' in result.reason and 'number' in result.reason, result.reason
+    assert harness.set_parameters(NODE, {'max_depth': 5})[0].successful  # an integer for a float is fine
+    assert harness.set_parameters(NODE, {'max_depth': 0.0})[0].successful
