@@ -231,7 +231,8 @@ class MultiCameraHarness:
 
     OUTPUTS = NodeHarness.OUTPUTS + ('depth/confidence', 'depth/normals')  # every output of every camera
 
-    def __init__(self, ns: str, cameras: list[str], name: str = 'multi_harness') -> None:
+    def __init__(self, ns: str, cameras: list[str], name: str = 'multi_harness',
+                 outputs: tuple[str, ...] | None = None) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -239,6 +240,8 @@ class MultiCameraHarness:
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         self.ns, self.cameras = ns, list(cameras)
+        if outputs is not None:
+            self.OUTPUTS = tuple(outputs)
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)

@@ -7,8 +7,8 @@
 forward: ONNX Runtime throughput of one batch-4 forward against four batch-1 forwards (same process, interleaved).
 multi: one node serving four cameras fed at 10 Hz each from this process; per-camera output rate, image publish ->
 depth received latency, and the node's peak RSS (VmHWM). single: the same four streams into four single-camera
-nodes; their rates, latencies and the sum of their peak RSS. Not a test (no test_ prefix): numbers depend on the
-machine and its load.
+nodes; their rates, latencies and the sum of their peak RSS. Every output is subscribed in both. Not a test (no
+test_ prefix): numbers depend on the machine and its load.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fa
 from node_harness import MultiCameraHarness, NodeHarness, start_multi_node, start_node, stop_node  # noqa: E402
 
 CAMERAS = ['front', 'left', 'right', 'rear']
+OUTPUTS = MultiCameraHarness.OUTPUTS  # every output of the node subscribed, in both setups
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -114,7 +115,7 @@ def measure_multi(model: str, seconds: float, rate: float, warmup: float) -> dic
     log = Path(f'/tmp/node_measure_multi_{os.getpid()}.log')
     proc = start_multi_node(ns, CAMERAS, {'model': model, 'backend': 'onnxruntime', 'diagnostics_period': 0.5},
                             log_path=log)
-    harness = MultiCameraHarness(ns, CAMERAS, 'measure_multi')
+    harness = MultiCameraHarness(ns, CAMERAS, 'measure_multi', outputs=OUTPUTS)
     try:
         harness.wait_ready(proc, timeout=180)
 
@@ -143,7 +144,7 @@ def measure_single(model: str, seconds: float, rate: float, warmup: float) -> di
             ns = f'/scm{os.getpid()}_{cam}'
             procs[cam] = start_node(ns, {'model': model, 'backend': 'onnxruntime', 'diagnostics_period': 0.5},
                                     log_path=Path(f'/tmp/node_measure_single_{os.getpid()}_{cam}.log'))
-            harnesses[cam] = NodeHarness(ns, f'measure_{cam}')
+            harnesses[cam] = NodeHarness(ns, f'measure_{cam}', outputs=OUTPUTS)
         for cam in CAMERAS:
             harnesses[cam].wait_ready(procs[cam], timeout=180)
 
