@@ -1,15 +1,24 @@
 # Two commands set up a fresh machine: `make demo` (the main job) and `make test` (the whole suite).
-# Both create .venv (Python 3.11) from the pinned requirement files when it is missing or stale.
+# Both create .venv (Python 3.11, ROS 2 Kilted, everything) from the pinned requirement files when it is missing or
+# stale. `make test` also runs the Jazzy job: .venv-jazzy (Python 3.12, ROS 2 Jazzy wheels, runtime requirements only,
+# no torch) runs the tests marked ros_runtime against ONNX models exported by .venv.
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.requirements.sha
-REQ_HASH := $(shell cat requirements.txt requirements-ros.txt | sha256sum | cut -c1-16)
+MAIN_REQS := requirements.txt requirements-ros.txt requirements-runtime.txt requirements-train.txt \
+	requirements-export.txt requirements-tensorrt.txt requirements-test.txt
+REQ_HASH := $(shell cat $(MAIN_REQS) | sha256sum | cut -c1-16)
+JAZZY := .venv-jazzy
+JAZZY_PY := $(JAZZY)/bin/python
+JAZZY_REQS := requirements-ros-jazzy.txt requirements-runtime.txt requirements-test.txt
+JAZZY_HASH := $(shell cat $(JAZZY_REQS) | sha256sum | cut -c1-16)
+PYTHON312 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
 # ROS traffic stays on this host; each run picks its own domain unless one is given.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= $(shell echo $$(( ($$$$ % 90) + 5 )))
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_large_frames.xml
 
-.PHONY: venv test lint pytest colcon demo bench clean
+.PHONY: venv venv-jazzy test lint pytest colcon test-jazzy demo bench clean
 
 venv:
 	@if [ ! -x $(PY) ] || [ "$$(cat $(STAMP) 2>/dev/null)" != "$(REQ_HASH)" ]; then \
@@ -24,11 +33,23 @@ venv:
 	  .venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v '^WARNING: Location' || true; \
 	  touch .venv/.editable; fi
 
+# The torch-free runtime venv: ROS 2 Jazzy wheels + requirements-runtime.txt + pytest (from requirements-test.txt).
+venv-jazzy:
+	@if [ -z "$(PYTHON312)" ]; then echo "[mgeo] no python3.12 found (set PYTHON312=...)"; exit 1; fi
+	@if [ ! -x $(JAZZY_PY) ] || [ "$$(cat $(JAZZY)/.requirements.sha 2>/dev/null)" != "$(JAZZY_HASH)" ]; then \
+	  echo "[mgeo] creating $(JAZZY) (Python 3.12, ROS 2 Jazzy, runtime only; about 30 s)"; \
+	  rm -rf $(JAZZY) && $(PYTHON312) -m venv $(JAZZY) && \
+	  $(JAZZY)/bin/pip install -q --upgrade pip==26.3 && \
+	  $(JAZZY)/bin/pip install -q -r requirements-ros-jazzy.txt -r requirements-runtime.txt \
+	    "$$(grep -E '^pytest==' requirements-test.txt)" 2>&1 | grep -v '^WARNING: Location' || true; \
+	  $(JAZZY_PY) -c "import rclpy, onnxruntime, cv2" && echo "$(JAZZY_HASH)" > $(JAZZY)/.requirements.sha; \
+	fi
+
 lint: venv
 	.venv/bin/ruff check .
 
 pytest: venv
-	$(PY) -m pytest -q -ra -m "not colcon" test
+	$(PY) -m pytest -q -ra -m "not colcon and not runtime_venv" test
 
 colcon: venv
 	@set -e; source .venv/bin/activate; export AMENT_PREFIX_PATH=$$VIRTUAL_ENV; \
@@ -38,7 +59,16 @@ colcon: venv
 	  colcon test --event-handlers console_direct+ --pytest-args -m colcon; \
 	  colcon test-result --verbose
 
-test: lint pytest colcon
+# Jazzy job: .venv exports the ONNX models (it has torch), then the Jazzy venv runs every test module that holds
+# ros_runtime tests, selecting them by marker (the torch-needing tests in those modules are deselected, not skipped).
+test-jazzy: venv venv-jazzy
+	@set -e; start=$$(date +%s); models=$$(mktemp -d); trap 'rm -rf "$$models"' EXIT; \
+	  $(PY) test/runtime_models.py "$$models" 2>&1 | grep -v Warning | tail -1; \
+	  MGEO_RUNTIME_MODELS="$$models" PYTHONPATH=$(CURDIR) $(JAZZY_PY) -m pytest -q -ra -p no:cacheprovider \
+	    -m "ros_runtime or runtime_venv" $$(grep -l -E 'ros_runtime|runtime_venv' test/test_*.py); \
+	  echo "[mgeo] Jazzy job (model export + torch-free tests): $$(( $$(date +%s) - start )) s"
+
+test: lint pytest colcon test-jazzy
 
 demo: venv
 	$(PY) -m mgeo_ros.cli demo --out demo_out

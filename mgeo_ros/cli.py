@@ -22,6 +22,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'replay': ('mgeo_ros.ros.replay_cli', 'play a ROS 2 bag into the graph, optionally recording outputs'),
     'demo': ('mgeo_ros.demo', 'the main job: synthetic bag -> node -> recorded outputs -> report'),
 }
+# Subcommands that train: this file (which may import every layer) hands them the held-out evaluator built on the
+# eval layer's metrics, so `mgeo_ros.train` never imports `mgeo_ros.eval` (DESIGN.md).
+TRAINING_COMMANDS = ('train', 'distill')
+
+
+def holdout_evaluator():
+    """`train.holdout.evaluate_holdout` scoring with `eval.metrics.depth_metrics`."""
+    from mgeo_ros.eval.metrics import depth_metrics
+    from mgeo_ros.train.holdout import holdout_evaluator as make
+
+    return make(depth_metrics)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -34,6 +45,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
+            if name in TRAINING_COMMANDS:
+                p.set_defaults(evaluator=holdout_evaluator())
     return parser
 
 

@@ -8,9 +8,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(5 + os.getpid() % 90))
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_large_frames.xml'))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from mgeo_ros.ros.fastdds import profile_env  # noqa: E402 (needs the repo on the path)
+
+# the large-frames profile, under the name the installed Fast DDS reads (FASTRTPS_... on Fast DDS 2.x: Jazzy)
+_PROFILE = os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_large_frames.xml'))
+for _name, _value in profile_env(_PROFILE).items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope='session')

@@ -10,6 +10,8 @@ from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, NodeStats, Throttled
 from mgeo_ros.ros.frame_slot import FrameSlot
 from mgeo_ros.ros.scale_filter import ScaleFilter
 
+pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
+
 
 # ---- frame slot -------------------------------------------------------------------------------------------------
 def test_slot_newest_wins_and_counts_drops():

@@ -13,10 +13,11 @@ import time
 import cv2
 import numpy as np
 import pytest
+import runtime_models
 from node_harness import NodeHarness, start_node, stop_node
 from test_real_clients import huge_png_header, png_bytes
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
 W, H = 160, 120
 NODE = 'mgeo_depth_node'
@@ -24,16 +25,8 @@ NODE = 'mgeo_depth_node'
 
 @pytest.fixture(scope='module')
 def tiny_onnx(tmp_path_factory):
-    import torch
-
-    from mgeo_ros.export.onnx_export import export_onnx
-    from mgeo_ros.model import build_model, preset
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp('clients_onnx') / 'tiny.onnx'
-    export_onnx(build_model(preset('tiny')).eval(), str(path), (W, H), num_tokens=300, parity=False)
-    return path
+    """Exported here with torch, or read from MGEO_RUNTIME_MODELS in the torch-free Jazzy job."""
+    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('clients_onnx'))
 
 
 @pytest.fixture(scope='module')

@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 import pytest
+import runtime_models
 from node_harness import NodeHarness, start_node, stop_node
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
 W, H = 160, 120
 
@@ -28,16 +29,8 @@ def _no_torch_env(tmp_path) -> dict:
 
 @pytest.fixture(scope='module')
 def tiny_onnx(tmp_path_factory):
-    import torch
-
-    from mgeo_ros.export.onnx_export import export_onnx
-    from mgeo_ros.model import build_model, preset
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp('node_onnx') / 'tiny.onnx'
-    export_onnx(build_model(preset('tiny')).eval(), str(path), (W, H), num_tokens=300, parity=False)
-    return path
+    """Exported here with torch, or read from MGEO_RUNTIME_MODELS in the torch-free Jazzy job."""
+    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('node_onnx'))
 
 
 def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):

@@ -20,6 +20,8 @@ from mgeo_ros.image_header import read_header
 from mgeo_ros.native_stderr import claim_stderr
 from mgeo_ros.ros import convert as C
 
+pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
+
 W, H = 64, 48
 
 

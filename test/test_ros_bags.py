@@ -19,6 +19,8 @@ from mgeo_ros.geometry import Intrinsics, unproject
 from mgeo_ros.ros import cloud, convert
 from mgeo_ros.ros.bag_player import message_class, parse_remaps
 
+pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
+
 TS = get_typestore(Stores.ROS2_KILTED)
 STORAGES = {'sqlite3': (StoragePlugin.SQLITE3, 8), 'mcap': (StoragePlugin.MCAP, 9)}
 W, H = 64, 48

@@ -7,6 +7,8 @@ import pytest
 from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros import cloud, convert
 
+pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
+
 W, H = 20, 15
 INTR = Intrinsics(fx=18.0, fy=18.0, cx=9.5, cy=7.0, width=W, height=H)
 

@@ -15,6 +15,8 @@ from mgeo_ros.geometry import Intrinsics, unproject
 from mgeo_ros.ros import cloud
 from mgeo_ros.ros import convert as C
 
+pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
+
 W, H = 64, 48
 RNG = np.random.default_rng(7)
 

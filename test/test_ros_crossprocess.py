@@ -53,6 +53,7 @@ def _wait(node, predicate, timeout_s):
     return predicate()
 
 
+@pytest.mark.ros_runtime
 def test_image_camera_info_and_cloud_round_trip_through_another_process(ros_node, echo_child):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -102,10 +103,11 @@ def test_image_camera_info_and_cloud_round_trip_through_another_process(ros_node
     np.testing.assert_array_equal(back_rgb, rgb[::2, ::2])
 
 
+@pytest.mark.ros_runtime
 def test_best_effort_640x480_stream_crosses_processes(ros_node, ros_env):
     """A camera-like best-effort stream of 640x480 rgb8 frames at 30 Hz into another process: with the Fast DDS
-    large-frames profile (set by conftest, inherited by the child) nearly every frame arrives; Fast DDS's default
-    shared-memory segment drops most of them."""
+    large-frames profile (set by conftest under the name this Fast DDS reads, inherited by the child) nearly every
+    frame arrives; Fast DDS's default shared-memory segment drops most of them."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header

@@ -119,13 +119,21 @@ def test_tensorrt_backend_imports_without_torch():
     """The node's TensorRT path must not need PyTorch: import the backend (and the predictor) with torch blocked."""
     code = '''
 import importlib.abc, sys
+tried = []
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == 'torch' or name.startswith('torch.') or name == 'pycuda' or name.startswith('pycuda.'):
+            tried.append(name)
             raise ImportError('blocked for this test: ' + name)
 sys.meta_path.insert(0, Block())
 import mgeo_ros.runtime.backends.tensorrt_backend as t
-import mgeo_ros.runtime.predictor, mgeo_ros.runtime.probe, mgeo_ros.runtime.engine_cache
+import mgeo_ros.runtime.predictor, mgeo_ros.runtime.probe, mgeo_ros.runtime.engine_cache as cache
+from mgeo_ros.errors import BackendUnavailableError
+try:  # asking for the GPU (engine cache key) must not even try torch
+    cache.local_gpu()
+except BackendUnavailableError:
+    pass
+assert tried == [], tried
 try:
     import torch
     raise SystemExit('torch was importable')

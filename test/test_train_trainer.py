@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from mgeo_ros.cli import holdout_evaluator
 from mgeo_ros.cli import main as mgeo_main
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.train.config import describe, load_config, parse_override
@@ -137,7 +138,7 @@ def test_ema_weights_are_released_and_saved_for_resume(tmp_path):
 def test_gradient_accumulation_consumes_micro_batches_and_eval_every(tmp_path):
     cfg = load_config(TINY, dict(_fast_overrides(), out=str(tmp_path / 'acc'), max_steps=3, grad_accum=3,
                                  eval_every=1, eval_count=2))
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, evaluator=holdout_evaluator())      # what `mgeo train` hands in
     stream = iter(trainer._stream())
     taken = []
 

@@ -20,6 +20,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from mgeo_ros.errors import BadInputError
+from mgeo_ros.ros.compat import publisher_count
 
 QOS_KINDS = ('reliable', 'best_effort', 'sensor_data')
 
@@ -231,7 +232,8 @@ class BagRecorder:
         """True once every recorded topic is subscribed and matched to a publisher; False at the timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
-            if not self.pending and all(s.get_publisher_count() > 0 for s in self.subscriptions.values()):
+            if not self.pending and all(publisher_count(self.node, s) > 0
+                                         for s in self.subscriptions.values()):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
@@ -136,9 +137,11 @@ class CameraChannel:
         if cfg['image_transport'] == 'compressed':
             # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
             topic = self.node.resolve_topic_name(self.topic('image')) + '/compressed'
-            self.image_sub = self.node.create_subscription(CompressedImage, topic, self._on_compressed, qos)
+            self.image_sub = self.node.create_subscription(CompressedImage, topic,
+                                                           with_message_info(self._on_compressed), qos)
         else:
-            self.image_sub = self.node.create_subscription(Image, self.topic('image'), self._on_image, qos)
+            self.image_sub = self.node.create_subscription(Image, self.topic('image'),
+                                                           with_message_info(self._on_image), qos)
         self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
         self.stats.active = True
 

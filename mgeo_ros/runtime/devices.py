@@ -7,6 +7,10 @@ import importlib
 import os
 import sys
 
+from mgeo_ros.errors import MgeoError
+
+MIN_TENSORRT = (10, 0)
+
 
 @functools.lru_cache(maxsize=1)
 def has_nvidia_gpu() -> bool:
@@ -41,3 +45,49 @@ def tensorrt_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def tensorrt_flavour(trt) -> tuple[str, tuple[int, int]]:
+    """('tensorrt' | 'tensorrt_rtx', (major, minor)) of a TensorRT module."""
+    name = trt.__name__.split('.')[0]
+    flavour = 'tensorrt_rtx' if 'rtx' in name else 'tensorrt'
+    try:
+        major, minor = (int(v) for v in str(trt.__version__).split('.')[:2])
+    except ValueError:
+        major, minor = 0, 0
+    return flavour, (major, minor)
+
+
+def check_tensorrt_version(trt) -> None:
+    """Refuse TensorRT < 10: no strongly typed ONNX path we rely on, no named-tensor API (execute_async_v3)."""
+    flavour, version = tensorrt_flavour(trt)
+    if flavour == 'tensorrt' and version < MIN_TENSORRT:
+        raise MgeoError(f'TensorRT {trt.__version__} is too old: mgeo_ros needs TensorRT >= 10 (strongly typed '
+                        'networks, execute_async_v3). On Jetson use JetPack 6 (TensorRT 10.3) or 7.2 (TensorRT '
+                        '11), or run the .onnx with backend: onnxruntime')
+
+
+def sidecar_path(engine_path: str) -> str:
+    """The JSON file next to an engine that records how (and for what) it was built."""
+    return engine_path + '.json'
+
+
+def cuda_device(index: int = 0) -> tuple[str, str] | None:
+    """(name, compute capability 'X.Y') of a CUDA device from cuda-python, or from torch when torch is already
+    imported; None when neither sees one. Importing torch here would cost the TensorRT node seconds and GBs."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        cudart = None
+    if cudart is not None:
+        try:
+            err, props = cudart.cudaGetDeviceProperties(index)
+            if int(err) == 0:
+                name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+                return name.rstrip('\x00'), f'{props.major}.{props.minor}'
+        except Exception:  # no driver/library (cuda-python raises rather than returning an error here)
+            pass
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(index), '{}.{}'.format(*torch.cuda.get_device_capability(index))
+    return None

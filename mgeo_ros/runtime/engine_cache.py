@@ -30,12 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mgeo_ros.errors import BackendUnavailableError, MgeoError
-from mgeo_ros.runtime.devices import import_tensorrt
+from mgeo_ros.runtime.devices import (
+    check_tensorrt_version,
+    cuda_device,
+    import_tensorrt,
+    sidecar_path,
+    tensorrt_flavour,
+)
 
 log = logging.getLogger('mgeo_ros.runtime')
 PRECISIONS = ('fp16', 'fp32')
 TYPING = 'strong'
-MIN_TENSORRT = (10, 0)
 _HEAVY_OPS = ('Conv', 'ConvTranspose', 'MatMul', 'Gemm', 'Einsum')
 
 
@@ -56,11 +61,6 @@ class EngineBuild:
     built: bool
     seconds: float
     reason: str
-
-
-def sidecar_path(engine_path: str) -> str:
-    """The JSON file next to an engine that records how (and for what) it was built."""
-    return engine_path + '.json'
 
 
 def file_sha256(path: str) -> str:
@@ -117,26 +117,6 @@ def export_command(onnx_path: str, precision: str) -> str:
             f'--precision {precision}')
 
 
-def tensorrt_flavour(trt) -> tuple[str, tuple[int, int]]:
-    """('tensorrt' | 'tensorrt_rtx', (major, minor)) of a TensorRT module."""
-    name = trt.__name__.split('.')[0]
-    flavour = 'tensorrt_rtx' if 'rtx' in name else 'tensorrt'
-    try:
-        major, minor = (int(v) for v in str(trt.__version__).split('.')[:2])
-    except ValueError:
-        major, minor = 0, 0
-    return flavour, (major, minor)
-
-
-def check_tensorrt_version(trt) -> None:
-    """Refuse TensorRT < 10: no strongly typed ONNX path we rely on, no named-tensor API (execute_async_v3)."""
-    flavour, version = tensorrt_flavour(trt)
-    if flavour == 'tensorrt' and version < MIN_TENSORRT:
-        raise MgeoError(f'TensorRT {trt.__version__} is too old: mgeo_ros needs TensorRT >= 10 (strongly typed '
-                        'networks, execute_async_v3). On Jetson use JetPack 6 (TensorRT 10.3) or 7.2 (TensorRT '
-                        '11), or run the .onnx with backend: onnxruntime')
-
-
 def parse_compute_capability(text: str) -> tuple[str, str]:
     """'SM89' or '8.9' -> ('SM89', '8.9')."""
     t = text.strip().upper().replace('SM_', 'SM')
@@ -148,14 +128,11 @@ def parse_compute_capability(text: str) -> tuple[str, str]:
 
 
 def local_gpu() -> tuple[str, str]:
-    """(GPU name, compute capability 'X.Y') of GPU 0, from torch or nvidia-smi; BackendUnavailableError if none."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0), '{}.{}'.format(*torch.cuda.get_device_capability(0))
-    except ImportError:
-        pass
+    """(GPU name, compute capability 'X.Y') of GPU 0, from cuda-python, torch when it is already imported, or
+    nvidia-smi; BackendUnavailableError if none. Never imports torch: the TensorRT path must not need it."""
+    found = cuda_device()
+    if found is not None:
+        return found
     try:
         out = subprocess.run(['nvidia-smi', '--query-gpu=name,compute_cap', '--format=csv,noheader'],
                              capture_output=True, text=True, timeout=20, check=True).stdout.strip().splitlines()
@@ -164,7 +141,7 @@ def local_gpu() -> tuple[str, str]:
             return name, cc
     except (OSError, subprocess.SubprocessError, ValueError):
         pass
-    raise BackendUnavailableError('no NVIDIA GPU found (torch.cuda and nvidia-smi see none); a TensorRT engine '
+    raise BackendUnavailableError('no NVIDIA GPU found (cuda-python and nvidia-smi see none); a TensorRT engine '
                                   'must be built on the GPU that will run it, or give a compute capability for an '
                                   'ahead-of-time TensorRT-RTX build')
 

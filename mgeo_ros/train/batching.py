@@ -11,40 +11,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.train.config import DatasetSpec, TrainConfig
+from mgeo_ros.train.data.fit import fit_sample
 from mgeo_ros.train.data.sample import Sample
 
 LABEL_TYPES = ('A', 'B', 'C')
 _RANK_SEED_STRIDE = 1_000_003
 _WORKER_SEED_STRIDE = 7919
-
-
-def fit_sample(sample: Sample, width: int, height: int) -> Sample:
-    """Centre-crop to the target aspect ratio, then resize (area for RGB, nearest for depth/mask); intrinsics follow."""
-    h, w = sample.depth.shape
-    if (w, h) == (width, height):
-        return sample
-    target = width / height
-    if w / h > target:
-        cw, ch = max(1, round(h * target)), h
-    else:
-        cw, ch = w, max(1, round(w / target))
-    x0, y0 = (w - cw) // 2, (h - ch) // 2
-    rgb = sample.rgb[y0:y0 + ch, x0:x0 + cw]
-    depth = sample.depth[y0:y0 + ch, x0:x0 + cw]
-    mask = sample.mask[y0:y0 + ch, x0:x0 + cw]
-    intr = sample.intrinsics.cropped(x0, y0, cw, ch).resized(width, height)
-    interp = cv2.INTER_AREA if cw > width else cv2.INTER_LINEAR
-    rgb = cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=interp)
-    depth = cv2.resize(np.ascontiguousarray(depth, dtype=np.float32), (width, height),
-                       interpolation=cv2.INTER_NEAREST)
-    mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-    return replace(sample, rgb=rgb, depth=depth, mask=mask, intrinsics=intr)
 
 
 def sample_tensors(sample: Sample) -> dict[str, torch.Tensor]:

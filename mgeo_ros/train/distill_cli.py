@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.train.cli_entry import add_override_arguments, evaluator_from, load_run_config, standalone_main
+
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
 
 
@@ -38,9 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also keep the student config's own datasets (e.g. synthetic) in the mix")
     parser.add_argument('--num-tokens', type=int, default=1200, help='teacher ViT tokens (default 1200)')
     parser.add_argument('--device', default='cpu', help="torch device for the teacher (default 'cpu')")
-    parser.add_argument('--max-steps', type=int, default=None, help='override the student max_steps')
-    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
-                        help='override any student config field (as in mgeo train)')
+    add_override_arguments(parser, what='student config')
 
 
 def folder_images(root: str, every: int = 1) -> Iterator[tuple[str, np.ndarray, object]]:
@@ -107,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mgeo_ros.model import load_checkpoint
-    from mgeo_ros.train.config import load_config, parse_override
     from mgeo_ros.train.data.folder import write_sample
     from mgeo_ros.train.trainer import train
 
@@ -130,11 +129,7 @@ def run(args: argparse.Namespace) -> int:
     (pseudo_dir / 'meta.json').write_text(json.dumps({'metric': True, 'teacher': str(args.teacher)}))
     del teacher
 
-    overrides = dict(parse_override(t) for t in args.overrides)
-    overrides['out'] = str(out / 'student')
-    if args.max_steps is not None:
-        overrides['max_steps'] = args.max_steps
-    cfg = load_config(args.config, overrides)
+    cfg = load_run_config(args.config, args, out=str(out / 'student'))
     from mgeo_ros.train.config import DatasetSpec
 
     # pseudo labels are dense but not exact: label type B (no finest local level)
@@ -143,17 +138,10 @@ def run(args: argparse.Namespace) -> int:
         mix.append(DatasetSpec(type='folder', root=args.labelled, weight=args.labelled_weight,
                                label_type=args.labelled_type))
     cfg.datasets = mix + (list(cfg.datasets) if args.keep_config_data else [])
-    summary = train(cfg)
+    summary = train(cfg, evaluator=evaluator_from(args))
     summary['pseudo_labelled'] = labelled
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mgeo distill', description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+main = standalone_main('mgeo distill', __doc__, add_arguments, run)

@@ -1,4 +1,7 @@
-"""Held-out evaluation during training: the model against a constant-depth baseline, with `mgeo_ros.eval.metrics`.
+"""Held-out evaluation during training: the model against a constant-depth baseline.
+
+The depth metrics are handed in (`holdout_evaluator(metrics)`; `mgeo train` hands in `mgeo_ros.eval.metrics.
+depth_metrics`): training never imports the evaluation layer, which itself depends on training's data.
 
 Metric depth (no alignment) and scale-aligned depth are scored. The metric baseline predicts one constant for every
 pixel of every frame (the median GT depth of the held-out set — an oracle constant); the scale-aligned baseline is a
@@ -6,7 +9,8 @@ constant per frame after the same per-frame scale alignment the model gets.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +19,11 @@ from mgeo_ros.train.data.sample import Sample
 
 if TYPE_CHECKING:
     import torch
+
+# depth_metrics(pred, gt, mask, alignment=...) -> {'abs_rel': ..., 'delta1': ..., ...}; alignment 'none' or 'scale'
+DepthMetrics = Callable[..., dict]
+# evaluator(model, samples, num_tokens) -> the METRIC_KEYS scores; what the trainer is handed
+Evaluator = Callable[['torch.nn.Module', Sequence[Sample], int], dict[str, float]]
 
 # what evaluate_holdout returns (besides 'step', which the trainer adds); light to import, so the config can check
 # `keep_best` against it before a run starts
@@ -29,7 +38,7 @@ def higher_is_better(key: str) -> bool:
 
 def holdout_samples(count: int, seed: int, size: tuple[int, int], root: str | None = None) -> list[Sample]:
     """`count` synthetic scenes (seed disjoint from training) or the first `count` frames of a folder dataset."""
-    from mgeo_ros.train.batching import fit_sample
+    from mgeo_ros.train.data.fit import fit_sample
 
     if root:
         from mgeo_ros.train.data import FolderDataset
@@ -40,10 +49,15 @@ def holdout_samples(count: int, seed: int, size: tuple[int, int], root: str | No
     return [fit_sample(ds[i], *size) for i in range(len(ds))]
 
 
-def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_tokens: int) -> dict[str, float]:
+def holdout_evaluator(metrics: DepthMetrics) -> Evaluator:
+    """The trainer's evaluator: `evaluate_holdout` scoring with `metrics`."""
+    return functools.partial(evaluate_holdout, metrics=metrics)
+
+
+def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_tokens: int, *,
+                     metrics: DepthMetrics) -> dict[str, float]:
     """Mean AbsRel/δ1 over frames for the model and the constant baseline: keys `{model,baseline}_{metric,scale}_
-    {abs_rel,delta1}`. Raises ImportError when `mgeo_ros.eval.metrics` is missing (the trainer logs and skips)."""
-    from mgeo_ros.eval.metrics import depth_metrics
+    {abs_rel,delta1}`, each scored by `metrics`."""
     from mgeo_ros.train.teacher import infer_depth
 
     was_training = model.training
@@ -61,7 +75,7 @@ def evaluate_holdout(model: torch.nn.Module, samples: Sequence[Sample], num_toke
             base = np.full_like(gt, constant)
             for who, depth in (('model', pred), ('baseline', base)):
                 for tag, alignment in (('metric', 'none'), ('scale', 'scale')):
-                    m = depth_metrics(depth, gt, mask, alignment=alignment)
+                    m = metrics(depth, gt, mask, alignment=alignment)
                     for key in ('abs_rel', 'delta1'):
                         rows.setdefault(f'{who}_{tag}_{key}', []).append(m[key])
         return {k: float(np.nanmean(v)) for k, v in rows.items()}

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+
+from mgeo_ros.train.cli_entry import standalone_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +64,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='mgeo refine', description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+main = standalone_main('mgeo refine', __doc__, add_arguments, run)

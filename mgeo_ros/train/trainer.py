@@ -27,6 +27,7 @@ import torch
 from mgeo_ros.train.batching import BatchStream
 from mgeo_ros.train.config import TrainConfig, save_config
 from mgeo_ros.train.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from mgeo_ros.train.holdout import Evaluator
 from mgeo_ros.train.logs import TrainLog, plot_loss_curve
 from mgeo_ros.train.losses import AlignmentSettings, loss_weights_for, moge_losses
 
@@ -90,8 +91,9 @@ def lr_factors(cfg: TrainConfig, step: int) -> tuple[float, float]:
 class Trainer:
     """One training run (one process of a DDP job). `run()` trains to `max_steps` and returns a summary dict."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, evaluator: Evaluator | None = None):
         self.cfg = cfg
+        self.evaluator = evaluator           # handed in (mgeo train passes eval's metrics); None: no held-out eval
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
         if cfg.threads and self.device.type == 'cpu':
@@ -261,20 +263,22 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     def evaluate(self) -> dict[str, float] | None:
-        """Held-out metrics vs the constant baseline (rank 0); None with a logged reason if eval is unavailable."""
+        """Held-out metrics vs the constant baseline (rank 0) from the evaluator handed in; None (logged once) when
+        none was."""
         if not self.dist.is_main or self.cfg.eval_count <= 0:
             return None
-        from mgeo_ros.train.holdout import evaluate_holdout, holdout_samples
-
-        try:
-            if not hasattr(self, '_holdout'):
-                size = tuple(self.cfg.eval_size or self.cfg.image_size)
-                self._holdout = holdout_samples(self.cfg.eval_count, self.cfg.eval_seed, size, self.cfg.eval_root)
-            tokens = int(round(sum(self.cfg.num_tokens) / 2))
-            metrics = evaluate_holdout(self.release_model, self._holdout, tokens)
-        except ImportError as exc:
-            log.warning('evaluation skipped: %s', exc)
+        if self.evaluator is None:
+            if not getattr(self, '_warned_no_evaluator', False):
+                log.warning('held-out evaluation off: no evaluator was handed in (`mgeo train` hands one in)')
+                self._warned_no_evaluator = True
             return None
+        from mgeo_ros.train.holdout import holdout_samples
+
+        if not hasattr(self, '_holdout'):
+            size = tuple(self.cfg.eval_size or self.cfg.image_size)
+            self._holdout = holdout_samples(self.cfg.eval_count, self.cfg.eval_seed, size, self.cfg.eval_root)
+        tokens = int(round(sum(self.cfg.num_tokens) / 2))
+        metrics = self.evaluator(self.release_model, self._holdout, tokens)
         metrics['step'] = self.step
         with (self.out / 'eval.jsonl').open('a') as f:
             f.write(json.dumps(metrics) + '\n')
@@ -398,6 +402,7 @@ class _null:
         return False
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train per `cfg` (in this process; under torchrun each rank calls this) and return the summary."""
-    return Trainer(cfg, resume=resume).run()
+def train(cfg: TrainConfig, resume: bool = False, evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Train per `cfg` (in this process; under torchrun each rank calls this) and return the summary; `evaluator`
+    scores the held-out set (see `holdout.holdout_evaluator`)."""
+    return Trainer(cfg, resume=resume, evaluator=evaluator).run()

@@ -15,8 +15,7 @@ import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError
 from mgeo_ros.runtime.backends.base import OUTPUT_NAMES, Backend, RawOutput, log, split_raw_outputs
-from mgeo_ros.runtime.devices import import_tensorrt
-from mgeo_ros.runtime.engine_cache import check_tensorrt_version, sidecar_path
+from mgeo_ros.runtime.devices import check_tensorrt_version, import_tensorrt, sidecar_path
 from mgeo_ros.runtime.probe import ProbeCheck, ProbeError, check_backend, load_probe, probe_path
 
 

@@ -1,0 +1,170 @@
+"""The layers hold: every import inside a layer of mgeo_ros/ goes only where DESIGN.md's layer table allows.
+
+Imports are read from the source (AST, every `import`/`from` wherever it sits, lazy ones included), so nothing is
+executed. `crossings(root)` takes a package tree so the test can prove it catches a planted crossing.
+"""
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = 'mgeo_ros'
+# DESIGN.md "Layers": the mgeo_ros layers each layer may import (besides itself). train.data is the one sub-layer
+# another layer may use (eval reads datasets).
+ALLOWED: dict[str, set[str]] = {
+    'geometry': set(),
+    'model': {'geometry'},
+    'runtime': {'geometry', 'model'},
+    'export': {'model', 'runtime'},
+    'train': {'geometry', 'model'},
+    'eval': {'geometry', 'runtime', 'train.data'},
+    'ros': {'runtime', 'geometry'},
+}
+# top-level modules every layer may use: error types and the image codec (no layer of their own)
+COMMON = {'errors', 'image_codec'}
+ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'geometry_msgs', 'rcl_interfaces',
+               'builtin_interfaces', 'lifecycle_msgs', 'launch', 'launch_ros', 'ament_index_python')
+ROS_ALLOWED = {'ros'}
+# runtime/predictor.py finds the installed default model through ament_index when it is there (optional import)
+ROS_EXCEPTIONS = {('runtime', 'ament_index_python')}
+
+
+def _imports(path: Path, package_dir: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every import in one file, relative imports resolved; `from m import x` gives 'm.x'
+    (x may be a submodule or a name in m)."""
+    rel = path.relative_to(package_dir.parent).with_suffix('')
+    parts = list(rel.parts)
+    here = parts[:-1]                                  # the package a relative import starts from
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[:len(here) - node.level + 1]
+                module = '.'.join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ''
+            out += [(node.lineno, f'{module}.{a.name}') for a in node.names]   # a.name may be a submodule
+    return out
+
+
+def _target(module: str) -> str | None:
+    """'mgeo_ros.train.data.folder' -> 'train.data'; 'mgeo_ros.model' -> 'model'; other packages -> None."""
+    parts = module.split('.')
+    if parts[0] != PACKAGE or len(parts) < 2:
+        return None
+    if parts[1] == 'train' and len(parts) > 2 and parts[2] == 'data':
+        return 'train.data'
+    return parts[1]
+
+
+def crossings(package_dir: Path) -> list[str]:
+    """Every import in a layer that DESIGN.md forbids, as 'file:line layer -> module' lines."""
+    found = []
+    for layer, allowed in ALLOWED.items():
+        for path in sorted((package_dir / layer).rglob('*.py')):
+            for line, module in _imports(path, package_dir):
+                where = f'{path.relative_to(package_dir.parent)}:{line} {layer} -> {module}'
+                target = _target(module)
+                if target is not None:
+                    own = target == layer or target.startswith(layer + '.')
+                    if not (own or target in allowed or target in COMMON):
+                        found.append(where)
+                elif module.split('.')[0] in ROS_MODULES and layer not in ROS_ALLOWED \
+                        and (layer, module.split('.')[0]) not in ROS_EXCEPTIONS:
+                    found.append(where)
+    return found
+
+
+def test_the_package_keeps_to_its_layers():
+    assert crossings(REPO / PACKAGE) == []
+
+
+@pytest.mark.parametrize('layer,planted', [
+    ('train', 'import mgeo_ros.eval\n'),
+    ('train', 'from mgeo_ros.eval.metrics import depth_metrics\n'),
+    ('train', 'def f():\n    from ..eval import metrics\n'),       # lazy and relative
+    ('runtime', 'from mgeo_ros import ros\n'),
+    ('geometry', 'import rclpy\n'),
+    ('eval', 'from mgeo_ros.train.trainer import train\n'),           # eval may read train.data, nothing else
+])
+def test_a_planted_crossing_fails(tmp_path, layer, planted):
+    copy = tmp_path / PACKAGE
+    shutil.copytree(REPO / PACKAGE, copy, ignore=shutil.ignore_patterns('__pycache__', 'models'))
+    assert crossings(copy) == []
+    (copy / layer / 'planted.py').write_text(planted)
+    found = crossings(copy)
+    assert len(found) == 1 and found[0].startswith(f'{PACKAGE}/{layer}/planted.py:'), found
+
+
+def _module_name(path: Path, package_dir: Path) -> str:
+    parts = list(path.relative_to(package_dir.parent).with_suffix('').parts)
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def import_cycles(package_dir: Path, under: str) -> list[list[str]]:
+    """Import circles among the modules of `under` (e.g. 'mgeo_ros.train'), lazy imports included: the strongly
+    connected components of more than one module (Tarjan)."""
+    files = {_module_name(p, package_dir): p for p in package_dir.rglob('*.py')}
+    mods = {m for m in files if m == under or m.startswith(under + '.')}
+    graph: dict[str, set[str]] = {}
+    for m in mods:
+        targets = set()
+        for _, name in _imports(files[m], package_dir):
+            while name and name not in mods:            # 'a.b.func' -> 'a.b'
+                name = name.rpartition('.')[0]
+            if name and name != m:
+                targets.add(name)
+        graph[m] = targets
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+
+
+def test_train_has_no_import_circle():
+    """batching -> config -> holdout -> batching was one; fit_sample now lives in train/data/fit.py."""
+    assert import_cycles(REPO / PACKAGE, f'{PACKAGE}.train') == []
+
+
+def test_no_new_import_circle_in_the_package():
+    assert import_cycles(REPO / PACKAGE, PACKAGE) == []
+
+
+def test_the_circle_finder_sees_a_circle(tmp_path):
+    copy = tmp_path / PACKAGE
+    shutil.copytree(REPO / PACKAGE, copy, ignore=shutil.ignore_patterns('__pycache__', 'models'))
+    with (copy / 'train' / 'data' / 'fit.py').open('a') as f:
+        f.write('\n\ndef _late():\n    from mgeo_ros.train.holdout import METRIC_KEYS  # noqa\n')
+    assert import_cycles(copy, f'{PACKAGE}.train') != []
