@@ -285,9 +285,9 @@ def summary_text(metrics: dict, latency: dict, stages: dict, steps: Steps, backe
     if 'boundary_f1' in m:
         lines.append(f"boundary F1 {m['boundary_f1']:.3f}, valid-pixel coverage {m.get('coverage', 0):.2f}")
     if stages:
-        timing = {k.split('.', 1)[1]: v.split(' ')[0] for k, v in stages.items()
-                  if k.startswith('latency_ms.') and not k.endswith('since_stamp')}
-        lines.append('node stage ms (mean): ' + ', '.join(f'{k} {v}' for k, v in timing.items()))
+        timing = {k.split('.')[1]: v for k, v in stages.items()
+                  if k.startswith('latency_ms.') and k.endswith('.median') and 'since_stamp' not in k}
+        lines.append('node stage ms (median): ' + ', '.join(f'{k} {v}' for k, v in timing.items()))
         lines.append('node counters: ' + ', '.join(f'{k}={stages[k]}' for k in (
             'frames_received', 'frames_published', 'frames_dropped', 'metric_scale_raw', 'fov_x_deg') if k in stages))
     timed = ', '.join(f'{k} {v:.1f}s' for k, v in steps.times.items())

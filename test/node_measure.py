@@ -65,7 +65,7 @@ def run_rate(harness: NodeHarness, rate: float, seconds: float, size: tuple[int,
         'dropped_by_newest_wins': delta['frames_dropped'], 'lost_before_node': delta['frames_lost_before_node'],
         'e2e_latency_ms': {'median': float(np.median(latency)), 'p90': float(np.percentile(latency, 90)),
                            'max': float(latency.max())} if len(latency) else None,
-        'stages_ms_mean_max': {k.split('.', 1)[1]: after[k] for k in sorted(after) if k.startswith('latency_ms.')},
+        'stages_ms': {k.split('.', 1)[1]: after[k] for k in sorted(after) if k.startswith('latency_ms.')},
     }
 
 

@@ -206,6 +206,19 @@ def test_agrees_with_scipy_lm_oracle_on_noisy_maps():
         assert s_k == pytest.approx(_scipy_oracle(noisy, mask, focal=focal)[1], rel=1e-3, abs=1e-3)
 
 
+def test_single_map_path_equals_the_batched_one():
+    """One map is solved with scalar bookkeeping on its valid samples, a batch with masked arrays: the same
+    iterations, so the same optimum up to where each stops converging (well below float32 resolution)."""
+    rng = np.random.default_rng(7)
+    for k in range(8):
+        pts, mask, focal, _ = _random_case(rng, 'room' if k % 2 else 'plane')
+        noisy = (pts * (1 + 0.01 * rng.normal(size=pts.shape))).astype(np.float32)
+        for known in (None, focal):
+            f1, s1 = recover_focal_shift(noisy, mask, focal=known)
+            fb, sb = recover_focal_shift(np.stack([noisy, noisy[::-1]]), np.stack([mask, mask[::-1]]), focal=known)
+            assert f1 == pytest.approx(fb[0], rel=1e-7) and s1 == pytest.approx(sb[0], rel=1e-7, abs=1e-9)
+
+
 def test_bad_shape_raises():
     from mgeo_ros.errors import BadInputError
 

@@ -3,6 +3,7 @@ import math
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from mgeo_ros.ros import params as P
@@ -207,7 +208,25 @@ def test_timings_window():
     t = Timings(window=3)
     for ms in (10, 20, 30, 40):
         t.add('forward', ms)
-    assert t.summary()['forward'] == (30.0, 40.0)
+    s = t.summary()['forward']
+    assert (s.median, s.mean, s.max, s.count) == (30.0, 30.0, 40.0, 3)  # 10 fell out of the window
+
+
+def test_timings_median_p95_and_count_reach_diagnostics():
+    from mgeo_ros.ros.diagnostics import NodeStats, summarize
+
+    ms = [float(v) for v in range(1, 101)]  # 1..100 in a shuffled order: the summary must sort
+    rng = np.random.default_rng(0)
+    s = summarize(list(rng.permutation(ms)))
+    assert (s.median, s.p95, s.max, s.count) == (50.5, 95.0, 100.0, 100)
+    assert summarize([3.0]).p95 == 3.0 and summarize([1.0, 9.0]).median == 5.0
+    stats = NodeStats()
+    for v in ms[:40]:
+        stats.timings.add('forward', v)
+    kv = dict(stats.key_values())
+    assert float(kv['latency_ms.forward.median']) == 20.5 and float(kv['latency_ms.forward.p95']) == 38.0
+    assert kv['latency_ms.forward.count'] == '40' and kv['latency_window_frames'] == '100'
+    assert float(kv['latency_ms.forward.mean']) == pytest.approx(20.5) and float(kv['latency_ms.forward.max']) == 40
 
 
 def test_sequence_gaps_count_messages_lost_before_the_node():

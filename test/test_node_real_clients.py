@@ -145,7 +145,7 @@ def test_unrectified_camera_is_warned_once_and_rectify_applies_live(node):
     assert results[0].successful, results[0].reason
     after = time.monotonic()
     harness.wait_outputs(_send(harness, png, 'rgb8; png compressed rgb8', info=info), topics=('depth/image',))
-    assert harness.wait_for(lambda: 'latency_ms.rectify' in harness.latest_diagnostics(after), 5)
+    assert harness.wait_for(lambda: 'latency_ms.rectify.median' in harness.latest_diagnostics(after), 5)
     assert harness.set_parameters(NODE, {'rectify': False})[0].successful
 
 

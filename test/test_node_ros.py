@@ -104,7 +104,8 @@ def test_outputs_carry_the_input_header_and_agree_with_each_other(running):
     assert diag['intrinsics_source'] == 'camera_info (P)'
     assert math.isfinite(float(diag['metric_scale_raw'])) and float(diag['metric_scale_raw']) > 0
     assert abs(float(diag['fov_x_deg']) - math.degrees(_intrinsics().fov_x)) < 0.01
-    assert 'latency_ms.forward' in diag and 'latency_ms.total' in diag
+    assert float(diag['latency_ms.forward.median']) > 0 and float(diag['latency_ms.total.p95']) > 0
+    assert int(diag['latency_ms.total.count']) >= 1
 
 
 def test_camera_info_of_another_resolution_is_rescaled(running):
@@ -266,8 +267,8 @@ def test_burst_at_100hz_drops_frames_but_latency_stays_bounded(running):
     assert harness.wait_for(lambda: harness.latest_diagnostics(after=max(arrivals.values()) + 0.05), 5)
     diag = harness.latest_diagnostics()  # sent after the last depth: includes its timings
 
-    def stage_max(stage: str) -> float:  # seconds; the status shows "mean (max M)" over the last 100 frames
-        return float(diag[f'latency_ms.{stage}'].split('max ')[1].rstrip(')')) / 1000
+    def stage_max(stage: str) -> float:  # seconds; the slowest of the last 100 frames
+        return float(diag[f'latency_ms.{stage}.max']) / 1000
 
     processing = sum(stage_max(s) for s in ('decode', 'preprocess', 'forward', 'postprocess', 'publish'))
     assert stage_max('queue_wait') <= processing + 0.5, diag

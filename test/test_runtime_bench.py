@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mgeo_ros import bench
@@ -45,3 +46,86 @@ def test_bench_default_model_missing_is_explained(capsys, monkeypatch, tmp_path)
     monkeypatch.setattr('mgeo_ros.runtime.predictor.default_model_path', lambda: tmp_path / 'nope')
     assert mgeo_main(['bench', '--default-model']) == 2
     assert 'no packaged default model' in capsys.readouterr().err
+
+
+def test_bench_node_times_the_node_path_against_the_baseline(capsys):
+    """`mgeo bench --node`: stage rows from the pipeline's timings, the baseline's outputs equal today's, and the
+    messages reached the subscriber in the other process (timed + warm-up frames of both paths + the check frames)."""
+    runs, warmup, frames = 3, 1, 2
+    rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', str(runs),
+                    '--warmup', str(warmup), '--frames', str(frames), '--period', '0.05', '--param', 'max_depth=50.0',
+                    '--profile', '8', '--json'])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    (size,) = report['sizes']
+    assert size['size'] == '64x48' and size['params']['max_depth'] == 50.0 and size['params']['points_color'] is True
+    for column in (size['now'], size['baseline']):
+        for stage in ('decode', 'preprocess', 'forward', 'postprocess', 'publish', 'own', 'total'):
+            assert column[stage]['count'] == runs and 0 <= column[stage]['median'] <= column[stage]['p95']
+        assert column['own']['median'] <= column['total']['median']
+    assert size['identical'] is True, size['outputs_vs_baseline']
+    profile = size['profile_ms_per_frame']
+    assert len(profile) == 8 and any('process' in p['function'] for p in profile)
+    assert all(p['cumulative_ms'] >= p['own_ms'] >= 0 for p in profile)
+    assert set(size['outputs_vs_baseline']) >= {'depth', 'info', 'mask', 'points'}
+    # both paths publish the four original outputs; outputs added since (confidence, normals) come from today's only
+    original = {'depth/image', 'depth/camera_info', 'points', 'depth/mask'}
+    got = {t.split('/', 2)[2]: v['messages'] for t, v in size['received_by_sink'].items()}
+    assert set(got) >= original, got
+    for topic, count in got.items():  # the node keeps 2 per output (output_qos_depth): a starved subscriber may
+        expected = (2 if topic in original else 1) * (runs + warmup + frames)  # lose the odd one on a loaded machine
+        assert expected - 1 <= count <= expected, got
+
+
+def test_bench_node_compare_catches_a_changed_output():
+    from mgeo_ros.geometry import Intrinsics
+    from mgeo_ros.ros import convert
+    from mgeo_ros.ros.node_bench import compare_messages, identical
+
+    depth = np.full((4, 5), 2.0, np.float32)
+    depth[0, 0] = np.nan
+    same = compare_messages(convert.depth_to_image(depth), convert.depth_to_image(depth.copy()))
+    assert identical({'depth': same})
+    moved = depth.copy()
+    moved[1, 1] *= 1.001
+    assert not identical({'depth': compare_messages(convert.depth_to_image(moved), convert.depth_to_image(depth))})
+    holes = depth.copy()
+    holes[2, 2] = np.nan
+    c = compare_messages(convert.depth_to_image(holes), convert.depth_to_image(depth))
+    assert c['pattern_mismatch'] == 1 and not identical({'depth': c})
+    intr = Intrinsics(fx=4.0, fy=4.0, cx=2.0, cy=1.5, width=5, height=4)
+    cloud = convert.depth_to_pointcloud2(depth, intr, rgb=np.zeros((4, 5, 3), np.uint8))
+    other = convert.depth_to_pointcloud2(depth, intr, rgb=np.ones((4, 5, 3), np.uint8))
+    assert compare_messages(cloud, other)['differing'] == 20
+
+
+def test_bench_node_live_reports_rate_latency_and_the_forward_bound(tmp_path, capsys):
+    """`--live`: the real node as a process fed at a fixed rate; its rate, latency and forward come back per threads
+    value (the node's own /diagnostics give the forward, so the intra_op_threads value reaches the node)."""
+    from mgeo_ros.model import build_model, preset, save_checkpoint
+
+    model_dir = tmp_path / 'tiny'
+    save_checkpoint(build_model(preset('tiny')), model_dir)
+    rc = mgeo_main(['bench', '--node', str(model_dir), '--live', '3', '--rate', '5', '--live-threads', '1',
+                    '--size', '64x48', '--param', 'num_tokens=64', '--json'])
+    assert rc == 0
+    (row,) = json.loads(capsys.readouterr().out)['rows']
+    assert row['intra_op_threads'] == 1 and row['backend'] == 'torch' and row['sent'] == 15
+    assert 0 < row['published'] <= row['sent'] and row['published_hz'] == pytest.approx(row['published'] / 3)
+    assert row['latency_ms']['median'] <= row['latency_ms']['p95'] <= row['latency_ms']['max']
+    forward = row['forward_ms']['median']
+    assert forward > 0 and row['forward_bound_hz'] == pytest.approx(1000 / forward)
+    assert any(t.endswith('/points') for t in row['topics'])
+
+
+def test_bench_node_subscribes_only_the_outputs_asked_for(capsys):
+    rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', '2',
+                    '--warmup', '0', '--frames', '1', '--period', '0.05', '--outputs', 'depth/image', '--no-baseline',
+                    '--json'])
+    assert rc == 0
+    (size,) = json.loads(capsys.readouterr().out)['sizes']
+    assert [t.split('/', 2)[2] for t in size['received_by_sink']] == ['depth/image']
+    assert 'points' not in str(size['topics']) and size['baseline'] is None
+    assert mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--runs', '1',
+                      '--outputs', 'depth/nope']) == 2
+    assert "--outputs ['depth/nope']" in capsys.readouterr().err

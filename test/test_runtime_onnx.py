@@ -121,3 +121,27 @@ def test_parity_check_catches_a_different_model(exported):
     w, h = report.input_size
     errs = parity_check(other, report.path, parity_image(w, h), report.outputs, report.num_tokens)
     assert errs['points']['rel_l2'] > 1e-3
+
+
+def test_intra_op_threads_reach_every_cpu_backend(exported, tiny_model):
+    from mgeo_ros.runtime.devices import default_intra_op_threads, resolve_threads, usable_cores
+
+    assert [default_intra_op_threads(c) for c in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert resolve_threads(None) is None and resolve_threads(3) == 3
+    assert resolve_threads(0) == default_intra_op_threads() == max(1, usable_cores() - 1)
+    with pytest.raises(ValueError):
+        resolve_threads(-1)
+    path = exported[SIZES[0]].path
+    for asked, expected in ((2, 2), (0, default_intra_op_threads())):
+        ort = Predictor(path, backend='onnxruntime', threads=asked).backend
+        assert ort.threads == expected
+        assert ort.session.get_session_options().intra_op_num_threads == expected  # what ONNX Runtime was given
+    assert Predictor(path, backend='onnxruntime').backend.session.get_session_options().intra_op_num_threads == 0
+    before = torch.get_num_threads()
+    try:
+        assert Predictor(tiny_model, backend='torch', num_tokens=NUM_TOKENS, threads=2).backend.threads == 2
+        assert torch.get_num_threads() == 2
+        Predictor(tiny_model, backend='torch', num_tokens=NUM_TOKENS, threads=0)
+        assert torch.get_num_threads() == default_intra_op_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -13,18 +13,52 @@ from dataclasses import dataclass, field
 LEVEL_OK, LEVEL_WARN, LEVEL_ERROR, LEVEL_STALE = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
+class StageSummary:
+    """One stage over the window: median, p95 (nearest rank), mean, max in ms, and how many frames it holds."""
+
+    median: float
+    p95: float
+    mean: float
+    max: float
+    count: int
+
+
+def nearest_rank(ordered: list[float], q: float) -> float:
+    """The q-quantile (0..1) of sorted values by nearest rank: always one of the measured values, no interpolation,
+    so a p95 over 20 frames is the 19th-slowest frame rather than a blend."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def summarize(values) -> StageSummary:
+    """StageSummary of a non-empty sequence of times in ms."""
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    median = ordered[mid] if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+    return StageSummary(median, nearest_rank(ordered, 0.95), sum(ordered) / n, ordered[-1], n)
+
+
 class Timings:
-    """Rolling window of per-stage wall times in ms; reports mean and max over the window."""
+    """Rolling window of per-stage wall times in ms (the last `window` frames of each stage)."""
 
     def __init__(self, window: int = 100) -> None:
-        self._window = window
+        self.window = int(window)
         self._stages: dict[str, collections.deque] = {}
 
     def add(self, stage: str, ms: float) -> None:
-        self._stages.setdefault(stage, collections.deque(maxlen=self._window)).append(float(ms))
+        self._stages.setdefault(stage, collections.deque(maxlen=self.window)).append(float(ms))
 
-    def summary(self) -> dict[str, tuple[float, float]]:
-        return {k: (sum(v) / len(v), max(v)) for k, v in self._stages.items() if v}
+    def clear(self) -> None:
+        """Forget every stage's values (a benchmark's warm-up ends)."""
+        self._stages.clear()
+
+    def values(self, stage: str) -> list[float]:
+        """The window's values of one stage, oldest first (empty when the stage was never timed)."""
+        return list(self._stages.get(stage, ()))
+
+    def summary(self) -> dict[str, StageSummary]:
+        return {k: summarize(v) for k, v in self._stages.items() if v}
 
 
 @dataclass
@@ -90,7 +124,8 @@ class NodeStats:
         return LEVEL_OK, 'running'
 
     def key_values(self) -> list[tuple[str, str]]:
-        """Flat (key, value) pairs for DiagnosticStatus.values; timings in ms as mean/max over the last frames."""
+        """Flat (key, value) pairs for DiagnosticStatus.values. Timings: per stage `latency_ms.<stage>.median`, `.p95`,
+        `.mean`, `.max` (ms, plain numbers) and `.count` (frames in the window so far)."""
         with self.lock:
             kv = [
                 ('frames_received', self.received),
@@ -117,8 +152,11 @@ class NodeStats:
                 ('active', self.active),
                 ('backend', self.backend),
             ]
-            for stage, (mean, peak) in sorted(self.timings.summary().items()):
-                kv.append((f'latency_ms.{stage}', f'{mean:.2f} (max {peak:.2f})'))
+            kv.append(('latency_window_frames', self.timings.window))
+            for stage, st in sorted(self.timings.summary().items()):
+                kv += [(f'latency_ms.{stage}.median', f'{st.median:.3f}'), (f'latency_ms.{stage}.p95', f'{st.p95:.3f}'),
+                       (f'latency_ms.{stage}.mean', f'{st.mean:.3f}'), (f'latency_ms.{stage}.max', f'{st.max:.3f}'),
+                       (f'latency_ms.{stage}.count', st.count)]
         return [(k, str(v)) for k, v in kv]
 
 

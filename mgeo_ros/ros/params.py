@@ -62,6 +62,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('engine_fallback', False, 'A TensorRT engine that fails its probe (wrong output on this TensorRT/GPU) is '
               'replaced by ONNX Runtime on the .onnx beside it (or the one it was built from). false = the node '
               'stays up without a model and reports the failure in /diagnostics.'),
+    ParamSpec('intra_op_threads', 0, 'CPU threads one inference may use: PyTorch set_num_threads (process-wide), '
+              'ONNX Runtime intra_op_num_threads; TensorRT: not applicable (the GPU runs the network). 0 = auto: '
+              'the usable cores minus one, at least 1, leaving a core to the executor, DDS and the per-frame numpy '
+              'work (a pool as wide as the machine stalls at every operator when one of its threads is preempted).',
+              unit='threads', min=0, max=256),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
               'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',

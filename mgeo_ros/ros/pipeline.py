@@ -67,7 +67,7 @@ class FramePipeline:
             t0 = time.perf_counter()
             self.predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'],
                                        precision=precision, mask_threshold=cfg['mask_threshold'],
-                                       engine_fallback=cfg['engine_fallback'],
+                                       threads=cfg['intra_op_threads'], engine_fallback=cfg['engine_fallback'],
                                        warn=self.log.warning)  # frame-size warnings in the node's log
             self.stats.backend = str(getattr(self.predictor, 'backend_name', cfg['backend']))
             fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)

@@ -114,7 +114,10 @@ def _tensorrt_or_fallback(engine_path: str, onnx_path: str | None, device: str |
 def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
                    cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False,
                    threads: int | None = None, engine_fallback: bool = False) -> Backend:
-    """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run."""
+    """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run.
+    A `Backend` instance given as the model is used as it is (a benchmark's replay, a caller's own backend)."""
+    if isinstance(model_path, Backend):
+        return model_path
     if backend not in BACKENDS:
         raise BadInputError(f'backend must be one of {BACKENDS}, got {backend!r}')
     kind = model_kind(model_path)
@@ -130,11 +133,8 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
             raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path})')
         from mgeo_ros.runtime.backends.torch_backend import TorchBackend
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))  # process-wide in PyTorch
-        return TorchBackend(model_path, device=device, precision=precision, reference_mode=torch_reference_mode)
+        return TorchBackend(model_path, device=device, precision=precision, reference_mode=torch_reference_mode,
+                            threads=threads)
     if chosen == 'onnxruntime':
         if kind != 'onnx':
             raise BackendUnavailableError(f'onnxruntime backend needs an .onnx file, got a {kind} ({model_path}); '
@@ -154,7 +154,8 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
 class Predictor:
     """One model on one backend; `predict(rgb, intrinsics)` -> `Prediction` at the frame's resolution.
 
-    model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model).
+    model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model,
+      or a ready `Backend` instance).
     backend: 'auto' | 'torch' | 'onnxruntime' | 'tensorrt'.
     num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio.
     input_size: fixed network (W, H) for checkpoints; ONNX/engine files carry their own and ignore this.
@@ -167,9 +168,11 @@ class Predictor:
     cache_dir: where engines built from an .onnx are cached (default $MGEO_CACHE_DIR or ~/.cache/mgeo_ros).
     torch_reference_mode: torch backend only: run the reference MoGe-2 graph instead of the exported one (see
       `TorchBackend`); off by default so every backend gives the same Prediction.
-    threads: CPU threads for ONNX Runtime (intra-op) and PyTorch (process-wide); None keeps their defaults. On a
-      shared or busy CPU, fewer threads than cores avoids spin-waiting (measured: 5-10x slower torch at 2 threads
-      on a loaded 2-core machine than at 1).
+    threads: intra-op CPU threads of one inference: ONNX Runtime's intra_op_num_threads, PyTorch's set_num_threads
+      (process-wide); TensorRT ignores it (the GPU runs the network). None keeps the library's default (all cores),
+      0 = `devices.default_intra_op_threads()` (usable cores - 1, at least 1: what the node uses). On a shared or
+      busy CPU, fewer threads than cores avoids barrier stalls and spin-waiting (measured: 5-10x slower torch at 2
+      threads on a loaded 2-core machine than at 1).
     engine_fallback: a TensorRT engine that fails its probe (see `mgeo_ros.runtime.probe`) is replaced by ONNX
       Runtime on the .onnx it was built from, when that file is there; off: the failure is raised.
     """
@@ -195,8 +198,9 @@ class Predictor:
         self.preprocessor = Preprocessor(self.num_tokens, fixed)
         self.warn = warn if warn is not None else log.warning
         self._sizes_seen: set[tuple[int, int]] = set()
-        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d', self.backend.name,
-                 self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens)
+        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d threads=%s', self.backend.name,
+                 self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens,
+                 self.backend.threads or 'library default')
 
     @property
     def backend_name(self) -> str:

@@ -59,6 +59,7 @@ class Preprocessor:
         self.num_tokens = int(num_tokens)
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self._resized: np.ndarray | None = None
+        self._planes: list[np.ndarray] = []
         self._tensor: np.ndarray | None = None
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
@@ -74,6 +75,7 @@ class Preprocessor:
         nw, nh = self.target_size(w, h)
         if self._tensor is None or self._tensor.shape[2:] != (nh, nw):
             self._resized = np.empty((nh, nw, 3), np.uint8)
+            self._planes = [np.empty((nh, nw), np.uint8) for _ in range(3)]
             self._tensor = np.empty((1, 3, nh, nw), np.float32)
         if (nw, nh) == (w, h):
             resized = np.ascontiguousarray(rgb)
@@ -83,5 +85,10 @@ class Preprocessor:
             # (measured 0.5 ms vs 8 ms for 640x480 -> 560x420) and alias-free enough at these factors.
             interp = cv2.INTER_AREA if (nw < w / 2 or nh < h / 2) else cv2.INTER_LINEAR
             resized = cv2.resize(rgb, (nw, nh), dst=self._resized, interpolation=interp)
-        np.multiply(resized.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=self._tensor[0], casting='unsafe')
+        # HWC -> CHW by OpenCV's SIMD split into reused planes, then one contiguous uint8 -> float32 pass per plane:
+        # twice as fast as one numpy pass reading the transposed (strided) view, with the same values.
+        cv2.split(resized, self._planes)
+        scale = np.float32(1.0 / 255.0)
+        for plane, out in zip(self._planes, self._tensor[0], strict=True):
+            np.multiply(plane, scale, out=out, casting='unsafe')
         return self._tensor

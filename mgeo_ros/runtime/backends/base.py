@@ -42,6 +42,7 @@ class Backend(ABC):
     precision: str = 'fp32'
     metadata: dict[str, str] = {}
     max_batch: int = 1  # frames one forward_batch call runs at once (several cameras); 1 = one after another
+    threads: int | None = None  # intra-op CPU threads it was set to (None: the library's default, or not applicable)
 
     @abstractmethod
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:

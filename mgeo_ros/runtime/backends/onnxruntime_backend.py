@@ -7,7 +7,7 @@ import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, log, split_raw_outputs
-from mgeo_ros.runtime.devices import has_nvidia_gpu
+from mgeo_ros.runtime.devices import has_nvidia_gpu, resolve_threads
 
 
 def ort_cuda_available() -> bool:
@@ -20,7 +20,10 @@ def ort_cuda_available() -> bool:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Fixed-shape backend: the input size and the token count are read from the ONNX file."""
+    """Fixed-shape backend: the input size and the token count are read from the ONNX file.
+
+    threads: intra_op_num_threads (None: ONNX Runtime's default, one per physical core; 0: usable cores - 1).
+    """
 
     name = 'onnxruntime'
 
@@ -45,8 +48,9 @@ class OnnxRuntimeBackend(Backend):
             providers.insert(0, 'CUDAExecutionProvider')
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        self.threads = resolve_threads(threads)
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
         try:
             self.session = ort.InferenceSession(onnx_path, sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types

@@ -5,6 +5,7 @@ import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, log, split_raw_outputs
+from mgeo_ros.runtime.devices import resolve_threads
 
 
 class TorchBackend(Backend):
@@ -14,16 +15,21 @@ class TorchBackend(Backend):
     (positional embedding resized to the exact grid), so torch, ONNX Runtime and TensorRT give the same Prediction.
     `reference_mode=True` runs the reference MoGe-2 graph instead (DINOv2's historical `scale_factor` resize of the
     positional embedding); the two differ by about 1e-3 relative in depth.
+    `threads`: torch.set_num_threads (process-wide in PyTorch; None keeps PyTorch's default, 0 = usable cores - 1).
     """
 
     name = 'torch'
 
-    def __init__(self, model, device: str | None = None, precision: str = 'fp32', reference_mode: bool = False) -> None:
+    def __init__(self, model, device: str | None = None, precision: str = 'fp32', reference_mode: bool = False,
+                 threads: int | None = None) -> None:
         try:
             import torch
         except ImportError as e:  # pragma: no cover - torch is in the dev environment
             raise BackendUnavailableError(f'torch backend: PyTorch is not installed ({e})') from e
         self._torch = torch
+        self.threads = resolve_threads(threads)
+        if self.threads:
+            torch.set_num_threads(self.threads)  # process-wide: PyTorch has one intra-op pool
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device.startswith('cuda') and not torch.cuda.is_available():

@@ -1,0 +1,51 @@
+"""A backend that replays recorded network outputs, so a benchmark times only the work around the network.
+
+`mgeo bench --node` records a few frames' outputs with the real model once, then replays them: every frame goes
+through the node's real preprocess, postprocess and publishing, and `forward` costs a copy instead of inference.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mgeo_ros.errors import BadInputError
+from mgeo_ros.runtime.backends.base import Backend, RawOutput
+
+
+def record(backend: Backend, images: Sequence[np.ndarray], num_tokens: int) -> list[RawOutput]:
+    """Run `backend` on preprocessed [1,3,h,w] images and keep private copies of its outputs."""
+    out = []
+    for image in images:
+        raw = backend.forward(image, num_tokens)
+        out.append(RawOutput(points=raw.points.copy(), mask=raw.mask.copy(), metric_scale=float(raw.metric_scale),
+                             normal=None if raw.normal is None else raw.normal.copy()))
+    return out
+
+
+class ReplayBackend(Backend):
+    """Returns the recorded outputs in turn (cycling). Each call hands out fresh copies, as a real backend returns
+    fresh arrays, so a consumer that works in place cannot change the next replay. The input must have the network
+    size the outputs were recorded at: replaying one camera's outputs for another is refused."""
+
+    name = 'replay'
+
+    def __init__(self, outputs: Sequence[RawOutput], input_size: tuple[int, int] | None = None,
+                 label: str = 'recorded outputs') -> None:
+        if not outputs:
+            raise BadInputError('ReplayBackend needs at least one recorded output')
+        self.outputs = list(outputs)
+        self.device = label
+        self.input_size = input_size  # the recording backend's fixed (W, H), or None: sized by the token budget
+        self.metadata = {}
+        self._next = 0
+        self._shape = self.outputs[0].mask.shape
+
+    def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
+        if tuple(image.shape[2:]) != self._shape:
+            raise BadInputError(f'replay: input {image.shape[3]}x{image.shape[2]} but the outputs were recorded at '
+                                f'{self._shape[1]}x{self._shape[0]}')
+        raw = self.outputs[self._next]
+        self._next = (self._next + 1) % len(self.outputs)
+        return RawOutput(points=raw.points.copy(), mask=raw.mask.copy(), metric_scale=raw.metric_scale,
+                         normal=None if raw.normal is None else raw.normal.copy())
