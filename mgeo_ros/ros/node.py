@@ -79,6 +79,16 @@ class _DepthNodeParts:
         """The first (or only) camera's counters; the model state is the same in every camera's."""
         return self.channels[0].stats
 
+    @property
+    def pipeline(self):
+        """The first (or only) camera's FramePipeline (single-camera callers: the benchmark, tests)."""
+        return self.channels[0].pipeline
+
+    @property
+    def outputs(self):
+        """The first (or only) camera's publishers."""
+        return self.channels[0].outputs
+
     def _create_outputs(self) -> None:
         for ch in self.channels:
             ch.create_outputs()
