@@ -164,3 +164,35 @@ def test_no_camera_starves_under_overload(running):
     for cam in CAMERAS:
         wait = harness.status(f'{cam} depth').get('latency_ms.batch_wait.median', '')
         assert wait, f'{cam}: no batch_wait timing in diagnostics'
+
+
+def test_lifecycle_node_with_cameras_loads_one_shared_model_per_configure(batch2_onnx):
+    import rclpy
+
+    from mgeo_ros.ros.node import MgeoDepthLifecycleNode
+    from mgeo_ros.runtime.batching import CameraPredictor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MgeoDepthLifecycleNode(context=context, cli_args=[
+        '--ros-args', '-r', f'__ns:=/lc{os.getpid()}', '-p', 'cameras:=[a,b]', '-p', f'model:={batch2_onnx}',
+        '-p', 'backend:=onnxruntime'])
+    try:
+        assert [c.name for c in node.channels] == ['a', 'b'] and node.shared is None
+        assert all(c.stats.model_status == 'unconfigured' for c in node.channels)
+        node.trigger_configure()
+        assert node.shared is not None and node.shared.max_batch == 2
+        assert all(isinstance(c.pipeline.predictor, CameraPredictor) and c.stats.model_status == 'ready'
+                   for c in node.channels)
+        assert {c.pipeline.predictor.camera for c in node.channels} == {'a', 'b'}
+        node.trigger_activate()
+        assert all(c.image_sub is not None and c.image_sub.topic_name.endswith(f'/{c.name}/image')
+                   for c in node.channels)
+        node.trigger_deactivate()
+        assert all(c.image_sub is None for c in node.channels)
+        node.trigger_cleanup()
+        assert node.shared is None and all(c.stats.model_status == 'unconfigured' for c in node.channels)
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
