@@ -209,3 +209,141 @@ class NodeHarness:
         self.executor.shutdown()
         self.node.destroy_node()
         self.context.try_shutdown()
+
+
+def start_multi_node(ns: str, cameras: list[str], params: dict, env: dict | None = None,
+                     log_path: Path | None = None) -> subprocess.Popen:
+    """One mgeo_depth_node serving `cameras`; each camera's inputs remapped to `ns`/<camera>/cam/..."""
+    args = node_command() + ['--ros-args', '-r', f'__ns:={ns}', '-p', f'cameras:=[{",".join(cameras)}]']
+    for cam in cameras:
+        args += ['-r', f'{cam}/image:={ns}/{cam}/cam/image_raw', '-r', f'{cam}/camera_info:={ns}/{cam}/cam/camera_info']
+    for key, value in params.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ['-p', f'{key}:={text}']
+    out = open(log_path, 'w') if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS with the child)
+    return subprocess.Popen(args, env=env if env is not None else dict(os.environ), stdout=out,
+                            stderr=subprocess.STDOUT, cwd=str(REPO))
+
+
+class MultiCameraHarness:
+    """Like NodeHarness for a node serving several cameras: per camera an image and camera_info publisher and a
+    collector for each output under <ns>/<camera>/...; diagnostics by status name."""
+
+    OUTPUTS = NodeHarness.OUTPUTS + ('depth/confidence', 'depth/normals')  # every output of every camera
+
+    def __init__(self, ns: str, cameras: list[str], name: str = 'multi_harness',
+                 outputs: tuple[str, ...] | None = None) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        self.ns, self.cameras = ns, list(cameras)
+        if outputs is not None:
+            self.OUTPUTS = tuple(outputs)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image,
+                 'depth/confidence': Image, 'depth/normals': Image}
+        self.image_pubs, self.info_pubs, self.subs = {}, {}, []
+        self.lock = threading.Lock()
+        self.received: dict[tuple[str, str], dict] = defaultdict(dict)  # (camera, topic) -> stamp -> msg
+        self.arrival: dict[tuple[str, str], dict] = defaultdict(dict)
+        self.statuses: dict[str, tuple[float, object]] = {}  # status name -> (monotonic, status)
+        for cam in self.cameras:
+            self.image_pubs[cam] = self.node.create_publisher(Image, f'{ns}/{cam}/cam/image_raw', reliable)
+            self.info_pubs[cam] = self.node.create_publisher(CameraInfo, f'{ns}/{cam}/cam/camera_info', reliable)
+            self.subs += [self.node.create_subscription(types[t], f'{ns}/{cam}/{t}', self._collector(cam, t),
+                                                        QoSProfile(depth=100)) for t in self.OUTPUTS]
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=50))
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._running = True
+        self._spin = threading.Thread(target=self._spin_loop, daemon=True)
+        self._spin.start()
+
+    def _spin_loop(self) -> None:
+        while self._running and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _collector(self, cam: str, topic: str):
+        def store(msg) -> None:
+            now = time.monotonic()
+            key = stamp_key(msg.header)
+            with self.lock:
+                self.received[(cam, topic)][key] = msg
+                self.arrival[(cam, topic)][key] = now
+        return store
+
+    def _on_diag(self, msg) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for status in msg.status:
+                if status.name.startswith(self.ns + '/'):
+                    self.statuses[status.name] = (now, status)
+
+    def status(self, suffix: str) -> dict[str, str]:
+        """Values of the newest status whose name ends with `suffix` (e.g. 'front depth', 'model'); {} if none."""
+        with self.lock:
+            found = [s for name, (_, s) in self.statuses.items() if name.endswith(': ' + suffix)]
+        if not found:
+            return {}
+        values = {kv.key: kv.value for kv in found[0].values}
+        values['_level'] = found[0].level[0] if isinstance(found[0].level, bytes) else int(found[0].level)
+        values['_message'] = found[0].message
+        return values
+
+    def status_names(self) -> set[str]:
+        with self.lock:
+            return set(self.statuses)
+
+    wait_for = NodeHarness.wait_for
+
+    def wait_ready(self, proc, timeout: float = 90.0) -> None:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f'the node exited with {proc.returncode}')
+            model = self.status('model')
+            if model.get('model_status') == 'error':
+                raise RuntimeError(f'the node could not load its model: {model.get("_message")}')
+            return (model.get('model_status') == 'ready'
+                    and all(p.get_subscription_count() > 0 for p in self.image_pubs.values())
+                    and all(p.get_subscription_count() > 0 for p in self.info_pubs.values())
+                    and all(s.get_publisher_count() > 0 for s in self.subs))
+        if not self.wait_for(ready, timeout):
+            raise TimeoutError(f'node not ready after {timeout} s; model status: {self.status("model")}')
+        time.sleep(0.5)
+
+    def publish(self, cam: str, rgb: np.ndarray, key: tuple[int, int], frame_id: str, intrinsics=None) -> None:
+        from std_msgs.msg import Header
+
+        from mgeo_ros.ros import convert
+
+        header = Header(frame_id=frame_id)
+        header.stamp.sec, header.stamp.nanosec = key
+        if intrinsics is not None:
+            self.info_pubs[cam].publish(convert.intrinsics_to_camera_info(intrinsics, header))
+        self.image_pubs[cam].publish(convert.numpy_to_image(rgb, 'rgb8', header))
+
+    def outputs_for(self, cam: str, key) -> dict:
+        with self.lock:
+            return {t: self.received[(cam, t)].get(key) for t in self.OUTPUTS}
+
+    def wait_outputs(self, cam: str, key, timeout: float = 60.0) -> dict:
+        assert self.wait_for(lambda: all(m is not None for m in self.outputs_for(cam, key).values()), timeout), \
+            f'{cam}: outputs for stamp {key} missing: {[t for t, m in self.outputs_for(cam, key).items() if m is None]}'
+        return self.outputs_for(cam, key)
+
+    def count(self, cam: str, topic: str = 'depth/image', after: float = 0.0) -> int:
+        with self.lock:
+            return sum(1 for t in self.arrival[(cam, topic)].values() if t >= after)
+
+    def close(self) -> None:
+        self._running = False
+        self._spin.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()

@@ -261,3 +261,32 @@ def test_cuda_errors_become_reasons():
         pytest.skip('a GPU is visible: the failure path needs a machine without one')
     with pytest.raises(BackendUnavailableError, match='CUDA cudaMalloc failed'):
         _Cuda(cudart)('cudaMalloc', 1024)
+
+
+def test_tensorrt_backend_runs_a_batch_export_with_standins(two_models, tmp_path, standin):
+    """An engine from `mgeo export --batch 2` (fp16 graph): its probe passes, and three frames run as a full batch
+    plus a padded one, each equal to ONNX Runtime on that frame alone (the fp16 batch-1 export of the same weights)."""
+    from mgeo_ros.export.onnx_export import export_onnx
+    from mgeo_ros.model import build_model
+    from mgeo_ros.model.configs import preset
+    from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    make, cudart = standin
+    make()
+    torch.manual_seed(5)  # the weights of two_models[0]
+    b2 = str(tmp_path / 'tiny5_b2.onnx')
+    export_onnx(build_model(preset('tiny')).eval(), b2, (128, 96), num_tokens=48, precision='fp16', batch=2)
+    backend = TensorRTBackend(_standin_engine(b2, tmp_path / 'e2'))
+    assert backend.max_batch == 2 and backend.probe_check is not None and backend.probe_check.ok
+    single = OnnxRuntimeBackend(two_models[0])
+    frame = load_probe(probe_path(b2)).frame
+    frames = np.concatenate([frame, frame[:, :, ::-1].copy(), 0.5 * frame]).astype(np.float32)
+    cudart.copies.clear()
+    got = backend.forward_batch(frames, 48)
+    sizes = [n for n, _ in cudart.copies]  # two forwards of a batch of 2: the same copies twice
+    assert len(got) == 3 and sizes[0] == frames[:2].nbytes and sizes[:len(sizes) // 2] == sizes[len(sizes) // 2:]
+    for i, raw in enumerate(got):
+        ref = single.forward(frames[i:i + 1], 48)
+        np.testing.assert_allclose(raw.points, ref.points, rtol=1e-3, atol=1e-3, err_msg=str(i))
+        assert raw.metric_scale == pytest.approx(ref.metric_scale, rel=1e-3)

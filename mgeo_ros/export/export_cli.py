@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--exact-size', action='store_true',
                         help='use --size itself (rounded to multiples of 14) as the network input')
+    parser.add_argument('--batch', type=int, default=1,
+                        help='static batch of the graph: frames of N cameras in one forward (default 1)')
     parser.add_argument('--opset', type=int, default=18, choices=(17, 18, 19, 20), help='ONNX opset (default 18)')
     parser.add_argument('--target', choices=tuple(DEFAULT_PRECISION), default='engine',
                         help='what will run the ONNX: engine (TensorRT; default precision fp16) or onnxruntime '
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         report = export_onnx(args.checkpoint, args.output, parse_size(args.size), num_tokens=args.num_tokens,
                              opset=args.opset, exact_size=args.exact_size, parity=not args.no_parity,
                              max_rel_l2=args.max_rel_l2, max_abs=args.max_abs, verbose=args.verbose,
-                             precision=precision, min_mask_agree=args.min_mask_agree, probe=not args.no_probe)
+                             precision=precision, min_mask_agree=args.min_mask_agree, probe=not args.no_probe,
+                             batch=args.batch)
     except MgeoError as e:
         print(f'mgeo export: {e}', file=sys.stderr)
         return 1
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     w, h = report.input_size
-    print(f'wrote {report.path}: {report.precision}, input 1x3x{h}x{w} ({report.num_tokens} tokens), opset '
+    print(f'wrote {report.path}: {report.precision}, input {args.batch}x3x{h}x{w} ({report.num_tokens} tokens), opset '
           f'{report.opset}, outputs {", ".join(report.outputs)}, {report.seconds:.1f} s')
     if report.fp16:
         print(f'  fp16 graph: {report.fp16["fp16_nodes"]} fp16 nodes, {report.fp16["fp32_nodes"]} fp32 '

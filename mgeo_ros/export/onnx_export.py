@@ -142,8 +142,9 @@ def _probe_outputs(onnx_path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     sess = _ort_session(onnx_path)
     shape = sess.get_inputs()[0].shape
     frame = probe_frame(int(shape[3]), int(shape[2]))
-    values = sess.run(None, {INPUT_NAME: frame})
-    return frame, dict(zip([o.name for o in sess.get_outputs()], values, strict=True))
+    batch = int(shape[0]) if isinstance(shape[0], int) else 1  # a batch-N export: the probe is its first frame
+    values = sess.run(None, {INPUT_NAME: np.repeat(frame, batch, axis=0)})
+    return frame, {o.name: v[:1] for o, v in zip(sess.get_outputs(), values, strict=True)}
 
 
 def load_model(checkpoint):
@@ -160,7 +161,7 @@ def load_model(checkpoint):
 def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int = 1200, opset: int = 18,
                 exact_size: bool = False, parity: bool = True, max_rel_l2: float | None = None,
                 max_abs: float | None = None, verbose: bool = False, precision: str = 'fp32',
-                min_mask_agree: float | None = None, probe: bool = True) -> ExportReport:
+                min_mask_agree: float | None = None, probe: bool = True, batch: int = 1) -> ExportReport:
     """Export a checkpoint (path or module) for camera frames of `size` = (W, H).
 
     The network input is the token grid for that aspect ratio and `num_tokens` (or `size` rounded to 14 px with
@@ -168,13 +169,16 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
     Parity: fails (ParityError) when any output's relative L2 error > `max_rel_l2`, its max abs error > `max_abs`
     (points are in affine-invariant units of order 1) or the mask agrees on fewer than `min_mask_agree` of its
     pixels; None takes PARITY_BUDGETS[precision]. `probe` writes `<name>.probe.npz` beside the ONNX (see
-    `mgeo_ros.runtime.probe`).
+    `mgeo_ros.runtime.probe`). `batch`: the static batch of the graph (N cameras through one forward; the runtime
+    pads a short batch); the parity input is then N different pictures.
     """
     import onnx
     import torch
 
     if opset not in OPSETS:
         raise BadInputError(f'opset must be one of {OPSETS}, got {opset}')
+    if not 1 <= int(batch) <= 64:
+        raise BadInputError(f'batch must be in [1, 64], got {batch}')
     if precision not in PARITY_BUDGETS:
         raise BadInputError(f'precision must be one of {tuple(PARITY_BUDGETS)}, got {precision!r}')
     budget = PARITY_BUDGETS[precision]
@@ -185,7 +189,7 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
     model = load_model(checkpoint)
     in_w, in_h = export_input_size(size, num_tokens, exact_size)
     tokens = grid_tokens(in_w, in_h)
-    image = parity_image(in_w, in_h)
+    image = np.concatenate([parity_image(in_w, in_h, seed=i) for i in range(int(batch))])
     was_compatible = getattr(model, 'onnx_compatible_mode', False)
     model.onnx_compatible_mode = True
     try:
@@ -204,7 +208,8 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
                     'num_tokens': str(tokens), 'requested_num_tokens': str(num_tokens),
                     'camera_width': str(size[0]), 'camera_height': str(size[1]), 'opset': str(opset),
                     'model_config_hash': config_hash(config), 'model_config': json.dumps(config, sort_keys=True),
-                    'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'precision': precision}
+                    'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'precision': precision,
+                    'batch': str(int(batch))}
         fp16_report = None
         if precision == 'fp16':
             from mgeo_ros.export.fp16 import convert_to_fp16

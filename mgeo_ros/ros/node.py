@@ -1,21 +1,20 @@
-"""mgeo_depth_node: one camera in; metric depth, its camera_info, a point cloud, a validity mask and diagnostics out.
+"""mgeo_depth_node: cameras in; metric depth, its camera_info, a point cloud, a validity mask and diagnostics out.
 
-Threads: the executor thread only stores incoming messages (the newest image replaces a waiting one, see
-`FrameSlot`); one worker thread decodes, runs the model and publishes. Every output carries the input header.
-Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
+One camera by default; with the `cameras` parameter one process serves several through one model (see
+camera_channel.py for what is per camera and runtime/batching.py for how their frames share the model).
+Threads: the executor thread only stores incoming messages (per camera, the newest image replaces a waiting one, see
+`FrameSlot`); one worker thread per camera decodes, runs the model and publishes. Every output carries the input
+header. Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
 or `python -m mgeo_ros.ros.node --ros-args ...`.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-import time
-from dataclasses import dataclass
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -23,38 +22,21 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros import params as P
-from mgeo_ros.ros.compat import with_message_info
-from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
-from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
-from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
-from mgeo_ros.ros.qos import make_qos
+from mgeo_ros.ros.camera_channel import OUTPUT_SPECS, CameraChannel
+from mgeo_ros.ros.diagnostics import NodeStats
+from mgeo_ros.ros.model_status import model_diagnostic_status
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
-OUTPUT_TOPICS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask', 'depth/confidence', 'depth/normals')
-STOP_WAIT_S = 0.2  # how long shutdown waits for the worker to leave on its own
+OUTPUT_TOPICS = tuple(topic for _, topic in OUTPUT_SPECS.values())
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-
-
-@dataclass
-class Outputs:
-    """The node's publishers (names relative, so namespaces and remaps apply)."""
-
-    depth: object
-    info: object
-    points: object
-    mask: object
-    confidence: object
-    normals: object
-
-    def all(self) -> tuple:
-        return (self.depth, self.info, self.points, self.mask, self.confidence, self.normals)
+              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+              tuple: ParameterType.PARAMETER_STRING_ARRAY}
 
 
 def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
@@ -64,7 +46,7 @@ def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
     # rclpy does not check the type: params.validate does, and its refusal names the parameter and the type it wants
     # (rclpy's own says "Wrong parameter type, expected 'Type.INTEGER' got 'Type.DOUBLE'"). Floats also accept
     # integers (`-p max_depth:=5`); the node coerces them.
-    d.dynamic_typing = True
+    d.dynamic_typing = spec.kind is not tuple  # a string array is declared by its type (rclpy: not dynamic)
     if spec.kind is int and spec.min is not None and spec.max is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
     if spec.kind is float and spec.min is not None and spec.max is not None:
@@ -73,94 +55,131 @@ def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
 
 
 class _DepthNodeParts:
-    """The node's building blocks, shared by the plain node (all at start) and the lifecycle node (per transition)."""
+    """The node's building blocks, shared by the plain node (all at start) and the lifecycle node (per transition):
+    parameters, the camera channels (one without a name prefix when `cameras` is empty), the model."""
 
     def _init_common(self, lifecycle: bool) -> None:
-        self.stats = NodeStats()
-        self.stats.model_status = 'unconfigured' if lifecycle else 'loading'
         self.cfg = self._declare_parameters()
-        self._log_bad = ThrottledLog(self.get_logger().warning, self.cfg['log_throttle'])
-        self.slot: FrameSlot[IncomingFrame] = FrameSlot()
-        self.pipeline: FramePipeline | None = None
-        self.outputs: Outputs | None = None
-        self._worker: threading.Thread | None = None
-        self._image_sub = self._info_sub = None
-        self._gaps = SequenceGaps()
-        self._info_lock = threading.Lock()
-        self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraInfo, newest last
+        self.multi = bool(self.cfg['cameras'])
+        self.channels = [CameraChannel(self, name) for name in (self.cfg['cameras'] or ('',))]
+        for ch in self.channels:
+            ch.stats.model_status = 'unconfigured' if lifecycle else 'loading'
+        self.shared = None  # runtime.batching.SharedModel when several cameras share the model
+        self._model_ready = threading.Event()
+        self._loader: threading.Thread | None = None
+        if self.multi and self.cfg['frame_id']:
+            self.get_logger().warning('frame_id is ignored with several cameras: each output keeps its own image\'s '
+                                      'frame_id')
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', QoSProfile(depth=10))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diag_timer = self.create_timer(self.cfg['diagnostics_period'], self._publish_diagnostics)
 
+    @property
+    def stats(self) -> NodeStats:
+        """The first (or only) camera's counters; the model state is the same in every camera's."""
+        return self.channels[0].stats
+
+    @property
+    def pipeline(self):
+        """The first (or only) camera's FramePipeline (single-camera callers: the benchmark, tests)."""
+        return self.channels[0].pipeline
+
+    @property
+    def outputs(self):
+        """The first (or only) camera's publishers."""
+        return self.channels[0].outputs
+
     def _create_outputs(self) -> None:
-        out_qos = make_qos(self.cfg['output_qos'], self.cfg['output_qos_depth'])
-        self.outputs = Outputs(
-            depth=self.create_publisher(Image, 'depth/image', out_qos),
-            info=self.create_publisher(CameraInfo, 'depth/camera_info', out_qos),
-            points=self.create_publisher(PointCloud2, 'points', out_qos),
-            mask=self.create_publisher(Image, 'depth/mask', out_qos),
-            confidence=self.create_publisher(Image, 'depth/confidence', out_qos),
-            normals=self.create_publisher(Image, 'depth/normals', out_qos),
-        )
-        self.pipeline = FramePipeline(self, self.stats, self.outputs, self._log_bad)
+        for ch in self.channels:
+            ch.create_outputs()
 
     def _destroy_outputs(self) -> None:
-        if self.outputs is not None:
-            for pub in self.outputs.all():
-                self.destroy_publisher(pub)
-        self.outputs = self.pipeline = None
+        for ch in self.channels:
+            ch.destroy_outputs()
 
     def _create_inputs(self) -> None:
-        in_qos = make_qos(self.cfg['input_qos'], self.cfg['input_qos_depth'])
-        if self.cfg['image_transport'] == 'compressed':
-            # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
-            topic = self.resolve_topic_name('image') + '/compressed'
-            self._image_sub = self.create_subscription(CompressedImage, topic, with_message_info(self._on_compressed),
-                                                       in_qos)
-        else:
-            self._image_sub = self.create_subscription(Image, 'image', with_message_info(self._on_image), in_qos)
-        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
-        self.stats.active = True
+        for ch in self.channels:
+            ch.create_inputs()
+        cfg = self.cfg
+        listening = ', '.join(f'{ch.image_sub.topic_name} + {ch.info_sub.topic_name}' for ch in self.channels)
+        published = ', '.join(OUTPUT_TOPICS) if not self.multi else \
+            '<camera>/{' + ', '.join(OUTPUT_TOPICS) + '} for ' + ', '.join(cfg['cameras'])
         self.get_logger().info(
-            f'listening on {self._image_sub.topic_name} ({self.cfg["image_transport"]}, {self.cfg["input_qos"]}) and '
-            f'{self._info_sub.topic_name}; publishing {", ".join(OUTPUT_TOPICS)} '
-            f'({self.cfg["output_qos"]}, depth {self.cfg["output_qos_depth"]})')
+            f'listening on {listening} ({cfg["image_transport"]}, {cfg["input_qos"]}); publishing {published} '
+            f'({cfg["output_qos"]}, depth {cfg["output_qos_depth"]})')
 
     def _destroy_inputs(self) -> None:
-        for sub in (self._image_sub, self._info_sub):
-            if sub is not None:
-                self.destroy_subscription(sub)
-        self._image_sub = self._info_sub = None
-        self.stats.active = False
+        for ch in self.channels:
+            ch.destroy_inputs()
 
-    def _start_worker(self, load_model: bool) -> None:
-        self.slot = FrameSlot()
-        self._worker = threading.Thread(target=self._work, args=(load_model,), name='mgeo_inference', daemon=True)
-        self._worker.start()
+    def _load_model(self) -> None:
+        """Load the model once (the first channel's pipeline does it); several cameras share it through a
+        SharedModel, each with its own view. On failure the node stays up and every status says why."""
+        first = self.channels[0]
+        first.pipeline.load_model(self.cfg)
+        if not self.multi:
+            return
+        base = first.pipeline.predictor
+        if base is not None:
+            from mgeo_ros.runtime.batching import SharedModel
 
-    def _stop_worker(self) -> None:
-        """Close the slot and give the worker a moment to leave. A frame in the backend (or a model still loading)
-        is a native call that cannot be interrupted: it is not waited for (see `main`); it ends without publishing."""
-        self.slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=STOP_WAIT_S)
-        self._worker = None
+            self.shared = SharedModel(base, self.cfg['max_batch'])
+            self.get_logger().info(f'one model serves {len(self.channels)} cameras, up to {self.shared.max_batch} '
+                                   'frames per forward')
+        for ch in self.channels:
+            with ch.stats.lock:
+                ch.stats.model_status = first.stats.model_status
+                ch.stats.model_error = first.stats.model_error
+                ch.stats.backend = first.stats.backend
+            if self.shared is not None:
+                ch.pipeline.predictor = self.shared.view(ch.name, warn=ch.pipeline.log.warning)
+
+    def _load_then_release(self) -> None:
+        try:
+            self._load_model()
+        finally:
+            self._model_ready.set()
+
+    def _start_workers(self, load_model: bool) -> None:
+        """One worker per camera; they wait until the model is loaded (here in the background, or already)."""
+        self._model_ready = threading.Event()
+        for ch in self.channels:
+            ch.start(self._model_ready)
+        if load_model:
+            self._loader = threading.Thread(target=self._load_then_release, name='mgeo_model_loader', daemon=True)
+            self._loader.start()
+        else:
+            self._model_ready.set()
+
+    def _stop_workers(self) -> None:
+        for ch in self.channels:
+            ch.stop()
+
+    def _close_model(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+        self.shared = None
 
     # ---- parameters ---------------------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
         cfg = {}
         for spec in P.PARAMS:
+            # an empty list has no ROS type of its own: a string array is declared by type (unset = empty)
+            default = Parameter.Type.STRING_ARRAY if spec.kind is tuple else spec.default
             try:
-                value = self.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
+                value = self.declare_parameter(spec.name, default, _descriptor(spec)).value
             except Exception as exc:  # wrong type given at start: keep running on the default, say why
                 self.get_logger().error(f'parameter {spec.name}: {exc}; using the default {spec.default!r}')
-                value = self.declare_parameter(spec.name, spec.default, _descriptor(spec), ignore_override=True).value
+                value = self.declare_parameter(spec.name, default, _descriptor(spec), ignore_override=True).value
+            if value is None and spec.kind is tuple:  # unset (or `[]` in a YAML): make it an empty array, not unset
+                self.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
             value = P.coerce(spec.name, value)
             reason = P.validate(spec.name, value)
             if reason is not None:
                 self.get_logger().error(f'invalid start value: {reason}; using the default {spec.default!r}')
                 value = spec.default
-                self.set_parameters([rclpy.parameter.Parameter(spec.name, value=value)])
+                kind = Parameter.Type.STRING_ARRAY if spec.kind is tuple else None
+                self.set_parameters([Parameter(spec.name, kind, list(value) if kind else value)])
             cfg[spec.name] = value
         return cfg
 
@@ -178,79 +197,33 @@ class _DepthNodeParts:
             updates[p.name] = value
         if self.cfg:  # empty while declaring: the initial values are handled by _declare_parameters
             self.cfg = {**self.cfg, **updates}  # one atomic swap: the worker sees all or none of the changes
-            self._log_bad.period = self.cfg['log_throttle']
-            if self.pipeline is not None:
-                self.pipeline.on_config_changed(updates)
+            for ch in self.channels:
+                ch.log_bad.period = self.cfg['log_throttle']
+                if ch.pipeline is not None:
+                    ch.pipeline.on_config_changed(updates)
             if updates:
                 applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
                 self.get_logger().info(f'parameters applied live: {applied}')
         return SetParametersResult(successful=True)
 
-    # ---- callbacks (executor thread: keep them O(1)) ----------------------------------------------------------------
-    def _on_image(self, msg: Image, info: dict) -> None:
-        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self.camera_info_for), info)
-
-    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
-        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self.camera_info_for), info)
-
-    def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
-        replaced = self.slot.put(frame)
-        gid = info.get('publisher_gid') or {}
-        publisher = bytes(gid.get('data', b'')) if isinstance(gid, dict) else gid
-        with self.stats.lock:
-            self.stats.received += 1
-            if replaced is not None:
-                self.stats.dropped += 1
-            self.stats.lost_before_node += self._gaps.observe(publisher, info.get('publication_sequence_number'))
-            sent, got = info.get('source_timestamp'), info.get('received_timestamp')
-            if sent and got:
-                self.stats.timings.add('transport', (got - sent) / 1e6)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        with self._info_lock:
-            self._infos.pop(key, None)
-            self._infos[key] = msg
-            while len(self._infos) > 8:
-                self._infos.popitem(last=False)
-
-    def camera_info_for(self, header) -> CameraInfo | None:
-        """The CameraInfo with the image's stamp if one arrived, else the latest (asked when the frame is processed,
-        so an info that arrives just after its image is still used)."""
-        with self._info_lock:
-            if not self._infos:
-                return None
-            exact = self._infos.get((header.stamp.sec, header.stamp.nanosec))
-            return exact if exact is not None else next(reversed(self._infos.values()))
-
     def _publish_diagnostics(self) -> None:
+        """One status per camera, plus one for the shared model when there are several cameras."""
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        last_frame = self.pipeline.last_frame_id if self.pipeline is not None else ''
-        hardware = self.cfg['frame_id'] or last_frame or 'camera'
-        msg.status = [to_diagnostic_status(self.stats, f'{self.get_fully_qualified_name()}: depth', hardware)]
+        fqn = self.get_fully_qualified_name()
+        msg.status = [ch.diagnostic_status(fqn) for ch in self.channels]
+        if self.multi:
+            first = self.channels[0].stats
+            max_batch = self.shared.max_batch if self.shared is not None else 0
+            msg.status.append(model_diagnostic_status(
+                f'{fqn}: model', first.model_status, first.model_error, first.backend, max_batch,
+                self.shared.stats if self.shared is not None else None))
         self._diag_pub.publish(msg)
 
-    # ---- worker thread ------------------------------------------------------------------------------------------
-    def _work(self, load_model: bool) -> None:
-        pipeline, slot = self.pipeline, self.slot
-        if load_model:
-            pipeline.load_model(self.cfg)
-        while not slot.closed:
-            frame = slot.take(timeout=0.2)
-            if frame is None:
-                continue
-            try:
-                pipeline.process(frame, self.cfg)
-            except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
-                if slot.closed:  # stopped under this frame (publishers or context gone): nothing to report
-                    return
-                self.stats.count_bad('internal_error')
-                self._log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
-
     def shutdown(self) -> None:
-        """Stop the worker before the node goes away."""
-        self._stop_worker()
+        """Stop the workers and the shared model before the node goes away."""
+        self._stop_workers()
+        self._close_model()
 
 
 class MgeoDepthNode(_DepthNodeParts, Node):
@@ -261,7 +234,7 @@ class MgeoDepthNode(_DepthNodeParts, Node):
         self._init_common(lifecycle=False)
         self._create_outputs()
         self._create_inputs()
-        self._start_worker(load_model=True)
+        self._start_workers(load_model=True)
 
 
 class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
@@ -274,11 +247,12 @@ class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         self._create_outputs()
-        self.pipeline.load_model(self.cfg)
+        self._load_model()
         if self.stats.model_status != 'ready':
+            self._close_model()
             self._destroy_outputs()
             return TransitionCallbackReturn.FAILURE
-        self._start_worker(load_model=False)
+        self._start_workers(load_model=False)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -290,14 +264,17 @@ class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self._stop_workers()
+        self._close_model()
         self._destroy_outputs()
-        self.stats.model_status = 'unconfigured'
+        for ch in self.channels:
+            ch.stats.model_status = 'unconfigured'
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._destroy_inputs()
-        self._stop_worker()
+        self._stop_workers()
+        self._close_model()
         return TransitionCallbackReturn.SUCCESS
 
 

@@ -6,6 +6,7 @@ parameter declarations with descriptors, and `config/mgeo_depth.yaml` documents 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 QOS_CHOICES = ('sensor_data', 'reliable', 'best_effort')
@@ -16,7 +17,7 @@ class ParamSpec:
     """One parameter. `live` = may change while running; otherwise a change is refused with a reason."""
 
     name: str
-    default: bool | int | float | str
+    default: bool | int | float | str | tuple[str, ...]
     description: str
     unit: str = ''
     live: bool = False
@@ -77,6 +78,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               'reliable connects to both reliable (depth_image_proc, RTAB-Map, RViz default) and best-effort '
               'subscribers.', choices=QOS_CHOICES),
     ParamSpec('output_qos_depth', 2, 'History depth of the output publishers.', unit='messages', min=1, max=100),
+    ParamSpec('cameras', (), 'Camera names served by this one process and one model: each subscribes '
+              '<name>/image (or <name>/image/compressed) and <name>/camera_info and publishes every output under '
+              '<name>/. Empty = one camera on the plain topic names.'),
+    ParamSpec('max_batch', 0, 'Most frames of different cameras run as one batch (0 = what the model allows: '
+              'torch any, an ONNX/engine its exported batch; 1 = one after another).', unit='frames', min=0,
+              max=64),
     ParamSpec('diagnostics_period', 1.0, 'Period of the /diagnostics status message.', unit='s', min=0.1, max=60.0),
     # ---- live: camera, frame, depth range -------------------------------------------------------------------------
     ParamSpec('use_camera_info', True, 'Use the camera_info for intrinsics (rescaled to the image size): its P '
@@ -151,6 +158,8 @@ def validate(name: str, value) -> str | None:
     if spec is None:
         return f'unknown parameter {name!r}'
     kind = spec.kind
+    if kind is tuple:
+        return _validate_names(name, value)
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
@@ -176,6 +185,21 @@ def validate(name: str, value) -> str | None:
     return None
 
 
+_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
+
+
+def _validate_names(name: str, value) -> str | None:
+    """A list of distinct ROS name tokens (each becomes a topic namespace)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return f'{name} must be a list of strings, got {type(value).__name__} {value!r}'
+    bad = [v for v in value if not _NAME.fullmatch(v)]
+    if bad:
+        return f'{name}: {bad} are not valid names (a letter, then letters, digits or _)'
+    if len(set(value)) != len(value):
+        return f'{name} lists a name twice: {list(value)}'
+    return None
+
+
 def check_change(name: str, old, new) -> str | None:
     """Why changing `name` from `old` to `new` at run time is refused, or None when it may apply live."""
     reason = validate(name, new)
@@ -189,7 +213,10 @@ def check_change(name: str, old, new) -> str | None:
 
 
 def coerce(name: str, value):
-    """ROS delivers an integer for a float parameter set as `-p x:=2`; make it the declared type."""
+    """ROS delivers an integer for a float parameter set as `-p x:=2`, a list for a string array and None for an
+    empty one; make it the declared type."""
+    if SPECS[name].kind is tuple:
+        return () if value is None else tuple(value) if isinstance(value, list) else value
     if SPECS[name].kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

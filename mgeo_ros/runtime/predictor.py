@@ -220,13 +220,17 @@ class Predictor:
         nh, nw = image.shape[2:]
         self._warn_aspect(w, h, nw, nh)
         t1 = time.perf_counter()
-        raw = self.backend.forward(image, grid_tokens(nw, nh))
+        raw = self._forward(image, grid_tokens(nw, nh))
         t2 = time.perf_counter()
         fields = postprocess(raw, (w, h), intrinsics, self.mask_threshold)
         t3 = time.perf_counter()
         timings = {'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3, 'postprocess': (t3 - t2) * 1e3,
                    'total': (t3 - t0) * 1e3}
         return Prediction(timings_ms=timings, **fields)
+
+    def _forward(self, image: np.ndarray, tokens: int):
+        """The network on one preprocessed frame (a camera of a shared model goes through its queue instead)."""
+        return self.backend.forward(image, tokens)
 
     def _warn_aspect(self, w: int, h: int, nw: int, nh: int) -> None:
         """Once per new frame size: warn through `warn` when a fixed-size model stretches the frame."""

@@ -41,11 +41,17 @@ class Backend(ABC):
     device: str = 'cpu'
     precision: str = 'fp32'
     metadata: dict[str, str] = {}
+    max_batch: int = 1  # frames one forward_batch call runs at once (several cameras); 1 = one after another
     threads: int | None = None  # intra-op CPU threads it was set to (None: the library's default, or not applicable)
 
     @abstractmethod
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
         """image: float32 [1,3,h,w]; num_tokens: the grid's token count (ignored by fixed-shape backends)."""
+
+    def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
+        """images: float32 [B,3,h,w] of one size -> one RawOutput per frame. This default runs them one by one;
+        backends that batch (torch natively, an ONNX/engine exported with a batch) override it."""
+        return [self.forward(images[i:i + 1], num_tokens) for i in range(images.shape[0])]
 
     def synchronize(self) -> None:
         """Wait for queued device work (GPU backends); a no-op on CPU."""
@@ -54,6 +60,15 @@ class Backend(ABC):
     def peak_device_memory_bytes(self) -> int | None:
         """Peak device memory since the backend was created, when the backend can tell."""
         return None
+
+
+def split_raw_outputs(points, mask, metric_scale, normal=None, count: int | None = None) -> list[RawOutput]:
+    """Batched network outputs ([B,...]; metric_scale [B] or [B,1]) -> the first `count` frames' RawOutputs (the rest
+    of a padded static batch is dropped)."""
+    n = points.shape[0] if count is None else int(count)
+    scales = np.asarray(metric_scale, dtype=np.float32).reshape(points.shape[0], -1)[:, 0]
+    return [as_raw_output(points[i:i + 1], mask[i:i + 1], scales[i], None if normal is None else normal[i:i + 1])
+            for i in range(n)]
 
 
 def as_raw_output(points, mask, metric_scale, normal=None) -> RawOutput:

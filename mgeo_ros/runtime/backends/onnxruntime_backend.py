@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError
-from mgeo_ros.runtime.backends.base import Backend, RawOutput, as_raw_output, log
+from mgeo_ros.runtime.backends.base import Backend, RawOutput, log, split_raw_outputs
 from mgeo_ros.runtime.devices import has_nvidia_gpu, resolve_threads
 
 
@@ -64,6 +64,8 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError(f'onnxruntime backend: {onnx_path} has a dynamic input shape {shape}; '
                                           'export with a fixed --size (mgeo export)')
         self.input_size = (int(shape[3]), int(shape[2]))
+        # `mgeo export --batch N` writes a static batch N: that many frames run per forward (fewer are padded)
+        self.max_batch = int(shape[0]) if isinstance(shape[0], int) and shape[0] > 1 else 1
         self._output_names = [o.name for o in self.session.get_outputs()]
         missing = {'points', 'mask', 'metric_scale'} - set(self._output_names)
         if missing:
@@ -74,8 +76,19 @@ class OnnxRuntimeBackend(Backend):
         log.debug('onnxruntime backend: %s on %s, input %s', onnx_path, used, self.input_size)
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
-        if image.shape[2:] != (self.input_size[1], self.input_size[0]):
-            raise ValueError(f'onnxruntime backend: input {image.shape} does not match the model {self.input_size}')
-        values = self.session.run(self._output_names, {self._input_name: image})
-        out = dict(zip(self._output_names, values, strict=True))
-        return as_raw_output(out['points'], out['mask'], out['metric_scale'], out.get('normal'))
+        return self.forward_batch(image, num_tokens)[0]
+
+    def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
+        """[B,3,h,w] in chunks of the model's batch; a short chunk is padded with its last frame (outputs dropped)."""
+        if images.shape[2:] != (self.input_size[1], self.input_size[0]):
+            raise ValueError(f'onnxruntime backend: input {images.shape} does not match the model {self.input_size}')
+        results: list[RawOutput] = []
+        for start in range(0, images.shape[0], self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            count = chunk.shape[0]
+            if count < self.max_batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.max_batch - count, axis=0)])
+            values = self.session.run(self._output_names, {self._input_name: np.ascontiguousarray(chunk)})
+            out = dict(zip(self._output_names, values, strict=True))
+            results += split_raw_outputs(out['points'], out['mask'], out['metric_scale'], out.get('normal'), count)
+        return results

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError
-from mgeo_ros.runtime.backends.base import OUTPUT_NAMES, Backend, RawOutput, as_raw_output, log
+from mgeo_ros.runtime.backends.base import OUTPUT_NAMES, Backend, RawOutput, log, split_raw_outputs
 from mgeo_ros.runtime.devices import check_tensorrt_version, import_tensorrt, sidecar_path
 from mgeo_ros.runtime.probe import ProbeCheck, ProbeError, check_backend, load_probe, probe_path
 
@@ -167,6 +167,7 @@ class TensorRTBackend(Backend):
         self._input_name = self._inputs[0]
         shape = self._host[self._input_name].shape
         self.input_size = (int(shape[3]), int(shape[2]))
+        self.max_batch = int(shape[0])  # an engine from `mgeo export --batch N` runs N frames per forward
         self.precision = self.metadata.get('precision', 'unknown')
         self.device = f'cuda:{index} ({self.gpu_name})'
         self.probe_check: ProbeCheck | None = None
@@ -213,21 +214,32 @@ class TensorRTBackend(Backend):
         log.info('tensorrt backend: %s reproduces its probe (%s)', engine_path, self.probe_check.summary())
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
+        return self.forward_batch(image, num_tokens)[0]
+
+    def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
+        """[B,3,h,w] in chunks of the engine's batch; a short chunk is padded with its last frame (outputs dropped)."""
         cuda, stream = self._cuda, self.stream
         h2d = self._cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = self._cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         host_in = self._host[self._input_name]
-        host_in[...] = image
-        cuda('cudaMemcpyAsync', self._device_bufs[self._input_name], host_in.ctypes.data, host_in.nbytes, h2d, stream)
-        if not self.context.execute_async_v3(int(stream)):
-            raise RuntimeError('tensorrt backend: execute_async_v3 failed')
-        for name in self._outputs:
-            if name in self._host:
-                out = self._host[name]
-                cuda('cudaMemcpyAsync', out.ctypes.data, self._device_bufs[name], out.nbytes, d2h, stream)
-        cuda('cudaStreamSynchronize', stream)
-        out = {k: v.astype(np.float32) for k, v in self._host.items() if k in OUTPUT_NAMES}
-        return as_raw_output(out['points'], out['mask'], out['metric_scale'], out.get('normal'))
+        results: list[RawOutput] = []
+        for start in range(0, images.shape[0], self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            count = chunk.shape[0]
+            host_in[:count] = chunk
+            host_in[count:] = chunk[-1:]
+            cuda('cudaMemcpyAsync', self._device_bufs[self._input_name], host_in.ctypes.data, host_in.nbytes, h2d,
+                 stream)
+            if not self.context.execute_async_v3(int(stream)):
+                raise RuntimeError('tensorrt backend: execute_async_v3 failed')
+            for name in self._outputs:
+                if name in self._host:
+                    out = self._host[name]
+                    cuda('cudaMemcpyAsync', out.ctypes.data, self._device_bufs[name], out.nbytes, d2h, stream)
+            cuda('cudaStreamSynchronize', stream)
+            out = {k: v.astype(np.float32) for k, v in self._host.items() if k in OUTPUT_NAMES}
+            results += split_raw_outputs(out['points'], out['mask'], out['metric_scale'], out.get('normal'), count)
+        return results
 
     def synchronize(self) -> None:
         self._cuda('cudaStreamSynchronize', self.stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError
-from mgeo_ros.runtime.backends.base import Backend, RawOutput, as_raw_output, log
+from mgeo_ros.runtime.backends.base import Backend, RawOutput, log, split_raw_outputs
 from mgeo_ros.runtime.devices import resolve_threads
 
 
@@ -53,10 +53,15 @@ class TorchBackend(Backend):
         self.input_size = None
         self.metadata = {}
         self.reference_mode = bool(reference_mode)
+        self.max_batch = 16  # any batch runs natively; this caps the memory of one forward
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
+        return self.forward_batch(image, num_tokens)[0]
+
+    def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
+        """[B,3,h,w] through the module in one call (the model is batch-agnostic)."""
         torch = self._torch
-        x = torch.from_numpy(image)
+        x = torch.from_numpy(np.ascontiguousarray(images))
         if self._device.type == 'cuda':
             x = x.to(self._device, non_blocking=False)
         previous = getattr(self.model, 'onnx_compatible_mode', False)
@@ -74,8 +79,8 @@ class TorchBackend(Backend):
         def host(t):
             return None if t is None else t.float().cpu().numpy()
 
-        return as_raw_output(host(out['points']), host(out['mask']), host(out['metric_scale']),
-                             host(out.get('normal')))
+        return split_raw_outputs(host(out['points']), host(out['mask']), host(out['metric_scale']),
+                                 host(out.get('normal')))
 
     def synchronize(self) -> None:
         if self._device.type == 'cuda':

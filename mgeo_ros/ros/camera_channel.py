@@ -1,0 +1,218 @@
+"""One camera of the depth node: its topics, newest-frame slot, CameraInfo cache, counters, publishers, per-frame
+pipeline and worker thread.
+
+The node (node.py) owns the parameters and the model; everything that is per camera lives here, so N cameras are N
+channels sharing one model, and the single-camera node is the one channel without a name (plain topic names). A bad
+frame or CameraInfo on one channel is counted and logged on that channel only.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, fields
+
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from mgeo_ros.ros.compat import with_message_info
+from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
+from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
+from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
+from mgeo_ros.ros.qos import make_qos
+
+STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
+
+
+@dataclass
+class Outputs:
+    """One camera's publishers (names relative, so namespaces and remaps apply)."""
+
+    depth: object
+    info: object
+    points: object
+    mask: object
+    confidence: object
+    normals: object
+
+    def all(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+# Outputs field -> (message type, topic relative to the camera's prefix)
+OUTPUT_SPECS: dict[str, tuple[type, str]] = {
+    'depth': (Image, 'depth/image'),
+    'info': (CameraInfo, 'depth/camera_info'),
+    'points': (PointCloud2, 'points'),
+    'mask': (Image, 'depth/mask'),
+    'confidence': (Image, 'depth/confidence'),
+    'normals': (Image, 'depth/normals'),
+}
+
+
+class CameraInfoCache:
+    """The last few CameraInfo messages by stamp, so a frame is paired with the info of its own stamp."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraInfo
+
+    def put(self, msg: CameraInfo) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        with self._lock:
+            self._infos.pop(key, None)
+            self._infos[key] = msg
+            while len(self._infos) > self._keep:
+                self._infos.popitem(last=False)
+
+    def for_header(self, header) -> CameraInfo | None:
+        """The CameraInfo with the image's stamp if one arrived, else the latest (asked when the frame is processed,
+        so an info that arrives just after its image is still used)."""
+        with self._lock:
+            if not self._infos:
+                return None
+            exact = self._infos.get((header.stamp.sec, header.stamp.nanosec))
+            return exact if exact is not None else next(reversed(self._infos.values()))
+
+
+class _CameraNodeView:
+    """What FramePipeline needs of the node, with a logger named after the camera (so its lines say which one)."""
+
+    def __init__(self, node, name: str) -> None:
+        self._node = node
+        self._logger = node.get_logger().get_child(name)
+
+    @property
+    def cfg(self) -> dict:
+        return self._node.cfg
+
+    def get_logger(self):
+        return self._logger
+
+    def get_clock(self):
+        return self._node.get_clock()
+
+
+class CameraChannel:
+    """Everything of one camera. `name` '' = the single-camera node (topics image, camera_info, depth/image, ...);
+    otherwise topics are <name>/image, <name>/depth/image, ..."""
+
+    def __init__(self, node, name: str = '') -> None:
+        self.node = node
+        self.name = name
+        self.prefix = f'{name}/' if name else ''
+        self.stats = NodeStats()
+        logger = node.get_logger() if not name else node.get_logger().get_child(name)
+        self.log_bad = ThrottledLog(logger.warning, node.cfg['log_throttle'])
+        self.slot: FrameSlot[IncomingFrame] = FrameSlot()
+        self.infos = CameraInfoCache()
+        self.gaps = SequenceGaps()
+        self.pipeline: FramePipeline | None = None
+        self.outputs: Outputs | None = None
+        self.image_sub = self.info_sub = None
+        self._worker: threading.Thread | None = None
+
+    def topic(self, relative: str) -> str:
+        return self.prefix + relative
+
+    # ---- publishers and the per-frame pipeline
+    def create_outputs(self) -> None:
+        cfg = self.node.cfg
+        qos = make_qos(cfg['output_qos'], cfg['output_qos_depth'])
+        self.outputs = Outputs(**{f: self.node.create_publisher(kind, self.topic(t), qos)
+                                  for f, (kind, t) in OUTPUT_SPECS.items()})
+        view = self.node if not self.name else _CameraNodeView(self.node, self.name)
+        self.pipeline = FramePipeline(view, self.stats, self.outputs, self.log_bad)
+
+    def destroy_outputs(self) -> None:
+        if self.outputs is not None:
+            for pub in self.outputs.all():
+                self.node.destroy_publisher(pub)
+        self.outputs = self.pipeline = None
+
+    # ---- subscriptions (the executor thread: callbacks stay O(1))
+    def create_inputs(self) -> None:
+        cfg = self.node.cfg
+        qos = make_qos(cfg['input_qos'], cfg['input_qos_depth'])
+        if cfg['image_transport'] == 'compressed':
+            # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
+            topic = self.node.resolve_topic_name(self.topic('image')) + '/compressed'
+            self.image_sub = self.node.create_subscription(CompressedImage, topic,
+                                                           with_message_info(self._on_compressed), qos)
+        else:
+            self.image_sub = self.node.create_subscription(Image, self.topic('image'),
+                                                           with_message_info(self._on_image), qos)
+        self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
+        self.stats.active = True
+
+    def destroy_inputs(self) -> None:
+        for sub in (self.image_sub, self.info_sub):
+            if sub is not None:
+                self.node.destroy_subscription(sub)
+        self.image_sub = self.info_sub = None
+        self.stats.active = False
+
+    def _on_image(self, msg: Image, info: dict) -> None:
+        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self.infos.for_header), info)
+
+    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
+        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self.infos.for_header), info)
+
+    def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
+        replaced = self.slot.put(frame)
+        gid = info.get('publisher_gid') or {}
+        publisher = bytes(gid.get('data', b'')) if isinstance(gid, dict) else gid
+        with self.stats.lock:
+            self.stats.received += 1
+            if replaced is not None:
+                self.stats.dropped += 1
+            self.stats.lost_before_node += self.gaps.observe(publisher, info.get('publication_sequence_number'))
+            sent, got = info.get('source_timestamp'), info.get('received_timestamp')
+            if sent and got:
+                self.stats.timings.add('transport', (got - sent) / 1e6)
+
+    # ---- worker thread
+    def start(self, model_ready: threading.Event) -> None:
+        """Start the worker; it waits for `model_ready`, then processes this camera's newest frames."""
+        self.slot = FrameSlot()
+        thread_name = 'mgeo_inference' + (f'_{self.name}' if self.name else '')
+        self._worker = threading.Thread(target=self._work, args=(self.slot, model_ready), name=thread_name,
+                                        daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Close the slot and give the worker a moment to leave. A frame in the backend (or a model still loading)
+        is a native call that cannot be interrupted: it is not waited for; it ends without publishing."""
+        self.slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=STOP_WAIT_S)
+        self._worker = None
+
+    def _work(self, slot: FrameSlot, model_ready: threading.Event) -> None:
+        while not model_ready.wait(0.2):
+            if slot.closed:
+                return
+        pipeline = self.pipeline
+        while not slot.closed:
+            frame = slot.take(timeout=0.2)
+            if frame is None:
+                continue
+            cfg = self.node.cfg
+            if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
+                cfg = {**cfg, 'frame_id': ''}
+            try:
+                pipeline.process(frame, cfg)
+            except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
+                if slot.closed:  # stopped under this frame (publishers, context or shared model gone): say nothing
+                    return
+                self.stats.count_bad('internal_error')
+                self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
+
+    # ---- diagnostics
+    def diagnostic_status(self, node_name: str):
+        """This camera's DiagnosticStatus: `<node>: depth` alone, `<node>: <camera> depth` among several."""
+        last_frame = self.pipeline.last_frame_id if self.pipeline is not None else ''
+        override = self.node.cfg['frame_id'] if not self.name else ''
+        hardware = override or last_frame or self.name or 'camera'
+        label = f'{node_name}: {self.name} depth' if self.name else f'{node_name}: depth'
+        return to_diagnostic_status(self.stats, label, hardware)

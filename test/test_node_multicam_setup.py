@@ -1,0 +1,142 @@
+"""The multi-camera setup file and launch file: checked as data (the `launch` packages are not installable here)
+and by starting a real node with the setup's arguments and seeing it subscribe every camera's remapped topics."""
+from __future__ import annotations
+
+import ast
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mgeo_ros.errors import BadInputError
+from mgeo_ros.ros import params as P
+from mgeo_ros.ros.multi_camera_config import load_setup, main
+
+REPO = Path(__file__).resolve().parents[1]
+SETUP = REPO / 'config' / 'mgeo_multi_camera.yaml'
+LAUNCH = REPO / 'launch' / 'mgeo_multi_camera.launch.py'
+
+
+def test_packaged_setup_has_four_cameras_with_remaps_and_valid_parameters():
+    setup = load_setup(SETUP)
+    assert [c.name for c in setup.cameras] == ['front', 'left', 'right', 'rear']
+    remaps = dict(setup.remappings())
+    assert remaps['front/image'] == '/front_camera/color/image_raw'
+    assert remaps['rear/camera_info'] == '/rear_camera/color/camera_info'
+    params = setup.node_parameters()
+    assert params['cameras'] == ['front', 'left', 'right', 'rear']
+    assert all(P.validate(k, P.coerce(k, v)) is None for k, v in params.items())
+
+
+@pytest.mark.parametrize('text, fragment', [
+    ('cameras: []', 'non-empty list'),
+    ('cameras: [{name: a, image: /a}]', 'needs name, image and camera_info'),
+    ('cameras: [{name: a, image: /a, camera_info: /ai}, {name: a, image: /b, camera_info: /bi}]', 'twice'),
+    ('cameras: [{name: 1a, image: /a, camera_info: /ai}]', 'not valid names'),
+    ('cameras: [{name: a, image: /a, camera_info: /ai}]\nparameters: {max_batchh: 2}', 'unknown parameter'),
+    ('cameras: [{name: a, image: /a, camera_info: /ai}]\nparameters: {max_batch: -1}', 'max_batch must be >='),
+])
+def test_bad_setup_files_are_refused_with_the_reason(tmp_path, text, fragment):
+    path = tmp_path / 'setup.yaml'
+    path.write_text(text)
+    with pytest.raises(BadInputError, match=fragment):
+        load_setup(path)
+    assert main([str(path)]) == 1
+
+
+def test_launch_file_builds_the_node_from_the_setup_file():
+    tree = ast.parse(LAUNCH.read_text())
+    assert any(isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description' for n in tree.body)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'Node']
+    assert len(calls) == 1
+    kw = {k.arg: k.value for k in calls[0].keywords}
+    assert ast.literal_eval(kw['executable']) == 'mgeo_depth_node'
+    assert ast.unparse(kw['remappings']) == 'setup.remappings()'
+    assert 'setup.node_parameters()' in ast.unparse(kw['parameters'])
+    arguments = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == 'ARGUMENTS')
+    assert {ast.literal_eval(t.elts[0]) for t in arguments.elts} >= {'setup_file', 'model', 'backend'}
+
+
+@pytest.mark.ros
+def test_a_node_started_from_the_setup_subscribes_every_camera_and_publishes_under_its_name(tmp_path, ros_env):
+    import rclpy
+    from node_harness import node_command, stop_node
+
+    tag = f's{os.getpid()}'
+    data = yaml.safe_load(SETUP.read_text())
+    data['namespace'] = f'{tag}_robot'
+    for cam in data['cameras']:
+        cam['image'], cam['camera_info'] = f'/{tag}/{cam["name"]}/img', f'/{tag}/{cam["name"]}/info'
+    data['parameters']['model'] = '/nonexistent/model.onnx'
+    path = tmp_path / 'setup.yaml'
+    path.write_text(yaml.safe_dump(data))
+    args = subprocess.run([sys.executable, '-m', 'mgeo_ros.ros.multi_camera_config', str(path)], capture_output=True,
+                          text=True, check=True, cwd=REPO).stdout
+    proc = subprocess.Popen(node_command() + shlex.split(args), env=ros_env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node('setup_probe', context=context)
+    try:
+        names = [c['name'] for c in data['cameras']]
+        wanted_in = [f'/{tag}/{n}/{t}' for n in names for t in ('img', 'info')]
+        wanted_out = [f'/{tag}_robot/{n}/depth/image' for n in names]
+
+        def wired() -> bool:
+            return (all(probe.count_subscribers(t) > 0 for t in wanted_in)
+                    and all(probe.count_publishers(t) > 0 for t in wanted_out))
+        deadline = time.monotonic() + 30
+        while not wired() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert wired(), {t: probe.count_subscribers(t) for t in wanted_in}
+    finally:
+        probe.destroy_node()
+        context.try_shutdown()
+        assert stop_node(proc) == 0
+
+
+@pytest.mark.ros
+def test_multi_camera_launch_file_runs_the_node(tmp_path):
+    launch_ros = pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI here (no ROS '
+                                     'apt packages); the launch file is checked statically and its setup by a real '
+                                     'node above')
+    import threading
+
+    import rclpy
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    import launch
+
+    tag = f'ml{os.getpid()}'
+    data = yaml.safe_load(SETUP.read_text())
+    data['namespace'] = tag
+    path = tmp_path / 'setup.yaml'
+    path.write_text(yaml.safe_dump(data))
+    include = launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(LAUNCH)),
+        launch_arguments={'setup_file': str(path), 'params_file': str(REPO / 'config' / 'mgeo_depth.yaml'),
+                          'model': '/nonexistent.onnx'}.items())
+    service = launch.LaunchService()
+    service.include_launch_description(launch.LaunchDescription([include]))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node('multi_launch_probe', context=context)
+    try:
+        deadline = time.monotonic() + 30
+        topic = f'/{tag}/front/depth/image'
+        while probe.count_publishers(topic) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert probe.count_publishers(topic) > 0, f'no publisher on {topic} (launch_ros {launch_ros.__name__})'
+        assert probe.count_subscribers('/front_camera/color/image_raw') > 0
+    finally:
+        service.shutdown()
+        thread.join(20)
+        probe.destroy_node()
+        context.try_shutdown()

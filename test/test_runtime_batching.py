@@ -1,0 +1,165 @@
+"""Several cameras, one model: `mgeo export --batch N` parity against batch-1 runs, batched torch forward, and the
+shared model's scheduling (batches formed, fair service, sizes kept apart) on real backends."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from runtime_wellposed import WellPosedTiny
+
+from mgeo_ros.runtime import Predictor
+from mgeo_ros.runtime.batching import SharedModel
+from mgeo_ros.runtime.preprocess import Preprocessor
+
+NUM_TOKENS = 40
+SIZE = (96, 72)
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+    from mgeo_ros.model import build_model
+    from mgeo_ros.model.configs import preset
+
+    torch.manual_seed(7)
+    torch.set_num_threads(1)
+    return WellPosedTiny(build_model(preset('tiny')).eval())
+
+
+@pytest.fixture(scope='module')
+def exports(tiny_model, tmp_path_factory):
+    from mgeo_ros.export.onnx_export import export_onnx
+
+    folder = tmp_path_factory.mktemp('batch_onnx')
+    return {n: export_onnx(tiny_model, str(folder / f'tiny_b{n}.onnx'), SIZE, num_tokens=NUM_TOKENS, batch=n)
+            for n in (1, 4)}
+
+
+def _frames(count: int, w: int = SIZE[0], h: int = SIZE[1]) -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(count):  # different pictures, so a mixed-up batch order would show
+        img = np.stack([np.sin(xx / (5.0 + i)), np.cos(yy / (4.0 + i)), np.sin((xx + yy) / (9.0 + 2 * i))], -1)
+        out.append(np.clip(img * 100 + 128 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+def test_batch4_export_matches_four_batch1_runs(exports):
+    b4, b1 = exports[4], exports[1]
+    graph = onnx.load(b4.path)
+    dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [4, 3, b4.input_size[1], b4.input_size[0]]
+    assert {p.key: p.value for p in graph.metadata_props}['batch'] == '4'
+    assert all(err['rel_l2'] < 1e-4 for err in b4.parity.values()), b4.parity  # vs PyTorch on 4 pictures
+
+    one = Predictor(b1.path, backend='onnxruntime')
+    four = Predictor(b4.path, backend='onnxruntime')
+    assert (one.backend.max_batch, four.backend.max_batch) == (1, 4)
+    pre = Preprocessor(NUM_TOKENS, four.backend.input_size)
+    images = np.concatenate([pre(f).copy() for f in _frames(4)])
+    tokens = int(four.num_tokens)
+    batched = four.backend.forward_batch(images, tokens)
+    singles = [one.backend.forward(images[i:i + 1], tokens) for i in range(4)]
+    assert len(batched) == 4
+    for i, (a, b) in enumerate(zip(batched, singles, strict=True)):
+        np.testing.assert_allclose(a.points, b.points, rtol=1e-4, atol=1e-5, err_msg=f'points {i}')
+        np.testing.assert_allclose(a.mask, b.mask, rtol=1e-4, atol=1e-5, err_msg=f'mask {i}')
+        assert a.metric_scale == pytest.approx(b.metric_scale, rel=1e-5)
+    assert not np.allclose(batched[0].points, batched[1].points)  # the four frames really differ
+
+    # a short batch is padded: 3 frames, and one frame through plain predict(), give the batch-1 answers
+    short = four.backend.forward_batch(images[:3], tokens)
+    assert len(short) == 3
+    np.testing.assert_allclose(short[2].points, singles[2].points, rtol=1e-4, atol=1e-5)
+    frame = _frames(1)[0]
+    a, b = four.predict(frame), one.predict(frame)
+    np.testing.assert_allclose(a.depth, b.depth, rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def test_torch_backend_runs_a_batch_natively(tiny_model):
+    pred = Predictor(tiny_model, backend='torch', num_tokens=NUM_TOKENS)
+    pre = Preprocessor(NUM_TOKENS)
+    images = np.concatenate([pre(f).copy() for f in _frames(3)])
+    tokens = (images.shape[3] // 14) * (images.shape[2] // 14)
+    batched = pred.backend.forward_batch(images, tokens)
+    for i, raw in enumerate(batched):
+        single = pred.backend.forward(images[i:i + 1], tokens)
+        np.testing.assert_allclose(raw.points, single.points, rtol=1e-4, atol=1e-5)
+        assert raw.metric_scale == pytest.approx(single.metric_scale, rel=1e-5)
+
+
+def _run_cameras(shared: SharedModel, frames: dict[str, np.ndarray], target: int) -> dict[str, list]:
+    """One thread per camera, each predicting its frame as fast as the shared model lets it, until one camera has
+    `target` results (or 60 s pass)."""
+    results: dict[str, list] = {name: [] for name in frames}
+    stop = threading.Event()
+    deadline = time.monotonic() + 60
+
+    def camera(name: str) -> None:
+        view = shared.view(name)
+        while not stop.is_set() and time.monotonic() < deadline:
+            results[name].append(view.predict(frames[name]))
+            if len(results[name]) >= target:
+                stop.set()
+
+    threads = [threading.Thread(target=camera, args=(n,)) for n in frames]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_shared_model_batches_and_serves_every_camera_alike(exports):
+    shared = SharedModel(Predictor(exports[4].path, backend='onnxruntime'))
+    try:
+        assert shared.max_batch == 4
+        frames = dict(zip([f'cam{i}' for i in range(6)], _frames(6), strict=True))  # more cameras than the batch
+        results = _run_cameras(shared, frames, target=15)
+        counts = {n: len(r) for n, r in results.items()}
+        assert min(counts.values()) >= 0.8 * max(counts.values()), counts  # nobody starves: within 20 %
+        sizes = shared.stats.batch_sizes
+        assert max(sizes) == 4 and sizes[4] >= sizes.get(1, 0), sizes  # frames waiting together run together
+        assert sum(shared.stats.served.values()) == sum(counts.values())
+        waits = [p.timings_ms['batch_wait'] for r in results.values() for p in r]
+        forwards = [p.timings_ms['forward'] for r in results.values() for p in r]
+        # bounded by one round: with 6 cameras and batch 4, at most 2 forwards queued ahead plus the one in flight
+        assert np.median(waits) <= 3 * max(forwards), (np.median(waits), max(forwards))
+        # every camera's answer is its own frame's: same as a lone batch-1 run
+        one = Predictor(exports[1].path, backend='onnxruntime')
+        for name, preds in results.items():
+            np.testing.assert_allclose(preds[-1].depth, one.predict(frames[name]).depth, rtol=1e-4, atol=1e-5,
+                                       equal_nan=True, err_msg=name)
+    finally:
+        shared.close()
+
+
+def test_shared_model_keeps_network_sizes_apart(tiny_model):
+    shared = SharedModel(Predictor(tiny_model, backend='torch', num_tokens=NUM_TOKENS), max_batch=4)
+    try:
+        wide = _frames(2, 128, 64)
+        frames = {'a': _frames(1)[0], 'b': wide[0], 'c': _frames(2)[1], 'd': wide[1]}
+        results = _run_cameras(shared, frames, target=6)
+        for name, preds in results.items():
+            assert preds and preds[-1].depth.shape == frames[name].shape[:2], name
+        assert max(shared.stats.batch_sizes) <= 2  # two 4:3 and two 2:1 cameras: never one mixed batch
+        assert shared.stats.batch_sizes[2] >= 1
+    finally:
+        shared.close()
+
+
+def test_a_backend_error_reaches_only_its_batch_and_the_model_keeps_serving(exports):
+    shared = SharedModel(Predictor(exports[1].path, backend='onnxruntime'))
+    try:
+        bad = shared.view('bad')
+        with pytest.raises(ValueError):
+            shared.run(np.zeros((1, 3, 14, 14), np.float32), 1, 'bad')  # wrong size for this model
+        good = shared.view('good').predict(_frames(1)[0])
+        assert good.depth.shape == (SIZE[1], SIZE[0])
+        assert shared.stats.errors == 1 and bad.camera == 'bad'
+    finally:
+        shared.close()
