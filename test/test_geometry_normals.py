@@ -67,3 +67,45 @@ def test_torch_twin_matches_and_has_gradients():
     loss = (out[valid] * torch.tensor([0.1, 0.2, 0.3], dtype=out.dtype)).sum()
     loss.backward()
     assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_maps_larger_than_a_chunk_match_the_torch_twin_and_fill_out():
+    """The numpy path works chunk by chunk on the flattened padded map: a map spanning several chunks (with holes,
+    a step edge and rows crossing chunk boundaries) gives what the independent torch twin gives, into `out`."""
+    from mgeo_ros.geometry import normals as mod
+
+    h, w = 190, 3 * mod._CHUNK // 190  # > 2 chunks of padded pixels
+    intr = Intrinsics.from_fov(1.1, w, h)
+    rng = np.random.default_rng(3)
+    depth = (2.0 + 0.2 * np.sin(np.arange(w) / 9.0)[None, :] + (np.arange(h) > h // 2)[:, None]
+             + 0.01 * rng.uniform(size=(h, w))).astype(np.float32)
+    depth[rng.uniform(size=(h, w)) < 0.05] = np.nan
+    pts = unproject(depth, intr)
+    mask = rng.uniform(size=(h, w)) > 0.02
+    out = np.full((h, w, 3), 7.0, np.float32)
+    got = normals_from_points(pts, mask, out=out)
+    ref = mod._normals_torch(torch.from_numpy(pts), torch.from_numpy(mask)).numpy()
+    assert got is out
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, atol=2e-5, equal_nan=True)
+    with pytest.raises(ValueError, match='out must be'):
+        normals_from_points(pts, mask, out=np.empty((h, w, 3), np.float64))
+
+
+def test_normals_from_depth_equal_those_of_its_unprojection():
+    """The node's path (x, y, z written straight into the padded planes) gives bit for bit what
+    normals_from_points gives on unproject(depth)."""
+    from mgeo_ros.geometry.normals import normals_from_depth
+
+    intr = Intrinsics(fx=61.0, fy=59.5, cx=40.2, cy=29.7, width=83, height=61)
+    rng = np.random.default_rng(11)
+    depth = (1.0 + 3.0 * rng.uniform(size=(61, 83))).astype(np.float32)
+    depth[rng.uniform(size=depth.shape) < 0.1] = np.nan
+    mask = rng.uniform(size=depth.shape) > 0.05
+    want = normals_from_points(unproject(depth, intr), mask)
+    out = np.empty((61, 83, 3), np.float32)
+    got = normals_from_depth(depth, intr, mask, out=out)
+    assert got is out
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match='float32'):
+        normals_from_depth(depth.astype(np.float64), intr)

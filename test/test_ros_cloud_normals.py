@@ -107,7 +107,10 @@ def test_cloud_normals_alone_are_made_on_the_decimated_grid(with_head):
     valid = np.isfinite(depth)
     pred = Prediction(depth=depth, mask=valid, intrinsics=INTR, metric_scale=1.0, normals=head if with_head else None)
     cfg = {'points_stride': 3, 'points_color': True, 'points_organized': True, 'points_normals': True}
-    pipeline = FramePipeline.__new__(FramePipeline)  # _cloud needs no node state
+    from mgeo_ros.ros.out_buffers import OutputBuffers
+
+    pipeline = FramePipeline.__new__(FramePipeline)  # _cloud needs no node state but its output buffers
+    pipeline.buffers = OutputBuffers()
     msg = pipeline._cloud(pred, depth, valid, rgb, None, cfg)
     plain = convert.depth_to_pointcloud2(depth, INTR, rgb=rgb, stride=3)
     np.testing.assert_array_equal(convert.pointcloud2_to_numpy(msg)[0], convert.pointcloud2_to_numpy(plain)[0])

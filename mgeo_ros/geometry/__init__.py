@@ -14,6 +14,7 @@ _LAZY = {
     'intrinsics_from_focal': 'focal_shift',
     'normalized_intrinsics_from_focal': 'focal_shift',
     'normals_from_points': 'normals',
+    'normals_from_depth': 'normals',
     'align_scale': 'alignment',
     'align_points_scale': 'alignment',
     'align_points_scale_z_shift': 'alignment',

@@ -1,4 +1,4 @@
-"""PointCloud2 layout, packing and unpacking in pure numpy (no rclpy here, so it tests and benchmarks anywhere).
+"""PointCloud2 layout, packing and unpacking in numpy and OpenCV (no rclpy here, so it tests and benchmarks anywhere).
 
 Layout written by `pack_points`: float32 fields x, y, z at offsets 0, 4, 8 and, with colour, `rgb` at 12: the
 standard packed colour of PCL/RViz, a uint32 0x00RRGGBB whose bits are stored as a float32. point_step is 12 or 16,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from mgeo_ros.errors import BadInputError
@@ -74,6 +75,42 @@ def pack_rgb(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     octets[..., blue] = rgb[..., 2]
     octets[..., pad] = 0
     return out
+
+
+def fill_organized(out: np.ndarray, depth: np.ndarray, ray_x: np.ndarray, ray_y: np.ndarray,
+                   rgb: np.ndarray | None = None, normals: np.ndarray | None = None) -> np.ndarray:
+    """Write an organized cloud into `out` (float32 H x W x (3 | 4 with rgb) [+3 with normals], C-contiguous, e.g.
+    a view on a message's bytes): x = depth * ray_x[col], y = depth * ray_y[row], z = depth (the values
+    `geometry.projection.unproject` gives), the packed colour (`pack_rgb`'s bits), the normals.
+
+    x and y are computed into contiguous planes and everything is interleaved by one `cv2.merge` pass: writing each
+    field straight into the 16-byte points is a strided store per field, 2.5x slower at 1280x720."""
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    h, w = depth.shape
+    if h * w == 0:
+        return out
+    planes = [np.multiply(depth, ray_x[None, :]), np.multiply(depth, ray_y[:, None]), depth]
+    if rgb is not None:
+        planes.append(_packed_colour(np.ascontiguousarray(rgb)).view(np.float32))  # bits, not values: merge copies
+    if normals is not None:
+        planes.append(np.ascontiguousarray(normals, dtype=np.float32))
+    if not (out.flags.c_contiguous and out.dtype == np.float32 and out.shape == (h, w, sum(
+            1 if p.ndim == 2 else p.shape[2] for p in planes))):
+        raise BadInputError(f'out must be C-contiguous float32 {h} x {w} x fields, got {out.dtype} {out.shape}')
+    merged = cv2.merge(planes, dst=out)
+    if not np.shares_memory(merged, out):  # OpenCV made its own array instead of writing into out
+        out[...] = merged
+    return out
+
+
+def _packed_colour(rgb: np.ndarray) -> np.ndarray:
+    """`pack_rgb` of a C-contiguous H x W x 3 frame, by OpenCV on a little-endian host: RGB -> BGRA puts the bytes
+    of 0xAARRGGBB in memory order, and the alpha byte is cleared (10x faster than three strided byte copies)."""
+    if sys.byteorder != 'little' or rgb.ndim != 3:
+        return pack_rgb(rgb)
+    packed = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA).view(np.uint32)[..., 0]
+    np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=packed)
+    return packed
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:

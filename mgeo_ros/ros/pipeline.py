@@ -13,11 +13,12 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.normals import normals_from_points
-from mgeo_ros.geometry.projection import unproject
-from mgeo_ros.ros import convert, rectify
+from mgeo_ros.geometry.normals import normals_from_depth
+from mgeo_ros.ros import cloud, convert, rectify
+from mgeo_ros.ros.out_buffers import OutputBuffers
 from mgeo_ros.ros.scale_filter import ScaleFilter
 from mgeo_ros.runtime.flying_pixels import DepthJumpTest, flying_pixel_mask
+from mgeo_ros.runtime.heap import keep_freed_buffers
 from mgeo_ros.runtime.predictor import default_model_path
 
 
@@ -51,6 +52,11 @@ class FramePipeline:
         self.rectifier = rectify.Rectifier()
         self.last_frame_id = ''
         self._jump_test = DepthJumpTest()  # keeps its scratch buffers between frames
+        # Frame-sized arrays freed by one frame are reused by the next instead of page-faulting in anew (process-wide).
+        self.heap_tuned = keep_freed_buffers()
+        self.buffers = OutputBuffers()  # the output messages' bytes, rewritten each frame
+        self._info_key: tuple | None = None
+        self._info_msg = None
 
     # ---- setup ----------------------------------------------------------------------------------------------------
     def load_model(self, cfg: dict) -> None:
@@ -185,34 +191,58 @@ class FramePipeline:
         return rgb
 
     def _publish(self, pred, rgb, header, cfg: dict, wanted: dict, timings: dict) -> None:
-        """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction."""
+        """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction.
+
+        Every image is written once, straight into the bytes its message carries (`out_buffers`: reused from frame
+        to frame, which rclpy's synchronous publish allows): the published depth (NaN where invalid) is also what
+        the cloud and the normals are made from, so depth, cloud and camera_info agree exactly."""
         want_depth, want_points = wanted['depth'], wanted['points']
         depth, valid, beyond = self._stabilized_depth(pred, cfg)
         t0 = time.perf_counter()
         valid, beyond = self._remove_unreliable(pred, depth, valid, beyond, cfg)
         timings['filter'] = _ms(t0)
+        height, width = depth.shape
         want_cloud_normals = want_points and cfg['points_normals']
         need_depth = want_depth or want_points or wanted['normals']
-        depth_nan = np.where(valid, depth, np.float32(np.nan)) if need_depth else None  # shared
+        inf_shown = (want_depth and cfg['inf_beyond_max_depth'] and beyond is not None and bool(beyond.any()))
+        depth_nan = depth_data = None
+        if need_depth:  # written into the depth message itself unless that one shows +Inf beyond max_depth
+            own = want_depth and not inf_shown
+            depth_data, depth_nan = self.buffers.take('depth' if own else 'depth_nan', (height, width))
+            np.copyto(depth_nan, depth)
+            np.copyto(depth_nan, np.float32(np.nan), where=~valid)
+            if inf_shown:
+                depth_data, shown = self.buffers.take('depth', (height, width))
+                np.copyto(shown, depth_nan)
+                shown[beyond] = np.inf
         normals = None
         if wanted['normals']:
-            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid)
-            self.out.normals.publish(convert.normals_to_image(normals, header))
+            data, view = self.buffers.take('normals', (height, width, 3))
+            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid, out=view)
+            self.out.normals.publish(convert.image_around(data, height, width, '32FC3', header))
         if wanted['confidence']:
-            self.out.confidence.publish(convert.depth_to_image(pred.confidence, header))
+            data, view = self.buffers.take('confidence', (height, width))
+            np.copyto(view, pred.confidence)
+            self.out.confidence.publish(convert.image_around(data, height, width, '32FC1', header))
         if want_depth:
-            shown = depth_nan
-            if cfg['inf_beyond_max_depth'] and beyond is not None and beyond.any():
-                shown = depth_nan.copy()
-                shown[beyond] = np.inf
-            self.out.depth.publish(convert.depth_to_image(shown, header))
+            self.out.depth.publish(convert.image_around(depth_data, height, width, '32FC1', header))
         if wanted['info']:
-            self.out.info.publish(convert.intrinsics_to_camera_info(pred.intrinsics, header))
+            self.out.info.publish(self._camera_info(pred.intrinsics, header))
         if wanted['mask']:
-            self.out.mask.publish(convert.mask_to_image(valid, header))
+            data, view = self.buffers.take('mask', (height, width), np.uint8)
+            np.multiply(np.ascontiguousarray(valid).view(np.uint8), np.uint8(255), out=view)
+            self.out.mask.publish(convert.image_around(data, height, width, 'mono8', header))
         if want_points:
             self.out.points.publish(self._cloud(pred, depth_nan, valid, rgb, header, cfg,
                                                 normals if want_cloud_normals else None))
+
+    def _camera_info(self, intr: Intrinsics, header):
+        """The CameraInfo of `intr`, built once per camera and reused with each frame's header (publish copies it)."""
+        key = (intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height)
+        if self._info_key != key:
+            self._info_msg, self._info_key = convert.intrinsics_to_camera_info(intr), key
+        self._info_msg.header = header
+        return self._info_msg
 
     def _remove_unreliable(self, pred, depth: np.ndarray, valid: np.ndarray, beyond: np.ndarray | None,
                            cfg: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -236,12 +266,18 @@ class FramePipeline:
         return valid, beyond
 
     @staticmethod
-    def _normals(head: np.ndarray | None, intr: Intrinsics, depth_nan: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _normals(head: np.ndarray | None, intr: Intrinsics, depth_nan: np.ndarray, valid: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
         """Unit normals (optical frame, NaN invalid): the normal head's (`head`) when the model has one, else from
-        the published depth (geometry's normals_from_points on its unprojection with `intr`)."""
+        the published depth (geometry's normals_from_depth: normals_from_points on its unprojection with `intr`);
+        into `out` if given."""
         if head is not None:
-            return np.where(valid[..., None], head, np.float32(np.nan)).astype(np.float32, copy=False)
-        return normals_from_points(unproject(depth_nan, intr), valid)
+            if out is None:
+                return np.where(valid[..., None], head, np.float32(np.nan)).astype(np.float32, copy=False)
+            np.copyto(out, head)
+            np.copyto(out, np.float32(np.nan), where=~valid[..., None])
+            return out
+        return normals_from_depth(depth_nan, intr, valid, out=out)
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
@@ -324,9 +360,12 @@ class FramePipeline:
         update = self.scale.update(pred.metric_scale)
         factor = update.smoothed / update.raw if math.isfinite(update.raw) and update.raw > 0 else 1.0
         depth = np.asarray(pred.depth, dtype=np.float32)
-        if factor != 1.0:
-            depth = depth * np.float32(factor)
-        valid = np.asarray(pred.mask, dtype=bool) & np.isfinite(depth) & (depth > 0)
+        if factor != 1.0:  # in place: the prediction is this frame's own
+            depth = np.multiply(depth, np.float32(factor), out=depth if depth.flags.writeable else None)
+        valid = np.isfinite(depth)
+        valid &= np.asarray(pred.mask, dtype=bool)
+        with np.errstate(invalid='ignore'):
+            valid &= depth > 0
         beyond = None  # pixels past max_depth (None: no limit set, no per-frame array)
         if cfg['max_depth'] > 0:
             beyond = valid & (depth > cfg['max_depth'])
@@ -356,5 +395,11 @@ class FramePipeline:
                 normals, stride = self._normals(head, intr, d, valid), 1
             else:
                 normals = self._normals(pred.normals, intr, d, valid)
-        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb, stride=stride,
-                                            organized=bool(cfg['points_organized']), normals=normals)
+        organized = bool(cfg['points_organized'])
+        data = None
+        if organized:  # the cloud is unprojected straight into the bytes kept for it
+            rows, cols = cloud.decimated_shape(d.shape[0], d.shape[1], stride)
+            step = cloud.point_step(rgb is not None, normals is not None)
+            data = self.buffers.bytes_for('points', rows * cols * step)
+        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb, stride=stride, organized=organized,
+                                            normals=normals, data=data)

@@ -30,6 +30,14 @@ def upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: in
 
     Returns (values float32 with NaN outside the new mask, new mask bool).
     """
+    out, mask_up, _ = _upsample_valid(values, valid, width, height)
+    return out, mask_up
+
+
+def _upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: int,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`upsample_valid` plus the bilinear coverage of `valid` at width×height, which the confidence reuses. The
+    division and the NaN fill are done in the resized buffer itself (no frame-sized temporaries)."""
     weight = valid.astype(np.float32)
     coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
     masked = np.where(valid[..., None] if values.ndim == 3 else valid, values, 0.0).astype(np.float32)
@@ -38,32 +46,37 @@ def upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: in
         summed = summed[..., None]
     mask_up = coverage >= 0.5
     with np.errstate(invalid='ignore', divide='ignore'):
-        out = summed / (coverage[..., None] if summed.ndim == 3 else coverage)
-    out[~mask_up] = np.nan
-    return out, mask_up
+        np.divide(summed, coverage[..., None] if summed.ndim == 3 else coverage, out=summed)
+    outside = ~mask_up
+    np.copyto(summed, np.float32(np.nan), where=outside[..., None] if summed.ndim == 3 else outside)
+    return summed, mask_up, coverage
 
 
-def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, height: int) -> np.ndarray:
+def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, height: int,
+                        coverage: np.ndarray | None = None) -> np.ndarray:
     """The h×w mask probability at width×height, float32 in [0, 1], blended on each side of the mask border apart.
 
     Output pixels inside the upsampled mask (bilinear coverage of `valid` ≥ 0.5, the rule `upsample_valid` uses)
-    average only valid network pixels; the others only invalid ones (their coverage is then > 0.5).
+    average only valid network pixels; the others only invalid ones (their coverage is then > 0.5). `coverage`:
+    that bilinear coverage when the caller has it already (the depth's upsampling made it); it is not modified.
     """
-    prob = np.clip(np.nan_to_num(np.asarray(probability, np.float32), nan=0.0), 0.0, 1.0)
+    # fmax then fmin: NaN and -inf -> 0, +inf -> 1, the rest clipped to [0, 1] (= nan_to_num then clip, 2 passes)
+    prob = np.fmin(np.fmax(np.asarray(probability, np.float32), np.float32(0.0)), np.float32(1.0))
     if prob.shape == (height, width):
         return prob
     weight = valid.astype(np.float32)
-    coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
+    if coverage is None:
+        coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
     inside = cv2.resize(prob * weight, (width, height), interpolation=cv2.INTER_LINEAR)
     outside = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
     outside -= inside
     mask_up = coverage >= 0.5
     with np.errstate(invalid='ignore', divide='ignore'):
         inside /= coverage
-        coverage -= 1.0  # -(coverage of the invalid side)
-        outside /= coverage
-    out = np.where(mask_up, inside, -outside)
-    return np.clip(out, 0.0, 1.0, out=out)
+        outside /= coverage - np.float32(1.0)  # -(coverage of the invalid side)
+    np.negative(outside, out=outside)
+    np.copyto(outside, inside, where=mask_up)
+    return np.clip(outside, 0.0, 1.0, out=outside)
 
 
 def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
@@ -93,11 +106,12 @@ def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrins
         depth_n = (points[..., 2] + np.float32(shift)) * np.float32(scale)
     valid_n = mask_n & (depth_n > 0) & np.isfinite(depth_n)
 
+    coverage = None
     if (nw, nh) == (width, height):
         depth = np.where(valid_n, depth_n, np.float32(np.nan)).astype(np.float32)
         mask = valid_n
     else:
-        depth, mask = upsample_valid(depth_n, valid_n, width, height)
+        depth, mask, coverage = _upsample_valid(depth_n, valid_n, width, height)
 
     normals = None
     if raw.normal is not None:
@@ -115,4 +129,4 @@ def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrins
 
     return {'depth': depth, 'mask': mask, 'intrinsics': intr_used, 'metric_scale': scale,
             'normals': normals, 'intrinsics_recovered': recovered, 'shift': shift,
-            'mask_probability': raw.mask, 'network_valid': valid_n}
+            'mask_probability': raw.mask, 'network_valid': valid_n, 'coverage': coverage}

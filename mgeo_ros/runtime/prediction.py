@@ -25,7 +25,8 @@ class Prediction:
     metric_scale: the scale-head output that turned the affine-invariant map into metres.
     timings_ms: per-stage wall times ('preprocess', 'forward', 'postprocess', ...).
     mask_probability, network_valid: the mask head's probability and the validity at the network resolution, from
-        which `confidence` is made on first use.
+        which `confidence` is made on first use; coverage: the bilinear coverage of `network_valid` at H×W that
+        the depth's upsampling computed (None at the network's own size), reused by `confidence`.
     confidence: H×W float32 in [0, 1], the mask head's probability at the frame size (see `upsample_confidence`):
         how sure the network is that the pixel shows measurable geometry (not sky, not a void). It is not a depth
         error bar: a confident pixel can still be metres off when the metric scale is wrong.
@@ -41,6 +42,7 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     mask_probability: np.ndarray | None = field(default=None, repr=False)
     network_valid: np.ndarray | None = field(default=None, repr=False)
+    coverage: np.ndarray | None = field(default=None, repr=False)
 
     @cached_property
     def points(self) -> np.ndarray:
@@ -52,4 +54,4 @@ class Prediction:
         if self.mask_probability is None:  # built by hand without the network's outputs: the mask is all we know
             return self.mask.astype(np.float32)
         valid = self.network_valid if self.network_valid is not None else self.mask_probability > 0.5
-        return upsample_confidence(self.mask_probability, valid, width, height)
+        return upsample_confidence(self.mask_probability, valid, width, height, self.coverage)
