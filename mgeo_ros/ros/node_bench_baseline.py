@@ -1,7 +1,8 @@
 """Bench only: a frozen copy of the node's per-frame path as it was before issue 16 (commit 532c735), so that
 `mgeo bench --node` can time today's path and the old one in the same run and check that their outputs agree.
 
-Nothing else imports this module. Delete it once the README holds the before/after numbers (issue 16, item 1).
+Nothing else imports this module. The README holds this machine's before/after numbers; it stays until they are
+also taken where robots run (Jetson, desktop GPU hosts), which need the same-run reference to mean anything.
 It deliberately duplicates the old functions instead of importing them: the live modules are being optimized, and an
 import would silently time the new code twice. Only the parts that never changed shape are imported (Intrinsics,
 ScaleFilter, the ray/unprojection helpers, message types).
