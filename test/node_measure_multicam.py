@@ -110,10 +110,11 @@ def _per_camera(sent: dict, arrivals: dict, seconds: float) -> dict:
     return out
 
 
-def measure_multi(model: str, seconds: float, rate: float, warmup: float) -> dict:
+def measure_multi(model: str, seconds: float, rate: float, warmup: float, threads: int = 0) -> dict:
     ns = f'/mcm{os.getpid()}'
     log = Path(f'/tmp/node_measure_multi_{os.getpid()}.log')
-    proc = start_multi_node(ns, CAMERAS, {'model': model, 'backend': 'onnxruntime', 'diagnostics_period': 0.5},
+    proc = start_multi_node(ns, CAMERAS, {'model': model, 'backend': 'onnxruntime', 'diagnostics_period': 0.5,
+                                          'intra_op_threads': threads},
                             log_path=log)
     harness = MultiCameraHarness(ns, CAMERAS, 'measure_multi', outputs=OUTPUTS)
     try:
@@ -179,16 +180,18 @@ def main() -> int:
     parser.add_argument('--warmup', type=float, default=5.0)
     parser.add_argument('--rate', type=float, default=10.0)
     parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--threads', type=int, default=0, help='multi: the node\'s intra_op_threads (0 = its default)')
     parser.add_argument('--out', default='')
     args = parser.parse_args()
     load_before = os.getloadavg()
     if args.mode == 'forward':
         result = measure_forward(args.b1, args.b4, args.repeats)
     elif args.mode == 'multi':
-        result = measure_multi(args.model, args.seconds, args.rate, args.warmup)
+        result = measure_multi(args.model, args.seconds, args.rate, args.warmup, args.threads)
     else:
         result = measure_single(args.model, args.seconds, args.rate, args.warmup)
-    result.update(mode=args.mode, model=args.model or args.b4, seconds=args.seconds, rate_hz=args.rate,
+    result.update(mode=args.mode, threads=args.threads,
+                  model=args.model or args.b4, seconds=args.seconds, rate_hz=args.rate,
                   load_avg_before=load_before, load_avg_after=os.getloadavg(), cpu_count=os.cpu_count())
     text = json.dumps(result, indent=2, default=str)
     print(text)
