@@ -155,17 +155,19 @@ def _model_tag(model, label: str) -> str:
     return config_hash(getattr(model, 'config', {'label': label}))
 
 
-def onnx_for(model, label: str, size: tuple[int, int], num_tokens: int, args) -> str:
-    """An ONNX for this checkpoint and frame size (exported once, cached)."""
+def onnx_for(model, label: str, size: tuple[int, int], num_tokens: int, args, precision: str = 'fp32') -> str:
+    """An ONNX for this checkpoint, frame size and precision (exported once, cached). An engine computes in its
+    ONNX's types, so the TensorRT row's fp16 needs the fp16 graph (`mgeo export --precision fp16`)."""
     from mgeo_ros.export.onnx_export import export_onnx
 
-    path = _cache_dir(args) / f'{_model_tag(model, label)}_{size[0]}x{size[1]}_{num_tokens}.onnx'
+    suffix = '' if precision == 'fp32' else f'_{precision}'
+    path = _cache_dir(args) / f'{_model_tag(model, label)}_{size[0]}x{size[1]}_{num_tokens}{suffix}.onnx'
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         print(f'[bench] exporting ONNX for {size[0]}x{size[1]} -> {path}', file=sys.stderr)
         logging.getLogger('torch').setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()):
-            export_onnx(model, str(path), size, num_tokens=num_tokens, parity=False)
+            export_onnx(model, str(path), size, num_tokens=num_tokens, parity=False, precision=precision)
     return str(path)
 
 
@@ -191,7 +193,7 @@ def make_predictor(backend: str, model, label: str, size, args, precision: str):
         raise BackendUnavailableError('no NVIDIA GPU')
     if kind == 'engine':
         return Predictor(model, backend='tensorrt')
-    onnx_path = model if kind == 'onnx' else onnx_for(model, label, size, args.num_tokens, args)
+    onnx_path = model if kind == 'onnx' else onnx_for(model, label, size, args.num_tokens, args, precision)
     return Predictor(onnx_path, backend='tensorrt', precision=precision, cache_dir=_cache_dir(args))
 
 
