@@ -17,9 +17,7 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -30,6 +28,7 @@ from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
 from mgeo_ros.ros.node_bench import camera_image, ros_env
 from mgeo_ros.ros.node_bench_sink import message_type
+from mgeo_ros.ros.spin_thread import SpinThread
 
 
 class Camera:
@@ -37,9 +36,8 @@ class Camera:
 
     def __init__(self, ns: str) -> None:
         self.ns = ns
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f'mgeo_live_bench_{os.getpid()}', context=self.context)
+        self._ros = SpinThread(f'mgeo_live_bench_{os.getpid()}')
+        self.node = self._ros.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, f'{ns}/cam/image_raw', reliable)
         self.info_pub = self.node.create_publisher(CameraInfo, f'{ns}/cam/camera_info', reliable)
@@ -48,15 +46,7 @@ class Camera:
         self.status: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=20))
         self.subs = []
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._running = True
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self._running and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self._ros.start()
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
@@ -102,11 +92,7 @@ class Camera:
         return stamp.sec, stamp.nanosec
 
     def close(self) -> None:
-        self._running = False
-        self._thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()
 
 
 def _stream(camera: Camera, frames, info, rate: float, seconds: float) -> dict:
