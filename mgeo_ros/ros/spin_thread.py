@@ -1,12 +1,27 @@
-"""A node in its own rclpy context, spun by a daemon thread, for code whose main thread is busy elsewhere (playing a
-camera, waiting on results): the live bench and the test harnesses. A private context keeps it apart from any other
-node in the process (a node under test, another harness)."""
+"""Spinning helper nodes. `SpinThread`: a node in its own rclpy context, spun by a daemon thread, for code whose main
+thread is busy elsewhere (playing a camera, waiting on results): the live bench and the test harnesses; a private
+context keeps it apart from any other node in the process. `spin_child`: the main loop of a helper child process
+(the bench's sink, the tests' echo child)."""
 from __future__ import annotations
 
+import signal
 import threading
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+
+def spin_child(node) -> None:
+    """Print `ready` (the parent waits for it), then spin `node` in the default context until Ctrl-C, SIGTERM or
+    an rclpy shutdown from elsewhere; the context is shut down on the way out."""
+    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    print('ready', flush=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        rclpy.try_shutdown()
 
 
 class SpinThread:
