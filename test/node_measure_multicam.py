@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_DOMAIN_ID', str(5 + os.getpid() % 90))
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_large_frames.xml'))
+from mgeo_ros.ros.fastdds import NEW, profile_env  # noqa: E402 (Fast DDS 2.x reads only the old variable)
+
+for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fastdds_large_frames.xml'))).items():
+    os.environ.setdefault(_name, _value)
 
 from node_harness import MultiCameraHarness, NodeHarness, start_multi_node, start_node, stop_node  # noqa: E402
 

@@ -35,6 +35,7 @@ from mgeo_ros.errors import MgeoError
 from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.diagnostics import Timings, summarize
+from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.node import NODE_NAME, _DepthNodeParts
 from mgeo_ros.ros.node_bench_baseline import BaselinePipeline
 from mgeo_ros.ros.pipeline import IncomingFrame
@@ -51,11 +52,13 @@ GOALS_MS = {'640x480': 4.0, '1280x720': 10.0}  # ~0 or not per-frame work when f
 
 
 def ros_env() -> None:
-    """Localhost-only discovery and the large-frame Fast DDS profile (a 640x480 frame needs it), unless set."""
+    """Localhost-only discovery and the large-frame Fast DDS profile (a 640x480 frame needs it), unless set; the
+    profile under the variable the installed Fast DDS reads (`fastdds.profile_env`: 2.x ignores the new name)."""
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     profile = REPO / 'config' / 'fastdds_large_frames.xml'
     if profile.is_file():
-        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+        for name, value in profile_env(os.environ.get(NEW, str(profile))).items():
+            os.environ.setdefault(name, value)
 
 
 def camera_image(width: int, height: int, seed: int) -> np.ndarray:
