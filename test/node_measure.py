@@ -27,12 +27,7 @@ for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fast
 
 from node_harness import NodeHarness, start_node, stop_node  # noqa: E402
 
-
-def _camera_image(width: int, height: int, seed: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(seed)
-    base = np.stack([x * 255 / width, y * 255 / height, 128 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0)], -1)
-    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+from mgeo_ros.ros.node_bench import camera_image  # noqa: E402 (the bench's camera frames)
 
 
 def _counters(diag: dict) -> dict:
@@ -42,7 +37,7 @@ def _counters(diag: dict) -> dict:
 
 def run_rate(harness: NodeHarness, rate: float, seconds: float, size: tuple[int, int], intr) -> dict:
     width, height = size
-    frames = [_camera_image(width, height, i) for i in range(4)]
+    frames = [camera_image(width, height, i) for i in range(4)]
     harness.wait_for(lambda: False, 1.0)
     before = _counters(harness.latest_diagnostics())
     sent: dict = {}
