@@ -27,7 +27,7 @@ for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fast
 
 from node_harness import NodeHarness, start_node, stop_node  # noqa: E402
 
-from mgeo_ros.ros.node_bench import camera_image  # noqa: E402 (the bench's camera frames)
+from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image  # noqa: E402 (the bench's camera frames)
 
 
 def _counters(diag: dict) -> dict:
@@ -77,11 +77,9 @@ def main() -> int:
     parser.add_argument('--num-tokens', type=int, default=1200)
     parser.add_argument('--out', default='')
     args = parser.parse_args()
-    from mgeo_ros.geometry import Intrinsics
 
     width, height = (int(v) for v in args.size.split('x'))
-    intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
-                      height=height)
+    intr = bench_intrinsics(width, height)
     ns = f'/measure{os.getpid()}'
     log = Path(args.out).with_suffix('.node.log') if args.out else Path(f'/tmp/node_measure_{os.getpid()}.log')
     proc = start_node(ns, {'model': args.model, 'backend': args.backend, 'num_tokens': args.num_tokens,

@@ -23,10 +23,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from mgeo_ros.errors import MgeoError
-from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
-from mgeo_ros.ros.node_bench import camera_image, ros_env
+from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image, ros_env
 from mgeo_ros.ros.node_bench_sink import message_type
 from mgeo_ros.ros.spin_thread import SpinThread
 
@@ -128,8 +127,7 @@ def measure(model: str, size: tuple[int, int], rate: float, seconds: float, thre
     camera = Camera(ns)
     try:
         topics = camera.subscribe_outputs(timeout=300)
-        intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
-                          height=height)
+        intr = bench_intrinsics(width, height)
         header = Header(frame_id='camera_optical')
         frames = [convert.numpy_to_image(camera_image(width, height, s), 'rgb8', header) for s in range(4)]
         info = convert.intrinsics_to_camera_info(intr, header)

@@ -69,6 +69,12 @@ def camera_image(width: int, height: int, seed: int) -> np.ndarray:
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
+def bench_intrinsics(width: int, height: int) -> Intrinsics:
+    """The benches' camera: centred, fx = fy = 0.8 W (a ~64 degree horizontal FOV)."""
+    return Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
+                      height=height)
+
+
 def as_received(msg):
     """The message as a subscription hands it over (serialized and deserialized: rclpy's own field types)."""
     return deserialize_message(serialize_message(msg), type(msg))
@@ -267,8 +273,7 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
         sink = Sink(topics)
         _wait_subscribed(node, {t for t, _ in topics})
 
-        intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
-                          height=height)
+        intr = bench_intrinsics(width, height)
         header = Header(frame_id='bench_optical')
         info = as_received(convert.intrinsics_to_camera_info(intr, header)) if camera_info else None
         msgs = [as_received(convert.numpy_to_image(rgb, 'rgb8', header)) for rgb in images]
