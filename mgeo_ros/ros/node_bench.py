@@ -310,7 +310,8 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
         checks = {}
         if old is not None:
             for k in range(frames):
-                new_backend._next = old_backend._next = k
+                new_backend.seek(k)
+                old_backend.seek(k)
                 got_new = _capture(node.outputs, lambda k=k: run_new(k))
                 got_old = _capture(node.outputs, lambda k=k: run_old(k))
                 for name in sorted(set(got_new) & set(got_old)):

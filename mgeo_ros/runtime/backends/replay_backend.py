@@ -42,6 +42,10 @@ class ReplayBackend(Backend):
         self._next = 0
         self._shape = self.outputs[0].mask.shape
 
+    def seek(self, index: int) -> None:
+        """The next `forward` returns recorded output `index` (mod their count): two paths compared on one frame."""
+        self._next = index % len(self.outputs)
+
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
         if tuple(image.shape[2:]) != self._shape:
             raise BadInputError(f'replay: input {image.shape[3]}x{image.shape[2]} but the outputs were recorded at '
