@@ -253,8 +253,9 @@ class FramePipeline:
         if jump > 0 or angle > 0:
             tested = depth if beyond is None else np.where(valid | beyond, depth, np.float32(np.nan))
             normals = None
-            if angle > 0:
-                normals = self._normals(pred.normals, pred.intrinsics, tested, np.isfinite(tested))
+            if angle > 0:  # the head's normals as they are: a pixel outside `tested` is invalid whatever its angle
+                normals = pred.normals if pred.normals is not None else \
+                    normals_from_depth(tested, pred.intrinsics, np.isfinite(tested))
             flying = flying_pixel_mask(tested, jump, int(cfg['flying_pixel_radius']), normals, pred.intrinsics,
                                        angle, jump_test=self._jump_test)
             valid = valid & ~flying
