@@ -53,7 +53,7 @@ class FramePipeline:
         self.last_frame_id = ''
         self._jump_test = DepthJumpTest()  # keeps its scratch buffers between frames
         # Frame-sized arrays freed by one frame are reused by the next instead of page-faulting in anew (process-wide).
-        self.heap_tuned = keep_freed_buffers()
+        keep_freed_buffers()
         self.buffers = OutputBuffers()  # the output messages' bytes, rewritten each frame
         self._info_key: tuple | None = None
         self._info_msg = None
