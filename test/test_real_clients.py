@@ -207,6 +207,27 @@ def test_decoder_claims_codec_lines_but_not_another_threads_ros_log(capfd):
     assert capfd.readouterr().err == ros_line
 
 
+def test_claim_without_a_sink_runs_the_block_and_keeps_no_descriptor(monkeypatch, capfd):
+    """Out of file descriptors for the in-memory sink: the block still runs, its lines reach stderr unclaimed, and
+    the duplicate of fd 2 taken before is closed again."""
+    import os
+
+    from mgeo_ros import native_stderr
+
+    def no_sink() -> int:
+        raise OSError(24, 'Too many open files')
+
+    monkeypatch.setattr(native_stderr, '_memory_file', no_sink)
+    before = set(os.listdir('/proc/self/fd'))
+    ran = False
+    with claim_stderr(lambda line: True) as claimed:
+        os.write(2, b'libpng warning: written while unclaimed\n')
+        ran = True
+    assert ran and claimed == []
+    assert set(os.listdir('/proc/self/fd')) == before
+    assert 'written while unclaimed' in capfd.readouterr().err
+
+
 # ---- CameraInfo: P for a rectified image, K otherwise; rectify -------------------------------------------------------
 def _calibrated(d=(-0.28, 0.09, 0.0005, -0.0004, 0.0), p_focal=380.0) -> CameraInfo:
     """A calibrated camera as camera_calibration writes it: K and D of the raw image, P of the rectified one."""
