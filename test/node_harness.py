@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +35,14 @@ def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | 
     """mgeo_depth_node in namespace `ns`, camera topics remapped to `ns`/cam/..., with -p overrides."""
     args = node_command() + list(extra_args) + ['--ros-args', '-r', f'__ns:={ns}', '-r', f'image:={ns}/cam/image_raw',
                              '-r', f'camera_info:={ns}/cam/camera_info']
+    return _spawn(args, params, env, log_path)
+
+
+def _spawn(args: list[str], params: dict, env: dict | None, log_path: Path | None) -> subprocess.Popen:
+    """Start `args` plus one `-p key:=value` per parameter (bools as ROS spells them), output to `log_path`."""
     for key, value in params.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ['-p', f'{key}:={text}']
+        args = args + ['-p', f'{key}:={text}']
     out = open(log_path, 'w') if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS with the child)
     return subprocess.Popen(args, env=env if env is not None else dict(os.environ), stdout=out,
                             stderr=subprocess.STDOUT, cwd=str(REPO))
@@ -50,6 +57,37 @@ def stop_node(proc: subprocess.Popen) -> int | None:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+@contextmanager
+def serving(proc: subprocess.Popen, harness, log: Path, tail: int = 3000) -> Iterator[tuple]:
+    """A module fixture's life of one node: yields (harness, proc, log); at the end closes the harness, stops the
+    node, prints its log tail and asserts the node exited 0 on SIGINT."""
+    try:
+        yield harness, proc, log
+    finally:
+        harness.close()
+        code = stop_node(proc)
+        print(f'\nnode log ({log}):\n' + log.read_text()[-tail:])
+        assert code == 0, f'the node exited with {code} on SIGINT'
+
+
+def camera_intrinsics(width: int = 160, height: int = 120):
+    """The single-camera tests' camera (160 x 120, slightly non-square pixels, off-centre principal point)."""
+    from mgeo_ros.geometry import Intrinsics
+
+    return Intrinsics(fx=140.0, fy=138.0, cx=81.0, cy=58.5, width=width, height=height)
+
+
+def smooth_rgb(width: int, height: int, seed: int = 0, box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """A smooth colourful pattern plus mild noise (compresses losslessly and gives the model something non-constant);
+    `box` (rows, cols) is painted red before the noise: an object for the model to put an edge around."""
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    if box is not None:
+        base[box] = (250, 20, 20)
+    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
 
 
 def stamp_key(header) -> tuple[int, int]:
@@ -217,12 +255,7 @@ def start_multi_node(ns: str, cameras: list[str], params: dict, env: dict | None
     args = node_command() + ['--ros-args', '-r', f'__ns:={ns}', '-p', f'cameras:=[{",".join(cameras)}]']
     for cam in cameras:
         args += ['-r', f'{cam}/image:={ns}/{cam}/cam/image_raw', '-r', f'{cam}/camera_info:={ns}/{cam}/cam/camera_info']
-    for key, value in params.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ['-p', f'{key}:={text}']
-    out = open(log_path, 'w') if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS with the child)
-    return subprocess.Popen(args, env=env if env is not None else dict(os.environ), stdout=out,
-                            stderr=subprocess.STDOUT, cwd=str(REPO))
+    return _spawn(args, params, env, log_path)
 
 
 class MultiCameraHarness:
