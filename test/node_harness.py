@@ -72,6 +72,60 @@ def serving(proc: subprocess.Popen, harness, log: Path, tail: int = 3000) -> Ite
         assert code == 0, f'the node exited with {code} on SIGINT'
 
 
+@contextmanager
+def node_in_process(*ros_args: str) -> Iterator:
+    """MgeoDepthNode in this process on its own rclpy context, started with `--ros-args *ros_args`; shut down at the
+    end (for checks of how it reads parameter files, without a subprocess)."""
+    import rclpy
+
+    from mgeo_ros.ros.node import MgeoDepthNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MgeoDepthNode(context=context, cli_args=['--ros-args', *ros_args])
+    try:
+        yield node
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def settled_model_status(node, timeout: float = 10.0) -> str:
+    """The in-process node's model status once it has stopped 'loading' (or after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while node.stats.model_status == 'loading' and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return node.stats.model_status
+
+
+@contextmanager
+def launched(launch_file: Path, arguments: dict[str, str], probe_name: str) -> Iterator:
+    """`launch_file` run with `arguments` by a LaunchService in a thread (needs launch_ros); yields a probe rclpy node
+    to look at the graph with; the launch is shut down at the end."""
+    import rclpy
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    import launch
+
+    include = launch.actions.IncludeLaunchDescription(PythonLaunchDescriptionSource(str(launch_file)),
+                                                      launch_arguments=arguments.items())
+    service = launch.LaunchService()
+    service.include_launch_description(launch.LaunchDescription([include]))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node(probe_name, context=context)
+    try:
+        yield probe
+    finally:
+        service.shutdown()
+        thread.join(20)
+        probe.destroy_node()
+        context.try_shutdown()
+
+
 def camera_intrinsics(width: int = 160, height: int = 120):
     """The single-camera tests' camera (160 x 120, slightly non-square pixels, off-centre principal point)."""
     from mgeo_ros.geometry import Intrinsics
