@@ -5,7 +5,6 @@ Not a test module (no test_ prefix); imported by test/test_node_*.py and by the 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,12 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def node_command() -> list[str]:
-    """The console script from the editable install when present, else the module (same code)."""
+    """The console script of this interpreter's environment when installed there, else the module run by this same
+    interpreter. Never a script found on PATH: under the Jazzy job (torch-free venv) that could be the dev venv's
+    node, and the job would then test the wrong ROS and a node that has torch."""
     script = Path(sys.executable).with_name('mgeo_depth_node')
-    if script.exists():
-        return [str(script)]
-    found = shutil.which('mgeo_depth_node')
-    return [found] if found else [sys.executable, '-m', 'mgeo_ros.ros.node']
+    return [str(script)] if script.exists() else [sys.executable, '-m', 'mgeo_ros.ros.node']
 
 
 def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | None = None,
