@@ -62,7 +62,7 @@ colcon: venv
 # Jazzy job: .venv exports the ONNX models (it has torch), then the Jazzy venv runs every test module that holds
 # ros_runtime tests, selecting them by marker (the torch-needing tests in those modules are deselected, not skipped).
 test-jazzy: venv venv-jazzy
-	@set -e; start=$$(date +%s); models=$$(mktemp -d); trap 'rm -rf "$$models"' EXIT; \
+	@set -eo pipefail; start=$$(date +%s); models=$$(mktemp -d); trap 'rm -rf "$$models"' EXIT; \
 	  $(PY) test/runtime_models.py "$$models" 2>&1 | grep -v Warning | tail -1; \
 	  MGEO_RUNTIME_MODELS="$$models" PYTHONPATH=$(CURDIR) $(JAZZY_PY) -m pytest -q -ra -p no:cacheprovider \
 	    -m "ros_runtime or runtime_venv" $$(grep -l -E 'ros_runtime|runtime_venv' test/test_*.py); \

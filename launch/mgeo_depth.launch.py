@@ -3,7 +3,8 @@
   ros2 launch mgeo_ros mgeo_depth.launch.py namespace:=camera image:=/camera/color/image_raw \
       camera_info:=/camera/color/camera_info model:=/path/to/model.onnx backend:=auto
 
-Outputs appear under the namespace: <ns>/depth/image, <ns>/depth/camera_info, <ns>/points, <ns>/depth/mask.
+Outputs appear under the namespace: <ns>/depth/image, <ns>/depth/camera_info, <ns>/points, <ns>/depth/mask,
+<ns>/depth/confidence, <ns>/depth/normals.
 `model`/`backend`/`image_transport` given here override the params file; empty keeps the file's value.
 """
 # ruff: noqa: I001  (the repository has a launch/ folder, which ruff would take for the `launch` package)

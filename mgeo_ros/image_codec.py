@@ -175,12 +175,16 @@ def split_format(fmt: str) -> tuple[str, str]:
     return original.strip(), compressed.strip()
 
 
-# What libpng, libjpeg and OpenCV's codecs print on fd 2 about a damaged file (claimed while decoding).
-_DECODER_LINE = re.compile(r'libpng (warning|error)|JPEG|jpeg|Huffman|marker 0x|imgcodecs|\[ ?(WARN|ERROR)')
+# What libpng, libjpeg and OpenCV's codecs print on fd 2 about a damaged file (claimed while decoding). OpenCV's
+# own lines look like `[ WARN:0@1.2] ...`.
+_DECODER_LINE = re.compile(r'libpng (warning|error)|JPEG|jpeg|Huffman|marker 0x|imgcodecs|\[ ?(WARN|ERROR):')
+# A ROS console line (rcutils' default format `[WARN] [stamp] [logger]: ...`) that another thread writes during the
+# decode is passed on, never claimed, even when it mentions a JPEG (another camera's decoder warning, say).
+_ROS_LOG_LINE = re.compile(r'\[(DEBUG|INFO|WARN|ERROR|FATAL)\] \[')
 
 
 def _is_decoder_line(line: str) -> bool:
-    return bool(_DECODER_LINE.search(line))
+    return bool(_DECODER_LINE.search(line)) and not _ROS_LOG_LINE.match(line)
 
 
 def _imdecode(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:

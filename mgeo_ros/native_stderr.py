@@ -38,7 +38,12 @@ def claim_stderr(claims: Callable[[str], bool]) -> Iterator[list[str]]:
         except OSError:  # no fd 2 at all (a daemon with it closed): nothing to protect, nothing to claim
             yield claimed
             return
-        sink = _memory_file()
+        try:
+            sink = _memory_file()
+        except OSError:  # no descriptor left for the sink: run the block unclaimed rather than fail it or leak `saved`
+            os.close(saved)
+            yield claimed
+            return
         os.dup2(sink, 2)
         try:
             yield claimed

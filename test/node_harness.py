@@ -5,13 +5,14 @@ Not a test module (no test_ prefix); imported by test/test_node_*.py and by the 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def node_command() -> list[str]:
-    """The console script from the editable install when present, else the module (same code)."""
+    """The console script of this interpreter's environment when installed there, else the module run by this same
+    interpreter. Never a script found on PATH: under the Jazzy job (torch-free venv) that could be the dev venv's
+    node, and the job would then test the wrong ROS and a node that has torch."""
     script = Path(sys.executable).with_name('mgeo_depth_node')
-    if script.exists():
-        return [str(script)]
-    found = shutil.which('mgeo_depth_node')
-    return [found] if found else [sys.executable, '-m', 'mgeo_ros.ros.node']
+    return [str(script)] if script.exists() else [sys.executable, '-m', 'mgeo_ros.ros.node']
 
 
 def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | None = None,
@@ -33,9 +33,14 @@ def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | 
     """mgeo_depth_node in namespace `ns`, camera topics remapped to `ns`/cam/..., with -p overrides."""
     args = node_command() + list(extra_args) + ['--ros-args', '-r', f'__ns:={ns}', '-r', f'image:={ns}/cam/image_raw',
                              '-r', f'camera_info:={ns}/cam/camera_info']
+    return _spawn(args, params, env, log_path)
+
+
+def _spawn(args: list[str], params: dict, env: dict | None, log_path: Path | None) -> subprocess.Popen:
+    """Start `args` plus one `-p key:=value` per parameter (bools as ROS spells them), output to `log_path`."""
     for key, value in params.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ['-p', f'{key}:={text}']
+        args = args + ['-p', f'{key}:={text}']
     out = open(log_path, 'w') if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS with the child)
     return subprocess.Popen(args, env=env if env is not None else dict(os.environ), stdout=out,
                             stderr=subprocess.STDOUT, cwd=str(REPO))
@@ -50,6 +55,91 @@ def stop_node(proc: subprocess.Popen) -> int | None:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+@contextmanager
+def serving(proc: subprocess.Popen, harness, log: Path, tail: int = 3000) -> Iterator[tuple]:
+    """A module fixture's life of one node: yields (harness, proc, log); at the end closes the harness, stops the
+    node, prints its log tail and asserts the node exited 0 on SIGINT."""
+    try:
+        yield harness, proc, log
+    finally:
+        harness.close()
+        code = stop_node(proc)
+        print(f'\nnode log ({log}):\n' + log.read_text()[-tail:])
+        assert code == 0, f'the node exited with {code} on SIGINT'
+
+
+@contextmanager
+def node_in_process(*ros_args: str) -> Iterator:
+    """MgeoDepthNode in this process on its own rclpy context, started with `--ros-args *ros_args`; shut down at the
+    end (for checks of how it reads parameter files, without a subprocess)."""
+    import rclpy
+
+    from mgeo_ros.ros.node import MgeoDepthNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MgeoDepthNode(context=context, cli_args=['--ros-args', *ros_args])
+    try:
+        yield node
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def settled_model_status(node, timeout: float = 10.0) -> str:
+    """The in-process node's model status once it has stopped 'loading' (or after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while node.stats.model_status == 'loading' and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return node.stats.model_status
+
+
+@contextmanager
+def launched(launch_file: Path, arguments: dict[str, str], probe_name: str) -> Iterator:
+    """`launch_file` run with `arguments` by a LaunchService in a thread (needs launch_ros); yields a probe rclpy node
+    to look at the graph with; the launch is shut down at the end."""
+    import rclpy
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    import launch
+
+    include = launch.actions.IncludeLaunchDescription(PythonLaunchDescriptionSource(str(launch_file)),
+                                                      launch_arguments=arguments.items())
+    service = launch.LaunchService()
+    service.include_launch_description(launch.LaunchDescription([include]))
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node(probe_name, context=context)
+    try:
+        yield probe
+    finally:
+        service.shutdown()
+        thread.join(20)
+        probe.destroy_node()
+        context.try_shutdown()
+
+
+def camera_intrinsics(width: int = 160, height: int = 120):
+    """The single-camera tests' camera (160 x 120, slightly non-square pixels, off-centre principal point)."""
+    from mgeo_ros.geometry import Intrinsics
+
+    return Intrinsics(fx=140.0, fy=138.0, cx=81.0, cy=58.5, width=width, height=height)
+
+
+def smooth_rgb(width: int, height: int, seed: int = 0, box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """A smooth colourful pattern plus mild noise (compresses losslessly and gives the model something non-constant);
+    `box` (rows, cols) is painted red before the noise: an object for the model to put an edge around."""
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(seed)
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    if box is not None:
+        base[box] = (250, 20, 20)
+    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
 
 
 def stamp_key(header) -> tuple[int, int]:
@@ -204,12 +294,7 @@ def start_multi_node(ns: str, cameras: list[str], params: dict, env: dict | None
     args = node_command() + ['--ros-args', '-r', f'__ns:={ns}', '-p', f'cameras:=[{",".join(cameras)}]']
     for cam in cameras:
         args += ['-r', f'{cam}/image:={ns}/{cam}/cam/image_raw', '-r', f'{cam}/camera_info:={ns}/{cam}/cam/camera_info']
-    for key, value in params.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ['-p', f'{key}:={text}']
-    out = open(log_path, 'w') if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed by the OS with the child)
-    return subprocess.Popen(args, env=env if env is not None else dict(os.environ), stdout=out,
-                            stderr=subprocess.STDOUT, cwd=str(REPO))
+    return _spawn(args, params, env, log_path)
 
 
 class MultiCameraHarness:

@@ -35,3 +35,13 @@ class WellPosedTiny(torch.nn.Module):
         camera = torch.cat([uv / self.focal * z, z - 0.4], dim=-1)
         out['points'] = camera + self.perturb * out['points']
         return out
+
+
+def wellposed_tiny(seed: int) -> WellPosedTiny:
+    """The runtime tests' model: the tiny preset seeded with `seed`, in eval mode, on one torch thread."""
+    from mgeo_ros.model import build_model
+    from mgeo_ros.model.configs import preset
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    return WellPosedTiny(build_model(preset('tiny')).eval())

@@ -3,11 +3,11 @@ namespace /camera loads, and the costmap sections read the node's real output to
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from node_harness import node_in_process, settled_model_status
 
 from mgeo_ros.ros import params as P
 
@@ -63,28 +63,15 @@ def test_costmap_sources_read_the_node_cloud_within_its_range():
 
 @pytest.mark.ros
 def test_a_node_in_the_camera_namespace_loads_its_section():
-    import rclpy
-
-    from mgeo_ros.ros.node import MgeoDepthNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
     # the section is keyed by the fully qualified name /camera/mgeo_depth_node; a private domain keeps it apart
-    node = MgeoDepthNode(context=context, cli_args=['--ros-args', '--params-file', str(RECIPE),
-                                                    '-p', 'model:=/nonexistent/model.onnx',
-                                                    '-r', f'__ns:={NAMESPACE}'])
-    try:
+    with node_in_process('--params-file', str(RECIPE), '-p', 'model:=/nonexistent/model.onnx',
+                         '-r', f'__ns:={NAMESPACE}') as node:
         assert node.get_fully_qualified_name() == f'{NAMESPACE}/mgeo_depth_node'
         for name, value in _node_params().items():
             assert node.get_parameter(name).value == value, name
         assert node.cfg['min_confidence'] == _node_params()['min_confidence']
-        deadline = time.monotonic() + 10
-        while node.stats.model_status == 'loading' and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
+        # the recipe's parameters reached the model load too (the -p override names a file that is not there)
+        assert settled_model_status(node) == 'error' and 'does not exist' in node.stats.model_error
 
 
 def test_readme_names_the_recipe_file_and_its_topics():

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from node_harness import NodeHarness, start_node, stop_node
+from node_harness import NodeHarness, camera_intrinsics, serving, smooth_rgb, start_node
 
 pytestmark = pytest.mark.ros
 
@@ -22,17 +22,11 @@ NODE = 'mgeo_depth_node'
 
 
 def _intrinsics():
-    from mgeo_ros.geometry import Intrinsics
-
-    return Intrinsics(fx=140.0, fy=138.0, cx=81.0, cy=58.5, width=W, height=H)
+    return camera_intrinsics(W, H)
 
 
 def _rgb(seed: int = 0) -> np.ndarray:
-    y, x = np.mgrid[0:H, 0:W]
-    rng = np.random.default_rng(seed)
-    base = np.stack([x * 255 / W, y * 255 / H, (x + y) * 127 / (W + H)], -1)
-    base[40:80, 60:100] = (250, 20, 20)  # an object: something for the model to put an edge around
-    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    return smooth_rgb(W, H, seed, box=(slice(40, 80), slice(60, 100)))  # an object: something to put an edge around
 
 
 @pytest.fixture(scope='module')
@@ -48,15 +42,9 @@ def running(tmp_path_factory):
     log = tmp_path_factory.mktemp('node_log') / 'node.log'
     proc = start_node(ns, {'model': str(model), 'num_tokens': 300, 'diagnostics_period': 0.3, 'points_color': True,
                            'points_normals': True, 'log_throttle': 0.0}, log_path=log)
-    harness = NodeHarness(ns, name='conf_normals', outputs=OUTPUTS)
-    try:
+    with serving(proc, NodeHarness(ns, name='conf_normals', outputs=OUTPUTS), log) as (harness, _, _):
         harness.wait_ready(proc, timeout=90)
         yield harness, proc
-    finally:
-        harness.close()
-        code = stop_node(proc)
-        print(f'\nnode log ({log}):\n' + log.read_text()[-3000:])
-        assert code == 0, f'the node exited with {code} on SIGINT'
 
 
 def _read_cloud_fields(msg) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from node_harness import launched, node_in_process, settled_model_status
 
 from mgeo_ros.ros import params as P
 
@@ -100,66 +101,31 @@ def test_rviz_config_shows_the_node_outputs():
 
 @pytest.mark.ros
 def test_node_loads_the_yaml_and_describes_every_parameter():
-    import rclpy
     from rcl_interfaces.msg import ParameterType
 
-    from mgeo_ros.ros.node import MgeoDepthNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = MgeoDepthNode(context=context, cli_args=['--ros-args', '--params-file', str(CONFIG),
-                                                    '-p', 'model:=/nonexistent/model.onnx',
-                                                    '-r', f'__ns:=/ntyaml{os.getpid()}'])
-    try:
+    with node_in_process('--params-file', str(CONFIG), '-p', 'model:=/nonexistent/model.onnx',
+                         '-r', f'__ns:=/ntyaml{os.getpid()}') as node:
         for name, value in _yaml_params().items():
             if name != 'model':  # (an empty list arrives from YAML as an unset string array: coerce makes it ())
                 assert P.coerce(name, node.get_parameter(name).value) == P.coerce(name, value), name
         for desc in node.describe_parameters(list(P.SPECS)):
             assert desc.description and desc.type != ParameterType.PARAMETER_NOT_SET, desc.name
-        deadline = time.monotonic() + 10
-        while node.stats.model_status == 'loading' and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert node.stats.model_status == 'error' and 'does not exist' in node.stats.model_error
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
+        assert settled_model_status(node) == 'error' and 'does not exist' in node.stats.model_error
 
 
 @pytest.mark.ros
 def test_launch_file_runs_the_node(tmp_path):
     launch_ros = pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI here (no ROS '
                                      'apt packages); the launch file is checked statically by the tests above')
-    import threading
-
-    import rclpy
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-
-    import launch
-
     ns = f'ntlaunch{os.getpid()}'
-    source = PythonLaunchDescriptionSource(str(LAUNCH))
-    include = launch.actions.IncludeLaunchDescription(
-        source, launch_arguments={'namespace': ns, 'params_file': str(CONFIG), 'model': '/nonexistent.onnx'}.items())
-    service = launch.LaunchService()
-    service.include_launch_description(launch.LaunchDescription([include]))
-    thread = threading.Thread(target=service.run, daemon=True)
-    thread.start()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node('launch_probe', context=context)
-    try:
+    arguments = {'namespace': ns, 'params_file': str(CONFIG), 'model': '/nonexistent.onnx'}
+    with launched(LAUNCH, arguments, 'launch_probe') as probe:
         deadline = time.monotonic() + 30
         found = False
         while not found and time.monotonic() < deadline:
             found = ('mgeo_depth_node', f'/{ns}') in probe.get_node_names_and_namespaces()
             time.sleep(0.2)
         assert found, f'the launched node never appeared (launch_ros {launch_ros.__name__})'
-    finally:
-        service.shutdown()
-        thread.join(20)
-        probe.destroy_node()
-        context.try_shutdown()
 
 
 @pytest.mark.colcon

@@ -229,6 +229,25 @@ def test_timings_median_p95_and_count_reach_diagnostics():
     assert float(kv['latency_ms.forward.mean']) == pytest.approx(20.5) and float(kv['latency_ms.forward.max']) == 40
 
 
+def test_shared_model_batch_latency_uses_the_camera_stage_keys():
+    """The model status of several cameras reports its forward time under the same keys as a camera's stages."""
+    from mgeo_ros.ros.model_status import model_key_values
+    from mgeo_ros.runtime.batching import SharedModelStats
+
+    shared = SharedModelStats(forwards=4, frames=6)
+    shared.forward_ms.extend([12.0, 10.0, 30.0, 11.0])
+    kv = dict(model_key_values('ready', '', 'onnxruntime', 2, shared))
+    assert kv['mean_batch'] == '1.50'
+    assert {k: float(v) for k, v in kv.items() if k.startswith('latency_ms.')} == {
+        'latency_ms.forward_batch.median': 11.5, 'latency_ms.forward_batch.p95': 30.0,
+        'latency_ms.forward_batch.mean': 15.75, 'latency_ms.forward_batch.max': 30.0,
+        'latency_ms.forward_batch.count': 4.0}
+    stats = NodeStats()
+    stats.timings.add('forward', 1.0)
+    camera_suffixes = {k.rsplit('.', 1)[1] for k, _ in stats.key_values() if k.startswith('latency_ms.forward.')}
+    assert camera_suffixes == {k.rsplit('.', 1)[1] for k in kv if k.startswith('latency_ms.')}
+
+
 def test_sequence_gaps_count_messages_lost_before_the_node():
     from mgeo_ros.ros.frame_slot import SequenceGaps
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from node_harness import MultiCameraHarness, start_multi_node, stop_node
+from node_harness import MultiCameraHarness, serving, smooth_rgb, start_multi_node
 
 pytestmark = pytest.mark.ros
 
@@ -24,10 +24,7 @@ def _intrinsics(i: int):
 
 
 def _rgb(seed: int) -> np.ndarray:
-    y, x = np.mgrid[0:H, 0:W]
-    rng = np.random.default_rng(seed)
-    base = np.stack([x * 255 / W, y * 255 / H, (x + y) * 127 / (W + H)], -1)
-    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    return smooth_rgb(W, H, seed)
 
 
 @pytest.fixture(scope='module')
@@ -50,15 +47,9 @@ def running(batch2_onnx, tmp_path_factory):
     log = tmp_path_factory.mktemp('multicam_log') / 'node.log'
     proc = start_multi_node(ns, CAMERAS, {'model': str(batch2_onnx), 'backend': 'onnxruntime',
                                           'diagnostics_period': 0.3, 'log_throttle': 0.0}, log_path=log)
-    harness = MultiCameraHarness(ns, CAMERAS)
-    try:
-        harness.wait_ready(proc)
-        yield harness, proc, log
-    finally:
-        harness.close()
-        code = stop_node(proc)
-        print(f'\nnode log ({log}):\n' + log.read_text()[-3000:])
-        assert code == 0, f'the node exited with {code} on SIGINT'
+    with serving(proc, MultiCameraHarness(ns, CAMERAS), log) as running:
+        running[0].wait_ready(proc)
+        yield running
 
 
 def test_every_camera_gets_every_output_with_its_header_and_intrinsics(running):

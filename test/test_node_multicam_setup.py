@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from node_harness import launched
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.ros import params as P
@@ -105,38 +106,17 @@ def test_multi_camera_launch_file_runs_the_node(tmp_path):
     launch_ros = pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI here (no ROS '
                                      'apt packages); the launch file is checked statically and its setup by a real '
                                      'node above')
-    import threading
-
-    import rclpy
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-
-    import launch
-
     tag = f'ml{os.getpid()}'
     data = yaml.safe_load(SETUP.read_text())
     data['namespace'] = tag
     path = tmp_path / 'setup.yaml'
     path.write_text(yaml.safe_dump(data))
-    include = launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH)),
-        launch_arguments={'setup_file': str(path), 'params_file': str(REPO / 'config' / 'mgeo_depth.yaml'),
-                          'model': '/nonexistent.onnx'}.items())
-    service = launch.LaunchService()
-    service.include_launch_description(launch.LaunchDescription([include]))
-    thread = threading.Thread(target=service.run, daemon=True)
-    thread.start()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node('multi_launch_probe', context=context)
-    try:
+    arguments = {'setup_file': str(path), 'params_file': str(REPO / 'config' / 'mgeo_depth.yaml'),
+                 'model': '/nonexistent.onnx'}
+    with launched(LAUNCH, arguments, 'multi_launch_probe') as probe:
         deadline = time.monotonic() + 30
         topic = f'/{tag}/front/depth/image'
         while probe.count_publishers(topic) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert probe.count_publishers(topic) > 0, f'no publisher on {topic} (launch_ros {launch_ros.__name__})'
         assert probe.count_subscribers('/front_camera/color/image_raw') > 0
-    finally:
-        service.shutdown()
-        thread.join(20)
-        probe.destroy_node()
-        context.try_shutdown()

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import runtime_models
-from node_harness import NodeHarness, start_node, stop_node
+from node_harness import NodeHarness, serving, start_node
 from test_real_clients import huge_png_header, png_bytes
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
@@ -35,15 +35,9 @@ def node(tiny_onnx, tmp_path_factory):
     log = tmp_path_factory.mktemp('clients_log') / 'node.log'
     proc = start_node(ns, {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'image_transport': 'compressed',
                            'diagnostics_period': 0.2, 'points_color': True}, log_path=log)
-    harness = NodeHarness(ns, 'clients_harness')
-    try:
-        harness.wait_ready(proc, timeout=90, compressed=True)
-        yield harness, proc, log
-    finally:
-        harness.close()
-        code = stop_node(proc)
-        print(f'\nnode log ({log}):\n' + log.read_text()[-4000:])
-        assert code == 0, f'the node exited with {code} on SIGINT'
+    with serving(proc, NodeHarness(ns, 'clients_harness'), log, tail=4000) as running:
+        running[0].wait_ready(proc, timeout=90, compressed=True)
+        yield running
 
 
 _stamp = [100]

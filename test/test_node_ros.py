@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from node_harness import NodeHarness, start_node, stop_node
+from node_harness import NodeHarness, camera_intrinsics, serving, smooth_rgb, start_node
 
 pytestmark = pytest.mark.ros
 
@@ -18,17 +18,11 @@ NODE = 'mgeo_depth_node'
 
 
 def _intrinsics():
-    from mgeo_ros.geometry import Intrinsics
-
-    return Intrinsics(fx=140.0, fy=138.0, cx=81.0, cy=58.5, width=W, height=H)
+    return camera_intrinsics(W, H)
 
 
 def _rgb(seed: int = 0) -> np.ndarray:
-    """A smooth colourful pattern (compresses losslessly and gives the model something non-constant)."""
-    y, x = np.mgrid[0:H, 0:W]
-    rng = np.random.default_rng(seed)
-    base = np.stack([x * 255 / W, y * 255 / H, (x + y) * 127 / (W + H)], -1)
-    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    return smooth_rgb(W, H, seed)
 
 
 @pytest.fixture(scope='module')
@@ -50,15 +44,9 @@ def running(tiny_checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp('node_log') / 'node.log'
     proc = start_node(ns, {'model': str(tiny_checkpoint), 'num_tokens': 300, 'diagnostics_period': 0.3,
                            'points_color': True, 'log_throttle': 0.0}, log_path=log)
-    harness = NodeHarness(ns)
-    try:
-        harness.wait_ready(proc, timeout=90)
-        yield harness, proc, log
-    finally:
-        harness.close()
-        code = stop_node(proc)
-        print(f'\nnode log ({log}):\n' + log.read_text()[-3000:])
-        assert code == 0, f'the node exited with {code} on SIGINT'
+    with serving(proc, NodeHarness(ns), log) as running:
+        running[0].wait_ready(proc, timeout=90)
+        yield running
 
 
 def _depth(msg) -> np.ndarray:

@@ -189,6 +189,45 @@ def test_claimed_stderr_passes_other_lines_on(capfd):
     assert 'another thread logging meanwhile' in err and 'libpng' not in err
 
 
+def test_decoder_claims_codec_lines_but_not_another_threads_ros_log(capfd):
+    """A decode claims what libpng, libjpeg and OpenCV print; a ROS log line written meanwhile by another thread (here
+    another camera's decoder warning, which names JPEG) reaches stderr instead of being taken for this frame's."""
+    import os
+
+    from mgeo_ros.image_codec import _is_decoder_line
+
+    ros_line = '[WARN] [1764574000.123456789] [mgeo_depth_node.cam_b]: decoder warnings for a jpeg frame\n'
+    codec_lines = ['libpng warning: iCCP: known incorrect sRGB profile\n',
+                   'Corrupt JPEG data: 12 extraneous bytes before marker 0xd9\n',
+                   '[ WARN:0@0.123] global loadsave.cpp:1063 imdecode_ imdecode_(\'PNG\'): can\'t read data\n']
+    with claim_stderr(_is_decoder_line) as claimed:
+        for line in [ros_line] + codec_lines:
+            os.write(2, line.encode())
+    assert claimed == [line.strip() for line in codec_lines]
+    assert capfd.readouterr().err == ros_line
+
+
+def test_claim_without_a_sink_runs_the_block_and_keeps_no_descriptor(monkeypatch, capfd):
+    """Out of file descriptors for the in-memory sink: the block still runs, its lines reach stderr unclaimed, and
+    the duplicate of fd 2 taken before is closed again."""
+    import os
+
+    from mgeo_ros import native_stderr
+
+    def no_sink() -> int:
+        raise OSError(24, 'Too many open files')
+
+    monkeypatch.setattr(native_stderr, '_memory_file', no_sink)
+    before = set(os.listdir('/proc/self/fd'))
+    ran = False
+    with claim_stderr(lambda line: True) as claimed:
+        os.write(2, b'libpng warning: written while unclaimed\n')
+        ran = True
+    assert ran and claimed == []
+    assert set(os.listdir('/proc/self/fd')) == before
+    assert 'written while unclaimed' in capfd.readouterr().err
+
+
 # ---- CameraInfo: P for a rectified image, K otherwise; rectify -------------------------------------------------------
 def _calibrated(d=(-0.28, 0.09, 0.0005, -0.0004, 0.0), p_focal=380.0) -> CameraInfo:
     """A calibrated camera as camera_calibration writes it: K and D of the raw image, P of the rectified one."""

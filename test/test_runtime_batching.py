@@ -8,8 +8,7 @@ import time
 import numpy as np
 import onnx
 import pytest
-import torch
-from runtime_wellposed import WellPosedTiny
+from runtime_wellposed import wellposed_tiny
 
 from mgeo_ros.runtime import Predictor
 from mgeo_ros.runtime.batching import SharedModel
@@ -21,12 +20,7 @@ SIZE = (96, 72)
 
 @pytest.fixture(scope='module')
 def tiny_model():
-    from mgeo_ros.model import build_model
-    from mgeo_ros.model.configs import preset
-
-    torch.manual_seed(7)
-    torch.set_num_threads(1)
-    return WellPosedTiny(build_model(preset('tiny')).eval())
+    return wellposed_tiny(7)
 
 
 @pytest.fixture(scope='module')

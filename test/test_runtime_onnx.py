@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from runtime_wellposed import WellPosedTiny
+from runtime_wellposed import WellPosedTiny, wellposed_tiny
 
 from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.runtime import Predictor
@@ -22,12 +22,7 @@ SIZES = [(96, 72), (60, 100), (128, 64)]
 
 @pytest.fixture(scope='module')
 def tiny_model():
-    from mgeo_ros.model import build_model
-    from mgeo_ros.model.configs import preset
-
-    torch.manual_seed(1)
-    torch.set_num_threads(1)
-    return WellPosedTiny(build_model(preset('tiny')).eval())
+    return wellposed_tiny(1)
 
 
 @pytest.fixture(scope='module')

@@ -102,8 +102,9 @@ class CameraChannel:
         self.name = name
         self.prefix = f'{name}/' if name else ''
         self.stats = NodeStats()
-        logger = node.get_logger() if not name else node.get_logger().get_child(name)
-        self.log_bad = ThrottledLog(logger.warning, node.cfg['log_throttle'])
+        # what the pipeline sees of the node: the node itself, or a view whose logger names the camera
+        self._view = node if not name else _CameraNodeView(node, name)
+        self.log_bad = ThrottledLog(self._view.get_logger().warning, node.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
@@ -121,8 +122,7 @@ class CameraChannel:
         qos = make_qos(cfg['output_qos'], cfg['output_qos_depth'])
         self.outputs = Outputs(**{f: self.node.create_publisher(kind, self.topic(t), qos)
                                   for f, (kind, t) in OUTPUT_SPECS.items()})
-        view = self.node if not self.name else _CameraNodeView(self.node, self.name)
-        self.pipeline = FramePipeline(view, self.stats, self.outputs, self.log_bad)
+        self.pipeline = FramePipeline(self._view, self.stats, self.outputs, self.log_bad)
 
     def destroy_outputs(self) -> None:
         if self.outputs is not None:

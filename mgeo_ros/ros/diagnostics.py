@@ -30,6 +30,13 @@ def nearest_rank(ordered: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def stage_key_values(stage: str, st: StageSummary) -> list[tuple[str, str]]:
+    """The diagnostics keys of one stage: `latency_ms.<stage>.median`, `.p95`, `.mean`, `.max` (ms) and `.count`."""
+    key = f'latency_ms.{stage}'
+    return [(f'{key}.median', f'{st.median:.3f}'), (f'{key}.p95', f'{st.p95:.3f}'), (f'{key}.mean', f'{st.mean:.3f}'),
+            (f'{key}.max', f'{st.max:.3f}'), (f'{key}.count', str(st.count))]
+
+
 def summarize(values) -> StageSummary:
     """StageSummary of a non-empty sequence of times in ms."""
     ordered = sorted(values)
@@ -154,9 +161,7 @@ class NodeStats:
             ]
             kv.append(('latency_window_frames', self.timings.window))
             for stage, st in sorted(self.timings.summary().items()):
-                kv += [(f'latency_ms.{stage}.median', f'{st.median:.3f}'), (f'latency_ms.{stage}.p95', f'{st.p95:.3f}'),
-                       (f'latency_ms.{stage}.mean', f'{st.mean:.3f}'), (f'latency_ms.{stage}.max', f'{st.max:.3f}'),
-                       (f'latency_ms.{stage}.count', st.count)]
+                kv += stage_key_values(stage, st)
         return [(k, str(v)) for k, v in kv]
 
 

@@ -2,7 +2,7 @@
 and how many frames each camera got (the fairness of the scheduler, visible in the field)."""
 from __future__ import annotations
 
-from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, LEVEL_WARN, summarize
+from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, LEVEL_WARN, stage_key_values, summarize
 from mgeo_ros.runtime.batching import SharedModelStats
 
 
@@ -23,10 +23,7 @@ def model_key_values(model_status: str, model_error: str, backend: str, max_batc
         kv += [(f'batches_of.{n}', str(c)) for n, c in sorted(sizes.items())]
         kv += [(f'frames_served.{cam}', str(c)) for cam, c in sorted(served.items())]
         if ms:  # the same keys as every camera's stages
-            st = summarize(ms)
-            kv += [('latency_ms.forward_batch.median', f'{st.median:.3f}'), ('latency_ms.forward_batch.p95',
-                   f'{st.p95:.3f}'), ('latency_ms.forward_batch.mean', f'{st.mean:.3f}'),
-                   ('latency_ms.forward_batch.max', f'{st.max:.3f}'), ('latency_ms.forward_batch.count', str(st.count))]
+            kv += stage_key_values('forward_batch', summarize(ms))
     return kv
 
 

@@ -53,7 +53,7 @@ class FramePipeline:
         self.last_frame_id = ''
         self._jump_test = DepthJumpTest()  # keeps its scratch buffers between frames
         # Frame-sized arrays freed by one frame are reused by the next instead of page-faulting in anew (process-wide).
-        self.heap_tuned = keep_freed_buffers()
+        keep_freed_buffers()
         self.buffers = OutputBuffers()  # the output messages' bytes, rewritten each frame
         self._info_key: tuple | None = None
         self._info_msg = None
@@ -253,8 +253,9 @@ class FramePipeline:
         if jump > 0 or angle > 0:
             tested = depth if beyond is None else np.where(valid | beyond, depth, np.float32(np.nan))
             normals = None
-            if angle > 0:
-                normals = self._normals(pred.normals, pred.intrinsics, tested, np.isfinite(tested))
+            if angle > 0:  # the head's normals as they are: a pixel outside `tested` is invalid whatever its angle
+                normals = pred.normals if pred.normals is not None else \
+                    normals_from_depth(tested, pred.intrinsics, np.isfinite(tested))
             flying = flying_pixel_mask(tested, jump, int(cfg['flying_pixel_radius']), normals, pred.intrinsics,
                                        angle, jump_test=self._jump_test)
             valid = valid & ~flying

@@ -9,8 +9,13 @@ import json
 import sys
 
 from mgeo_ros.errors import MgeoError
-from mgeo_ros.train.cli_entry import add_override_arguments, evaluator_from, setup_logging, standalone_main
-from mgeo_ros.train.cli_entry import overrides_from_args as entry_overrides
+from mgeo_ros.train.cli_entry import (
+    add_override_arguments,
+    evaluator_from,
+    load_run_config,
+    setup_logging,
+    standalone_main,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,17 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_arguments(parser)
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    return entry_overrides(args, max_minutes=getattr(args, 'max_minutes', None), out=args.out,
-                           init_checkpoint=getattr(args, 'init', None) or None)
-
-
 def run(args: argparse.Namespace) -> int:
-    from mgeo_ros.train.config import load_config, save_config, to_dict
+    from mgeo_ros.train.config import save_config, to_dict
 
     setup_logging()
     try:
-        cfg = load_config(args.config, overrides_from_args(args))
+        cfg = load_run_config(args.config, args, max_minutes=args.max_minutes, out=args.out,
+                              init_checkpoint=args.init or None)
     except MgeoError as exc:
         print(f'mgeo train: {exc}', file=sys.stderr)
         return 2

@@ -96,6 +96,8 @@ class Trainer:
         self.evaluator = evaluator           # handed in (mgeo train passes eval's metrics); None: no held-out eval
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
+        if evaluator is None and cfg.eval_count > 0 and self.dist.is_main:
+            log.warning('held-out evaluation off: no evaluator was handed in (`mgeo train` hands one in)')
         if cfg.threads and self.device.type == 'cpu':
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(cfg.seed)          # identical initial weights on every rank (DDP also broadcasts them)
@@ -263,14 +265,9 @@ class Trainer:
         return self.ema if self.ema is not None else self.model
 
     def evaluate(self) -> dict[str, float] | None:
-        """Held-out metrics vs the constant baseline (rank 0) from the evaluator handed in; None (logged once) when
-        none was."""
-        if not self.dist.is_main or self.cfg.eval_count <= 0:
-            return None
-        if self.evaluator is None:
-            if not getattr(self, '_warned_no_evaluator', False):
-                log.warning('held-out evaluation off: no evaluator was handed in (`mgeo train` hands one in)')
-                self._warned_no_evaluator = True
+        """Held-out metrics vs the constant baseline (rank 0) from the evaluator handed in; None when none was (said
+        once, at construction)."""
+        if not self.dist.is_main or self.cfg.eval_count <= 0 or self.evaluator is None:
             return None
         from mgeo_ros.train.holdout import holdout_samples
 
