@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.replay_session import OUTPUT_TOPICS, replay_and_record
 from mgeo_ros.runtime.predictor import default_model_path
 from mgeo_ros.train.data.bag import depth_to_metres, stamp_ns
@@ -306,10 +307,12 @@ def run(args) -> int:
     env = dict(os.environ)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     env.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
-    env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
-                   str(Path(__file__).resolve().parents[1] / 'config' / 'fastdds_large_frames.xml'))
-    os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID',
-                                           'FASTDDS_DEFAULT_PROFILES_FILE')})
+    # the large-frames profile under the variable the installed Fast DDS reads (2.x, Jazzy: only the old name)
+    profile_vars = profile_env(env.get(NEW, str(Path(__file__).resolve().parents[1] / 'config'
+                                                / 'fastdds_large_frames.xml')))
+    for name, value in profile_vars.items():
+        env.setdefault(name, value)
+    os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', *profile_vars)})
     steps = Steps()
     bag, samples = steps.run('render the sample bag', render_bag, out, args.seed, args.frames, args.size, args.rate)
     node_model = model

@@ -152,18 +152,17 @@ class NodeHarness:
     OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
 
     def __init__(self, ns: str, name: str = 'node_harness', outputs: tuple[str, ...] | None = None) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        from mgeo_ros.ros.spin_thread import SpinThread
 
         self.ns = ns
         if outputs is not None:
             self.OUTPUTS = tuple(outputs)
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)
+        self._ros = SpinThread(f'{name}_{os.getpid()}')
+        self.node = self._ros.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, f'{ns}/cam/image_raw', reliable)
         self.compressed_pub = self.node.create_publisher(CompressedImage, f'{ns}/cam/image_raw/compressed', reliable)
@@ -177,15 +176,7 @@ class NodeHarness:
         self.subs = [self.node.create_subscription(types[t], f'{ns}/{t}', self._collector(t), QoSProfile(depth=100))
                      for t in self.OUTPUTS]
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=50))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spin = threading.Thread(target=self._spin_loop, daemon=True)
-        self._running = True
-        self._spin.start()
-
-    def _spin_loop(self) -> None:
-        while self._running and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self._ros.start()
 
     def _collector(self, topic: str):
         def store(msg) -> None:
@@ -294,11 +285,7 @@ class NodeHarness:
             self.node.destroy_client(client)
 
     def close(self) -> None:
-        self._running = False
-        self._spin.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()
 
 
 def start_multi_node(ns: str, cameras: list[str], params: dict, env: dict | None = None,
@@ -318,18 +305,17 @@ class MultiCameraHarness:
 
     def __init__(self, ns: str, cameras: list[str], name: str = 'multi_harness',
                  outputs: tuple[str, ...] | None = None) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        from mgeo_ros.ros.spin_thread import SpinThread
 
         self.ns, self.cameras = ns, list(cameras)
         if outputs is not None:
             self.OUTPUTS = tuple(outputs)
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f'{name}_{os.getpid()}', context=self.context)
+        self._ros = SpinThread(f'{name}_{os.getpid()}')
+        self.node = self._ros.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image,
                  'depth/confidence': Image, 'depth/normals': Image}
@@ -344,15 +330,7 @@ class MultiCameraHarness:
             self.subs += [self.node.create_subscription(types[t], f'{ns}/{cam}/{t}', self._collector(cam, t),
                                                         QoSProfile(depth=100)) for t in self.OUTPUTS]
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=50))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._running = True
-        self._spin = threading.Thread(target=self._spin_loop, daemon=True)
-        self._spin.start()
-
-    def _spin_loop(self) -> None:
-        while self._running and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self._ros.start()
 
     def _collector(self, cam: str, topic: str):
         def store(msg) -> None:
@@ -427,8 +405,4 @@ class MultiCameraHarness:
             return sum(1 for t in self.arrival[(cam, topic)].values() if t >= after)
 
     def close(self) -> None:
-        self._running = False
-        self._spin.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()

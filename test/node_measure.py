@@ -20,16 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_DOMAIN_ID', str(5 + os.getpid() % 90))
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_large_frames.xml'))
+from mgeo_ros.ros.fastdds import NEW, profile_env  # noqa: E402 (Fast DDS 2.x reads only the old variable)
+
+for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fastdds_large_frames.xml'))).items():
+    os.environ.setdefault(_name, _value)
 
 from node_harness import NodeHarness, start_node, stop_node  # noqa: E402
 
-
-def _camera_image(width: int, height: int, seed: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(seed)
-    base = np.stack([x * 255 / width, y * 255 / height, 128 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0)], -1)
-    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image  # noqa: E402 (the bench's camera frames)
 
 
 def _counters(diag: dict) -> dict:
@@ -39,7 +37,7 @@ def _counters(diag: dict) -> dict:
 
 def run_rate(harness: NodeHarness, rate: float, seconds: float, size: tuple[int, int], intr) -> dict:
     width, height = size
-    frames = [_camera_image(width, height, i) for i in range(4)]
+    frames = [camera_image(width, height, i) for i in range(4)]
     harness.wait_for(lambda: False, 1.0)
     before = _counters(harness.latest_diagnostics())
     sent: dict = {}
@@ -79,11 +77,9 @@ def main() -> int:
     parser.add_argument('--num-tokens', type=int, default=1200)
     parser.add_argument('--out', default='')
     args = parser.parse_args()
-    from mgeo_ros.geometry import Intrinsics
 
     width, height = (int(v) for v in args.size.split('x'))
-    intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
-                      height=height)
+    intr = bench_intrinsics(width, height)
     ns = f'/measure{os.getpid()}'
     log = Path(args.out).with_suffix('.node.log') if args.out else Path(f'/tmp/node_measure_{os.getpid()}.log')
     proc = start_node(ns, {'model': args.model, 'backend': args.backend, 'num_tokens': args.num_tokens,

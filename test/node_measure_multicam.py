@@ -25,9 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_DOMAIN_ID', str(5 + os.getpid() % 90))
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_large_frames.xml'))
+from mgeo_ros.ros.fastdds import NEW, profile_env  # noqa: E402 (Fast DDS 2.x reads only the old variable)
+
+for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fastdds_large_frames.xml'))).items():
+    os.environ.setdefault(_name, _value)
 
 from node_harness import MultiCameraHarness, NodeHarness, start_multi_node, start_node, stop_node  # noqa: E402
+
+from mgeo_ros.ros.node_bench import camera_image  # noqa: E402 (the bench's camera frames)
 
 CAMERAS = ['front', 'left', 'right', 'rear']
 OUTPUTS = MultiCameraHarness.OUTPUTS  # every output of the node subscribed, in both setups
@@ -39,13 +44,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith('VmHWM:'):
             return int(line.split()[1]) / 1024.0
     return float('nan')
-
-
-def _image(width: int, height: int, seed: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.default_rng(seed)
-    base = np.stack([x * 255 / width, y * 255 / height, 128 + 60 * np.sin(x / (11.0 + seed)) * np.cos(y / 23.0)], -1)
-    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
 def _intrinsics(width: int, height: int, i: int):
@@ -61,7 +59,7 @@ def measure_forward(b1: str, b4: str, repeats: int) -> dict:
 
     one, four = Predictor(b1, backend='onnxruntime'), Predictor(b4, backend='onnxruntime')
     pre = Preprocessor(four.num_tokens, four.backend.input_size)
-    images = np.concatenate([pre(_image(640, 480, i)).copy() for i in range(4)])
+    images = np.concatenate([pre(camera_image(640, 480, i)).copy() for i in range(4)])
     tokens = four.num_tokens
     one.backend.forward_batch(images, tokens)
     four.backend.forward_batch(images, tokens)  # warm-up
@@ -83,7 +81,7 @@ def measure_forward(b1: str, b4: str, repeats: int) -> dict:
 
 def _feed(publish, seconds: float, rate: float, width: int, height: int) -> dict:
     """Publish every camera at `rate` for `seconds`, cameras staggered within a period; returns sent times."""
-    frames = [_image(width, height, i) for i in range(len(CAMERAS))]
+    frames = [camera_image(width, height, i) for i in range(len(CAMERAS))]
     intr = [_intrinsics(width, height, i) for i in range(len(CAMERAS))]
     sent: dict = {cam: {} for cam in CAMERAS}
     start = time.monotonic()

@@ -2,15 +2,14 @@
 re-encodes it and publishes it on <prefix>/out/* (reliable, transient local), so both conversion directions cross a
 process boundary. Run with the venv's python; it inherits ROS_DOMAIN_ID and the Fast DDS profile from the parent."""
 import argparse
-import signal
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from mgeo_ros.ros import convert
+from mgeo_ros.ros.spin_thread import spin_child
 
 
 def main() -> int:
@@ -42,14 +41,7 @@ def main() -> int:
     node.create_subscription(CameraInfo, f'{args.prefix}/in/camera_info', on_info, inbound)
     node.create_subscription(PointCloud2, f'{args.prefix}/in/points', on_points, inbound)
     node.create_timer(args.timeout, lambda: rclpy.try_shutdown())  # never outlive a crashed parent for long
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-    print('ready', flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
+    spin_child(node)
     return 0
 
 

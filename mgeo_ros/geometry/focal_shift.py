@@ -44,6 +44,11 @@ def _uv_axes(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
+def _gradient_and_curvature(f, df, s1a, s2a, s2b, s3b, s4b):
+    """(g, h) of `_Moments` from the moments (floats or arrays alike): the one formula both solvers use."""
+    return f * df * s2b - f * f * s3b - df * s1a + f * s2a, df * df * s2b - 2.0 * f * df * s3b + f * f * s4b
+
+
 class _Moments:
     """Everything the fit needs at one shift, from sums over the samples (no per-sample 2-vectors).
 
@@ -80,8 +85,7 @@ class _Moments:
             ry = fw * y - v
             cost = np.einsum('bn,bn->b', rx, rx) + np.einsum('bn,bn->b', ry, ry)
             self.cost = np.where(np.isfinite(cost), cost, np.inf)
-            self.g = f * df * s2b - f * f * s3b - df * s1a + f * s2a
-            self.h = df * df * s2b - 2.0 * f * df * s3b + f * f * s4b
+            self.g, self.h = _gradient_and_curvature(f, df, s1a, s2a, s2b, s3b, s4b)
         self.f, self.df = f, df
 
 
@@ -140,7 +144,7 @@ def _state_single(x, y, z, u, v, ab, powers, shift: float, focal: float | None):
         cost = float(rx @ rx + ry @ ry)
     if not math.isfinite(cost):
         cost = math.inf
-    return f, cost, f * df * s2b - f * f * s3b - df * s1a + f * s2a, df * df * s2b - 2.0 * f * df * s3b + f * f * s4b
+    return f, cost, *_gradient_and_curvature(f, df, s1a, s2a, s2b, s3b, s4b)
 
 
 def _solve_single(uv: np.ndarray, xyz: np.ndarray, focal: float | None) -> tuple[float, float]:

@@ -17,19 +17,17 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from mgeo_ros.errors import MgeoError
-from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
-from mgeo_ros.ros.node_bench import camera_image, ros_env
+from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image, ros_env
 from mgeo_ros.ros.node_bench_sink import message_type
+from mgeo_ros.ros.spin_thread import SpinThread
 
 
 class Camera:
@@ -37,9 +35,8 @@ class Camera:
 
     def __init__(self, ns: str) -> None:
         self.ns = ns
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f'mgeo_live_bench_{os.getpid()}', context=self.context)
+        self._ros = SpinThread(f'mgeo_live_bench_{os.getpid()}')
+        self.node = self._ros.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, f'{ns}/cam/image_raw', reliable)
         self.info_pub = self.node.create_publisher(CameraInfo, f'{ns}/cam/camera_info', reliable)
@@ -48,15 +45,7 @@ class Camera:
         self.status: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=20))
         self.subs = []
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._running = True
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self._running and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self._ros.start()
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
@@ -102,11 +91,7 @@ class Camera:
         return stamp.sec, stamp.nanosec
 
     def close(self) -> None:
-        self._running = False
-        self._thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()
 
 
 def _stream(camera: Camera, frames, info, rate: float, seconds: float) -> dict:
@@ -142,8 +127,7 @@ def measure(model: str, size: tuple[int, int], rate: float, seconds: float, thre
     camera = Camera(ns)
     try:
         topics = camera.subscribe_outputs(timeout=300)
-        intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
-                          height=height)
+        intr = bench_intrinsics(width, height)
         header = Header(frame_id='camera_optical')
         frames = [convert.numpy_to_image(camera_image(width, height, s), 'rgb8', header) for s in range(4)]
         info = convert.intrinsics_to_camera_info(intr, header)

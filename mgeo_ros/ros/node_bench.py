@@ -35,6 +35,7 @@ from mgeo_ros.errors import MgeoError
 from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.diagnostics import Timings, summarize
+from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.node import NODE_NAME, _DepthNodeParts
 from mgeo_ros.ros.node_bench_baseline import BaselinePipeline
 from mgeo_ros.ros.pipeline import IncomingFrame
@@ -51,11 +52,13 @@ GOALS_MS = {'640x480': 4.0, '1280x720': 10.0}  # ~0 or not per-frame work when f
 
 
 def ros_env() -> None:
-    """Localhost-only discovery and the large-frame Fast DDS profile (a 640x480 frame needs it), unless set."""
+    """Localhost-only discovery and the large-frame Fast DDS profile (a 640x480 frame needs it), unless set; the
+    profile under the variable the installed Fast DDS reads (`fastdds.profile_env`: 2.x ignores the new name)."""
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     profile = REPO / 'config' / 'fastdds_large_frames.xml'
     if profile.is_file():
-        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+        for name, value in profile_env(os.environ.get(NEW, str(profile))).items():
+            os.environ.setdefault(name, value)
 
 
 def camera_image(width: int, height: int, seed: int) -> np.ndarray:
@@ -64,6 +67,12 @@ def camera_image(width: int, height: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = np.stack([x * 255 / width, y * 255 / height, 128 + 60 * np.sin(x / 17.0 + seed) * np.cos(y / 23.0)], -1)
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def bench_intrinsics(width: int, height: int) -> Intrinsics:
+    """The benches' camera: centred, fx = fy = 0.8 W (a ~64 degree horizontal FOV)."""
+    return Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
+                      height=height)
 
 
 def as_received(msg):
@@ -264,8 +273,7 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
         sink = Sink(topics)
         _wait_subscribed(node, {t for t, _ in topics})
 
-        intr = Intrinsics(fx=0.8 * width, fy=0.8 * width, cx=(width - 1) / 2, cy=(height - 1) / 2, width=width,
-                          height=height)
+        intr = bench_intrinsics(width, height)
         header = Header(frame_id='bench_optical')
         info = as_received(convert.intrinsics_to_camera_info(intr, header)) if camera_info else None
         msgs = [as_received(convert.numpy_to_image(rgb, 'rgb8', header)) for rgb in images]
@@ -302,7 +310,8 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
         checks = {}
         if old is not None:
             for k in range(frames):
-                new_backend._next = old_backend._next = k
+                new_backend.seek(k)
+                old_backend.seek(k)
                 got_new = _capture(node.outputs, lambda k=k: run_new(k))
                 got_old = _capture(node.outputs, lambda k=k: run_old(k))
                 for name in sorted(set(got_new) & set(got_old)):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import signal
 import sys
 import threading
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from mgeo_ros.ros.spin_thread import spin_child
 
 
 def message_type(name: str):
@@ -42,16 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         topic, _, type_name = spec.partition('=')
         counts[topic] = [0, 0]
         node.create_subscription(message_type(type_name), topic, counter(topic), qos, raw=True)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     threading.Thread(target=lambda: (sys.stdin.read(), rclpy.try_shutdown()), daemon=True).start()
-    print('ready', flush=True)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_child(node)
     finally:
         print(json.dumps({t: {'messages': c[0], 'bytes': c[1]} for t, c in counts.items()}), flush=True)
-        rclpy.try_shutdown()
     return 0
 
 

@@ -68,15 +68,14 @@ def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, 
     if coverage is None:
         coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
     inside = cv2.resize(prob * weight, (width, height), interpolation=cv2.INTER_LINEAR)
-    outside = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-    outside -= inside
+    out = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    out -= inside  # the invalid side's share
     mask_up = coverage >= 0.5
     with np.errstate(invalid='ignore', divide='ignore'):
-        inside /= coverage
-        outside /= coverage - np.float32(1.0)  # -(coverage of the invalid side)
-    np.negative(outside, out=outside)
-    np.copyto(outside, inside, where=mask_up)
-    return np.clip(outside, 0.0, 1.0, out=outside)
+        np.divide(inside, coverage, out=out, where=mask_up)  # valid side: its sum over its coverage
+        invalid_cover = np.subtract(np.float32(1.0), coverage, out=inside)  # `inside` is spent: reuse its buffer
+        np.divide(out, invalid_cover, out=out, where=~mask_up)  # invalid side: the same with 1 - coverage
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,

@@ -13,14 +13,15 @@ from mgeo_ros.errors import BadInputError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput
 
 
+def _copied(raw: RawOutput) -> RawOutput:
+    """`raw` with arrays of its own."""
+    return RawOutput(points=raw.points.copy(), mask=raw.mask.copy(), metric_scale=float(raw.metric_scale),
+                     normal=None if raw.normal is None else raw.normal.copy())
+
+
 def record(backend: Backend, images: Sequence[np.ndarray], num_tokens: int) -> list[RawOutput]:
     """Run `backend` on preprocessed [1,3,h,w] images and keep private copies of its outputs."""
-    out = []
-    for image in images:
-        raw = backend.forward(image, num_tokens)
-        out.append(RawOutput(points=raw.points.copy(), mask=raw.mask.copy(), metric_scale=float(raw.metric_scale),
-                             normal=None if raw.normal is None else raw.normal.copy()))
-    return out
+    return [_copied(backend.forward(image, num_tokens)) for image in images]
 
 
 class ReplayBackend(Backend):
@@ -41,11 +42,14 @@ class ReplayBackend(Backend):
         self._next = 0
         self._shape = self.outputs[0].mask.shape
 
+    def seek(self, index: int) -> None:
+        """The next `forward` returns recorded output `index` (mod their count): two paths compared on one frame."""
+        self._next = index % len(self.outputs)
+
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
         if tuple(image.shape[2:]) != self._shape:
             raise BadInputError(f'replay: input {image.shape[3]}x{image.shape[2]} but the outputs were recorded at '
                                 f'{self._shape[1]}x{self._shape[0]}')
         raw = self.outputs[self._next]
         self._next = (self._next + 1) % len(self.outputs)
-        return RawOutput(points=raw.points.copy(), mask=raw.mask.copy(), metric_scale=raw.metric_scale,
-                         normal=None if raw.normal is None else raw.normal.copy())
+        return _copied(raw)
