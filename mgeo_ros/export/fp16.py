@@ -198,6 +198,7 @@ def convert_to_fp16(model) -> tuple[object, Fp16Report]:
         rebuilt.append(n)
 
     # graph outputs keep fp32: the fp16 producer writes `<name>__fp16`, a Cast restores the name
+    output_casts = 0
     for out in graph.output:
         if storage.get(out.name) == FLOAT16:
             inner = f'{out.name}__fp16'
@@ -209,11 +210,12 @@ def convert_to_fp16(model) -> tuple[object, Fp16Report]:
                     if x == out.name:
                         n.input[k] = inner
             rebuilt.append(helper.make_node('Cast', [inner], [out.name], to=FLOAT, name=f'mp_out_{out.name}'))
-            made[(inner, FLOAT)] = out.name
+            output_casts += 1
     del graph.node[:]
     graph.node.extend(rebuilt)
     del graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model)
     fp16 = sum(1 for r in plan.values() if r == 'fp16')
-    return model, Fp16Report(fp16_nodes=fp16, fp32_nodes=len(plan) - fp16, reasons=counts, casts=len(made))
+    return model, Fp16Report(fp16_nodes=fp16, fp32_nodes=len(plan) - fp16, reasons=counts,
+                             casts=len(made) + output_casts)

@@ -357,15 +357,19 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
                'probe': os.path.basename(probe) if probe else None,
                'onnx_path': os.path.abspath(onnx_path), 'onnx_metadata': onnx_metadata(onnx_path),
                'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
-    with open(sidecar_path(output) + '.tmp', 'w') as f:
-        json.dump(sidecar, f, indent=2, sort_keys=True)
-    os.replace(sidecar_path(output) + '.tmp', sidecar_path(output))
+    _write_sidecar(output, sidecar)
     if verify and builder is None:
         sidecar['probe_check'] = _verify_built(output, trt, compute_capability, probe)
-        with open(sidecar_path(output) + '.tmp', 'w') as f:
-            json.dump(sidecar, f, indent=2, sort_keys=True)
-        os.replace(sidecar_path(output) + '.tmp', sidecar_path(output))
+        _write_sidecar(output, sidecar)
     return EngineBuild(output, key, built=True, seconds=seconds, reason=reason)
+
+
+def _write_sidecar(engine_path: str, sidecar: dict) -> None:
+    """Write the engine's JSON sidecar atomically (a reader never sees half a file)."""
+    path = sidecar_path(engine_path)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(sidecar, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
 
 
 def _verify_built(engine_path: str, trt, compute_capability: str | None, probe: str | None) -> str:
