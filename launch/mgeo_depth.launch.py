@@ -8,11 +8,15 @@ Outputs appear under the namespace: <ns>/depth/image, <ns>/depth/camera_info, <n
 `model`/`backend`/`image_transport` given here override the params file; empty keeps the file's value.
 """
 # ruff: noqa: I001  (the repository has a launch/ folder, which ruff would take for the `launch` package)
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from mgeo_ros.ros.fastdds import apply_default_profile
 
 ARGUMENTS = (
     ('namespace', 'camera', 'namespace of the node and its outputs'),
@@ -38,6 +42,7 @@ def _node(context, *args, **kwargs):
         namespace=arg('namespace'),
         parameters=[params_file] + ([overrides] if overrides else []),
         remappings=[('image', arg('image')), ('camera_info', arg('camera_info'))],
+        additional_env=apply_default_profile(dict(os.environ)),  # large frames, unless a profile is set
         output='screen',
         emulate_tty=True,
     )]

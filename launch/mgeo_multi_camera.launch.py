@@ -7,12 +7,15 @@ The setup file (default: the packaged config/mgeo_multi_camera.yaml, four camera
 `model`/`backend` given here override the setup file; empty keeps its value.
 """
 # ruff: noqa: I001  (the repository has a launch/ folder, which ruff would take for the `launch` package)
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from mgeo_ros.ros.fastdds import apply_default_profile
 from mgeo_ros.ros.multi_camera_config import load_setup
 
 ARGUMENTS = (
@@ -38,6 +41,7 @@ def _node(context, *args, **kwargs):
         namespace=setup.namespace,
         parameters=[params_file, {**setup.node_parameters(), **overrides}],
         remappings=setup.remappings(),
+        additional_env=apply_default_profile(dict(os.environ)),  # large frames, unless a profile is set
         output='screen',
         emulate_tty=True,
     )]

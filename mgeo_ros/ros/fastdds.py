@@ -1,4 +1,9 @@
-"""Which environment variable the installed Fast DDS reads its default XML profile from (no rclpy import).
+"""The large-frames Fast DDS profile: where it is, and the environment variable the installed Fast DDS reads it from
+(no rclpy import).
+
+Without it, Fast DDS's default shared-memory segment drops most best-effort camera-sized frames between processes
+(640x480 rgb8: 3 of 148 arrived); the node and the launch files therefore load it themselves unless the user has set
+a profile.
 
 Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE and warns that the old name is deprecated; Fast DDS 2.x
 (Jazzy, Humble) reads only FASTRTPS_DEFAULT_PROFILES_FILE, so there the large-frames profile was silently not loaded
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from pathlib import Path
 
 NEW, OLD = 'FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'
@@ -27,3 +33,36 @@ def fast_dds_2_installed() -> bool:
 def profile_env(path: str) -> dict[str, str]:
     """The variable(s) that make the installed Fast DDS load the XML profile at `path`."""
     return {OLD: path} if fast_dds_2_installed() else {NEW: path}
+
+
+PROFILE_NAME = 'fastdds_large_frames.xml'
+
+
+def profile_path() -> Path | None:
+    """The shipped large-frames profile: the colcon install's share directory, a pip install's
+    <prefix>/share/mgeo_ros/config, or config/ of a source checkout; None when none is found."""
+    candidates = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            candidates.append(Path(get_package_share_directory('mgeo_ros'), 'config', PROFILE_NAME))
+        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (not a colcon install)
+            pass
+    except ImportError:
+        pass
+    candidates += [Path(sys.prefix, 'share', 'mgeo_ros', 'config', PROFILE_NAME),
+                   Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def apply_default_profile(environ=os.environ) -> dict[str, str]:
+    """Point Fast DDS at the shipped profile unless a profile variable (either name) is already set; call before
+    rclpy.init. Returns what was set ({} when the user's choice stands or no profile was found)."""
+    if environ.get(NEW) or environ.get(OLD):
+        return {}
+    path = profile_path()
+    if path is None:
+        return {}
+    added = profile_env(str(path))
+    environ.update(added)
+    return added

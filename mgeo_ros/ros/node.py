@@ -29,6 +29,7 @@ from rclpy.utilities import remove_ros_args
 from mgeo_ros.ros import params as P
 from mgeo_ros.ros.camera_channel import OUTPUT_SPECS, CameraChannel
 from mgeo_ros.ros.diagnostics import NodeStats
+from mgeo_ros.ros.fastdds import apply_default_profile
 from mgeo_ros.ros.model_status import model_diagnostic_status
 
 NODE_NAME = 'mgeo_depth_node'
@@ -227,7 +228,7 @@ class _DepthNodeParts:
 
 
 class MgeoDepthNode(_DepthNodeParts, Node):
-    """The depth node, running from the start; see the module docstring and README section "node"."""
+    """The depth node, running from the start; see the module docstring and docs/node.md."""
 
     def __init__(self, **kwargs) -> None:
         Node.__init__(self, NODE_NAME, **kwargs)
@@ -282,6 +283,7 @@ def run(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or shutdown, then tear it down (usable in-process; returns the exit code)."""
     argv = list(sys.argv if args is None else args)
     lifecycle = '--lifecycle' in remove_ros_args(argv)
+    apply_default_profile()  # camera-sized frames need it; Fast DDS reads it when rclpy.init makes the participant
     rclpy.init(args=argv)
     node = None
     try:
