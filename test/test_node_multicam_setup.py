@@ -63,8 +63,23 @@ def test_launch_file_builds_the_node_from_the_setup_file():
     assert {ast.literal_eval(t.elts[0]) for t in arguments.elts} >= {'setup_file', 'model', 'backend'}
 
 
+def test_printed_arguments_survive_the_shells_word_splitting():
+    """`$(...)` splits on white space and expands globs but keeps quotes: what is printed must need neither."""
+    out = subprocess.run(['bash', '-c', f'printf "%s\\n" $({shlex.quote(sys.executable)} -m '
+                          f'mgeo_ros.ros.multi_camera_config config/mgeo_multi_camera.yaml)'],
+                         capture_output=True, text=True, check=True, cwd=REPO,
+                         env={**os.environ, 'PYTHONPATH': str(REPO)}).stdout.split('\n')[:-1]
+    printed = subprocess.run([sys.executable, '-m', 'mgeo_ros.ros.multi_camera_config',
+                              str(SETUP)], capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
+    assert out[0] == '--ros-args' and len(out) == len(printed)
+    params_file = Path(out[out.index('--params-file') + 1])
+    params = yaml.safe_load(params_file.read_text())['/**']['ros__parameters']
+    assert params == load_setup(SETUP).node_parameters()
+
+
 @pytest.mark.ros
 def test_a_node_started_from_the_setup_subscribes_every_camera_and_publishes_under_its_name(tmp_path, ros_env):
+    """Started as the docs print it: `mgeo_depth_node $(python -m ...multi_camera_config FILE) -p model:=...`."""
     import rclpy
     from node_harness import node_command, stop_node
 
@@ -73,13 +88,14 @@ def test_a_node_started_from_the_setup_subscribes_every_camera_and_publishes_und
     data['namespace'] = f'{tag}_robot'
     for cam in data['cameras']:
         cam['image'], cam['camera_info'] = f'/{tag}/{cam["name"]}/img', f'/{tag}/{cam["name"]}/info'
-    data['parameters']['model'] = '/nonexistent/model.onnx'
     path = tmp_path / 'setup.yaml'
     path.write_text(yaml.safe_dump(data))
-    args = subprocess.run([sys.executable, '-m', 'mgeo_ros.ros.multi_camera_config', str(path)], capture_output=True,
-                          text=True, check=True, cwd=REPO).stdout
-    proc = subprocess.Popen(node_command() + shlex.split(args), env=ros_env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    node = shlex.join(node_command())
+    command = (f'exec {node} $({shlex.quote(sys.executable)} -m mgeo_ros.ros.multi_camera_config {path}) '
+               '-p model:=/nonexistent/model.onnx')
+    log = tmp_path / 'node.log'
+    proc = subprocess.Popen(['bash', '-c', command], env={**ros_env, 'PYTHONPATH': str(REPO)}, cwd=REPO,
+                            stdout=log.open('w'), stderr=subprocess.STDOUT)
     context = rclpy.Context()
     rclpy.init(context=context)
     probe = rclpy.create_node('setup_probe', context=context)
@@ -94,7 +110,10 @@ def test_a_node_started_from_the_setup_subscribes_every_camera_and_publishes_und
         deadline = time.monotonic() + 30
         while not wired() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        assert wired(), {t: probe.count_subscribers(t) for t in wanted_in}
+        assert wired(), ({t: probe.count_subscribers(t) for t in wanted_in}, log.read_text()[-2000:])
+        while '/nonexistent/model.onnx' not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert '/nonexistent/model.onnx' in log.read_text()  # the -p after the params file wins
     finally:
         probe.destroy_node()
         context.try_shutdown()

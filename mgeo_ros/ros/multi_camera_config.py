@@ -2,11 +2,17 @@
 topics are, and node parameters. Read by launch/mgeo_multi_camera.launch.py, and by
 `python -m mgeo_ros.ros.multi_camera_config FILE`, which prints the equivalent `--ros-args` for machines without
 `launch` (plain Python: no rclpy, so it is testable anywhere).
+
+The printed arguments are meant for `mgeo_depth_node $(python -m mgeo_ros.ros.multi_camera_config FILE)`: the shell
+splits them on white space and expands glob patterns but never removes quotes, so they hold no quoting and no
+brackets. The parameters therefore go into a params file written beside the system's temporary files (named by its
+content), and only the namespace, the remaps and that file's path are printed.
 """
 from __future__ import annotations
 
-import shlex
+import hashlib
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,24 +48,28 @@ class MultiCameraSetup:
         """The node's parameters: the file's `parameters` plus `cameras`."""
         return {**self.parameters, 'cameras': [c.name for c in self.cameras]}
 
-    def ros_arguments(self) -> list[str]:
-        """The same setup as `--ros-args` (namespace, remaps, parameters) for a plain command line."""
+    def params_yaml(self) -> str:
+        """The node's parameters as a ROS params file (applies to the node whatever its namespace)."""
+        return yaml.safe_dump({'/**': {'ros__parameters': self.node_parameters()}}, sort_keys=False)
+
+    def ros_arguments(self, params_file: str | Path) -> list[str]:
+        """The same setup as `--ros-args` (namespace, remaps, `--params-file params_file`) for a command line."""
         args = ['--ros-args']
         if self.namespace:
             args += ['-r', f'__ns:=/{self.namespace.strip("/")}']
         for src, dst in self.remappings():
             args += ['-r', f'{src}:={dst}']
-        for key, value in self.node_parameters().items():
-            if isinstance(value, bool):
-                text = str(value).lower()
-            elif isinstance(value, list):
-                text = '[' + ','.join(value) + ']'
-            elif value == '':
-                text = "''"  # YAML for an empty string (a bare `x:=` is not one)
-            else:
-                text = str(value)
-            args += ['-p', f'{key}:={text}']
-        return args
+        return args + ['--params-file', str(params_file)]
+
+
+def write_params_file(setup: MultiCameraSetup, folder: str | Path | None = None) -> Path:
+    """Write the setup's parameters to `folder` (default: the temporary directory), named by their content."""
+    text = setup.params_yaml()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(folder or tempfile.gettempdir()) / f'mgeo_multi_camera_{digest}.yaml'
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def load_setup(path: str | Path) -> MultiCameraSetup:
@@ -94,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         print('usage: python -m mgeo_ros.ros.multi_camera_config config/mgeo_multi_camera.yaml', file=sys.stderr)
         return 2
     try:
-        print(shlex.join(load_setup(argv[0]).ros_arguments()))
+        setup = load_setup(argv[0])
+        args = setup.ros_arguments(write_params_file(setup))
+        unsafe = [a for a in args if any(c.isspace() or c in '*?[]\'"$\\' for c in a)]
+        if unsafe:
+            raise BadInputError(f'{unsafe} would not survive the shell\'s word splitting in $(...): use names and a '
+                                'temporary directory (TMPDIR) without spaces, quotes or glob characters')
+        print(' '.join(args))
     except (BadInputError, OSError, yaml.YAMLError) as exc:
         print(f'multi_camera_config: {exc}', file=sys.stderr)
         return 1
