@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'demo': ('mgeo_ros.demo', 'the main job: synthetic bag -> node -> recorded outputs -> report'),
 }
 # Subcommands that train: this file (which may import every layer) hands them the held-out evaluator built on the
-# eval layer's metrics, so `mgeo_ros.train` never imports `mgeo_ros.eval` (DESIGN.md).
+# eval layer's metrics, so `mgeo_ros.train` never imports `mgeo_ros.eval` (docs/architecture.md).
 TRAINING_COMMANDS = ('train', 'distill')
 
 

@@ -156,7 +156,7 @@ def node_stage_times(recorded: dict) -> dict[str, str]:
 
 
 def training_median_depth(count: int = 32, seed: int = 0) -> float:
-    """The constant-depth baseline of issue 7: the median depth of the training distribution (scenes of the demo's
+    """The constant-depth baseline: the median depth of the training distribution (scenes of the demo's
     kinds), taken as the median of per-frame GT medians over the first `count` scenes of a training stream."""
     from mgeo_ros.eval.evaluate import gt_median
     from mgeo_ros.train.data import SyntheticDataset
@@ -204,7 +204,7 @@ def evaluate_recording(recorded: dict, samples: list, stamps: list[int], const: 
 
 
 def write_pictures(out: Path, pairs: list, recorded: dict) -> list[Path]:
-    """Input | predicted depth | GT | error, for a few frames; and input | depth | point cloud for the README."""
+    """Input | predicted depth | GT | error, for a few frames; and input | depth | point cloud for docs/img/demo.png."""
     import matplotlib
 
     matplotlib.use('Agg')

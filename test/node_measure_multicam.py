@@ -1,4 +1,4 @@
-"""Measure several cameras on one node against one node per camera (README "Several cameras").
+"""Measure several cameras on one node against one node per camera (docs/node.md "Several cameras").
 
   .venv/bin/python test/node_measure_multicam.py forward --b1 m_b1.onnx --b4 m_b4.onnx
   .venv/bin/python test/node_measure_multicam.py multi  --model m_b4.onnx --seconds 30

@@ -1,4 +1,5 @@
-"""The layers hold: every import inside a layer of mgeo_ros/ goes only where DESIGN.md's layer table allows.
+"""The layers hold: every import inside a layer of mgeo_ros/ goes only where the layer table of docs/architecture.md
+allows (the table is read from the document, so the document stays true).
 
 Imports are read from the source (AST, every `import`/`from` wherever it sits, lazy ones included), so nothing is
 executed. `crossings(root)` takes a package tree so the test can prove it catches a planted crossing.
@@ -6,6 +7,7 @@ executed. `crossings(root)` takes a package tree so the test can prove it catche
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -13,24 +15,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = 'mgeo_ros'
-# DESIGN.md "Layers": the mgeo_ros layers each layer may import (besides itself). train.data is the one sub-layer
-# another layer may use (eval reads datasets).
-ALLOWED: dict[str, set[str]] = {
-    'geometry': set(),
-    'model': {'geometry'},
-    'runtime': {'geometry', 'model'},
-    'export': {'model', 'runtime'},
-    'train': {'geometry', 'model'},
-    'eval': {'geometry', 'runtime', 'train.data'},
-    'ros': {'runtime', 'geometry'},
-}
+ARCHITECTURE = REPO / 'docs' / 'architecture.md'
 # top-level modules every layer may use: error types and the image codec (no layer of their own)
 COMMON = {'errors', 'image_codec'}
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'geometry_msgs', 'rcl_interfaces',
                'builtin_interfaces', 'lifecycle_msgs', 'launch', 'launch_ros', 'ament_index_python')
-ROS_ALLOWED = {'ros'}
-# runtime/predictor.py finds the installed default model through ament_index when it is there (optional import)
-ROS_EXCEPTIONS = {('runtime', 'ament_index_python')}
+
+
+def layer_table(text: str) -> tuple[dict[str, set[str]], set[str], set[tuple[str, str]]]:
+    """From the architecture document's table: the layers each layer may import, the layers that may import ROS
+    packages ('yes'), and (layer, ROS package) exceptions named in backticks in an otherwise 'no' cell."""
+    allowed: dict[str, set[str]] = {}
+    ros_allowed: set[str] = set()
+    exceptions: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        name = re.fullmatch(r'`(\w+)/`', cells[0]) if len(cells) == 4 else None
+        if name is None:
+            continue
+        layer = name.group(1)
+        allowed[layer] = set(re.findall(r'`([\w.]+)`', cells[2]))
+        if cells[3].startswith('yes'):
+            ros_allowed.add(layer)
+        exceptions |= {(layer, pkg) for pkg in re.findall(r'`(\w+)`', cells[3])}
+    return allowed, ros_allowed, exceptions
+
+
+ALLOWED, ROS_ALLOWED, ROS_EXCEPTIONS = layer_table(ARCHITECTURE.read_text())
 
 
 def _imports(path: Path, package_dir: Path) -> list[tuple[int, str]]:
@@ -64,7 +75,7 @@ def _target(module: str) -> str | None:
 
 
 def crossings(package_dir: Path) -> list[str]:
-    """Every import in a layer that DESIGN.md forbids, as 'file:line layer -> module' lines."""
+    """Every import in a layer that the layer table forbids, as 'file:line layer -> module' lines."""
     found = []
     for layer, allowed in ALLOWED.items():
         for path in sorted((package_dir / layer).rglob('*.py')):
@@ -79,6 +90,14 @@ def crossings(package_dir: Path) -> list[str]:
                         and (layer, module.split('.')[0]) not in ROS_EXCEPTIONS:
                     found.append(where)
     return found
+
+
+def test_the_architecture_document_names_every_layer():
+    assert set(ALLOWED) >= {'geometry', 'model', 'runtime', 'export', 'train', 'eval', 'ros'}
+    assert ALLOWED['geometry'] == set() and ALLOWED['train'] == {'geometry', 'model'}
+    assert ROS_ALLOWED >= {'ros'} and 'runtime' not in ROS_ALLOWED
+    layers = {p.name for p in (REPO / PACKAGE).iterdir() if (p / '__init__.py').is_file()} - {'models'}
+    assert layers <= set(ALLOWED), f'layers missing from docs/architecture.md: {layers - set(ALLOWED)}'
 
 
 def test_the_package_keeps_to_its_layers():

@@ -90,7 +90,7 @@ def test_onnx_predictor_reads_size_from_model(exported):
 
 
 def test_onnxruntime_path_needs_neither_torch_nor_higher_layers(exported, repo_root):
-    """The node runs ONNX Runtime without PyTorch; the runtime layer imports only geometry (DESIGN.md)."""
+    """The node runs ONNX Runtime without PyTorch; the runtime layer imports only geometry (docs/architecture.md)."""
     path = exported[SIZES[0]].path
     code = ('import sys, numpy as np\n'
             'from mgeo_ros.runtime import Predictor\n'

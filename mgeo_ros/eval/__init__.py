@@ -1,1 +1,1 @@
-"""mgeo_ros.eval layer (see DESIGN.md)."""
+"""mgeo_ros.eval layer (see docs/architecture.md)."""

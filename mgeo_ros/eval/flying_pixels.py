@@ -1,6 +1,6 @@
 """How well the node's flying-pixel filter works, measured on frames with ground truth (held-out synthetic scenes).
 
-Definitions (issue 18):
+Definitions:
 - a GT *discontinuity* is a pair of 4-neighbours whose GT depths differ by more than 5 % and by more than 3x the
   steps next to them on the same line (an occlusion edge, not a steep but continuous slope such as a far floor);
 - a predicted point is *flying* when it lies within 3 px of a GT discontinuity (7x7 window) and its depth is more

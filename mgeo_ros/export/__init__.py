@@ -1,1 +1,1 @@
-"""mgeo_ros.export layer (see DESIGN.md)."""
+"""mgeo_ros.export layer (see docs/architecture.md)."""

@@ -22,7 +22,7 @@ from mgeo_ros.runtime.probe import mask_agreement, rel_l2, write_probe
 log = logging.getLogger('mgeo_ros.export')
 OPSETS = (17, 18, 19, 20)
 # parity budgets against the fp32 PyTorch forward, per precision: (max rel L2 per output, max abs per output,
-# min share of mask pixels on the same side of 0.5). FP16 budgets: measured errors (README) times about 10.
+# min share of mask pixels on the same side of 0.5). FP16 budgets: measured errors (docs/deployment.md) times about 10.
 PARITY_BUDGETS = {'fp32': (1e-4, 1e-2, 0.999), 'fp16': (1e-2, float('inf'), 0.99)}
 
 

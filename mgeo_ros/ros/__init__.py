@@ -1,1 +1,1 @@
-"""mgeo_ros.ros layer (see DESIGN.md)."""
+"""mgeo_ros.ros layer (see docs/architecture.md)."""

@@ -1,6 +1,6 @@
 """The rclpy differences between the distros the node runs on (Humble 3.3, Jazzy 7.1, Kilted 9), decided by
 feature detection at import rather than by distro name: one code path, with a fallback where an API is missing.
-README "ROS 2 distros" lists every rclpy API the node uses and the first distro that has it."""
+docs/deployment.md "ROS 2 distros" lists every rclpy API the node uses and the first distro that has it."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""mgeo_ros.runtime layer (see DESIGN.md): `Predictor` = preprocess + Backend + postprocess -> `Prediction`."""
+"""mgeo_ros.runtime layer (docs/architecture.md): `Predictor` = preprocess + Backend + postprocess -> `Prediction`."""
 from mgeo_ros.runtime.prediction import Prediction
 
 __all__ = ['Prediction', 'Predictor', 'create_backend']

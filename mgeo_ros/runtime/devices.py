@@ -47,8 +47,8 @@ def default_intra_op_threads(cores: int | None = None) -> int:
 
     The spare core is for the executor thread (image callbacks), the DDS threads and the node's own numpy work. An
     intra-op pool as wide as the machine loses a thread to them at every operator, and each operator then waits at its
-    barrier for the preempted thread: measured on 2 cores with the default model at a 10 Hz input, torch's default
-    (2 threads) took 0.45-1.8 s per forward instead of 66 ms, while 1 thread ran steadily at about 110 ms.
+    barrier for the preempted thread, so a forward can take many times longer than with one thread fewer (the live
+    bench, docs/benchmarks.md, shows it on a busy machine).
     """
     cores = usable_cores() if cores is None else int(cores)
     return max(1, cores - 1)

@@ -3,8 +3,8 @@
 glibc serves an allocation of more than 128 KiB (the threshold then adapts up to 32 MiB) with its own mmap and
 returns the pages to the kernel when it is freed; the next frame's array of the same size then takes one page fault
 per 4 KiB page as it is first written. A frame's work allocates tens of MB that way (numpy temporaries, rclpy's C
-copy of each message): measured on the 2-core build VM, computing normals at 640x480 took 10 000 page faults and
-20 ms of kernel time per call on top of 14 ms of arithmetic. Raising the mmap and trim thresholds once lets freed
+copy of each message), and the page faults can cost more kernel time than the arithmetic itself. Raising the mmap
+and trim thresholds once lets freed
 blocks be reused from the heap, which stays at its high-water mark (a few frames' worth of arrays).
 
 `MGEO_MALLOC_TUNING=0` in the environment leaves the allocator alone (to measure the difference, or under another

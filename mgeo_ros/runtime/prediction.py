@@ -1,4 +1,4 @@
-"""`Prediction`: the contract between runtime, node, evaluator and benchmarks (DESIGN.md)."""
+"""`Prediction`: the contract between runtime, node, evaluator and benchmarks (docs/architecture.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

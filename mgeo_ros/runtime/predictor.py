@@ -6,7 +6,7 @@
   checkpoint / module   -> torch CUDA > torch CPU
 A checkpoint on a CPU-only machine runs on the torch backend, not through an automatic ONNX export: an export
 needs a fixed input size (unknown until the first frame), takes seconds to minutes, and measured on this kind of
-CPU ONNX Runtime is not reliably faster for this model (see the README bench table). Export explicitly with
+CPU ONNX Runtime is not reliably faster for this model (docs/benchmarks.md). Export explicitly with
 `mgeo export` to use ONNX Runtime.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ A probe is `<onnx stem>.probe.npz` (plain arrays, loadable with allow_pickle=Fal
 `out_<name>` per network output, and `meta` (a JSON string). numpy only: the node's TensorRT path imports it.
 
 Budgets (see BUDGETS) sit between what FP16 legitimately changes and what a wrong model or a broken engine does;
-the README lists the measurements behind them.
+docs/deployment.md lists the measurements behind them.
 """
 from __future__ import annotations
 

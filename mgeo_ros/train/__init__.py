@@ -1,1 +1,1 @@
-"""mgeo_ros.train layer (see DESIGN.md)."""
+"""mgeo_ros.train layer (see docs/architecture.md)."""

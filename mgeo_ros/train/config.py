@@ -245,7 +245,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 
 def describe() -> str:
-    """One line per field: name, default, help (used for the README)."""
+    """One line per field: name, default, help (used for docs/training.md)."""
     lines = []
     for cls, prefix in ((TrainConfig, ''), (DatasetSpec, 'datasets[].'), (LossConfig, 'loss.')):
         for f in dataclasses.fields(cls):
