@@ -74,8 +74,8 @@ def test_a_node_in_the_camera_namespace_loads_its_section():
         assert settled_model_status(node) == 'error' and 'does not exist' in node.stats.model_error
 
 
-def test_readme_names_the_recipe_file_and_its_topics():
-    text = (REPO / 'README.md').read_text()
+def test_the_recipes_guide_names_the_recipe_file_and_its_topics():
+    text = (REPO / 'docs' / 'recipes.md').read_text()
     assert 'config/nav2_mono_depth.yaml' in text
     for topic in ('/camera/points', '/camera/depth/image', '/camera/depth/camera_info', 'camera_color_optical_frame'):
         assert topic in text, topic

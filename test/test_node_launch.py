@@ -80,14 +80,12 @@ def test_yaml_documents_every_parameter_with_valid_values():
             assert lines[i - 1].strip().startswith('#'), f'{key} has no comment above it'
 
 
-def test_readme_documents_every_parameter_and_topic():
+def test_the_node_guide_documents_every_parameter_and_topic():
     from mgeo_ros.ros.node import INPUT_TOPICS, OUTPUT_TOPICS
 
-    text = (REPO / 'README.md').read_text()
-    start = text.index('<!-- section:node -->')
-    section = text[start:text.index('<!-- section:', start + 10)]
-    missing = [name for name in list(P.SPECS) + list(INPUT_TOPICS + OUTPUT_TOPICS) if f'`{name}`' not in section]
-    assert not missing, f'README node section lacks {missing}'
+    text = (REPO / 'docs' / 'node.md').read_text()
+    missing = [name for name in list(P.SPECS) + list(INPUT_TOPICS + OUTPUT_TOPICS) if f'`{name}`' not in text]
+    assert not missing, f'docs/node.md lacks {missing}'
 
 
 def test_rviz_config_shows_the_node_outputs():
