@@ -1,0 +1,237 @@
+"""The documentation stays true: every `mgeo ...`, `mgeo_depth_node ...` and `python -m mgeo_ros...` line of a shell
+block in README.md and docs/ parses with the real parsers (the cheap ones run), relative links resolve, the
+parameter table and config/*.yaml match the one declaration of the parameters, the README stays an entry page, and
+no development history creeps in."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mgeo_ros.ros import params as P
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
+HISTORY = [r'\bissue \d+', r'\bissues? #?\d+', r'\b(first|second) part\b', r'\bfrozen copy\b', r'\bgoal was\b',
+           r'\bbefore issue\b', r'\bcommit [0-9a-f]{7,}']
+# values a documented command leaves to the reader
+PLACEHOLDERS = {'$PWD': '/tmp', '$HOME': '/tmp'}
+
+
+def shell_blocks(text: str) -> list[str]:
+    return re.findall(r'^ *```bash\n(.*?)^ *```', text, flags=re.M | re.S)
+
+
+def commands(text: str) -> list[list[str]]:
+    """Each command line of the shell blocks as words: continuation lines joined, comments dropped, `$(python -m
+    mgeo_ros...)` replaced by what it prints."""
+    out = []
+    for block in shell_blocks(text):
+        joined = re.sub(r'\\\n', ' ', block)
+        for line in joined.splitlines():
+            for key, value in PLACEHOLDERS.items():
+                line = line.replace(key, value)
+            line = re.sub(r'\$\((python -m mgeo_ros[^)]*)\)', lambda m: _run_python_m(m.group(1)), line)
+            if '$(' in line:
+                continue   # a substitution of another tool (ros2 pkg prefix ...): not ours to run
+            words = shlex.split(line, comments=True)
+            if words:
+                out.append(words)
+    return out
+
+
+def _run_python_m(command: str) -> str:
+    words = shlex.split(command)
+    done = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, f'`{command}` failed: {done.stderr}'
+    return done.stdout
+
+
+def ours(words: list[str]) -> list[str] | None:
+    """The words from the program name on, when the line runs one of ours (also after e.g. `torchrun ... -m`)."""
+    for i, word in enumerate(words):
+        if word in ('mgeo', 'mgeo_depth_node'):
+            return words[i:]
+        if word == '-m' and i + 1 < len(words) and words[i + 1].startswith('mgeo_ros'):
+            return ['python', '-m', *words[i + 1:]]
+    return None
+
+
+def _documented() -> list[tuple[str, list[str]]]:
+    found = []
+    for path in DOCS:
+        for words in commands(path.read_text()):
+            cmd = ours(words)
+            if cmd is not None:
+                found.append((path.relative_to(REPO).as_posix(), cmd))
+    return found
+
+
+DOCUMENTED = _documented()
+
+
+def test_the_docs_show_commands_of_every_kind():
+    kinds = {cmd[0] if cmd[0] != 'python' else cmd[2] for _, cmd in DOCUMENTED}
+    assert {'mgeo', 'mgeo_depth_node', 'mgeo_ros.ros.params', 'mgeo_ros.cli'} <= kinds, kinds
+    assert sum(cmd[0] == 'mgeo' for _, cmd in DOCUMENTED) >= 30
+
+
+def check_mgeo(argv: list[str]) -> None:
+    """Parse with the real `mgeo` parser (what `mgeo` itself builds for that subcommand)."""
+    from mgeo_ros.cli import COMMANDS, build_parser
+
+    command = next((a for a in argv if not a.startswith('-')), None)
+    assert command in COMMANDS, f'unknown subcommand {command!r}'
+    try:
+        build_parser(command).parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code == 0, f'mgeo {shlex.join(argv)}: arguments do not parse'
+
+
+def check_node(argv: list[str]) -> None:
+    """The node's own options, then rcl's parser on the ROS arguments, then every -p against the declaration."""
+    own = argv[:argv.index('--ros-args')] if '--ros-args' in argv else argv
+    assert set(own) <= {'--lifecycle'}, f'unknown node options {own}'
+    ros = argv[len(own):]
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(args=['mgeo_depth_node', *ros], context=context)   # raises on what rcl cannot parse
+    context.try_shutdown()
+    for i, word in enumerate(ros):
+        if word == '-p':
+            name, _, text = ros[i + 1].partition(':=')
+            assert name in P.SPECS, f'-p {name}: not a parameter of the node'
+            value = yaml.safe_load(text) if text else ''
+            value = str(value) if P.SPECS[name].kind is str and value is not None else value
+            assert P.validate(name, P.coerce(name, value)) is None, P.validate(name, P.coerce(name, value))
+        if word == '--params-file':
+            assert (REPO / ros[i + 1]).is_file() or Path(ros[i + 1]).is_file(), ros[i + 1]
+
+
+CHEAP = ('mgeo_ros.ros.params', 'mgeo_ros.ros.multi_camera_config')
+
+
+@pytest.mark.parametrize('where, cmd', DOCUMENTED, ids=[f'{w}:{" ".join(c)[:60]}' for w, c in DOCUMENTED])
+def test_a_documented_command_parses(where, cmd, tmp_path):
+    if cmd[0] == 'mgeo':
+        check_mgeo(cmd[1:])
+    elif cmd[0] == 'mgeo_depth_node':
+        check_node(cmd[1:])
+    elif cmd[2] == 'mgeo_ros.cli':
+        check_mgeo(cmd[3:])
+    elif cmd[2] == 'mgeo_ros.ros.node':
+        check_node(cmd[3:])
+    elif cmd[2] in CHEAP:
+        args, copies = list(cmd[1:]), {}
+        if '--update' in args:   # rewrite copies, never the repository: today's files must come out unchanged
+            for i in range(args.index('--update') + 1, len(args)):
+                copies[tmp_path / Path(args[i]).name] = (REPO / args[i]).read_text()
+                (tmp_path / Path(args[i]).name).write_text(copies[tmp_path / Path(args[i]).name])
+                args[i] = str(tmp_path / Path(args[i]).name)
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert done.returncode == 0 and (done.stdout or copies), done.stderr
+        assert all(path.read_text() == text for path, text in copies.items())
+    else:
+        pytest.fail(f'{where}: no check for {cmd[:3]}; add one to test_docs.py')
+
+
+def test_the_parser_check_catches_a_wrong_command():
+    with pytest.raises(AssertionError):
+        check_mgeo(['export', 'models/x', '--size', '640x480'])           # --output is required
+    with pytest.raises(AssertionError):
+        check_node(['--ros-args', '-p', 'num_token:=300'])               # misspelled parameter
+    with pytest.raises(Exception):  # noqa: B017 (rcl's own error type differs between distros)
+        check_node(['--ros-args', '-p', r"""'model:='"'"''"'"''"""])       # quotes that $(...) passes through
+
+
+# ---- links --------------------------------------------------------------------------------------------------------
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r'[^\w\- ]', '', heading.strip().lower().replace('`', ''))
+    return text.replace(' ', '-')
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r'^ *```.*?^ *```', '', path.read_text(), flags=re.M | re.S)
+    return {slug(m) for m in re.findall(r'^#+ (.+)$', text, flags=re.M)}
+
+
+@pytest.mark.parametrize('doc', [*DOCS, REPO / 'CHANGELOG.md'], ids=lambda p: p.name)
+def test_relative_links_resolve(doc):
+    text = re.sub(r'^ *```.*?^ *```', '', doc.read_text(), flags=re.M | re.S)
+    broken = []
+    for target in re.findall(r'\]\(([^)\s]+)\)', text):
+        if re.match(r'[a-z]+://', target):
+            continue
+        file, _, anchor = target.partition('#')
+        dest = (doc.parent / file).resolve() if file else doc
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == '.md' and anchor not in anchors(dest):
+            broken.append(target)
+    assert not broken, f'{doc.name}: {broken}'
+
+
+# ---- the parameter table and the config files ---------------------------------------------------------------------
+def test_the_node_guide_carries_todays_parameter_table():
+    text = (REPO / 'docs' / 'node.md').read_text()
+    assert P.TABLE_BEGIN in text and P.TABLE_END in text
+    assert P.with_table(text) == text, 'run: python -m mgeo_ros.ros.params --update docs/node.md'
+    assert P.with_table(text.replace('`0.08`', '`0.09`')) != text.replace('`0.08`', '`0.09`')
+
+
+def _comment_above(lines: list[str], i: int) -> str:
+    words = []
+    while i > 0 and lines[i - 1].strip().startswith('#') and not lines[i - 1].strip().startswith('# ----'):
+        i -= 1
+        words.insert(0, lines[i].strip().lstrip('#').strip())
+    return ' '.join(words)
+
+
+def test_the_params_yaml_matches_the_declaration():
+    path = REPO / 'config' / 'mgeo_depth.yaml'
+    values = yaml.safe_load(path.read_text())['/**']['ros__parameters']
+    assert list(values) == [p.name for p in P.PARAMS], 'config/mgeo_depth.yaml: names or order differ from PARAMS'
+    for spec in P.PARAMS:
+        assert P.coerce(spec.name, values[spec.name]) == spec.default, f'{spec.name}: default differs'
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        key = line.strip().split(':')[0]
+        if key in P.SPECS and line.startswith('    ' + key + ':'):
+            assert _comment_above(lines, i).startswith(P.SPECS[key].describe()), f'{key}: comment differs'
+
+
+@pytest.mark.parametrize('name', ['nav2_mono_depth.yaml', 'mgeo_multi_camera.yaml'])
+def test_other_configs_set_only_real_parameters_with_valid_values(name):
+    data = yaml.safe_load((REPO / 'config' / name).read_text())
+    if 'cameras' in data:
+        sections = [data['parameters']]
+    else:
+        sections = [v['ros__parameters'] for k, v in data.items() if 'mgeo_depth_node' in k]
+    assert sections
+    for section in sections:
+        for key, value in section.items():
+            assert key in P.SPECS, f'{name}: {key} is not a node parameter'
+            assert P.validate(key, P.coerce(key, value)) is None, (name, P.validate(key, P.coerce(key, value)))
+
+
+# ---- shape and history --------------------------------------------------------------------------------------------
+def test_the_readme_is_an_entry_page():
+    text = (REPO / 'README.md').read_text()
+    assert len(text.splitlines()) <= 200
+    for heading in ('## Install', '## Quick start', '## Topics', '## Guides', '## What ran where'):
+        assert heading in text
+    assert 'make demo' in text and 'make test' in text
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda p: p.name)
+def test_no_development_history_in_the_docs(doc):
+    text = doc.read_text()
+    found = [m.group(0) for pattern in HISTORY for m in re.finditer(pattern, text, flags=re.I)]
+    assert not found, f'{doc.name}: {found} (history belongs in CHANGELOG.md and commit messages)'
