@@ -111,7 +111,7 @@ def preset(name: str) -> dict[str, Any]:
         vit = dict(embed_dim=256, depth=8, num_heads=4, mlp_ratio=4.0, patch_size=14, num_register_tokens=0,
                    pos_grid=37)
         # Narrow decoder: every 3x3 conv costs channels^2 x pixels, so halving the widths quarters the neck/head cost.
-        # 7.8M parameters; 7.5 GFLOP at 320x240 / 300 tokens (0.16 s of one core under ONNX Runtime, measured).
+        # 7.8M parameters; 7.5 GFLOP at 320x240 / 300 tokens.
         return moge2_config(vit, [3, 7], [128, 64, 32, 16, 8], [0, 1, 1, 0, 0], [0, 1, 1, 0, 0], True,
                             num_tokens_range=(300, 1200))
     raise ValueError(f'unknown preset {name!r}; choose one of {PRESETS}')
