@@ -74,3 +74,16 @@ def test_a_node_started_without_the_variable_sends_640x480_depth_across_processe
     finally:
         harness.close()
         stop_node(proc)
+
+
+@pytest.mark.parametrize('launch_file', sorted((Path(__file__).resolve().parents[1] / 'launch').glob('*.launch.py')),
+                         ids=lambda p: p.name)
+def test_the_launch_files_pass_the_profile_to_the_node(launch_file):
+    """launch_ros is not installable here, so the launch files are read, not run: the Node gets the profile env."""
+    import ast
+
+    tree = ast.parse(launch_file.read_text())
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'Node']
+    assert len(nodes) == 1
+    env = {k.arg: k.value for k in nodes[0].keywords}.get('additional_env')
+    assert env is not None and 'apply_default_profile' in ast.unparse(env)
