@@ -235,3 +235,12 @@ def test_no_development_history_in_the_docs(doc):
     text = doc.read_text()
     found = [m.group(0) for pattern in HISTORY for m in re.finditer(pattern, text, flags=re.I)]
     assert not found, f'{doc.name}: {found} (history belongs in CHANGELOG.md and commit messages)'
+
+
+def test_the_changelog_keeps_a_changelog():
+    text = (REPO / 'CHANGELOG.md').read_text()
+    versions = re.findall(r'^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$', text, flags=re.M)
+    assert versions and versions[0][0] == 'Unreleased'
+    assert all(re.fullmatch(r'\d+\.\d+\.\d+', v) and date for v, date in versions[1:]) and len(versions) > 1
+    assert set(re.findall(r'^### (\w+)$', text, flags=re.M)) <= {'Added', 'Changed', 'Deprecated', 'Removed', 'Fixed',
+                                                                  'Security'}
