@@ -49,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_bag(path: Path) -> bool:
-    """A rosbag2 directory (metadata.yaml) or a single .mcap / .db3 file."""
+    """A rosbag2 directory (metadata.yaml; a folder of .mcap/.db3 files without one is a damaged bag, reported as
+    such) or a single .mcap / .db3 file."""
     if path.is_dir():
-        return (path / 'metadata.yaml').is_file()
+        return (path / 'metadata.yaml').is_file() or any(p.suffix in ('.mcap', '.db3') for p in path.iterdir())
     return path.suffix in ('.mcap', '.db3')
 
 

@@ -48,15 +48,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def folder_images(root: str, every: int = 1) -> Iterator[tuple[str, np.ndarray, object]]:
-    """(name, rgb uint8, intrinsics None) for each image file in `root` (sorted)."""
-    import cv2
-
+    """(name, rgb uint8, intrinsics None) for each image file in `root` (sorted); an unusable folder is refused
+    at the call, before any image is read."""
     if not Path(root).is_dir():
         raise BadInputError(f'--images {root}: not a folder (expected a folder of png/jpg images)')
     paths = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not paths:
         raise BadInputError(f'--images {root}: no png/jpg images in this folder')
-    for path in paths[::max(1, every)]:
+    return _read_images(paths[::max(1, every)])
+
+
+def _read_images(paths: list[Path]) -> Iterator[tuple[str, np.ndarray, object]]:
+    import cv2
+
+    for path in paths:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
@@ -121,11 +126,15 @@ def run(args: argparse.Namespace) -> int:
     out = check_new_output(args.out, '--out', args.overwrite)
     pseudo_dir = out / 'pseudo'
     load_run_config(args.config, args, out=str(out / 'student'))  # a bad config is refused before any labelling
-    teacher = load_checkpoint(args.teacher, device=args.device)
     if args.images:
         source = folder_images(args.images, args.every)
     else:
+        from mgeo_ros.bag_files import open_bag
+
+        with open_bag(args.bag):  # a missing or damaged bag is named before the teacher loads
+            pass
         source = bag_images(args.bag, args.topic, args.info_topic, args.every)
+    teacher = load_checkpoint(args.teacher, device=args.device)
     labelled = 0
     for name, rgb, intr in tqdm(source, desc='pseudo-label', unit='img'):
         if args.max_images is not None and labelled >= args.max_images:
