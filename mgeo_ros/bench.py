@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10; --node: 100)')
     parser.add_argument('--warmup', type=non_negative_int, default=None,
                         help='untimed warm-up runs per row (default 2; --node: 10)')
-    parser.add_argument('--threads', type=int, default=None, help='torch/ONNX Runtime CPU threads (default: all)')
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='torch/ONNX Runtime CPU threads (default: all)')
     parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
                         help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
     parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 
-from mgeo_ros.cli_args import int_in, num_tokens
+from mgeo_ros.cli_args import float_in, int_in, num_tokens
 from mgeo_ros.errors import BadInputError
 
 # what each deployment target gets when --precision is not given: engines want FP16 in the graph (TensorRT 11 and
@@ -33,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--precision', choices=('fp16', 'fp32'), default=None,
                         help='fp16: mixed-precision graph (fp32 islands for LayerNorm, softmax, exp, sigmoid, the '
                              'metric-scale head; fp32 I/O); fp32: plain. Default: by --target')
-    parser.add_argument('--max-rel-l2', type=float, default=None,
+    parser.add_argument('--max-rel-l2', type=float_in(0.0), default=None,
                         help='parity: fail when an output\'s relative L2 error vs PyTorch exceeds this (default '
                              '1e-4 for fp32, 1e-2 for fp16)')
-    parser.add_argument('--max-abs', type=float, default=None,
+    parser.add_argument('--max-abs', type=float_in(0.0), default=None,
                         help='parity: fail when an output\'s max abs error vs PyTorch exceeds this (default 1e-2 for '
                              'fp32, unchecked for fp16)')
-    parser.add_argument('--min-mask-agree', type=float, default=None,
+    parser.add_argument('--min-mask-agree', type=float_in(0.0, 1.0), default=None,
                         help='parity: fail when fewer mask pixels agree (same side of 0.5) (default 0.999 fp32, '
                              '0.99 fp16)')
     parser.add_argument('--no-parity', action='store_true', help='skip the ONNX Runtime parity check')

@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from mgeo_ros.cli_args import float_in, positive_int
+from mgeo_ros.cli_args import float_in, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='reliability of the playback publishers (default reliable)')
     parser.add_argument('--qos-depth', type=positive_int, default=10,
                         help='keep-last depth of the publishers (default 10)')
-    parser.add_argument('--wait-subscribers', type=int, default=0, metavar='N',
+    parser.add_argument('--wait-subscribers', type=non_negative_int, default=0, metavar='N',
                         help='start only once every played topic has N subscribers (default 0: start at once)')
     parser.add_argument('--wait-timeout', type=float_in(0.0, unit='s'), default=10.0, metavar='S',
                         help='seconds to wait for subscribers (and recorded publishers) before giving up (default 10)')
