@@ -92,16 +92,16 @@ class TrainConfig:
     freeze_encoder: bool = _f(False, 'never train the encoder (lr 0, no gradients)')
     encoder_frozen_steps: int = _f(0, 'encoder lr is 0 for this many steps, then ramps up over the same count', low=0)
     warmup_steps: int = _f(50, 'linear learning-rate warm-up from 0 (steps)', low=0)
-    lr_halve_every: int | None = _f(None, 'halve every lr each N steps after warm-up (None = constant)', low=1)
+    lr_halve_every: int | None = _f(None, 'halve every lr each N steps after warm-up (None or 0 = constant)', low=0)
     weight_decay: float = _f(0.01, 'AdamW weight decay (decoupled)', low=0.0)
-    grad_clip: float | None = _f(1.0, 'clip the global gradient norm to this (None = off)', low=1e-12)
+    grad_clip: float | None = _f(1.0, 'clip the global gradient norm to this (None or 0 = off)', low=0.0)
     ema_decay: float | None = _f(None, 'keep an exponential moving average of the weights with this decay per step '
                                        '(e.g. 0.99; warmed up as min(decay, (1+t)/(10+t))); final/ and the '
                                        'evaluation then use the EMA weights (None = off)', low=0.0, high=1.0)
     amp: bool = _f(True, 'bf16/fp16 autocast on CUDA (ignored on CPU)')
     seed: int = _f(0, 'global seed (model init, augmentation, patch sampling)')
     device: str = _f('auto', "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'")
-    threads: int | None = _f(None, 'torch intra-op threads on CPU (None = torch default)', low=1)
+    threads: int | None = _f(None, 'torch intra-op threads on CPU (None or 0 = torch default)', low=0)
     num_workers: int = _f(0, 'DataLoader worker processes for rendering/loading (0 = in the main process)', low=0)
     # images / tokens
     image_size: list = _f(factory=lambda: [96, 72], help='training image size [W, H] in pixels (smallest when a '
@@ -115,7 +115,8 @@ class TrainConfig:
     loss: LossConfig = _f(factory=LossConfig, help='loss weights and local-patch counts')
     # logs / checkpoints / evaluation
     log_every: int = _f(10, 'write a CSV/TensorBoard row every N steps', low=1)
-    ckpt_every: int = _f(500, 'save a checkpoint (and resume state) every N steps; always at the end', low=1)
+    ckpt_every: int = _f(500, 'save a checkpoint (and resume state) every N steps (0 = only at the end); always at the '
+                                   'end', low=0)
     eval_every: int = _f(0, 'evaluate on the held-out set every N steps (0 = only at the end)', low=0)
     eval_count: int = _f(16, 'held-out synthetic scenes used for evaluation (0 = no evaluation)', low=0)
     eval_seed: int = _f(1_000_003, 'seed of the held-out synthetic scenes (disjoint from training seeds)', low=0)
