@@ -112,6 +112,8 @@ CASES = [
     ('config-wrong-type', ['train', '{typo_config}'], 1, ['batch_size', 'integer', "'four'"]),
     ('config-out-of-range', ['train', 'config/train/tiny.yaml', '--set', 'lr=-1'], 1, ['lr', '-1']),
     ('config-missing', ['train', '{root}/nope.yaml'], 1, ['nope.yaml', 'no such file']),
+    ('config-not-a-list', ['train', 'config/train/tiny.yaml', '--set', 'datasets=5'], 1, ['datasets', 'list']),
+    ('config-unknown-key', ['train', 'config/train/tiny.yaml', '--set', 'lrr=0.1'], 1, ['unknown keys', 'lrr']),
     # outputs that would overwrite or mix with existing data
     ('out-is-a-file', ['synth', '--out', '{a_file}', '--count', '1'], 1, ['existing file', 'folder']),
     ('out-existing-dataset', ['synth', '--out', '{dataset}', '--count', '1'], 1, ['not empty', '--overwrite']),
@@ -132,6 +134,9 @@ CASES = [
     # missing files and files of the wrong kind
     ('import-missing', ['import-moge', '{root}/missing.pt', '{root}/imp'], 1, ['missing.pt', 'no such file']),
     ('check-engine-missing', ['check-engine', '{root}/missing.onnx'], 1, ['missing.onnx', 'no such file']),
+    ('check-engine-wrong-kind', ['check-engine', '{typo_config}'], 1, ['typo.yaml', '.engine', '.onnx']),
+    ('refine-missing-data', ['refine', '{root}/nodata', '--teacher', '{model}', '--out', '{root}/r2'], 1,
+     ['nodata', 'does not exist', 'mgeo synth']),
     ('check-engine-garbage', ['check-engine', '{garbage_onnx}'], 1, ['garbage.onnx', 'not a readable ONNX']),
     ('build-engine-foreign', ['build-engine', '{foreign_onnx}', '-o', '{root}/f.engine'], 1,
      ['foreign.onnx', 'not a MoGe model', 'points']),

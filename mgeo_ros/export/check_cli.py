@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
             raise MgeoError(f'{args.model}: no such file (expected an .engine / .plan or an .onnx written by '
                             '`mgeo export`); check the path')
         kind = model_kind(args.model)
+        if kind not in ('engine', 'onnx'):
+            raise MgeoError(f'{args.model}: expected an .engine / .plan (TensorRT) or an .onnx file')
         if kind == 'onnx':
             from mgeo_ros.runtime.model_layout import check_onnx_layout
 

@@ -242,6 +242,9 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise BadInputError(f'train config: unknown keys {sorted(unknown)}')
     if 'datasets' in data:
+        if not isinstance(data['datasets'], (list, tuple)):
+            raise BadInputError(f'datasets: expected a list of mappings (type: ..., weight: ...), got '
+                                f'{data["datasets"]!r}')
         data['datasets'] = [_to_dataset(d) for d in data['datasets']]
     if 'loss' in data and isinstance(data['loss'], dict):
         loss_known = {f.name for f in dataclasses.fields(LossConfig)}
