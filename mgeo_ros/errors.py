@@ -54,7 +54,7 @@ def run_reporting(prog: str, run, *args, debug: bool = False) -> int:
         if debug_requested(debug):
             raise
         print(f'{prog}: error: {_one_line(exc)}', file=sys.stderr)
-        print(f'{prog}: (set {DEBUG_ENV}=1 or pass --debug for a traceback)', file=sys.stderr)
+        print(f'{prog}: ({DEBUG_ENV}=1 or `mgeo --debug ...` shows the traceback)', file=sys.stderr)
         return 1
 
 
