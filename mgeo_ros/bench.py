@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int
 from mgeo_ros.errors import BackendUnavailableError, MgeoError
 
 STAGES = ('convert', 'preprocess', 'forward', 'postprocess', 'cloud')
@@ -42,10 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
                         help='backend(s) to measure (repeatable; default: every one that is available)')
     parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
-    parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
-    parser.add_argument('--runs', type=int, default=None, help='timed runs per row (default 10; --node: 100)')
-    parser.add_argument('--warmup', type=int, default=None, help='untimed warm-up runs per row (default 2; --node: 10)')
-    parser.add_argument('--threads', type=int, default=None, help='torch/ONNX Runtime CPU threads (default: all)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10; --node: 100)')
+    parser.add_argument('--warmup', type=non_negative_int, default=None,
+                        help='untimed warm-up runs per row (default 2; --node: 10)')
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='torch/ONNX Runtime CPU threads (default: all)')
     parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
                         help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
     parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')

@@ -1,10 +1,17 @@
 """The `mgeo` command. Each subcommand lives in its layer as a module with `add_arguments(parser)` and
-`run(args) -> int`; this file only lists them, and imports a module only when its subcommand runs."""
+`run(args) -> int`; this file only lists them, and imports a module only when its subcommand runs.
+
+Every subcommand reports through one path (`errors.run_reporting`): a user mistake is one line naming what is wrong
+with a non-zero exit (2 for a bad argument, 1 for bad input found while running), a traceback only with `--debug`
+or MGEO_DEBUG=1, or for a bug."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from mgeo_ros import __version__
+from mgeo_ros.errors import run_reporting
 
 # name -> (module, one-line help). Keep alphabetical within a group.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,12 +42,23 @@ def holdout_evaluator():
     return make(depth_metrics)
 
 
+class ShortErrorParser(argparse.ArgumentParser):
+    """A bad argument is two lines (what is wrong; where the usage is), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f'{self.prog}: error: {message}\n{self.prog}: see `{self.prog} --help` for usage\n')
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with `only`, import just that subcommand's module (keeps `mgeo --help` fast)."""
     parser = argparse.ArgumentParser(prog='mgeo', description='mgeo_ros: monocular metric geometry for robots')
-    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    parser.add_argument('--version', action='version', version=f'mgeo {__version__}')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks (also MGEO_DEBUG=1)')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', parser_class=ShortErrorParser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,
+                       help='show tracebacks of errors (also MGEO_DEBUG=1)')
         if only == name:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -58,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, '_run', None) is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    return run_reporting(f'mgeo {args.command}', args._run, args, debug=args.debug)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.cli_args import float_in, non_negative_int, num_tokens, positive_int, size_wxh
+from mgeo_ros.errors import BadInputError
 from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.replay_session import OUTPUT_TOPICS, replay_and_record
 from mgeo_ros.runtime.predictor import default_model_path
@@ -34,21 +36,19 @@ INFO_TOPIC = '/camera/camera_info'
 GT_TOPIC = '/camera/depth_gt/image'
 
 
-def _size(text: str) -> tuple[int, int]:
-    w, h = text.lower().split('x')
-    return int(w), int(h)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', default='demo_out', help='report folder (default demo_out)')
     parser.add_argument('--model', default=None, help='model (checkpoint dir / .pt / .onnx); default: packaged model')
     parser.add_argument('--backend', default='auto', help='node backend (default auto: ONNX Runtime on a CPU)')
-    parser.add_argument('--frames', type=int, default=24, help='frames in the sample bag (default 24)')
-    parser.add_argument('--size', type=_size, default=(320, 240), help='image size WxH (default 320x240)')
-    parser.add_argument('--rate', type=float, default=2.0, help='camera rate in Hz, played in real time (default 2)')
-    parser.add_argument('--seed', type=int, default=DEMO_SEED, help='scene seed (default: a held-out seed)')
-    parser.add_argument('--num-tokens', type=int, default=None, help='ViT tokens (default: the model\'s own)')
-    parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for the node (default 120)')
+    parser.add_argument('--frames', type=positive_int, default=24, help='frames in the sample bag (default 24)')
+    parser.add_argument('--size', type=size_wxh, default=(320, 240), help='image size WxH (default 320x240)')
+    parser.add_argument('--rate', type=float_in(0.01, 1000.0, 'Hz'), default=2.0,
+                        help='camera rate in Hz, played in real time (default 2)')
+    parser.add_argument('--seed', type=non_negative_int, default=DEMO_SEED,
+                        help='scene seed (default: a held-out seed)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=None, help='ViT tokens (default: the model\'s own)')
+    parser.add_argument('--timeout', type=float_in(1.0, unit='s'), default=120.0,
+                        help='seconds to wait for the node (default 120)')
 
 
 class Steps:
@@ -298,12 +298,13 @@ def summary_text(metrics: dict, latency: dict, stages: dict, steps: Steps, backe
 
 def run(args) -> int:
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f'--out {out} is an existing file, expected a folder for the report')
     model = Path(args.model) if args.model else default_model_path()
     if not model.exists():
-        print(f'[demo] model not found: {model}. The default model ships in mgeo_ros/models/default; '
-              'pass --model PATH to use another.', file=sys.stderr)
-        return 2
+        raise BadInputError(f'model not found: {model}. The default model ships in mgeo_ros/models/default; '
+                            'pass --model PATH to use another.')
+    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     env.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from mgeo_ros.cli import main as mgeo_main
+from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.train.data import BagDataset, FolderDataset, Sample, write_bag
 from mgeo_ros.train.data.bag import pair_stamps
@@ -46,7 +47,8 @@ def test_pairing_decoding_and_unpaired_counts(tmp_path, storage, encoding, compr
 
 def test_tolerance_excludes_far_stamps(tmp_path):
     bag = write_bag(_samples(4), tmp_path / 'bag', depth_offset_ns=30_000_000)
-    assert len(BagDataset(bag, tolerance_s=0.02)) == 0
+    with pytest.raises(BadInputError, match=r'no colour/depth pairs within 0.02 s \(4 image'):
+        BagDataset(bag, tolerance_s=0.02)                       # an empty dataset is an error that says why
     ds = BagDataset(bag, tolerance_s=0.04)
     assert len(ds) == 4 and ds.report.unpaired_images == 0
 

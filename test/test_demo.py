@@ -21,9 +21,17 @@ def test_demo_runs_the_node_on_a_bag_and_writes_the_report(tmp_path, ros_env):
     assert report['latency']['frames_sent'] == 6
     assert report['latency']['depth_received'] >= 3
     assert report['frames'], 'no frame was evaluated'
-    frame = report['frames'][0]
-    assert 0.0 <= frame['metric']['abs_rel'] < 10.0 and 0.0 <= frame['metric']['delta1'] <= 1.0
     assert report['mean']['constant_depth_m'] > 0.5
+    # The node's depth beats both baselines the demo prints. Measured (default model, ONNX Runtime, 160x120, 6 frames):
+    # AbsRel 0.27 vs 0.33 for the constant training median and 0.33 for the per-frame oracle median (ratio 0.81);
+    # delta1 0.42 vs 0.31 / 0.35; every frame's AbsRel 0.80-0.86 of its constant baseline's. The margins leave room
+    # for another CPU's rounding, not for a wrong scale (a metric scale 1.5x too large gives AbsRel 0.39).
+    mean = report['mean']
+    assert mean['metric']['abs_rel'] < 0.9 * mean['baseline_constant']['abs_rel'], mean
+    assert mean['metric']['abs_rel'] < 0.95 * mean['baseline_oracle_median']['abs_rel'], mean
+    assert mean['metric']['delta1'] > mean['baseline_constant']['delta1'] + 0.05, mean
+    for frame in report['frames']:
+        assert frame['metric']['abs_rel'] < 0.95 * frame['baseline_constant']['abs_rel'], frame
     for name in ('depth_and_error.png', 'input_depth_cloud.png', 'summary.txt'):
         assert (out / name).stat().st_size > 0, name
     assert 'mgeo demo summary' in proc.stdout

@@ -96,7 +96,7 @@ def check_mgeo(argv: list[str]) -> None:
 def check_node(argv: list[str]) -> None:
     """The node's own options, then rcl's parser on the ROS arguments, then every -p against the declaration."""
     own = argv[:argv.index('--ros-args')] if '--ros-args' in argv else argv
-    assert set(own) <= {'--lifecycle'}, f'unknown node options {own}'
+    assert set(own) <= {'--lifecycle', '--help'}, f'unknown node options {own}'
     ros = argv[len(own):]
     import rclpy
 

@@ -115,3 +115,23 @@ def test_sequence_temporal_metrics_and_scale_plot(tmp_path):
     assert temporal['depth_flicker'] > temporal['gt_depth_flicker']  # the wobble adds flicker the GT does not have
     assert (tmp_path / 'metric_scale.png').stat().st_size > 1000
     assert len(list(tmp_path.glob('frame_*_boundary.png'))) == 2
+
+
+def test_frames_without_valid_gt_are_named_not_scored_and_all_of_them_is_an_error(caplog):
+    from dataclasses import replace
+
+    from mgeo_ros.errors import BadInputError
+
+    samples = make_samples(3)
+    samples[1] = replace(samples[1], depth=np.full((H, W), np.nan, np.float32))         # all NaN
+    samples[2] = replace(samples[2], depth=np.full((H, W), -2.0, np.float32))           # negative everywhere
+    predictor = ScaledGT(samples[:1])
+    predictor.by_image.update({id(s.rgb): (i, s) for i, s in enumerate(samples)})
+    with caplog.at_level('WARNING'):
+        result = evaluate(predictor, samples, modes=('gt_intrinsics',), progress=False, max_anchors=ANCHORS)
+    assert result['num_frames'] == 1 and result['frames_without_gt'] == [1, 2]
+    assert len(result['runs']['gt_intrinsics']['frames']) == 1 and len(predictor.calls) == 1  # nothing run for them
+    assert '2 of 3 frame(s) have no valid ground-truth depth' in caplog.text
+    for constant in (None, 3.0):  # found in the median pass, or after the frames when the constant is given
+        with pytest.raises(BadInputError, match='none of the 2 frame'):
+            evaluate(predictor, samples[1:], constant_depth=constant, progress=False, max_anchors=ANCHORS)

@@ -1,7 +1,7 @@
 """Parity with the reference MoGe-2 on every run: our forward pass against outputs the reference implementation wrote
 (test/data/moge_golden, by test/make_moge_golden.py) for the tiny preset with random weights, in the default and the
-exportable mode. The full parity suite (more sizes, vitl, infer) is test_model_reference.py, which needs the
-reference installed."""
+exportable mode, and `infer` (focal/shift solve, intrinsics) on a stored point map. The full parity suite (more sizes,
+vitl) is test_model_reference.py, which needs the reference installed."""
 from __future__ import annotations
 
 import json
@@ -41,3 +41,28 @@ def test_forward_matches_the_reference_outputs(model_and_golden, case, mode):
         assert got.shape == want.shape, key
         rel = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
         assert rel < 1e-5, f'{key}: relative L2 {rel:.2e}'
+
+
+INFER = json.loads((GOLDEN / 'golden.json').read_text())['infer']
+
+
+@pytest.mark.parametrize('fov_index', range(len(INFER['fov_x_deg'])))
+def test_infer_matches_the_reference_outputs(model_and_golden, fov_index):
+    """`infer` end to end against the reference's (golden_infer.npz): focal and shift recovered from a stored
+    well-posed point map (field of view recovered, then given), intrinsics, metric depth, points, mask, normals."""
+    from make_moge_golden import infer_with_points
+
+    model, _ = model_and_golden
+    golden = np.load(GOLDEN / 'golden_infer.npz')
+    model.onnx_compatible_mode = False
+    image = torch.from_numpy(golden['image']).permute(2, 0, 1).float() / 255.0
+    points = torch.from_numpy(golden['points_in'])[None]
+    with torch.no_grad():
+        out = infer_with_points(model, image, points, INFER['num_tokens'], INFER['fov_x_deg'][fov_index])
+    for key in ('points', 'depth', 'intrinsics', 'mask', 'normal'):
+        got, want = out[key].float().numpy(), golden[f'fov{fov_index}/{key}']
+        assert got.shape == want.shape, key
+        assert np.array_equal(np.isfinite(got), np.isfinite(want)), key
+        finite = np.isfinite(want)
+        rel = np.linalg.norm(got[finite] - want[finite]) / max(np.linalg.norm(want[finite]), 1e-12)
+        assert rel < 1e-4, f'{key}: relative L2 {rel:.2e}'

@@ -226,7 +226,10 @@ def _settled(diag: dict) -> bool:
     return int(diag['frames_received']) == done + bad
 
 
-def test_burst_at_100hz_drops_frames_but_latency_stays_bounded(running):
+def test_burst_drops_frames_but_latency_stays_bounded(running):
+    """120 frames sent four per forward pass of this node on this machine (its own measured forward time sets the
+    pace, so a fast GPU is overrun as surely as a loaded CPU): the newest-frame slot must drop some; nothing queues,
+    so the latency stays bounded by the node's own stage times."""
     harness, proc, _ = running
     rgb = _rgb(5)
     published_before = int(harness.latest_diagnostics()['frames_published'])
@@ -237,20 +240,21 @@ def test_burst_at_100hz_drops_frames_but_latency_stays_bounded(running):
         (published_before, harness.latest_diagnostics())
     time.sleep(0.5)
     before = harness.latest_diagnostics()
+    interval = max(0.002, float(before['latency_ms.forward.median']) / 1000 / 4)
     frames, published = 120, {}
     t_next = time.monotonic()
     for i in range(frames):
         key = (2000, i)
         published[key] = time.monotonic()
         harness.publish(rgb, key, intrinsics=_intrinsics() if i % 10 == 0 else None)
-        t_next += 0.01
+        t_next += interval
         time.sleep(max(0.0, t_next - time.monotonic()))
     last = (2000, frames - 1)
     harness.wait_outputs(last, timeout=30, topics=('depth/image',))  # the newest frame is never dropped
     with harness.lock:
         arrivals = {k: t for k, t in harness.arrival['depth/image'].items() if k in published}
     latencies = np.array([arrivals[k] - published[k] for k in arrivals])
-    assert len(arrivals) < frames, 'inference cannot keep up with 100 Hz here; frames must be dropped'
+    assert len(arrivals) < frames, 'four frames per forward pass must overrun the newest-frame slot'
     # bounded: nothing queues. A frame waits at most for the one in flight, then for its own processing.
     assert harness.wait_for(lambda: harness.latest_diagnostics(after=max(arrivals.values()) + 0.05), 5)
     diag = harness.latest_diagnostics()  # sent after the last depth: includes its timings
@@ -271,7 +275,7 @@ def test_burst_at_100hz_drops_frames_but_latency_stays_bounded(running):
                 + delta(diag, 'frames_lost_before_node') == frames)
     assert harness.wait_for(all_accounted, 5), (harness.latest_diagnostics(), before, len(arrivals))
     assert delta(harness.latest_diagnostics(), 'frames_dropped') > 0
-    print(f'\n100 Hz burst of {frames} frames at {W}x{H}: {len(arrivals)} published, '
+    print(f'\nburst of {frames} frames at {W}x{H}: {len(arrivals)} published, '
           f'latency median {np.median(latencies) * 1e3:.0f} ms, max {latencies.max() * 1e3:.0f} ms')
 
 

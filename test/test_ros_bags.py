@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,10 @@ def test_mgeo_replay_plays_into_another_process_and_records_back(tmp_path, ros_e
     assert receive == sorted(receive)
     span_s = (receive[-1] - receive[0]) * 1e-9
     expected_s = (frames - 1) * 0.05 / 0.5
-    assert 0.8 * expected_s < span_s < expected_s + 0.5, span_s
+    # paced by --rate 0.5: never faster than half the bag's pace (the player sleeps until each message is due; a late
+    # first arrival on a loaded machine shortens the span by at most one frame), and not grossly slower (the wide
+    # upper bound only catches a rate applied twice, whatever the machine's load)
+    assert (frames - 2) * 0.05 / 0.5 <= span_s < 2 * expected_s + 2.0, span_s
 
 
 @pytest.mark.ros
@@ -209,7 +213,7 @@ def test_mgeo_replay_times_out_without_subscribers(tmp_path, ros_env):
     assert result.returncode == 1 and 'subscriber' in result.stderr
     missing = subprocess.run([sys.executable, '-m', 'mgeo_ros.cli', 'replay', str(tmp_path / 'nothing')],
                              env=ros_env, cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2 and 'does not exist' in missing.stderr
+    assert missing.returncode == 1 and 'does not exist' in missing.stderr and 'Traceback' not in missing.stderr
 
 
 @pytest.mark.ros
@@ -240,10 +244,16 @@ def test_bag_player_library_skips_uninstalled_types_and_plays_the_rest(tmp_path)
         assert player.wait_for_subscribers(1, 5.0, at_least={'/played/image': 2})
         with pytest.raises(ValueError, match='not played'):         # the bag's name, not the remapped one
             player.wait_for_subscribers(1, 0.1, at_least={'/cam/image': 2})
-        stats = player.play()
+        waits = []
+        real_sleep = time.sleep
+        time.sleep = lambda s: (waits.append(s), real_sleep(s))  # what the player waits, not how long it took
+        try:
+            stats = player.play()
+        finally:
+            time.sleep = real_sleep
         assert dict(stats.published) == {'/played/image': 4}
         assert stats.bag_duration_s == pytest.approx(0.15)
-        assert stats.wall_s < 0.15  # rate 0: no pacing
+        assert waits == []  # rate 0: no pacing
         player.close()
         with pytest.raises(BadInputError, match='not importable'):
             BagPlayer(node, bag, topics=['/odom'])

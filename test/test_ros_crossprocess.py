@@ -105,9 +105,11 @@ def test_image_camera_info_and_cloud_round_trip_through_another_process(ros_node
 
 @pytest.mark.ros_runtime
 def test_best_effort_640x480_stream_crosses_processes(ros_node, ros_env):
-    """A camera-like best-effort stream of 640x480 rgb8 frames at 30 Hz into another process: with the Fast DDS
-    large-frames profile (set by conftest under the name this Fast DDS reads, inherited by the child) nearly every
-    frame arrives; Fast DDS's default shared-memory segment drops most of them."""
+    """A camera-like best-effort stream of 640x480 rgb8 frames (at most 30 Hz) into another process: with the Fast
+    DDS large-frames profile (set by conftest under the name this Fast DDS reads, inherited by the child) nearly
+    every frame arrives; Fast DDS's default shared-memory segment drops most of them. The stream waits for each
+    echo (up to 1 s) before the next frame, so a loaded machine slows the stream down instead of dropping frames
+    in the echo child: what is counted is the transport, not this machine's speed (the rate is `mgeo bench`'s)."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
@@ -133,8 +135,9 @@ def test_best_effort_640x480_stream_crosses_processes(ros_node, ros_env):
             header.stamp.nanosec = i + 1
             publisher.publish(convert.numpy_to_image(rgb, 'rgb8', header))
             _wait(ros_node, lambda: False, 1 / 30)
+            _wait(ros_node, lambda i=i: i + 1 in stamps, 1.0)
         _wait(ros_node, lambda: len(stamps) >= frames, 2)
-        print(f'\nbest-effort 640x480 at 30 Hz: {len(stamps)} of {frames} frames crossed and came back')
-        assert len(stamps) >= 0.8 * frames
+        print(f'\nbest-effort 640x480 (<= 30 Hz): {len(stamps)} of {frames} frames crossed and came back')
+        assert len(stamps) >= 0.9 * frames
     finally:
         _stop_child(child)

@@ -7,6 +7,7 @@ TensorRT-RTX build gate in test_runtime_engine.py, and the GPU-free logic is tes
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 
@@ -14,25 +15,37 @@ import numpy as np
 import pytest
 
 
-def _skip_reason() -> str | None:
+def _availability() -> tuple[str | None, str | None]:
+    """(why the TensorRT path is absent here: skip, why an installed one is broken: fail). Only an absent package or
+    GPU skips; a package that is installed but does not import is a failure with its own error."""
+    if importlib.util.find_spec('tensorrt') is None:
+        return 'TensorRT not installed here (no tensorrt package)', None
     try:
         import tensorrt  # noqa: F401
-    except Exception as e:
-        return f'TensorRT not installed here (import tensorrt: {e})'
+    except Exception as e:  # installed but broken (missing libnvinfer, wrong CUDA): must not look like absent
+        return None, f'tensorrt is installed but does not import: {e!r}'
+    if importlib.util.find_spec('cuda') is None:
+        return 'NVIDIA cuda-python not installed (the TensorRT backend\'s buffers and stream)', None
     try:
         from mgeo_ros.runtime.backends.tensorrt_backend import import_cudart
 
         cudart = import_cudart()
     except ImportError as e:
-        return f'NVIDIA cuda-python not installed (the TensorRT backend\'s buffers and stream): {e}'
+        return None, f'cuda-python is installed but its runtime module does not import: {e!r}'
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0 or not count:
-        return f'no NVIDIA GPU visible to CUDA (cudaGetDeviceCount: {err}, {count})'
-    return None
+        return f'no NVIDIA GPU visible to CUDA (cudaGetDeviceCount: {err}, {count})', None
+    return None, None
 
 
-REASON = _skip_reason()
+REASON, BROKEN = _availability()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
+
+
+@pytest.fixture(autouse=True)
+def _installation_works():
+    if BROKEN is not None:
+        pytest.fail(BROKEN)
 
 
 @pytest.fixture(scope='module')

@@ -10,6 +10,7 @@ import math
 import re
 from pathlib import Path
 
+from mgeo_ros.cli_args import float_in, non_negative_int, num_tokens, positive_int
 from mgeo_ros.errors import BadInputError
 
 SYNTH_SPEC = re.compile(r'^synth:(\d+):(-?\d+)(?::(\d+)x(\d+))?$')
@@ -25,22 +26,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--gt-intrinsics', dest='gt_intrinsics', action=argparse.BooleanOptionalAction,
                         default=None, help='give the model the GT camera (--gt-intrinsics) or let it recover the '
                                            'camera (--no-gt-intrinsics); default: both, as MoGe reports')
-    parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
-    parser.add_argument('--limit', type=int, default=None, help='evaluate only the first N frames')
+    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--limit', type=positive_int, default=None, help='evaluate only the first N frames')
     parser.add_argument('--split', default=None, help='folder datasets: the split to read (e.g. val)')
     parser.add_argument('--image-topic', default=None, help='bags: image topic (default: the dataset reader\'s)')
     parser.add_argument('--depth-topic', default=None, help='bags: GT depth topic (32FC1 m or 16UC1 mm)')
     parser.add_argument('--info-topic', default=None, help='bags: camera_info topic')
-    parser.add_argument('--constant-depth', type=float, default=None,
+    parser.add_argument('--constant-depth', type=float_in(1e-6, unit='m'), default=None,
                         help='depth (m) of the constant baseline, e.g. the median of the training depths; default: '
                              'median of the per-frame GT medians of the evaluated frames')
     parser.add_argument('--sequence', action=argparse.BooleanOptionalAction, default=None,
                         help='treat frames as a video (temporal metrics, scale-over-time plot); default: bags only')
-    parser.add_argument('--report-frames', type=int, default=4, help='frames with PNG panels (default 4)')
+    parser.add_argument('--report-frames', type=non_negative_int, default=4, help='frames with PNG panels (default 4)')
     parser.add_argument('--align-anchors', type=int, default=None,
                         help='anchors tried by the affine ROE alignments (default 256; 0 = every sample, MoGe\'s '
                              'full search, ~25x slower on a CPU)')
-    parser.add_argument('--mask-threshold', type=float, default=0.5,
+    parser.add_argument('--mask-threshold', type=float_in(0.0, 1.0), default=0.5,
                         help='validity probability above which a predicted pixel is scored (default 0.5, as the '
                              'node; 0 scores every pixel with positive depth, like MoGe\'s apply_mask=False)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the backend\'s best)')
@@ -48,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_bag(path: Path) -> bool:
-    """A rosbag2 directory (metadata.yaml) or a single .mcap / .db3 file."""
+    """A rosbag2 directory (metadata.yaml; a folder of .mcap/.db3 files without one is a damaged bag, reported as
+    such) or a single .mcap / .db3 file."""
     if path.is_dir():
-        return (path / 'metadata.yaml').is_file()
+        return (path / 'metadata.yaml').is_file() or any(p.suffix in ('.mcap', '.db3') for p in path.iterdir())
     return path.suffix in ('.mcap', '.db3')
 
 
@@ -69,7 +71,8 @@ def open_dataset(spec: str, *, split: str | None = None, image_topic: str | None
         raise BadInputError(f'--data {spec!r}: expected synth:COUNT:SEED or synth:COUNT:SEED:WxH')
     path = Path(spec)
     if not path.exists():
-        raise BadInputError(f'--data {spec!r} does not exist')
+        raise BadInputError(f'--data {spec!r} does not exist (expected a folder dataset, a bag, or '
+                            'synth:COUNT:SEED[:WxH])')
     if is_bag(path):
         from mgeo_ros.train.data import BagDataset
         topics = {k: v for k, v in (('image_topic', image_topic), ('depth_topic', depth_topic),
@@ -107,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, backend=args.backend, num_tokens=args.num_tokens, device=args.device,
                           mask_threshold=args.mask_threshold)
     out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f'--out {out_dir} is an existing file, expected a folder for metrics.json and report/')
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = is_sequence if args.sequence is None else bool(args.sequence)
     result = evaluate(predictor, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,

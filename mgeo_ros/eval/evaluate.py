@@ -13,6 +13,7 @@ prediction. `modes` selects them; the results sit side by side under `runs`.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mgeo_ros.errors import BadInputError
 from mgeo_ros.eval import metrics as M
 from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.runtime.prediction import Prediction
@@ -33,6 +35,11 @@ DEPTH_GROUPS = {'depth_metric': 'none', 'depth_scale': 'scale', 'depth_affine': 
 POINT_GROUPS = {'points_raw': 'none', 'points_metric': 'shift', 'points_scale': 'scale', 'points_affine': 'affine'}
 METRIC_ONLY_GROUPS = ('depth_metric', 'points_raw', 'points_metric')   # need metric GT (Sample.metric)
 ERROR_SAMPLES_PER_FRAME = 4000
+
+
+log = logging.getLogger(__name__)
+NO_GT = ('none of the {count} frame(s) has valid ground-truth depth (every pixel is NaN, zero or negative, or '
+         'masked out), so nothing can be scored; check the depth topic/files and their unit (metres, or 16UC1 mm)')
 
 
 def gt_valid_mask(sample: Sample) -> np.ndarray:
@@ -144,15 +151,17 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
     """
     for mode in modes:
         if mode not in MODES:
-            raise ValueError(f'unknown mode {mode!r}; expected some of {MODES}')
+            raise BadInputError(f'unknown mode {mode!r}; expected some of {MODES}')
     count = len(dataset) if limit is None else min(len(dataset), int(limit))
     if count == 0:
-        raise ValueError('the dataset has no frames to evaluate')
+        raise BadInputError('the dataset has no frames to evaluate')
     constant_source = 'given'
     if constant_depth is None:
         medians = [gt_median(dataset[i]) for i in tqdm(range(count), desc='GT medians', disable=not progress)]
         medians = [m for m in medians if math.isfinite(m)]
-        constant_depth = float(np.median(medians)) if medians else 1.0
+        if not medians:
+            raise BadInputError(NO_GT.format(count=count))
+        constant_depth = float(np.median(medians))
         constant_source = 'median of the per-frame GT median depths over the evaluated frames'
 
     report_path = Path(report_dir) if report_dir is not None else None
@@ -166,9 +175,13 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
     gt_flicker = _FlickerAccumulator()
     median_ratio = {mode: [] for mode in modes}
 
+    without_gt = []
     for i in tqdm(range(count), desc='evaluating', disable=not progress):
         sample = dataset[i]
         mask = gt_valid_mask(sample)
+        if not mask.any():  # nothing to score against: counted and named, never a row of NaN metrics
+            without_gt.append(i)
+            continue
         for mode in modes:
             start = time.perf_counter()
             pred: Prediction = predictor.predict(sample.rgb, intrinsics=sample.intrinsics
@@ -203,8 +216,14 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
             baselines[name].append(row)
             errors[name].append(_error_samples(np.full(sample.depth.shape, value, np.float32), sample, rng))
 
+    if len(without_gt) == count:
+        raise BadInputError(NO_GT.format(count=count))
+    if without_gt:
+        log.warning('%d of %d frame(s) have no valid ground-truth depth (NaN, zero or negative everywhere) and are '
+                    'not scored: %s', len(without_gt), count, without_gt[:20])
     result: dict[str, Any] = {
-        'num_frames': count,
+        'num_frames': count - len(without_gt),
+        'frames_without_gt': without_gt,
         'modes': list(modes),
         'constant_depth_m': constant_depth,
         'constant_depth_source': constant_source,

@@ -21,10 +21,20 @@ def run(args: argparse.Namespace) -> int:
 
     probe_file = args.probe or probe_path(args.model)
     try:
-        probe = load_probe(probe_file)
-        kind = model_kind(args.model)
         if not os.path.isfile(args.model):
-            raise MgeoError(f'no such file {args.model}')
+            raise MgeoError(f'{args.model}: no such file (expected an .engine / .plan or an .onnx written by '
+                            '`mgeo export`); check the path')
+        kind = model_kind(args.model)
+        if kind not in ('engine', 'onnx'):
+            raise MgeoError(f'{args.model}: expected an .engine / .plan (TensorRT) or an .onnx file')
+        if kind == 'onnx':
+            from mgeo_ros.runtime.model_layout import check_onnx_layout
+
+            check_onnx_layout(args.model)
+        if not os.path.isfile(probe_file):
+            raise MgeoError(f'no probe for {args.model}: {probe_file} does not exist (`mgeo export` writes it beside '
+                            'the .onnx and build-engine copies it beside the engine); pass --probe PROBE')
+        probe = load_probe(probe_file)
         if kind == 'engine':
             from mgeo_ros.runtime.backends.tensorrt_backend import TensorRTBackend
 
@@ -38,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise MgeoError(f'{args.model}: expected an .engine or .onnx file')
         check = check_backend(backend, probe)
-    except (ProbeError, MgeoError) as e:
-        print(f'mgeo check-engine: {e}', file=sys.stderr)
+    except (ProbeError, MgeoError) as e:  # exit 1: cannot run (3 is reserved for "ran, beyond budget")
+        print(f'mgeo check-engine: error: {e}', file=sys.stderr)
         return 1
     print(f'{args.model} ({where}) vs {probe_file}:')
     for line in check.lines():

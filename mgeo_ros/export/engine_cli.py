@@ -6,7 +6,18 @@ import json
 import logging
 import sys
 
-from mgeo_ros.errors import MgeoError
+from mgeo_ros.cli_args import positive_int
+from mgeo_ros.errors import BadInputError
+
+
+def compute_capability(text: str) -> str:
+    """argparse type: SM89 / 8.9, checked here so a typo is refused before TensorRT is imported."""
+    from mgeo_ros.runtime.engine_cache import parse_compute_capability
+
+    try:
+        return parse_compute_capability(text)[0]
+    except BadInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fp32', action='store_true', help='same as --precision fp32')
     parser.add_argument('--no-rebuild', action='store_true',
                         help='refuse (exit 3) instead of rebuilding a cached engine whose key does not match')
-    parser.add_argument('--workspace-mib', type=int, default=None, help='builder workspace limit in MiB')
+    parser.add_argument('--workspace-mib', type=positive_int, default=None, help='builder workspace limit in MiB')
     parser.add_argument('--trt-module', default=None,
                         help='Python module of the builder (default tensorrt; tensorrt_rtx_bindings for TensorRT-RTX)')
-    parser.add_argument('--compute-capability', default=None,
+    parser.add_argument('--compute-capability', type=compute_capability, default=None,
                         help='ahead-of-time target such as SM89 (TensorRT-RTX only; no GPU needed)')
     parser.add_argument('--quiet', action='store_true', help='no build progress')
     parser.add_argument('--json', action='store_true', help='print the result as JSON')
@@ -38,12 +49,9 @@ def run(args: argparse.Namespace) -> int:
         result = build_engine(args.onnx, args.output, precision=precision, rebuild=not args.no_rebuild,
                               trt_module=args.trt_module, compute_capability=args.compute_capability,
                               workspace_mib=args.workspace_mib, progress=not args.quiet)
-    except (EngineCacheError, PrecisionMismatchError, EngineProbeError) as e:
-        print(f'mgeo build-engine: {e}', file=sys.stderr)
+    except (EngineCacheError, PrecisionMismatchError, EngineProbeError) as e:  # exit 3: documented refusals
+        print(f'mgeo build-engine: error: {e}', file=sys.stderr)
         return 3
-    except MgeoError as e:
-        print(f'mgeo build-engine: {e}', file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps({'path': result.path, 'built': result.built, 'seconds': result.seconds,
                           'reason': result.reason, 'key': result.key}, indent=2))

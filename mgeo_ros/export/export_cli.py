@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
+import os
 
-from mgeo_ros.errors import MgeoError
+from mgeo_ros.cli_args import float_in, int_in, num_tokens
+from mgeo_ros.errors import BadInputError
 
 # what each deployment target gets when --precision is not given: engines want FP16 in the graph (TensorRT 11 and
 # TensorRT-RTX have no FP16 flag); ONNX Runtime on CPU computes FP16 graphs in FP32 with extra casts
@@ -20,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                               '<name>.probe.npz)')
     parser.add_argument('--size', required=True, help='camera frame size WxH (e.g. 640x480); the network input is '
                                                       'the token grid for its aspect ratio')
-    parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--exact-size', action='store_true',
                         help='use --size itself (rounded to multiples of 14) as the network input')
-    parser.add_argument('--batch', type=int, default=1,
+    parser.add_argument('--batch', type=int_in(1, 64, 'frames'), default=1,
                         help='static batch of the graph: frames of N cameras in one forward (default 1)')
     parser.add_argument('--opset', type=int, default=18, choices=(17, 18, 19, 20), help='ONNX opset (default 18)')
     parser.add_argument('--target', choices=tuple(DEFAULT_PRECISION), default='engine',
@@ -32,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--precision', choices=('fp16', 'fp32'), default=None,
                         help='fp16: mixed-precision graph (fp32 islands for LayerNorm, softmax, exp, sigmoid, the '
                              'metric-scale head; fp32 I/O); fp32: plain. Default: by --target')
-    parser.add_argument('--max-rel-l2', type=float, default=None,
+    parser.add_argument('--max-rel-l2', type=float_in(0.0), default=None,
                         help='parity: fail when an output\'s relative L2 error vs PyTorch exceeds this (default '
                              '1e-4 for fp32, 1e-2 for fp16)')
-    parser.add_argument('--max-abs', type=float, default=None,
+    parser.add_argument('--max-abs', type=float_in(0.0), default=None,
                         help='parity: fail when an output\'s max abs error vs PyTorch exceeds this (default 1e-2 for '
                              'fp32, unchecked for fp16)')
-    parser.add_argument('--min-mask-agree', type=float, default=None,
+    parser.add_argument('--min-mask-agree', type=float_in(0.0, 1.0), default=None,
                         help='parity: fail when fewer mask pixels agree (same side of 0.5) (default 0.999 fp32, '
                              '0.99 fp16)')
     parser.add_argument('--no-parity', action='store_true', help='skip the ONNX Runtime parity check')
@@ -55,15 +56,14 @@ def run(args: argparse.Namespace) -> int:
         for name in ('torch', 'onnxscript', 'onnx_ir'):
             logging.getLogger(name).setLevel(logging.ERROR)
     precision = args.precision or DEFAULT_PRECISION[args.target]
-    try:
-        report = export_onnx(args.checkpoint, args.output, parse_size(args.size), num_tokens=args.num_tokens,
-                             opset=args.opset, exact_size=args.exact_size, parity=not args.no_parity,
-                             max_rel_l2=args.max_rel_l2, max_abs=args.max_abs, verbose=args.verbose,
-                             precision=precision, min_mask_agree=args.min_mask_agree, probe=not args.no_probe,
-                             batch=args.batch)
-    except MgeoError as e:
-        print(f'mgeo export: {e}', file=sys.stderr)
-        return 1
+    size = parse_size(args.size)
+    if os.path.isdir(args.output):
+        raise BadInputError(f'--output {args.output} is a folder, expected an .onnx file path')
+    report = export_onnx(args.checkpoint, args.output, size, num_tokens=args.num_tokens,
+                         opset=args.opset, exact_size=args.exact_size, parity=not args.no_parity,
+                         max_rel_l2=args.max_rel_l2, max_abs=args.max_abs, verbose=args.verbose,
+                         precision=precision, min_mask_agree=args.min_mask_agree, probe=not args.no_probe,
+                         batch=args.batch)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -7,25 +7,23 @@ converted directory always loads. Official weights are never downloaded by mgeo_
 from __future__ import annotations
 
 import argparse
-import sys
 
-from mgeo_ros.errors import CheckpointError
+from mgeo_ros.cli_args import check_input_file, check_new_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('input', help='official MoGe-2 checkpoint (.pt with model_config + model)')
-    parser.add_argument('output', help='output directory (config.json + model.safetensors)')
+    parser.add_argument('output', help='output directory (config.json + model.safetensors); new or empty')
+    parser.add_argument('--overwrite', action='store_true', help='write into a non-empty OUTPUT')
     parser.add_argument('--fp16', action='store_true', help='store weights as float16 (half the size; loaded as fp32)')
 
 
 def run(args: argparse.Namespace) -> int:
     from mgeo_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
-    try:
-        model = load_checkpoint(args.input)
-    except CheckpointError as exc:
-        print(f'import-moge: {exc}', file=sys.stderr)
-        return 1
+    check_input_file(args.input, 'input', 'an official MoGe-2 model.pt')
+    check_new_output(args.output, 'output', args.overwrite)
+    model = load_checkpoint(args.input)
     out = save_checkpoint(model, args.output, fp16=args.fp16)
     params = sum(p.numel() for p in model.parameters())
     heads = [h for h in ('points_head', 'mask_head', 'normal_head', 'scale_head') if hasattr(model, h)]

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from mgeo_ros.bag_files import open_reader, read_messages
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.ros.compat import publisher_count
 
@@ -83,12 +84,12 @@ class BagPlayer:
         if self.bag_path.is_file() and (self.bag_path.parent / 'metadata.yaml').is_file():
             self.bag_path = self.bag_path.parent  # a .db3/.mcap file inside a bag directory
         self.remap = dict(remap or {})
-        self.reader = Reader(self.bag_path)
-        self.reader.open()
+        self.reader = open_reader(self.bag_path)
         wanted = set(topics) if topics else None
         self.connections = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
-        if wanted and not self.connections:
-            raise BadInputError(f'topics {sorted(wanted)} are not in the bag (it has '
+        if wanted and wanted - {c.topic for c in self.connections}:
+            raise BadInputError(f'topics {sorted(wanted - {c.topic for c in self.connections})} are not in bag '
+                                f'{self.bag_path} (it has '
                                 f'{sorted({c.topic for c in self.reader.connections})})')
         qos = qos or qos_from_name('reliable', 10)
         self.publishers = {}
@@ -137,7 +138,7 @@ class BagPlayer:
         stats = PlaybackStats()
         first_stamp = None
         start = time.monotonic()
-        for connection, stamp, raw in self.reader.messages(connections=self.connections):
+        for connection, stamp, raw in read_messages(self.bag_path, self.reader, self.connections):
             if stop is not None and stop.is_set():
                 break
             if first_stamp is None:

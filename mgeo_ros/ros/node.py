@@ -282,12 +282,24 @@ class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
 def run(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or shutdown, then tear it down (usable in-process; returns the exit code)."""
     argv = list(sys.argv if args is None else args)
-    lifecycle = '--lifecycle' in remove_ros_args(argv)
+    own = remove_ros_args(argv)[1:]
+    if '--help' in own or '-h' in own:
+        sys.stdout.write(P.usage(NODE_NAME, INPUT_TOPICS, OUTPUT_TOPICS))
+        return 0
+    unknown = [a for a in own if a != '--lifecycle']
+    if unknown:
+        print(f'{NODE_NAME}: error: unknown argument(s) {" ".join(unknown)}; expected --lifecycle, --help or ROS '
+              f'arguments after --ros-args (e.g. --ros-args -p num_tokens:=1200)', file=sys.stderr)
+        return 2
+    lifecycle = '--lifecycle' in own
     apply_default_profile()  # camera-sized frames need it; Fast DDS reads it when rclpy.init makes the participant
     rclpy.init(args=argv)
     node = None
     try:
         node = MgeoDepthLifecycleNode() if lifecycle else MgeoDepthNode()
+        overrides = list(getattr(node, '_parameter_overrides', {}))  # every -p / params-file value for this node
+        for warning in P.undeclared_warnings(overrides, [n for n in overrides if node.has_parameter(n)]):
+            node.get_logger().warning(warning)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -9,6 +9,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from mgeo_ros.cli_args import NUM_TOKENS_MAX, NUM_TOKENS_MIN
+
 QOS_CHOICES = ('sensor_data', 'reliable', 'best_effort')
 
 
@@ -55,7 +57,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               '--precision fp16`.',
               choices=('auto', 'fp32', 'fp16')),
     ParamSpec('num_tokens', 1200, 'ViT token budget: sets the network input resolution; more is slower and finer.',
-              unit='tokens', min=64, max=10000),
+              unit='tokens', min=NUM_TOKENS_MIN, max=NUM_TOKENS_MAX),
     ParamSpec('build_engine', True, 'With an .onnx model and TensorRT available: build a TensorRT engine on first '
               'start and cache it (keyed by ONNX hash, TensorRT version, GPU, precision; can take minutes). false = '
               'never build: the .onnx runs on ONNX Runtime (backend auto) or start fails with the reason.'),
@@ -220,6 +222,61 @@ def coerce(name: str, value):
     if SPECS[name].kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _usage_default(spec: ParamSpec) -> str:
+    if spec.kind is tuple:
+        return '[]' if not spec.default else '[' + ', '.join(spec.default) + ']'
+    if spec.kind is bool:
+        return 'true' if spec.default else 'false'
+    if spec.kind is str:
+        return repr(spec.default) if spec.default == '' else str(spec.default)
+    return f'{spec.default:g}' if spec.kind is float else str(spec.default)
+
+
+def usage(node_name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> str:
+    """`mgeo_depth_node --help`: how to start it, its topics and every parameter (unit, default, range), from PARAMS."""
+    import textwrap
+
+    lines = [f'usage: {node_name} [--lifecycle] [--help] [--ros-args -p NAME:=VALUE ... --params-file FILE '
+             '-r FROM:=TO ...]',
+             '',
+             'Monocular metric depth (MoGe-2) for one or more cameras; every output carries its input\'s header.',
+             '  --lifecycle   start as a managed (lifecycle) node, unconfigured',
+             '  --help        print this and exit',
+             '',
+             'topics (relative: remap with -r, or put the node in a namespace; with `cameras` they sit under '
+             '<name>/):',
+             '  subscribed:  ' + ', '.join(inputs) + ' (image/compressed with image_transport:=compressed)',
+             '  published:   ' + ', '.join(outputs) + ', /diagnostics',
+             '',
+             'parameters (set with -p NAME:=VALUE or a params file; `ros2 param describe` shows the same):']
+    for spec in PARAMS:
+        unit = f' [{spec.unit}]' if spec.unit else ''
+        rng = ''
+        if spec.min is not None or spec.max is not None:
+            rng = f', range {spec.min:g}..{spec.max:g}' + (' (exclusive)' if spec.max_exclusive else '')
+        choices = f', one of {"|".join(spec.choices)}' if spec.choices else ''
+        live = ', live' if spec.live else ''
+        lines.append(f'  {spec.name}{unit} (default {_usage_default(spec)}{rng}{choices}{live})')
+        lines += textwrap.wrap(spec.description, 110, initial_indent='      ', subsequent_indent='      ')
+    return '\n'.join(lines) + '\n'
+
+
+def undeclared_warnings(overrides: list[str], declared) -> list[str]:
+    """One warning per parameter override (-p NAME:=..., a params file) the node does not declare, naming the
+    nearest declared parameter: such a value would otherwise be ignored without a word."""
+    from mgeo_ros.cli_args import nearest
+
+    known = set(declared)
+    out = []
+    for name in sorted(set(overrides)):
+        if name in known or name.startswith('qos_overrides.'):
+            continue
+        near = nearest(name, [p.name for p in PARAMS])
+        hint = f'; did you mean {near}?' if near else '; the declared ones are listed by --help'
+        out.append(f'parameter {name!r} is not a parameter of this node and is ignored{hint}')
+    return out
 
 
 # ---- the parameter table of the docs, generated from PARAMS ------------------------------------------------------

@@ -6,12 +6,12 @@ import sys
 import threading
 import time
 
-from mgeo_ros.errors import BadInputError
+from mgeo_ros.cli_args import float_in, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('bag', help='bag directory (or .db3/.mcap file inside one) to play')
-    parser.add_argument('--rate', type=float, default=1.0,
+    parser.add_argument('--rate', type=float_in(0.0, unit='x real time'), default=1.0,
                         help='playback speed as a multiple of real time; 0 = as fast as possible (default 1.0)')
     parser.add_argument('--topics', nargs='+', default=None, metavar='TOPIC',
                         help='play only these bag topics (default: all)')
@@ -19,17 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='publish bag topic /OLD on /NEW; repeatable')
     parser.add_argument('--qos', choices=('reliable', 'best_effort', 'sensor_data'), default='reliable',
                         help='reliability of the playback publishers (default reliable)')
-    parser.add_argument('--qos-depth', type=int, default=10, help='keep-last depth of the publishers (default 10)')
-    parser.add_argument('--wait-subscribers', type=int, default=0, metavar='N',
+    parser.add_argument('--qos-depth', type=positive_int, default=10,
+                        help='keep-last depth of the publishers (default 10)')
+    parser.add_argument('--wait-subscribers', type=non_negative_int, default=0, metavar='N',
                         help='start only once every played topic has N subscribers (default 0: start at once)')
-    parser.add_argument('--wait-timeout', type=float, default=10.0, metavar='S',
+    parser.add_argument('--wait-timeout', type=float_in(0.0, unit='s'), default=10.0, metavar='S',
                         help='seconds to wait for subscribers (and recorded publishers) before giving up (default 10)')
     parser.add_argument('--record', default=None, metavar='OUT_BAG', help='record topics into this new bag')
     parser.add_argument('--record-topics', nargs='+', default=[], metavar='TOPIC[:TYPE]',
                         help='topics to record (type from the graph unless given as topic:pkg/msg/Type)')
     parser.add_argument('--record-storage', choices=('mcap', 'sqlite3'), default='mcap',
                         help='storage of the recorded bag (default mcap)')
-    parser.add_argument('--linger', type=float, default=2.0, metavar='S',
+    parser.add_argument('--linger', type=float_in(0.0, unit='s'), default=2.0, metavar='S',
                         help='seconds to keep recording after the last message is played (default 2)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -42,8 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from mgeo_ros.ros.bag_player import BagPlayer, BagRecorder, parse_remaps, qos_from_name
 
     if args.record and not args.record_topics:
-        print('mgeo replay: --record needs --record-topics', file=sys.stderr)
+        print('mgeo replay: error: --record needs --record-topics (e.g. --record-topics /depth/image)',
+              file=sys.stderr)
         return 2
+    from mgeo_ros.bag_files import open_bag
+
+    with open_bag(args.bag):  # a missing or damaged bag is named before ROS starts
+        pass
     rclpy.init(args=[sys.argv[0]])  # our own flags (--remap ...) are not ROS arguments
     node = rclpy.create_node('mgeo_replay')
     executor = SingleThreadedExecutor()
@@ -81,9 +87,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f'recorded {recorder.counts[name]:4d}  {name}')
         print(f'{sum(stats.published.values())} messages, {stats.bag_duration_s:.2f} s of bag in {stats.wall_s:.2f} s')
         return 0
-    except BadInputError as error:
-        print(f'mgeo replay: {error}', file=sys.stderr)
-        return 2
     finally:
         if recorder is not None and not recorder.closed:
             recorder.close()

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mgeo_ros.errors import BackendUnavailableError, MgeoError
+from mgeo_ros.errors import BackendUnavailableError, BadInputError, MgeoError
 from mgeo_ros.runtime.devices import (
     check_tensorrt_version,
     cuda_device,
@@ -37,6 +38,7 @@ from mgeo_ros.runtime.devices import (
     sidecar_path,
     tensorrt_flavour,
 )
+from mgeo_ros.runtime.model_layout import check_onnx_layout
 
 log = logging.getLogger('mgeo_ros.runtime')
 PRECISIONS = ('fp16', 'fp32')
@@ -118,12 +120,14 @@ def export_command(onnx_path: str, precision: str) -> str:
 
 
 def parse_compute_capability(text: str) -> tuple[str, str]:
-    """'SM89' or '8.9' -> ('SM89', '8.9')."""
+    """'SM89' or '8.9' -> ('SM89', '8.9'); anything else is a BadInputError saying which forms are accepted."""
     t = text.strip().upper().replace('SM_', 'SM')
-    if t.startswith('SM'):
-        digits = t[2:]
-        return t, f'{digits[:-1]}.{digits[-1]}'
-    major, minor = t.split('.')
+    sm = re.fullmatch(r'SM(\d{1,2})(\d)', t)
+    dotted = re.fullmatch(r'(\d{1,2})\.(\d)', t)
+    if sm is None and dotted is None:
+        raise BadInputError(f'compute capability {text!r}: expected SM<major><minor> or <major>.<minor> (e.g. SM89 '
+                            'or 8.9 for an RTX 40xx/L4, SM90 or 9.0 for an H100)')
+    major, minor = (sm or dotted).groups()
     return f'SM{major}{minor}', f'{major}.{minor}'
 
 
@@ -313,6 +317,7 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
         raise MgeoError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     if not os.path.isfile(onnx_path):
         raise MgeoError(f'no ONNX file at {onnx_path}')
+    check_onnx_layout(onnx_path)
     have = onnx_precision(onnx_path)
     if precision is not None and precision != have:
         raise PrecisionMismatchError(

@@ -7,6 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mgeo_ros.cli_args import positive_int
+from mgeo_ros.errors import run_reporting
+
 if TYPE_CHECKING:
     from mgeo_ros.train.config import TrainConfig
     from mgeo_ros.train.holdout import Evaluator
@@ -21,7 +24,7 @@ def standalone_main(prog: str, doc: str | None, add_arguments: Callable[[argpars
     def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=prog, description=doc)
         add_arguments(parser)
-        return int(run(parser.parse_args(argv)) or 0)
+        return run_reporting(prog, run, parser.parse_args(argv))
 
     return main
 
@@ -32,7 +35,7 @@ def setup_logging() -> None:
 
 def add_override_arguments(parser: argparse.ArgumentParser, what: str = 'config') -> None:
     """--max-steps and repeatable --set KEY=VALUE, the overrides every training command takes."""
-    parser.add_argument('--max-steps', type=int, default=None, help=f'override max_steps of the {what}')
+    parser.add_argument('--max-steps', type=positive_int, default=None, help=f'override max_steps of the {what}')
     parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                         help=f'override any {what} field, dotted for nesting (e.g. lr=3e-4, datasets.0.weight=2)')
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.cli_args import check_new_output, float_in, num_tokens, positive_int
+from mgeo_ros.errors import BadInputError
 from mgeo_ros.train.cli_entry import add_override_arguments, evaluator_from, load_run_config, standalone_main
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
@@ -29,28 +30,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument('--bag', help='ROS 2 bag with an image topic')
     parser.add_argument('--topic', default=None, help='image topic in --bag (default: the first image topic)')
     parser.add_argument('--info-topic', default=None, help='CameraInfo topic in --bag (default: guessed; optional)')
-    parser.add_argument('--every', type=int, default=1, help='use every N-th image (default 1)')
-    parser.add_argument('--max-images', type=int, default=None, help='pseudo-label at most this many images')
-    parser.add_argument('--out', required=True, help='output directory (pseudo/ labels and student/ run)')
+    parser.add_argument('--every', type=positive_int, default=1, help='use every N-th image (default 1)')
+    parser.add_argument('--max-images', type=positive_int, default=None, help='pseudo-label at most this many images')
+    parser.add_argument('--out', required=True, help='output directory (pseudo/ labels and student/ run); new or '
+                                                     'empty')
+    parser.add_argument('--overwrite', action='store_true', help='write into a non-empty --out')
     parser.add_argument('--labelled', default=None, help='a labelled folder dataset to mix in')
-    parser.add_argument('--labelled-weight', type=float, default=1.0, help='mix weight of --labelled (pseudo = 1)')
+    parser.add_argument('--labelled-weight', type=float_in(1e-9), default=1.0,
+                        help='mix weight of --labelled (pseudo = 1)')
     parser.add_argument('--labelled-type', default='C', choices=('A', 'B', 'C'),
                         help='loss recipe of --labelled (A synthetic dense, B dense real, C sparse real; default C)')
     parser.add_argument('--keep-config-data', action='store_true',
                         help="also keep the student config's own datasets (e.g. synthetic) in the mix")
-    parser.add_argument('--num-tokens', type=int, default=1200, help='teacher ViT tokens (default 1200)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='teacher ViT tokens (default 1200)')
     parser.add_argument('--device', default='cpu', help="torch device for the teacher (default 'cpu')")
     add_override_arguments(parser, what='student config')
 
 
 def folder_images(root: str, every: int = 1) -> Iterator[tuple[str, np.ndarray, object]]:
-    """(name, rgb uint8, intrinsics None) for each image file in `root` (sorted)."""
-    import cv2
-
+    """(name, rgb uint8, intrinsics None) for each image file in `root` (sorted); an unusable folder is refused
+    at the call, before any image is read."""
+    if not Path(root).is_dir():
+        raise BadInputError(f'--images {root}: not a folder (expected a folder of png/jpg images)')
     paths = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not paths:
-        raise FileNotFoundError(f'--images: no png/jpg images in {root}')
-    for path in paths[::max(1, every)]:
+        raise BadInputError(f'--images {root}: no png/jpg images in this folder')
+    return _read_images(paths[::max(1, every)])
+
+
+def _read_images(paths: list[Path]) -> Iterator[tuple[str, np.ndarray, object]]:
+    import cv2
+
+    for path in paths:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
@@ -60,26 +71,28 @@ def folder_images(root: str, every: int = 1) -> Iterator[tuple[str, np.ndarray, 
 def bag_images(path: str, topic: str | None, info_topic: str | None,
                every: int = 1) -> Iterator[tuple[str, np.ndarray, object]]:
     """(name, rgb uint8, Intrinsics | None) for each message of the bag's image topic; the latest CameraInfo wins."""
-    from rosbags.rosbag2 import Reader
-
+    from mgeo_ros.bag_files import open_bag, read_messages, require_topic
     from mgeo_ros.geometry.intrinsics import Intrinsics
     from mgeo_ros.train.data.bag import image_to_rgb
     from mgeo_ros.train.data.bag_writer import TYPESTORE
 
-    with Reader(Path(path)) as reader:
+    with open_bag(path) as reader:
         conns = {c.topic: c for c in reader.connections}
         if topic is None:
             images = [t for t, c in conns.items() if c.msgtype.endswith(('/Image', '/CompressedImage'))
                       and 'depth' not in t]
             if not images:
-                raise ValueError(f'--bag: no image topic in {path} (topics: {sorted(conns)})')
+                raise BadInputError(f'--bag {path}: no image topic in this bag (topics: {sorted(conns)})')
             topic = sorted(images)[0]
+        require_topic(path, conns, topic, '--topic', ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'))
+        if info_topic is not None:
+            require_topic(path, conns, info_topic, '--info-topic', ('sensor_msgs/msg/CameraInfo',))
         if info_topic is None:
             infos = [t for t, c in conns.items() if c.msgtype.endswith('/CameraInfo') and 'depth' not in t]
             info_topic = sorted(infos)[0] if infos else None
         wanted = [conns[topic]] + ([conns[info_topic]] if info_topic in conns else [])
         intr, count = None, 0
-        for conn, _, raw in reader.messages(connections=wanted):
+        for conn, _, raw in read_messages(path, reader, wanted):
             msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
             if conn.topic == info_topic:
                 intr = Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))
@@ -110,13 +123,18 @@ def run(args: argparse.Namespace) -> int:
     from mgeo_ros.train.data.folder import write_sample
     from mgeo_ros.train.trainer import train
 
-    out = Path(args.out)
+    out = check_new_output(args.out, '--out', args.overwrite)
     pseudo_dir = out / 'pseudo'
-    teacher = load_checkpoint(args.teacher, device=args.device)
+    load_run_config(args.config, args, out=str(out / 'student'))  # a bad config is refused before any labelling
     if args.images:
         source = folder_images(args.images, args.every)
     else:
+        from mgeo_ros.bag_files import open_bag
+
+        with open_bag(args.bag):  # a missing or damaged bag is named before the teacher loads
+            pass
         source = bag_images(args.bag, args.topic, args.info_topic, args.every)
+    teacher = load_checkpoint(args.teacher, device=args.device)
     labelled = 0
     for name, rgb, intr in tqdm(source, desc='pseudo-label', unit='img'):
         if args.max_images is not None and labelled >= args.max_images:
@@ -124,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         write_sample(pseudo_label(teacher, rgb, intr, args.num_tokens, name), pseudo_dir, name)
         labelled += 1
     if labelled == 0:
-        print('mgeo distill: no images were pseudo-labelled', file=sys.stderr)
-        return 2
+        raise BadInputError(f'no images were pseudo-labelled from {args.images or args.bag} (every image was '
+                            'unreadable or skipped); check the source')
     (pseudo_dir / 'meta.json').write_text(json.dumps({'metric': True, 'teacher': str(args.teacher)}))
     del teacher
 

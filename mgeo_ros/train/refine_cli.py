@@ -6,23 +6,24 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
 
+from mgeo_ros.cli_args import check_new_output, float_in, num_tokens, positive_int
 from mgeo_ros.train.cli_entry import standalone_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('data', help='folder dataset with real (noisy) depth')
     parser.add_argument('--teacher', required=True, help='teacher checkpoint (project dir or MoGe-2 model.pt)')
-    parser.add_argument('--out', required=True, help='output folder dataset')
+    parser.add_argument('--out', required=True, help='output folder dataset; must be new or empty')
+    parser.add_argument('--overwrite', action='store_true', help='write into a non-empty --out')
     parser.add_argument('--split', default=None, help='only this split of DATA')
-    parser.add_argument('--patch', type=int, default=16, help='alignment tile side in pixels (default 16)')
-    parser.add_argument('--threshold', type=float, default=0.05,
+    parser.add_argument('--patch', type=positive_int, default=16, help='alignment tile side in pixels (default 16)')
+    parser.add_argument('--threshold', type=float_in(0.0, unit='(relative error)'), default=0.05,
                         help='aligned relative error above which a sensor pixel is removed (default 0.05)')
     parser.add_argument('--no-fill', action='store_true', help='only filter; leave holes empty')
-    parser.add_argument('--num-tokens', type=int, default=1200, help='teacher ViT tokens (default 1200)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='teacher ViT tokens (default 1200)')
     parser.add_argument('--device', default='cpu', help="torch device for the teacher (default 'cpu')")
     parser.add_argument('--depth-format', default='npy', choices=('npy', 'png', 'exr'), help='output depth format')
 
@@ -41,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from mgeo_ros.train.refine import RefineConfig, refine_depth
 
     dataset = FolderDataset(args.data, split=args.split)
+    out = check_new_output(args.out, '--out', args.overwrite)
     model = load_checkpoint(args.teacher, device=args.device)
     cfg = RefineConfig(patch=args.patch, threshold=args.threshold, fill=not args.no_fill)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
     from tqdm import tqdm

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from mgeo_ros.errors import MgeoError
+from mgeo_ros.cli_args import float_in
+from mgeo_ros.errors import BadInputError
 from mgeo_ros.train.cli_entry import (
     add_override_arguments,
     evaluator_from,
@@ -19,10 +21,14 @@ from mgeo_ros.train.cli_entry import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('config', nargs='?', default=None, help='training config YAML (see config/train/*.yaml)')
-    parser.add_argument('--max-minutes', type=float, default=None, help='override max_minutes (wall-time budget)')
+    parser.add_argument('config', nargs='?', default=None,
+                        help='training config YAML (see config/train/*.yaml); required unless --print-config')
+    parser.add_argument('--max-minutes', type=float_in(0.0, unit='minutes'), default=None,
+                        help='override max_minutes (wall-time budget)')
     parser.add_argument('--out', default=None, help='override the output directory')
     parser.add_argument('--resume', action='store_true', help='continue from OUT/latest.txt (model + optimizer)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='train into an output directory that already holds a run (without --resume)')
     parser.add_argument('--init', default=None, help='fine-tune from this checkpoint (project dir or MoGe-2 .pt)')
     parser.add_argument('--print-config', action='store_true', help='print the resolved config and exit')
     add_override_arguments(parser)
@@ -31,16 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mgeo_ros.train.config import save_config, to_dict
 
-    setup_logging()
-    try:
-        cfg = load_run_config(args.config, args, max_minutes=args.max_minutes, out=args.out,
-                              init_checkpoint=args.init or None)
-    except MgeoError as exc:
-        print(f'mgeo train: {exc}', file=sys.stderr)
+    if args.config is None and not args.print_config:
+        print('usage: mgeo train CONFIG.yaml [--max-steps N] [--out DIR] [--resume] [--set KEY=VALUE ...]\n'
+              'mgeo train: error: a training config is required (e.g. config/train/tiny.yaml); '
+              '`mgeo train --print-config` shows every field with its default', file=sys.stderr)
         return 2
+    setup_logging()
+    cfg = load_run_config(args.config, args, max_minutes=args.max_minutes, out=args.out,
+                          init_checkpoint=args.init or None)
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2, default=str))
         return 0
+    if not args.resume and not args.overwrite and (Path(cfg.out) / 'latest.txt').exists():
+        raise BadInputError(f'output {cfg.out} already holds a training run (latest.txt); continue it with --resume, '
+                            'train into a new --out, or pass --overwrite to start over there')
     from mgeo_ros.train.trainer import train
 
     summary = train(cfg, resume=args.resume, evaluator=evaluator_from(args))

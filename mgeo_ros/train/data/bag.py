@@ -8,8 +8,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import Reader
 
+from mgeo_ros.bag_files import open_bag, read_messages, require_topic
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.image_codec import compressed_to_rgb8, image_to_numpy, image_to_rgb8
@@ -51,7 +51,7 @@ def stamp_ns(msg) -> int:
 
 def bag_topics(path) -> dict[str, str]:
     """topic -> message type of a bag."""
-    with Reader(Path(path)) as r:
+    with open_bag(path) as r:
         return {c.topic: c.msgtype for c in r.connections}
 
 
@@ -120,21 +120,23 @@ class BagDataset:
     def __init__(self, path, image_topic: str | None = None, depth_topic: str | None = None,
                  info_topic: str | None = None, tolerance_s: float = 0.02, metric: bool = True) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise BadInputError(f'{self.path}: bag not found')
+        if not tolerance_s > 0:
+            raise BadInputError(f'tolerance {tolerance_s} s: expected a stamp difference > 0 s (e.g. 0.02)')
+        with open_bag(self.path):  # a missing or damaged bag is reported before topics are guessed
+            pass
         if image_topic is None or depth_topic is None or info_topic is None:
             g = guess_topics(self.path)
             image_topic, depth_topic, info_topic = image_topic or g[0], depth_topic or g[1], info_topic or g[2]
         self.image_topic, self.depth_topic, self.info_topic = image_topic, depth_topic, info_topic
         self.metric = metric
         images, depths, infos, distorted = [], [], [], False
-        with Reader(self.path) as reader:
+        with open_bag(self.path) as reader:
             conns = {c.topic: c for c in reader.connections}
-            for t in (image_topic, depth_topic, info_topic):
-                if t not in conns:
-                    raise BadInputError(f'{self.path}: topic {t!r} not in bag (topics: {sorted(conns)})')
+            require_topic(self.path, conns, image_topic, 'image topic', (IMAGE, COMPRESSED))
+            require_topic(self.path, conns, depth_topic, 'depth topic', (IMAGE, COMPRESSED))
+            require_topic(self.path, conns, info_topic, 'camera_info topic', (INFO,))
             wanted = [conns[image_topic], conns[depth_topic], conns[info_topic]]
-            for conn, _, raw in reader.messages(connections=wanted):
+            for conn, _, raw in read_messages(self.path, reader, wanted):
                 msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 if conn.topic == info_topic:
                     infos.append((stamp_ns(msg), Intrinsics.from_K(msg.k, int(msg.width), int(msg.height))))
@@ -149,6 +151,10 @@ class BagDataset:
         pairs = pair_stamps([s for s, _, _ in images], [s for s, _, _ in depths], int(round(tolerance_s * 1e9)))
         self._frames = [(images[i], depths[j]) for i, j in pairs]
         self.report = PairingReport(len(pairs), len(images) - len(pairs), len(depths) - len(pairs), len(infos))
+        if not pairs:
+            raise BadInputError(f'bag {self.path}: no colour/depth pairs within {tolerance_s} s ({len(images)} '
+                                f'image(s) on {image_topic}, {len(depths)} depth frame(s) on {depth_topic}); check '
+                                'the topics and raise the tolerance if the stamps are further apart')
         if distorted:
             self.report.notes.append(f'{info_topic}: non-zero distortion; images are used as if rectified '
                                      '(record image_rect topics for exact geometry)')

@@ -150,8 +150,12 @@ def list_names(root: Path, split: str | None = None) -> list[str]:
             raise BadInputError(f'{p}: split {split!r} not found')
         return [line.strip() for line in p.read_text().splitlines() if line.strip()]
     rgb = root / 'rgb'
+    if not root.exists():
+        raise BadInputError(f'dataset {root} does not exist (expected a folder dataset with rgb/ and depth/; make one '
+                            'with `mgeo synth` or `mgeo data extract`)')
     if not rgb.is_dir():
-        raise BadInputError(f'{rgb}: missing rgb/ folder')
+        raise BadInputError(f'{rgb}: missing rgb/ folder (expected a folder dataset with rgb/ and depth/, as written '
+                            'by `mgeo synth` or `mgeo data extract`)')
     return sorted({p.stem for p in rgb.iterdir() if p.suffix.lower() in RGB_EXTS})
 
 

@@ -4,28 +4,23 @@ from __future__ import annotations
 import argparse
 import time
 
+from mgeo_ros.cli_args import check_new_output, choice_list, non_negative_int, positive_int, size_wxh
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size must look like 320x240, got {text!r}') from None
-    if w < 8 or h < 8:
-        raise argparse.ArgumentTypeError('size must be at least 8x8')
-    return w, h
+KINDS = ('indoor', 'outdoor')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--out', required=True, help='output dataset root (folder format)')
-    parser.add_argument('--count', type=int, default=100, help='number of frames (100)')
-    parser.add_argument('--seed', type=int, default=0, help='first scene seed; frame i uses seed + i (0)')
-    parser.add_argument('--size', type=_size, default=(320, 240), help='WxH in pixels (320x240)')
-    parser.add_argument('--kinds', default='indoor,outdoor', help='comma list of indoor,outdoor (both)')
+    parser.add_argument('--out', required=True, help='output dataset root (folder format); must be new or empty')
+    parser.add_argument('--overwrite', action='store_true', help='write into a non-empty --out (replaces its frames)')
+    parser.add_argument('--count', type=positive_int, default=100, help='number of frames (100)')
+    parser.add_argument('--seed', type=non_negative_int, default=0, help='first scene seed; frame i uses seed + i (0)')
+    parser.add_argument('--size', type=size_wxh, default=(320, 240), help='WxH in pixels (320x240)')
+    parser.add_argument('--kinds', type=choice_list(KINDS), default=KINDS, help='comma list of indoor,outdoor (both)')
     parser.add_argument('--device', default='cpu', help='torch device: cpu or cuda (cpu)')
-    parser.add_argument('--batch', type=int, default=8, help='frames rendered together (8)')
-    parser.add_argument('--workers', type=int, default=1,
+    parser.add_argument('--batch', type=positive_int, default=8, help='frames rendered together (8)')
+    parser.add_argument('--workers', type=positive_int, default=1,
                         help='CPU rendering processes (1); each renders with one torch thread')
-    parser.add_argument('--shadow-samples', type=int, default=1,
+    parser.add_argument('--shadow-samples', type=non_negative_int, default=1,
                         help='shadow rays per pixel and light (dithered over the light: soft edges); 0 = none (1)')
     parser.add_argument('--depth-format', choices=('npy', 'png'), default='npy',
                         help='npy = float32 metres (default); png = 16-bit mm (outdoor depth beyond 65.5 m is lost)')
@@ -43,15 +38,13 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from mgeo_ros.errors import BadInputError
     from mgeo_ros.train.data.folder import write_folder, write_sample
 
     if str(args.device).startswith('cuda') and not torch.cuda.is_available():
-        print(f'error: --device {args.device}: this torch has no usable CUDA device; use --device cpu')
-        return 2
-    if args.count < 1 or args.batch < 1 or args.workers < 1:
-        print('error: --count, --batch and --workers must be >= 1')
-        return 2
-    kinds = tuple(k.strip() for k in args.kinds.split(',') if k.strip())
+        raise BadInputError(f'--device {args.device}: this torch has no usable CUDA device; use --device cpu')
+    check_new_output(args.out, '--out', args.overwrite)
+    kinds = tuple(args.kinds)
     write_folder([], args.out)  # creates the folder and meta.json (metric)
     jobs = [(list(range(args.seed + s, args.seed + min(s + args.batch, args.count))), args.size, kinds, args.device,
              args.shadow_samples) for s in range(0, args.count, args.batch)]
