@@ -133,8 +133,11 @@ class MoGeModel(nn.Module):
         levels: list[torch.Tensor] = []
         for level in range(len(self.neck.res_blocks)):
             s = 2 ** level
-            uv = normalized_view_plane_uv_torch(cols * s, rows * s, aspect_ratio=aspect, dtype=image.dtype,
-                                                device=image.device)
+            if isinstance(num_tokens, torch.Tensor):  # dynamic graph: every size is a tensor
+                uv = _uv_grid_traced(cols * s, rows * s, image)
+            else:
+                uv = normalized_view_plane_uv_torch(cols * s, rows * s, aspect_ratio=aspect, dtype=image.dtype,
+                                                    device=image.device)
             uv = uv.permute(2, 0, 1).unsqueeze(0).expand(b, -1, -1, -1)
             levels.append(torch.cat([features, uv.to(features.dtype)], dim=1) if level == 0 else uv)
         neck = self.neck(levels)
@@ -228,6 +231,18 @@ class MoGeModel(nn.Module):
         if squeeze:
             result = {k: v.squeeze(0) for k, v in result.items()}
         return result
+
+
+def _uv_grid_traced(width: torch.Tensor, height: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """`normalized_view_plane_uv_torch` for an exported dynamic graph: the grid size and the image aspect ratio are
+    tensors (no Python floats or square roots, which neither ONNX exporter can trace through a dynamic size)."""
+    # the image width and height as float tensors, by counting (a reduction both exporters trace through)
+    aspect = torch.ones_like(image[0, 0, 0, :]).sum() / torch.ones_like(image[0, 0, :, 0]).sum()
+    diagonal = (1.0 + aspect * aspect).sqrt()
+    u = ((torch.arange(width, device=image.device).to(image.dtype) * 2 + 1) / width.to(image.dtype) - 1)
+    v = ((torch.arange(height, device=image.device).to(image.dtype) * 2 + 1) / height.to(image.dtype) - 1)
+    vv, uu = torch.meshgrid(v / diagonal, u * (aspect / diagonal), indexing='ij')
+    return torch.stack([uu, vv], dim=-1)
 
 
 def normalized_intrinsics(fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
