@@ -52,3 +52,45 @@ def export_authors_layout(model, path: Path, exporter: str = 'torchscript', opse
     finally:
         model.onnx_compatible_mode = was
     return path
+
+
+def wellposed_dynamic(seed: int):
+    """The tiny model (seed `seed`) with a camera-like slanted plane added to its point map, like
+    `runtime_wellposed.WellPosedTiny`, but built from tensor ops only so it exports with a dynamic size: the
+    focal/shift recovery of the runtime is then well posed on an untrained network."""
+    import torch
+
+    from mgeo_ros.model import build_model, preset
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    model = build_model(preset('tiny')).eval()
+
+    class WellPosedDynamic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.config = dict(model.config, test_wrapper='WellPosedDynamic')
+
+        @property
+        def onnx_compatible_mode(self) -> bool:
+            return self.model.onnx_compatible_mode
+
+        @onnx_compatible_mode.setter
+        def onnx_compatible_mode(self, value: bool) -> None:
+            self.model.onnx_compatible_mode = value
+
+        def forward(self, image, num_tokens=1200, refine_steps: int = 0):
+            out = dict(self.model(image, num_tokens))
+            row, col = torch.ones_like(image[0, 0, 0, :]), torch.ones_like(image[0, 0, :, 0])
+            w, h = row.sum(), col.sum()
+            diagonal = (1 + (w / h) ** 2).sqrt()
+            u = ((row.cumsum(0) - 0.5) / w * 2 - 1) * (w / h) / diagonal
+            v = ((col.cumsum(0) - 0.5) / h * 2 - 1) / diagonal
+            uu, vv = u[None, :] + 0 * v[:, None], v[:, None] + 0 * u[None, :]
+            z = 2.0 + 1.5 * (vv + 0.6) + 0.5 * uu
+            camera = torch.stack([uu / 1.2 * z, vv / 1.2 * z, z - 0.4], dim=-1)[None]
+            out['points'] = camera + 0.05 * out['points']
+            return out
+
+    return WellPosedDynamic().eval()
