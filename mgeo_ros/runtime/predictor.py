@@ -71,14 +71,16 @@ def choose_backend(kind: str) -> str:
     return 'torch'
 
 
-def _engine_from_onnx(onnx_path: str, cache_dir: Path) -> str:
+def _engine_from_onnx(onnx_path: str, cache_dir: Path, num_tokens: int) -> str:
     """Build (or reuse) a TensorRT engine for `onnx_path` in `cache_dir` (the cache key decides reuse); the engine
-    computes in the ONNX's precision (strongly typed)."""
-    from mgeo_ros.runtime.engine_cache import build_engine, onnx_precision
+    computes in the ONNX's precision (strongly typed). A dynamic-size ONNX gets `num_tokens` fixed and the default
+    profile (every aspect ratio from 1:2 to 2:1; `mgeo build-engine --camera-sizes` builds a narrower one)."""
+    from mgeo_ros.runtime.engine_cache import build_engine, onnx_file_layout, onnx_precision
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    engine = cache_dir / (Path(onnx_path).stem + f'.{onnx_precision(onnx_path)}.engine')
-    build_engine(onnx_path, str(engine), rebuild=True, verify=False)  # the backend runs the probe when it loads
+    tokens = f'.n{int(num_tokens)}' if onnx_file_layout(onnx_path).dynamic else ''
+    engine = cache_dir / (Path(onnx_path).stem + f'{tokens}.{onnx_precision(onnx_path)}.engine')
+    build_engine(onnx_path, str(engine), rebuild=True, verify=False, num_tokens=num_tokens)  # probed on load
     return str(engine)
 
 
@@ -113,8 +115,9 @@ def _tensorrt_or_fallback(engine_path: str, onnx_path: str | None, device: str |
 
 def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
                    cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False,
-                   threads: int | None = None, engine_fallback: bool = False) -> Backend:
+                   threads: int | None = None, engine_fallback: bool = False, num_tokens: int = 1200) -> Backend:
     """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run.
+    `num_tokens`: the token count an engine built here from a dynamic-size ONNX has fixed.
     A `Backend` instance given as the model is used as it is (a benchmark's replay, a caller's own backend)."""
     if isinstance(model_path, Backend):
         return model_path
@@ -143,7 +146,7 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
 
         return OnnxRuntimeBackend(str(model_path), device=device, threads=threads)
     if kind == 'onnx':
-        engine = _engine_from_onnx(str(model_path), Path(cache_dir) if cache_dir else default_cache_dir())
+        engine = _engine_from_onnx(str(model_path), Path(cache_dir) if cache_dir else default_cache_dir(), num_tokens)
         return _tensorrt_or_fallback(engine, str(model_path), device, engine_fallback, threads)
     if kind != 'engine':
         raise BackendUnavailableError(f'tensorrt backend needs an .engine or .onnx file, got a {kind}; run '
@@ -188,7 +191,7 @@ class Predictor:
             raise BadInputError(f'mask_threshold must be in [0, 1], got {mask_threshold}')
         self.backend = create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir,
                                       torch_reference_mode=torch_reference_mode, threads=threads,
-                                      engine_fallback=engine_fallback)
+                                      engine_fallback=engine_fallback, num_tokens=num_tokens)
         fixed = self.backend.input_size or (None if input_size is None else tuple(input_size))
         if fixed is not None and (fixed[0] % 14 or fixed[1] % 14):
             raise BadInputError(f'input_size must be multiples of 14 (the ViT patch), got {fixed[0]}x{fixed[1]}')
