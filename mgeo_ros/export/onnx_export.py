@@ -209,7 +209,8 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
                     'camera_width': str(size[0]), 'camera_height': str(size[1]), 'opset': str(opset),
                     'model_config_hash': config_hash(config), 'model_config': json.dumps(config, sort_keys=True),
                     'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'precision': precision,
-                    'batch': str(int(batch))}
+                    'batch': str(int(batch)),
+                    'model_family': 'MoGe-3' if getattr(model, 'family', '') == 'moge-3' else 'MoGe-2'}
         fp16_report = None
         if precision == 'fp16':
             from mgeo_ros.export.fp16 import convert_to_fp16
