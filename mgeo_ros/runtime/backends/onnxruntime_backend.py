@@ -72,7 +72,7 @@ class OnnxRuntimeBackend(Backend):
         self.max_batch = self.layout.batch or 1
         self._output_names = list(self.layout.output_names)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = 'fp32'
+        self.precision = self.metadata.get('precision', 'fp32')
         log.debug('onnxruntime backend: %s on %s, input %s', onnx_path, used, self.input_size)
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
