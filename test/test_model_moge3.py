@@ -100,7 +100,54 @@ def test_v3_round_trips_through_the_project_format(tmp_path, weights):
 def test_v3_exports_base_path(tmp_path, weights):
     """The base path goes through the project's export (parity against PyTorch inside) and ONNX Runtime."""
     from mgeo_ros.export.onnx_export import export_onnx
+    from mgeo_ros.runtime.engine_cache import build_engine, read_sidecar
+    from mgeo_ros.runtime.model_info import describe_model
 
-    report = export_onnx(str(write_v3(tmp_path, weights, True, True)), str(tmp_path / 'v3.onnx'), (112, 84),
-                         num_tokens=48, parity=True)
+    source = str(write_v3(tmp_path, weights, True, True))
+    report = export_onnx(source, str(tmp_path / 'v3.onnx'), (112, 84), num_tokens=48, parity=True)
     assert report.parity['points']['rel_l2'] < 1e-4
+    assert describe_model(tmp_path / 'v3.onnx').origin == 'project export, MoGe-3'
+    # dynamic FP16 (parity inside, FP16 budgets) -> a strongly typed FP16 engine with its probe
+    half = str(tmp_path / 'v3_dynamic_fp16.onnx')
+    export_onnx(source, half, (112, 84), num_tokens=48, precision='fp16', dynamic=True)
+    engine = str(tmp_path / 'v3_dynamic_fp16.engine')
+    build_engine(half, engine, trt_module='tensorrt_rtx_bindings', compute_capability='SM89', progress=False,
+                 num_tokens=48)
+    side = read_sidecar(engine)
+    assert side['effective_precision'] == 'fp16' and side['probe'] and side['key']['profile']['num_tokens'] == 48
+    assert 'MoGe-3' in describe_model(engine).origin
+
+
+def test_v3_fine_tunes_and_stays_v3(tmp_path, weights):
+    """`mgeo train --init` on a MoGe-3 file (with refiner tensors): the base network trains, the result reloads as
+    MoGe-3 (base path)."""
+    import os
+
+    from mgeo_ros.train.config import load_config, parse_override
+    from mgeo_ros.train.trainer import Trainer
+
+    tiny = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'config', 'train', 'tiny.yaml')
+    fast = dict(parse_override(t) for t in ('batch_size=2', 'eval_count=0', 'progress=false', 'tensorboard=false',
+                                            'loss.max_anchors=8', 'loss.global_resolution=12',
+                                            'datasets.0.pool_size=4', 'max_minutes=null'))
+    cfg = load_config(tiny, dict(fast, out=str(tmp_path / 'ft'), max_steps=1,
+                                 init_checkpoint=str(write_v3(tmp_path, weights, True, True))))
+    summary = Trainer(cfg).run()
+    tuned = load_checkpoint(summary['checkpoint'])
+    assert tuned.family == 'moge-3' and tuned.remap_output == 'exp'
+
+
+def test_v3_on_the_torch_backend(tmp_path, weights):
+    """The node's torch path (Predictor) runs a MoGe-3 .pt as its base path, like the same weights as MoGe-2 `exp`."""
+    import numpy as np
+
+    from mgeo_ros.model.checkpoint import save_official
+    from mgeo_ros.runtime import Predictor
+
+    v2 = build_model(preset('tiny')).eval()
+    v2.load_state_dict(weights)
+    rgb = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    a = Predictor(str(write_v3(tmp_path, weights, True, True)), backend='torch', num_tokens=48).predict(rgb)
+    b = Predictor(str(save_official(v2, tmp_path / 'v2.pt')), backend='torch', num_tokens=48).predict(rgb)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_allclose(a.depth[a.mask], b.depth[b.mask], rtol=1e-6)
