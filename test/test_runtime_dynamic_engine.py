@@ -142,3 +142,12 @@ def test_one_engine_serves_mixed_camera_sizes(authors_file, tmp_path, standin, c
     assert ort.layout.dynamic
     with pytest.raises(BackendUnavailableError, match='outside the engine.*--camera-sizes'):
         backend.forward(np.zeros((1, 3, 140, 280), np.float32), TOKENS)
+
+
+def test_fp16_engine_from_fp32_authors_file_names_the_from_onnx_command(authors_file, tmp_path):
+    from mgeo_ros.runtime.engine_cache import PrecisionMismatchError
+
+    with pytest.raises(PrecisionMismatchError, match='mgeo export --from-onnx .* --precision fp16') as e:
+        build_engine(authors_file, str(tmp_path / 'x.engine'), precision='fp16', trt_module=RTX,
+                     compute_capability='SM89', progress=False)
+    assert 'CHECKPOINT' not in str(e.value)

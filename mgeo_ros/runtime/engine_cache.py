@@ -188,11 +188,16 @@ def onnx_precision(onnx_path: str) -> str:
 def export_command(onnx_path: str, precision: str) -> str:
     """The `mgeo export` command that writes an ONNX of `precision` for the same model and camera size."""
     meta = onnx_metadata(onnx_path)
+    stem = os.path.splitext(onnx_path)[0]
+    # FP16 from an FP32 graph needs no checkpoint (the only way for a file that came without one)
+    from_onnx = f'mgeo export --from-onnx {onnx_path} --output {stem}.fp16.onnx --precision fp16'
+    if precision == 'fp16' and 'mgeo_format' not in meta:
+        return from_onnx
     size = f"{meta.get('camera_width', 'W')}x{meta.get('camera_height', 'H')}"
     tokens = meta.get('requested_num_tokens', meta.get('num_tokens', '1200'))
-    stem = os.path.splitext(onnx_path)[0]
-    return (f'mgeo export CHECKPOINT --output {stem}.{precision}.onnx --size {size} --num-tokens {tokens} '
-            f'--precision {precision}')
+    command = (f'mgeo export CHECKPOINT --output {stem}.{precision}.onnx --size {size} --num-tokens {tokens} '
+               f'--precision {precision}')
+    return command + (f' (or, without PyTorch: {from_onnx})' if precision == 'fp16' else '')
 
 
 def parse_compute_capability(text: str) -> tuple[str, str]:
