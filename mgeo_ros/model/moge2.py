@@ -184,7 +184,8 @@ class MoGeModel(nn.Module):
 
         with torch.autocast(device_type=self.device.type, dtype=torch.float16,
                             enabled=use_fp16 and self.dtype != torch.float16):
-            raw = self.forward(image, num_tokens=num_tokens, refine_steps=refine_steps)
+            self.note_refine_steps(refine_steps)  # the base path runs either way
+            raw = self.forward(image, num_tokens=num_tokens)
         raw = {k: v.float() for k, v in raw.items()}
         points, normal, mask, scale = (raw.get(k) for k in ('points', 'normal', 'mask', 'metric_scale'))
         valid = mask > 0.5 if mask is not None else None
