@@ -2,7 +2,8 @@
 outputs, fixed or dynamic size, token count, precision, normal head, probe.
 
 Reads ONNX graphs with `onnx` when it is installed, else through the ONNX Runtime session (the torch-free runtime);
-engines through their JSON sidecar; safetensors through their header; only a `.pt` needs torch (weights_only).
+engines through their JSON sidecar. Checkpoints (the torch path anyway) use the model layer's family rule;
+safetensors are read through their header, a `.pt` with torch's weights_only loader.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mgeo_ros.runtime.probe import probe_path
 
 AUTHORS_ONNX = "MoGe authors' ONNX layout"
 ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
+REFINER_PREFIX = 'refiner.'  # MoGe-3's refiner tensors (the model layer's name for them, repeated: no torch here)
 _SAFETENSORS_DTYPES = {'F32': 'fp32', 'F16': 'fp16', 'BF16': 'bf16', 'F64': 'fp64'}
 
 
@@ -150,9 +152,10 @@ def _safetensors_header(path: Path) -> dict:
 
 def _checkpoint_info(path: str, fmt: str, config: dict, dtypes: dict[str, str], refiner: int,
                      origin_prefix: str) -> ModelInfo:
-    """The facts of a checkpoint from its model_config and its tensors' dtypes."""
-    is_v3 = any(k in config for k in ('refiner', 'refiner_depth_resolution')) or 'remap_output' not in config
-    if is_v3:
+    """The facts of a checkpoint from its model_config and its tensors' dtypes (only the torch path gets here)."""
+    from mgeo_ros.model.moge2 import model_family
+
+    if model_family(config) == 'moge-3':
         family = 'MoGe-3 (base path' + (f'; {refiner} refiner tensors not run)' if refiner else ')')
     else:
         family = f"MoGe-2 (remap {config.get('remap_output')})"
@@ -184,7 +187,7 @@ def describe_checkpoint(path: str, model=None) -> ModelInfo:
         dtypes = {k: _SAFETENSORS_DTYPES.get(v.get('dtype'), v.get('dtype')) for k, v in header.items()
                   if k != '__metadata__'}
         return _checkpoint_info(path, 'safetensors (project checkpoint)', config, dtypes,
-                                sum(k.startswith('refiner.') for k in dtypes), 'project checkpoint')
+                                sum(k.startswith(REFINER_PREFIX) for k in dtypes), 'project checkpoint')
     import warnings
 
     import torch
@@ -200,7 +203,7 @@ def describe_checkpoint(path: str, model=None) -> ModelInfo:
     state = payload.get('model', {})
     dtypes = {k: _torch_dtype(v) for k, v in state.items() if hasattr(v, 'dtype')}
     return _checkpoint_info(path, 'PyTorch checkpoint (.pt)', payload['model_config'], dtypes,
-                            sum(k.startswith('refiner.') for k in state), 'official checkpoint')
+                            sum(k.startswith(REFINER_PREFIX) for k in state), 'official checkpoint')
 
 
 def _torch_dtype(tensor) -> str:
