@@ -86,3 +86,11 @@ def test_node_line_is_the_inspect_line(files):
     path = files['authors']
     assert model_line(path, OnnxRuntimeBackend(str(path))) == describe_model(path).line()
     assert 'MoGe-3 (base path' in model_line(files['pt3'])
+
+
+def test_node_line_for_a_loaded_checkpoint_matches_inspect(files):
+    from mgeo_ros.runtime.backends.torch_backend import TorchBackend
+
+    for key in ('pt3', 'dir'):
+        backend = TorchBackend(str(files[key]), device='cpu')
+        assert model_line(files[key], backend) == describe_model(files[key]).line(), key

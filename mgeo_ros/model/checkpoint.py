@@ -72,7 +72,9 @@ def model_from_state(config: dict[str, Any], state: dict[str, torch.Tensor], dev
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f'state_dict entry {key!r} is not a tensor')
     if model.family == 'moge-3':
-        state = {k: v for k, v in state.items() if not k.startswith(REFINER_PREFIX)}
+        kept = {k: v for k, v in state.items() if not k.startswith(REFINER_PREFIX)}
+        model.refiner_tensors_set_aside = len(state) - len(kept)
+        state = kept
     check_state_dict(model, state)
     reference = model.state_dict()
     state = {k: v.to(dtype=reference[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -169,7 +171,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = 'cpu')
         model = model_from_state(config, state, device)
     except CheckpointError as exc:
         raise CheckpointError(f'{path}: {exc}') from exc
-    log.info('%s: %s', path, describe_family(model, sum(k.startswith(REFINER_PREFIX) for k in state)))
+    log.info('%s: %s', path, describe_family(model, model.refiner_tensors_set_aside))
     return model
 
 

@@ -69,6 +69,7 @@ class MoGeModel(nn.Module):
         self.config: dict[str, Any] = copy.deepcopy({k: v for k, v in fields.items() if v is not None})
         self.remap_output = remap_output
         self._refiner_skip_logged = False
+        self.refiner_tensors_set_aside = 0  # how many `refiner.*` tensors the loaded file had (not run here)
         self.num_tokens_range = list(num_tokens_range)
         self.encoder = DINOv2Encoder(**encoder)
         self.neck = ConvStack(**neck)

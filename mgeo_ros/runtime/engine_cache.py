@@ -410,6 +410,9 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
         raise MgeoError(f'no ONNX file at {onnx_path}')
     layout = onnx_file_layout(onnx_path)
     profile = engine_profile(int(num_tokens or 1200), camera_sizes) if layout.dynamic else None
+    if camera_sizes and not layout.dynamic:
+        log.warning('%s has a fixed input size: camera sizes are ignored (the engine takes what the ONNX takes)',
+                    onnx_path)
     have = onnx_precision(onnx_path)
     if precision is not None and precision != have:
         raise PrecisionMismatchError(

@@ -176,10 +176,12 @@ def describe_checkpoint(path: str, model=None) -> ModelInfo:
     """A project checkpoint (directory, config.json, .safetensors) or an official .pt (read weights_only). `model`: an
     already loaded MoGeModel for that file (the torch backend's), so the file is not read twice."""
     p = Path(path)
-    if model is not None and hasattr(model, 'config'):
+    project = p.is_dir() or p.suffix == '.safetensors' or p.name == 'config.json'
+    if model is not None and hasattr(model, 'config') and not project:  # a .pt already loaded: do not read it again
         dtypes = {k: _torch_dtype(v) for k, v in model.state_dict().items()}
-        return _checkpoint_info(path, 'PyTorch model (loaded)', dict(model.config), dtypes, 0, 'checkpoint')
-    if p.is_dir() or p.suffix == '.safetensors' or p.name == 'config.json':
+        return _checkpoint_info(path, 'PyTorch checkpoint (.pt)', dict(model.config), dtypes,
+                                int(getattr(model, 'refiner_tensors_set_aside', 0)), 'official checkpoint')
+    if project:
         folder = p if p.is_dir() else p.parent
         config = json.loads((folder / 'config.json').read_text())
         config = config.get('model_config', config)
