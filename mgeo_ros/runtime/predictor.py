@@ -160,8 +160,12 @@ class Predictor:
     model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model,
       or a ready `Backend` instance).
     backend: 'auto' | 'torch' | 'onnxruntime' | 'tensorrt'.
-    num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio.
-    input_size: fixed network (W, H) for checkpoints; ONNX/engine files carry their own and ignore this.
+    num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio; a dynamic-size
+      ONNX (the MoGe authors' layout, `mgeo export --dynamic`) gets it as its `num_tokens` input, an engine built from
+      one here has it fixed; a fixed-size ONNX/engine has its own.
+    input_size: fixed network (W, H) for checkpoints and dynamic files; fixed-size ONNX/engine files carry their own
+      and ignore this. Unset, each frame goes in at its token-grid size (14 px per token), which is also the largest
+      input a dynamic file is fed.
     precision: 'fp32' | 'fp16': torch autocast on CUDA. ONNX Runtime and TensorRT compute in the ONNX's own types
       (an engine built from an .onnx is strongly typed: FP16 comes from `mgeo export --precision fp16`).
     mask_threshold: validity probability above which a pixel is kept.
