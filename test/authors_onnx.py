@@ -39,9 +39,7 @@ def export_authors_layout(model, path: Path, exporter: str = 'torchscript', opse
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter('ignore')
             if exporter == 'torchscript':
-                axes = {'image': {0: 'batch_size', 2: 'height', 3: 'width'}, 'points': {0: 'batch_size', 1: 'height',
-                        2: 'width'}, 'normal': {0: 'batch_size', 1: 'height', 2: 'width'},
-                        'mask': {0: 'batch_size', 1: 'height', 2: 'width'}, 'metric_scale': {0: 'batch_size'}}
+                axes = {'image': {0: 'batch_size', 2: 'height', 3: 'width'}}  # the recipe names the input's only
                 torch.onnx.export(Recipe().eval(), args, str(path), dynamo=False, opset_version=opset,
                                   dynamic_axes=axes, **names)
             else:
