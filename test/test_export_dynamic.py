@@ -91,3 +91,28 @@ def test_from_onnx_refusals(model, dynamic_onnx, tmp_path, capsys):
     assert 'either a checkpoint or --from-onnx' in capsys.readouterr().err
     assert mgeo_main(['export', 'ckpt', '--output', str(tmp_path / 'y.onnx')]) == 1
     assert '--size WxH is required' in capsys.readouterr().err
+
+
+def test_cameras_of_mixed_sizes_share_one_dynamic_model(dynamic_onnx, model, tmp_path):
+    """Two 4:3 and one 2:1 camera on one SharedModel of one dynamic ONNX: each camera gets its own size, and the
+    network's answer equals that of a fixed-size export made for that camera."""
+    from test_runtime_batching import _frames, _run_cameras
+
+    from mgeo_ros.runtime.batching import SharedModel
+
+    frames = {'a': _frames(1, 128, 96)[0], 'b': _frames(2, 128, 96)[1], 'wide': _frames(1, 160, 80)[0]}
+    shared = SharedModel(Predictor(dynamic_onnx, backend='onnxruntime', num_tokens=TOKENS))
+    try:
+        results = _run_cameras(shared, frames, target=3)
+    finally:
+        shared.close()
+    for name, rgb in frames.items():
+        h, w = rgb.shape[:2]
+        fixed_path = str(tmp_path / f'fixed_{name}.onnx')
+        export_onnx(model, fixed_path, (w, h), num_tokens=TOKENS, parity=False, probe=False)
+        want = Predictor(fixed_path, backend='onnxruntime').predict(rgb)
+        got = results[name][-1]
+        assert got.depth.shape == (h, w)
+        # the network's own outputs (an untrained model's depth is ill-posed: compare what the network gave)
+        np.testing.assert_allclose(got.mask_probability, want.mask_probability, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert got.metric_scale == pytest.approx(want.metric_scale, rel=1e-4)
