@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import json
 import sys
 import types
 
@@ -94,7 +95,11 @@ def make_fake_tensorrt(version: str = '10.16.0', scale_points: float = 1.0, name
             self.shapes[name] = tuple(shape)
 
         def get_tensor_shape(self, name):
-            return self.engine.shapes[name]
+            eng = self.engine
+            if eng.profile is None or name in (eng.names[0], 'aux') or eng.names[0] not in self.shapes:
+                return eng.shapes[name]
+            b, _, h, w = self.shapes[eng.names[0]]  # a dynamic engine: outputs at the input size
+            return {'points': (b, h, w, 3), 'normal': (b, h, w, 3), 'mask': (b, h, w), 'metric_scale': (b,)}[name]
 
         def set_tensor_address(self, name, ptr):
             self.addresses[name] = int(ptr)
@@ -102,9 +107,13 @@ def make_fake_tensorrt(version: str = '10.16.0', scale_points: float = 1.0, name
         def execute_async_v3(self, stream):
             eng = self.engine
             inp = eng.names[0]
-            n = int(np.prod(eng.shapes[inp]))
+            shape = self.shapes.get(inp, eng.shapes[inp])
+            n = int(np.prod(shape))
             x = np.frombuffer((ctypes.c_float * n).from_address(self.addresses[inp]), np.float32)
-            outs = eng.session.run(None, {inp: x.reshape(eng.shapes[inp]).copy()})
+            feed = {inp: x.reshape(shape).copy()}
+            if eng.num_tokens is not None:  # fixed at build time, as `mgeo build-engine` does
+                feed['num_tokens'] = np.array(eng.num_tokens, dtype=np.int64)
+            outs = eng.session.run(None, feed)
             outs = [*outs, np.zeros(AUX_SHAPE, np.float32)]
             for name, value in zip(eng.names[1:], outs, strict=True):
                 value = np.ascontiguousarray(value * (scale_points if name == 'points' else 1.0), np.float32)
@@ -112,12 +121,16 @@ def make_fake_tensorrt(version: str = '10.16.0', scale_points: float = 1.0, name
             return True
 
     class Engine:
-        def __init__(self, onnx_path: str) -> None:
-            self.session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-            ios = [(i.name, i.shape) for i in self.session.get_inputs()] + \
+        def __init__(self, content: str) -> None:
+            # the content: an .onnx path (a fixed engine), or JSON {onnx, num_tokens, profile} for an engine built
+            # from a dynamic ONNX (num_tokens fixed, one optimization profile [min, opt, max] of input shapes)
+            spec = json.loads(content) if content.startswith('{') else {'onnx': content}
+            self.num_tokens, self.profile = spec.get('num_tokens'), spec.get('profile')
+            self.session = ort.InferenceSession(spec['onnx'], providers=['CPUExecutionProvider'])
+            ios = [(i.name, i.shape) for i in self.session.get_inputs() if i.name != 'num_tokens'] + \
                   [(o.name, o.shape) for o in self.session.get_outputs()] + [('aux', AUX_SHAPE)]
             self.names = [n for n, _ in ios]
-            self.shapes = {n: tuple(s) for n, s in ios}
+            self.shapes = {n: tuple(d if isinstance(d, int) else -1 for d in s) for n, s in ios}
             self.num_io_tensors = len(ios)
             self.device_memory_size = 1 << 20
 
@@ -129,6 +142,9 @@ def make_fake_tensorrt(version: str = '10.16.0', scale_points: float = 1.0, name
 
         def get_tensor_shape(self, name):
             return self.shapes[name]
+
+        def get_tensor_profile_shape(self, name, index):
+            return [tuple(s) for s in self.profile]
 
         def get_tensor_dtype(self, name):
             return mod.DataType.FLOAT

@@ -137,3 +137,28 @@ def test_tensorrt_refuses_foreign_engine_sidecar(engine_and_model, tmp_path):
         json.dump(meta, f)
     with pytest.raises(BackendUnavailableError, match='TensorRT 0.0.1'):
         Predictor(copy, backend='tensorrt')
+
+
+@pytest.mark.parametrize('exporter', ['torchscript', 'dynamo'])
+def test_authors_layout_engine_serves_mixed_camera_sizes(tmp_path, exporter):
+    """An ONNX in the MoGe authors' layout -> an engine with an optimization profile (num_tokens fixed at build) ->
+    its probe passes on load, and one engine serves two camera sizes like ONNX Runtime on the same file."""
+    from authors_onnx import export_authors_layout, wellposed_dynamic
+
+    from mgeo_ros.export.engine import build_engine
+    from mgeo_ros.runtime import Predictor
+
+    onnx_path = str(export_authors_layout(wellposed_dynamic(4), tmp_path / 'authors.onnx', exporter, opset=14))
+    engine = str(tmp_path / 'authors.engine')
+    cameras = [(160, 120), (120, 160)]
+    assert build_engine(onnx_path, engine, progress=False, num_tokens=60, camera_sizes=cameras).built
+    trt_pred = Predictor(engine, backend='tensorrt')
+    assert trt_pred.backend.dynamic and trt_pred.backend.probe_check.ok and trt_pred.num_tokens == 60
+    ort_pred = Predictor(onnx_path, backend='onnxruntime', num_tokens=60)
+    rng = np.random.default_rng(0)
+    for w, h in cameras:
+        rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        a, b = ort_pred.predict(rgb), trt_pred.predict(rgb)
+        both = a.mask & b.mask
+        assert both.mean() > 0.2
+        assert np.linalg.norm(a.depth[both] - b.depth[both]) / np.linalg.norm(a.depth[both]) < 1e-3

@@ -1,4 +1,5 @@
-"""`mgeo export CHECKPOINT --output OUT.onnx --size WxH [--precision fp16|fp32] [--target engine|onnxruntime]`."""
+"""`mgeo export CHECKPOINT --output OUT.onnx --size WxH [--precision fp16|fp32] [--target engine|onnxruntime]
+[--dynamic]`, and `mgeo export --from-onnx FP32.onnx --output OUT.onnx --precision fp16` (no PyTorch needed)."""
 from __future__ import annotations
 
 import argparse
@@ -15,12 +16,21 @@ DEFAULT_PRECISION = {'engine': 'fp16', 'onnxruntime': 'fp32'}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('checkpoint', help='project checkpoint directory (config.json + model.safetensors) or an '
-                                           'official MoGe-2 model.pt')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='project checkpoint directory (config.json + model.safetensors) or an official MoGe-2 / '
+                             'MoGe-3 model.pt')
+    parser.add_argument('--from-onnx', default=None, metavar='ONNX',
+                        help='instead of a checkpoint: an FP32 MoGe ONNX (the authors\' release or a project export) '
+                             'to convert to the FP16 form with its probe (same conversion and budgets; parity against '
+                             'the FP32 ONNX on ONNX Runtime; no PyTorch)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='dynamic layout (the authors\' recipe): any height/width, num_tokens an int64 input; one '
+                             'ONNX/engine for cameras of several sizes (--size then only picks the parity input)')
     parser.add_argument('--output', '-o', required=True, help='ONNX file to write (its probe goes beside it as '
                                                               '<name>.probe.npz)')
-    parser.add_argument('--size', required=True, help='camera frame size WxH (e.g. 640x480); the network input is '
-                                                      'the token grid for its aspect ratio')
+    parser.add_argument('--size', default=None, help='camera frame size WxH (e.g. 640x480); the network input is '
+                                                     'the token grid for its aspect ratio (required for a fixed '
+                                                     'export; default 640x480 with --dynamic / --from-onnx)')
     parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--exact-size', action='store_true',
                         help='use --size itself (rounded to multiples of 14) as the network input')
@@ -56,20 +66,35 @@ def run(args: argparse.Namespace) -> int:
         for name in ('torch', 'onnxscript', 'onnx_ir'):
             logging.getLogger(name).setLevel(logging.ERROR)
     precision = args.precision or DEFAULT_PRECISION[args.target]
-    size = parse_size(args.size)
     if os.path.isdir(args.output):
         raise BadInputError(f'--output {args.output} is a folder, expected an .onnx file path')
-    report = export_onnx(args.checkpoint, args.output, size, num_tokens=args.num_tokens,
-                         opset=args.opset, exact_size=args.exact_size, parity=not args.no_parity,
-                         max_rel_l2=args.max_rel_l2, max_abs=args.max_abs, verbose=args.verbose,
-                         precision=precision, min_mask_agree=args.min_mask_agree, probe=not args.no_probe,
-                         batch=args.batch)
+    if args.from_onnx:
+        from mgeo_ros.export.onnx_export import convert_onnx
+
+        if args.checkpoint:
+            raise BadInputError('give either a checkpoint or --from-onnx, not both')
+        report = convert_onnx(args.from_onnx, args.output, precision=args.precision or 'fp16',
+                              size=parse_size(args.size or '640x480'), num_tokens=args.num_tokens,
+                              parity=not args.no_parity, probe=not args.no_probe)
+    else:
+        if not args.checkpoint:
+            raise BadInputError('a checkpoint (or --from-onnx FILE) is required')
+        if not args.size and not args.dynamic:
+            raise BadInputError('--size WxH is required for a fixed-size export (or use --dynamic)')
+        report = export_onnx(args.checkpoint, args.output, parse_size(args.size or '640x480'),
+                             num_tokens=args.num_tokens, opset=args.opset, exact_size=args.exact_size,
+                             parity=not args.no_parity, max_rel_l2=args.max_rel_l2, max_abs=args.max_abs,
+                             verbose=args.verbose, precision=precision, min_mask_agree=args.min_mask_agree,
+                             probe=not args.no_probe, batch=args.batch, dynamic=args.dynamic)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     w, h = report.input_size
-    print(f'wrote {report.path}: {report.precision}, input {args.batch}x3x{h}x{w} ({report.num_tokens} tokens), opset '
-          f'{report.opset}, outputs {", ".join(report.outputs)}, {report.seconds:.1f} s')
+    dynamic = report.metadata.get('dynamic') == '1'
+    shape = f'dynamic Bx3xHxW + num_tokens (checked at {w}x{h}, {report.num_tokens} tokens)' if dynamic else \
+        f'{args.batch}x3x{h}x{w} ({report.num_tokens} tokens)'
+    print(f'wrote {report.path}: {report.precision}, input {shape}, opset {report.opset}, outputs '
+          f'{", ".join(report.outputs)}, {report.seconds:.1f} s')
     if report.fp16:
         print(f'  fp16 graph: {report.fp16["fp16_nodes"]} fp16 nodes, {report.fp16["fp32_nodes"]} fp32 '
               f'({", ".join(f"{k[5:]} {v}" for k, v in sorted(report.fp16["reasons"].items()) if k != "fp16")}), '

@@ -3,7 +3,9 @@
     .venv/bin/python -m mgeo_ros.model.benchmark [--threads 2] [--runs 3] [--skip-vits] [--onnx]
 
 Random weights; timings are medians of `--runs` forwards after one warm-up. With `--onnx` the 'small' preset is also
-exported (dynamo, onnx mode, static 320x240) and timed under ONNX Runtime CPU.
+exported (dynamo, onnx mode, static 320x240) and timed under ONNX Runtime CPU, next to the dynamic-size export of
+the same model (`mgeo export --dynamic`: any size, num_tokens an input) on the same input, to show what the one-file-
+for-every-camera-size layout costs.
 """
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def mode_difference(model: MoGeModel, height: int, width: int, num_tokens: int) 
     return result
 
 
-def time_onnxruntime(model: MoGeModel, height: int, width: int, num_tokens: int, threads: int, runs: int
-                     ) -> dict[str, float]:
+def time_onnxruntime(model: MoGeModel, height: int, width: int, num_tokens: int, threads: int, runs: int,
+                     dynamic: bool = False) -> dict[str, float]:
+    """ONNX Runtime CPU ms of the model exported fixed-size (token count baked in) or `dynamic` (any size, the token
+    count an int64 input, as `mgeo export --dynamic` writes it), on the same height x width input."""
     import onnxruntime as ort
 
     class Fixed(torch.nn.Module):
@@ -69,16 +73,29 @@ def time_onnxruntime(model: MoGeModel, height: int, width: int, num_tokens: int,
             out = self.model(image, num_tokens)
             return tuple(out[k] for k in sorted(out))
 
+    class Dynamic(Fixed):
+        def forward(self, image, tokens):
+            out = self.model(image, tokens)
+            return tuple(out[k] for k in sorted(out))
+
     model.onnx_compatible_mode = True
     image = torch.rand(1, 3, height, width)
+    tokens = torch.tensor(num_tokens, dtype=torch.int64)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / 'm.onnx')
-        torch.onnx.export(Fixed().eval(), (image,), path, dynamo=True, input_names=['image'])
+        if dynamic:
+            axes = {2: torch.export.Dim('height', min=14, max=4096), 3: torch.export.Dim('width', min=14, max=4096)}
+            torch.onnx.export(Dynamic().eval(), (image, tokens), path, dynamo=True, input_names=['image', 'num_tokens'],
+                              dynamic_shapes={'image': axes, 'tokens': None})
+        else:
+            torch.onnx.export(Fixed().eval(), (image,), path, dynamo=True, input_names=['image'])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     model.onnx_compatible_mode = False
     feed = {'image': image.numpy()}
+    if dynamic:
+        feed['num_tokens'] = tokens.numpy()
     session.run(None, feed)
     wall, cpu = [], []
     for _ in range(runs):
@@ -109,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx:
         for n in (300, 500):
             key = f'small_320x240_{n}tok_ort'
-            report['ms'][key] = time_onnxruntime(small, 240, 320, n, args.threads, args.runs)
-            print(key, report['ms'][key], flush=True)
+            for dynamic in (False, True):
+                row = key + ('_dynamic' if dynamic else '')
+                report['ms'][row] = time_onnxruntime(small, 240, 320, n, args.threads, args.runs, dynamic)
+                print(row, report['ms'][row], flush=True)
     if not args.skip_vits:
         vits = MoGeModel(**preset('vits')).eval()
         for n in (1200, 3600):

@@ -1,13 +1,17 @@
 """Build models from configs and load/save weights strictly, never unpickling code.
 
 Two formats:
-(a) the official MoGe-2 release: a `.pt` dict {'model_config': dict, 'model': state_dict}, read with
+(a) the official MoGe-2 / MoGe-3 release: a `.pt` dict {'model_config': dict, 'model': state_dict}, read with
     `torch.load(weights_only=True)`;
 (b) the project format: a directory with `config.json` (the model_config) and `model.safetensors` (fp32 or fp16).
+
+A MoGe-3 file (see `moge2.model_family`) loads as its base network: its `refiner.*` tensors, when present, are set
+aside (the refiner cannot run here) and the load log says so.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -18,8 +22,9 @@ from typing import Any
 import torch
 
 from mgeo_ros.errors import CheckpointError
-from mgeo_ros.model.moge2 import MoGeModel
+from mgeo_ros.model.moge2 import REFINER_PREFIX, REFINER_UNAVAILABLE, MoGeModel, model_family
 
+log = logging.getLogger('mgeo_ros.model')
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
 
@@ -28,6 +33,8 @@ def build_model(config: dict[str, Any]) -> MoGeModel:
     """A randomly initialised model for a model_config; a malformed config raises CheckpointError."""
     if not isinstance(config, dict) or 'encoder' not in config or 'neck' not in config:
         raise CheckpointError('model_config must be a dict with at least "encoder" and "neck"')
+    if model_family(config) == 'moge-3':
+        config = {**config, 'remap_output': None}  # MoGe-3's points head is always the `exp` parametrisation
     try:
         return MoGeModel(**config)
     except (TypeError, ValueError, KeyError) as exc:
@@ -64,6 +71,10 @@ def model_from_state(config: dict[str, Any], state: dict[str, torch.Tensor], dev
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f'state_dict entry {key!r} is not a tensor')
+    if model.family == 'moge-3':
+        kept = {k: v for k, v in state.items() if not k.startswith(REFINER_PREFIX)}
+        model.refiner_tensors_set_aside = len(state) - len(kept)
+        state = kept
     check_state_dict(model, state)
     reference = model.state_dict()
     state = {k: v.to(dtype=reference[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -157,9 +168,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = 'cpu')
     else:
         config, state = _load_official(path)
     try:
-        return model_from_state(config, state, device)
+        model = model_from_state(config, state, device)
     except CheckpointError as exc:
         raise CheckpointError(f'{path}: {exc}') from exc
+    log.info('%s: %s', path, describe_family(model, model.refiner_tensors_set_aside))
+    return model
+
+
+def describe_family(model: MoGeModel, refiner_tensors: int = 0) -> str:
+    """What a loaded file was taken for, in words: 'MoGe-2 (remap exp)' or 'MoGe-3 (base path; ...)'."""
+    if model.family != 'moge-3':
+        return f'MoGe-2 (remap {model.remap_output})'
+    refiner = (f'{refiner_tensors} refiner tensors set aside' if refiner_tensors else 'no refiner tensors')
+    return f'MoGe-3 (base path; {refiner}; {REFINER_UNAVAILABLE})'
 
 
 def save_checkpoint(model: MoGeModel, out_dir: str | os.PathLike, fp16: bool = False) -> Path:

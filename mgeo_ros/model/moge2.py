@@ -3,10 +3,16 @@
 `forward` is the network (what ONNX/TensorRT run); `infer` adds the reference post-processing (focal/shift recovery,
 metric scale, mask) for the PyTorch path. `onnx_compatible_mode` trades the two non-exportable resizes (antialiased
 input downscale, scale-factor positional-embedding resize) for exportable ones.
+
+MoGe-3 checkpoints share this network (same encoder, neck, heads, scale MLP and state-dict keys; the points head
+predicts (x/z, y/z, log z), i.e. the `exp` remap) and add a sparse 3-D refiner that needs FlexGEMM/Triton and cannot
+be exported. A MoGe-3 `model_config` is recognised by `refiner` / `refiner_depth_resolution`, or by the absence of
+`remap_output` (MoGe-2 files always name theirs); it runs here as its base path (refine steps 0).
 """
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from typing import Any
@@ -23,24 +29,47 @@ from mgeo_ros.model.vit import grid_from_tokens
 HEADS = ('points_head', 'normal_head', 'mask_head')
 CONFIG_KEYS = {'encoder', 'neck', 'points_head', 'mask_head', 'normal_head', 'scale_head', 'remap_output',
                'num_tokens_range'}
+MOGE3_KEYS = ('refiner', 'refiner_depth_resolution')
+REFINER_PREFIX = 'refiner.'
+REFINER_UNAVAILABLE = ('the sparse 3-D refiner needs FlexGEMM/Triton kernels and cannot run or be exported here, so '
+                       'MoGe-3 runs its base path (refine_steps 0)')
+log = logging.getLogger('mgeo_ros.model')
+
+
+def model_family(config: dict[str, Any]) -> str:
+    """'moge-3' for a MoGe-3 model_config (refiner keys, or no `remap_output`), else 'moge-2'."""
+    if any(k in config for k in MOGE3_KEYS) or 'remap_output' not in config:
+        return 'moge-3'
+    return 'moge-2'
 
 
 class MoGeModel(nn.Module):
     """Built from a `model_config` dict (official layout); a head exists only if its key is in the config."""
 
     def __init__(self, encoder: dict, neck: dict, points_head: dict | None = None, mask_head: dict | None = None,
-                 normal_head: dict | None = None, scale_head: dict | None = None, remap_output: str = 'linear',
-                 num_tokens_range: list[int] | tuple[int, int] = (1200, 3600), **ignored: Any):
+                 normal_head: dict | None = None, scale_head: dict | None = None, remap_output: str | None = 'linear',
+                 num_tokens_range: list[int] | tuple[int, int] = (1200, 3600), refiner: dict | None = None,
+                 refiner_depth_resolution: float | None = None, **ignored: Any):
+        """remap_output None (or a `refiner` / `refiner_depth_resolution` key) makes a MoGe-3 model: `exp` remap,
+        refiner settings kept in the config but not built (see the module docstring)."""
         super().__init__()
         if ignored:
             warnings.warn(f'model_config: ignoring unknown keys {sorted(ignored)}', stacklevel=2)
+        extra = {k: v for k, v in (('refiner', refiner), ('refiner_depth_resolution', refiner_depth_resolution))
+                 if v is not None}
+        self.family = 'moge-3' if extra or remap_output is None else 'moge-2'
+        if self.family == 'moge-3':
+            remap_output = 'exp'  # MoGe-3's points head predicts (x/z, y/z, log z)
         if remap_output not in ('linear', 'exp', 'sinh', 'sinh_exp'):
             raise ValueError(f'model_config.remap_output: unknown value {remap_output!r}')
-        self.config: dict[str, Any] = copy.deepcopy({
-            k: v for k, v in dict(encoder=encoder, neck=neck, points_head=points_head, mask_head=mask_head,
-                                  normal_head=normal_head, scale_head=scale_head, remap_output=remap_output,
-                                  num_tokens_range=list(num_tokens_range)).items() if v is not None})
+        fields = dict(encoder=encoder, neck=neck, points_head=points_head, mask_head=mask_head,
+                      normal_head=normal_head, scale_head=scale_head,
+                      remap_output=None if self.family == 'moge-3' else remap_output,
+                      num_tokens_range=list(num_tokens_range), **extra)
+        self.config: dict[str, Any] = copy.deepcopy({k: v for k, v in fields.items() if v is not None})
         self.remap_output = remap_output
+        self._refiner_skip_logged = False
+        self.refiner_tensors_set_aside = 0  # how many `refiner.*` tensors the loaded file had (not run here)
         self.num_tokens_range = list(num_tokens_range)
         self.encoder = DINOv2Encoder(**encoder)
         self.neck = ConvStack(**neck)
@@ -82,9 +111,19 @@ class MoGeModel(nn.Module):
             return torch.cat([torch.sinh(xy), torch.exp(z)], dim=-1)
         return p
 
-    def forward(self, image: torch.Tensor, num_tokens: int | torch.Tensor = 1200) -> dict[str, torch.Tensor]:
+    def note_refine_steps(self, refine_steps: int) -> None:
+        """The base path runs whatever `refine_steps` asks; the first request for refinement is logged once."""
+        if refine_steps and refine_steps > 0 and not self._refiner_skip_logged:
+            self._refiner_skip_logged = True
+            why = REFINER_UNAVAILABLE if self.family == 'moge-3' else 'a MoGe-2 model has no refiner'
+            log.warning('refine_steps=%d asked for: refiner skipped (%s)', refine_steps, why)
+
+    def forward(self, image: torch.Tensor, num_tokens: int | torch.Tensor = 1200,
+                refine_steps: int = 0) -> dict[str, torch.Tensor]:
         """image [B,3,H,W] RGB in [0,1] -> points [B,H,W,3], mask [B,H,W] (probability), normal [B,H,W,3]
-        (unit; if the head exists), metric_scale [B]."""
+        (unit; if the head exists), metric_scale [B]. `refine_steps` > 0 (MoGe-3's refiner) runs the base path and
+        says so once in the log."""
+        self.note_refine_steps(refine_steps)
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f'image: expected [B,3,H,W], got {tuple(image.shape)}')
         b, _, h, w = image.shape
@@ -95,8 +134,11 @@ class MoGeModel(nn.Module):
         levels: list[torch.Tensor] = []
         for level in range(len(self.neck.res_blocks)):
             s = 2 ** level
-            uv = normalized_view_plane_uv_torch(cols * s, rows * s, aspect_ratio=aspect, dtype=image.dtype,
-                                                device=image.device)
+            if isinstance(num_tokens, torch.Tensor):  # dynamic graph: every size is a tensor
+                uv = _uv_grid_traced(cols * s, rows * s, image)
+            else:
+                uv = normalized_view_plane_uv_torch(cols * s, rows * s, aspect_ratio=aspect, dtype=image.dtype,
+                                                    device=image.device)
             uv = uv.permute(2, 0, 1).unsqueeze(0).expand(b, -1, -1, -1)
             levels.append(torch.cat([features, uv.to(features.dtype)], dim=1) if level == 0 else uv)
         neck = self.neck(levels)
@@ -121,13 +163,13 @@ class MoGeModel(nn.Module):
     @torch.inference_mode()
     def infer(self, image: torch.Tensor, num_tokens: int | None = 1200, resolution_level: int = 9,
               force_projection: bool = True, apply_mask: bool = True, fov_x: float | torch.Tensor | None = None,
-              use_fp16: bool = False) -> dict[str, torch.Tensor]:
+              use_fp16: bool = False, refine_steps: int = 0) -> dict[str, torch.Tensor]:
         """image [3,H,W] or [B,3,H,W] in [0,1] -> metric `points` [H,W,3] (m), `depth` [H,W] (m, z), `mask` bool,
         `intrinsics` [3,3] normalised (fx, fy relative to width/height, centre 0.5), `normal` [H,W,3].
 
         `fov_x` is the known horizontal field of view in DEGREES (as in the reference); None recovers the focal.
         `num_tokens=None` uses `resolution_level` (0..9) within `num_tokens_range`. Outside the mask points and
-        depth are +inf and normals 0.
+        depth are +inf and normals 0. `refine_steps` as in `forward`.
         """
         from mgeo_ros.geometry import recover_focal_shift
 
@@ -143,6 +185,7 @@ class MoGeModel(nn.Module):
 
         with torch.autocast(device_type=self.device.type, dtype=torch.float16,
                             enabled=use_fp16 and self.dtype != torch.float16):
+            self.note_refine_steps(refine_steps)  # the base path runs either way
             raw = self.forward(image, num_tokens=num_tokens)
         raw = {k: v.float() for k, v in raw.items()}
         points, normal, mask, scale = (raw.get(k) for k in ('points', 'normal', 'mask', 'metric_scale'))
@@ -190,6 +233,18 @@ class MoGeModel(nn.Module):
         if squeeze:
             result = {k: v.squeeze(0) for k, v in result.items()}
         return result
+
+
+def _uv_grid_traced(width: torch.Tensor, height: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """`normalized_view_plane_uv_torch` for an exported dynamic graph: the grid size and the image aspect ratio are
+    tensors (no Python floats or square roots, which neither ONNX exporter can trace through a dynamic size)."""
+    # the image width and height as float tensors, by counting (a reduction both exporters trace through)
+    aspect = torch.ones_like(image[0, 0, 0, :]).sum() / torch.ones_like(image[0, 0, :, 0]).sum()
+    diagonal = (1.0 + aspect * aspect).sqrt()
+    u = ((torch.arange(width, device=image.device).to(image.dtype) * 2 + 1) / width.to(image.dtype) - 1)
+    v = ((torch.arange(height, device=image.device).to(image.dtype) * 2 + 1) / height.to(image.dtype) - 1)
+    vv, uu = torch.meshgrid(v / diagonal, u * (aspect / diagonal), indexing='ij')
+    return torch.stack([uu, vv], dim=-1)
 
 
 def normalized_intrinsics(fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:

@@ -195,9 +195,9 @@ class VisionTransformer(nn.Module):
 
 def grid_from_tokens(height: int, width: int, num_tokens: int | torch.Tensor) -> tuple[Any, Any]:
     """Token grid (rows, cols) for an image, as the reference does it: round(sqrt(N / a)), round(sqrt(N * a))."""
+    if isinstance(num_tokens, torch.Tensor):  # a graph input (dynamic ONNX): tensor arithmetic only, no Python floats
+        n = num_tokens.to(torch.float32)
+        return (n * height / width).sqrt().round().long(), (n * width / height).sqrt().round().long()
     aspect = width / height
-    rows, cols = (num_tokens / aspect) ** 0.5, (num_tokens * aspect) ** 0.5
-    if isinstance(rows, torch.Tensor):
-        return rows.round().long(), cols.round().long()
-    return round(rows), round(cols)
+    return round((num_tokens / aspect) ** 0.5), round((num_tokens * aspect) ** 0.5)
 

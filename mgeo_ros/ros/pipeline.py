@@ -81,6 +81,9 @@ class FramePipeline:
                 self.stats.backend += f' (fallback: {fallback})'
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
+            from mgeo_ros.runtime.model_info import model_line
+
+            self.log.info(f'model: {model_line(path, self.predictor.backend)}')
         except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
             self.stats.model_status = 'error'
             self.stats.model_error = f'{type(exc).__name__}: {exc}'

@@ -4,7 +4,13 @@ This lives in the runtime layer because the Predictor (and so the node) builds a
 start; `mgeo_ros.export.engine` re-exports it for `mgeo build-engine`.
 
 The key (stored in a JSON sidecar `<engine>.json`) covers: ONNX sha256, TensorRT flavour, version and major.minor,
-GPU name, compute capability, input shape, the typing mode and the *effective* precision. A cached engine whose key
+GPU name, compute capability, input shape, the typing mode, the *effective* precision and, for a dynamic-size ONNX
+(the MoGe authors' layout or `mgeo export --dynamic`), the optimization profile.
+
+A dynamic ONNX is built with `num_tokens` fixed at build time (the input becomes a constant of a build copy of the
+graph) and one optimization profile over the network input sizes (min / opt / max, `EngineProfile`): by default the
+token grids of every camera aspect ratio from 1:2 to 2:1, or exactly those of given camera sizes. Its probe is made
+at build time by ONNX Runtime on the ONNX at the profile's opt size. A cached engine whose key
 matches is reused; one that differs is rebuilt, or refused with the differences spelled out when rebuilding is
 disabled.
 
@@ -38,7 +44,7 @@ from mgeo_ros.runtime.devices import (
     sidecar_path,
     tensorrt_flavour,
 )
-from mgeo_ros.runtime.model_layout import check_onnx_layout
+from mgeo_ros.runtime.model_layout import IMAGE, TOKENS, check_onnx_layout
 
 log = logging.getLogger('mgeo_ros.runtime')
 PRECISIONS = ('fp16', 'fp32')
@@ -73,20 +79,84 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def onnx_input_shape(onnx_path: str) -> list[int]:
-    """Static input shape of the (single) image input, from the graph."""
-    import onnx
+def onnx_input_shape(onnx_path: str) -> list:
+    """Shape of the image input (ints; a dynamic axis is its symbolic name); ModelLayoutError for a graph that is
+    not a MoGe layout."""
+    return list(check_onnx_layout(onnx_path).image.shape)
 
-    model = onnx.load(onnx_path, load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise MgeoError(f'{onnx_path}: expected one input, found {[i.name for i in inputs]}')
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = [d.dim_value if d.HasField('dim_value') else -1 for d in dims]
-    if any(d <= 0 for d in shape):
-        raise MgeoError(f'{onnx_path}: input shape {shape} is not static; export with a fixed --size')
-    return shape
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """The optimization profile of an engine built from a dynamic ONNX: network input sizes (W, H) it accepts
+    (min/max, per axis) and is tuned for (opt), and the token count fixed at build time."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+    num_tokens: int
+
+    def key(self) -> dict:
+        return {'min': list(self.min), 'opt': list(self.opt), 'max': list(self.max), 'num_tokens': self.num_tokens}
+
+    def text(self) -> str:
+        return (f'{self.min[0]}x{self.min[1]} .. {self.max[0]}x{self.max[1]} (opt {self.opt[0]}x{self.opt[1]}), '
+                f'{self.num_tokens} tokens')
+
+
+DEFAULT_OPT_CAMERA = (640, 480)
+PROFILE_ASPECTS = (0.5, 2.0)  # default profile: every camera aspect ratio in [1:2, 2:1]
+
+
+def engine_profile(num_tokens: int, camera_sizes: list[tuple[int, int]] | None = None) -> EngineProfile:
+    """The profile for cameras of `camera_sizes` (W, H) at `num_tokens`: the token-grid network sizes the runtime
+    will feed (opt: the first camera's). None: every aspect ratio from 1:2 to 2:1 (opt: 4:3)."""
+    from mgeo_ros.runtime.preprocess import network_size
+
+    if num_tokens <= 0:
+        raise MgeoError(f'num_tokens must be positive, got {num_tokens}')
+    if camera_sizes:
+        sizes = [network_size(w, h, num_tokens) for w, h in camera_sizes]
+        opt = sizes[0]
+    else:
+        sizes = [network_size(round(1000 * a), 1000, num_tokens) for a in PROFILE_ASPECTS]  # tallest, widest
+        opt = network_size(*DEFAULT_OPT_CAMERA, num_tokens)
+    lo_w, lo_h = min(s[0] for s in sizes + [opt]), min(s[1] for s in sizes + [opt])
+    hi_w, hi_h = max(s[0] for s in sizes + [opt]), max(s[1] for s in sizes + [opt])
+    return EngineProfile(min=(lo_w, lo_h), opt=opt, max=(hi_w, hi_h), num_tokens=int(num_tokens))
+
+
+def fixed_tokens_onnx(onnx_path: str, num_tokens: int, out_path: str) -> str:
+    """A copy of a dynamic ONNX whose `num_tokens` input is the constant `num_tokens` (what the engine is built
+    from: TensorRT then sees the token grid as shape arithmetic on the image size only)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_path)
+    keep = [i for i in model.graph.input if i.name != TOKENS]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(int(num_tokens), dtype=np.int64), TOKENS))
+    onnx.save(model, out_path)
+    return out_path
+
+
+def write_dynamic_probe(onnx_path: str, engine_path: str, profile: EngineProfile) -> str:
+    """The probe of an engine from a dynamic ONNX: ONNX Runtime (CPU) on the ONNX, the probe frame at the profile's
+    opt size, the build's token count (recorded in the probe, which `check_backend` passes on)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from mgeo_ros.runtime.probe import probe_frame, write_probe
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(onnx_path, sess_options=opts, providers=['CPUExecutionProvider'])
+    frame = probe_frame(*profile.opt)
+    values = sess.run(None, {IMAGE: frame, TOKENS: np.array(profile.num_tokens, dtype=np.int64)})
+    outputs = {o.name: v for o, v in zip(sess.get_outputs(), values, strict=True)}
+    return write_probe(engine_path, (frame, outputs), meta={'num_tokens': profile.num_tokens,
+                                                            'source_onnx': os.path.basename(onnx_path)})
 
 
 def onnx_metadata(onnx_path: str) -> dict[str, str]:
@@ -112,11 +182,16 @@ def onnx_precision(onnx_path: str) -> str:
 def export_command(onnx_path: str, precision: str) -> str:
     """The `mgeo export` command that writes an ONNX of `precision` for the same model and camera size."""
     meta = onnx_metadata(onnx_path)
+    stem = os.path.splitext(onnx_path)[0]
+    # FP16 from an FP32 graph needs no checkpoint (the only way for a file that came without one)
+    from_onnx = f'mgeo export --from-onnx {onnx_path} --output {stem}.fp16.onnx --precision fp16'
+    if precision == 'fp16' and 'mgeo_format' not in meta:
+        return from_onnx
     size = f"{meta.get('camera_width', 'W')}x{meta.get('camera_height', 'H')}"
     tokens = meta.get('requested_num_tokens', meta.get('num_tokens', '1200'))
-    stem = os.path.splitext(onnx_path)[0]
-    return (f'mgeo export CHECKPOINT --output {stem}.{precision}.onnx --size {size} --num-tokens {tokens} '
-            f'--precision {precision}')
+    command = (f'mgeo export CHECKPOINT --output {stem}.{precision}.onnx --size {size} --num-tokens {tokens} '
+               f'--precision {precision}')
+    return command + (f' (or, without PyTorch: {from_onnx})' if precision == 'fp16' else '')
 
 
 def parse_compute_capability(text: str) -> tuple[str, str]:
@@ -150,9 +225,11 @@ def local_gpu() -> tuple[str, str]:
                                   'ahead-of-time TensorRT-RTX build')
 
 
-def engine_key(onnx_path: str, precision: str | None, trt, compute_capability: str | None = None) -> dict:
+def engine_key(onnx_path: str, precision: str | None, trt, compute_capability: str | None = None,
+               profile: EngineProfile | None = None) -> dict:
     """The cache key of an engine built from `onnx_path` here (or for `compute_capability`, AOT); precision None
-    (or anything) is replaced by what the engine will really compute in: the ONNX's precision."""
+    (or anything) is replaced by what the engine will really compute in: the ONNX's precision. A dynamic ONNX's
+    engine also keys on its optimization profile."""
     if compute_capability:
         sm, cc = parse_compute_capability(compute_capability)
         gpu = f'any {sm} (ahead-of-time)'
@@ -162,7 +239,8 @@ def engine_key(onnx_path: str, precision: str | None, trt, compute_capability: s
     return {'onnx_sha256': file_sha256(onnx_path), 'tensorrt_module': trt.__name__.split('.')[0],
             'tensorrt_version': str(trt.__version__), 'tensorrt_major_minor': f'{major}.{minor}', 'gpu_name': gpu,
             'compute_capability': cc, 'input_shape': onnx_input_shape(onnx_path),
-            'precision': onnx_precision(onnx_path), 'typing': TYPING}
+            'precision': onnx_precision(onnx_path), 'typing': TYPING,
+            **({'profile': profile.key()} if profile is not None else {})}
 
 
 def read_sidecar(engine_path: str) -> dict | None:
@@ -239,7 +317,8 @@ def _progress_monitor(trt, stream=sys.stderr):
 # ---------------------------------------------------------------------------------------------------------------
 # the build itself
 def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | None = None,
-              workspace_mib: int | None = None, progress: bool = True) -> tuple[bytes, str, dict]:
+              workspace_mib: int | None = None, progress: bool = True,
+              profile: EngineProfile | None = None) -> tuple[bytes, str, dict]:
     """Parse the ONNX into a strongly typed network and build a serialized engine; returns (bytes, effective
     precision read from the network's convolution/matmul layer types, those types counted). No precision flag
     is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10 a strongly typed network ignores them."""
@@ -258,6 +337,11 @@ def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | Non
     counts = heavy_layer_types(network, trt)
     effective = 'fp16' if counts.get('HALF', 0) * 2 > sum(counts.values()) else 'fp32'
     log.info('strongly typed network: convolution/matmul layers by output type %s -> %s engine', counts, effective)
+    if profile is not None:  # a dynamic-size graph: batch 1, the network sizes of the profile
+        shapes = [(1, 3, size[1], size[0]) for size in (profile.min, profile.opt, profile.max)]
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(IMAGE, *shapes)
+        config.add_optimization_profile(opt_profile)
     if workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if compute_capability:
@@ -303,7 +387,8 @@ Builder = Callable[..., tuple[bytes, str]]
 def build_engine(onnx_path: str, output: str, precision: str | None = None, rebuild: bool = True,
                  trt_module: str | None = None, compute_capability: str | None = None,
                  workspace_mib: int | None = None, progress: bool = True, builder: Builder | None = None,
-                 trt=None, verify: bool = True) -> EngineBuild:
+                 trt=None, verify: bool = True, num_tokens: int | None = None,
+                 camera_sizes: list[tuple[int, int]] | None = None) -> EngineBuild:
     """Build `output` from `onnx_path` unless a cached engine with the same key is already there.
 
     The engine's precision is the ONNX's; `precision` (None: whatever the ONNX is) only states what the caller
@@ -312,12 +397,18 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
     `builder`/`trt` are injectable (tests use a fake builder; CI uses trt_module='tensorrt_rtx_bindings').
     verify: after a build on this GPU, load the engine and run its probe (EngineProbeError when beyond budget);
     an ahead-of-time build (compute_capability) cannot run here, and its sidecar says so.
+    A dynamic-size ONNX is built with `num_tokens` (default 1200) fixed and the profile of `engine_profile` for
+    `camera_sizes`; an ONNX of neither MoGe layout is refused (ModelLayoutError) before anything is built.
     """
     if precision is not None and precision not in PRECISIONS:
         raise MgeoError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     if not os.path.isfile(onnx_path):
         raise MgeoError(f'no ONNX file at {onnx_path}')
-    check_onnx_layout(onnx_path)
+    layout = check_onnx_layout(onnx_path)
+    profile = engine_profile(int(num_tokens or 1200), camera_sizes) if layout.dynamic else None
+    if camera_sizes and not layout.dynamic:
+        log.warning('%s has a fixed input size: camera sizes are ignored (the engine takes what the ONNX takes)',
+                    onnx_path)
     have = onnx_precision(onnx_path)
     if precision is not None and precision != have:
         raise PrecisionMismatchError(
@@ -332,7 +423,7 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
                                           f'({e}); install TensorRT (JetPack on Jetson, NVIDIA\'s pip index on '
                                           'desktop)') from e
     check_tensorrt_version(trt)
-    key = engine_key(onnx_path, precision, trt, compute_capability)
+    key = engine_key(onnx_path, precision, trt, compute_capability, profile)
     cached = read_sidecar(output) if os.path.isfile(output) else None
     if cached is not None and cached.get('key') == key:
         log.info('engine cache hit: %s', output)
@@ -348,19 +439,31 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
     log.info('building engine %s (%s)', output, reason)
     t0 = time.perf_counter()
     build = builder or trt_build
-    data, effective, *layer_types = build(onnx_path, precision, trt, compute_capability=compute_capability,
-                                          workspace_mib=workspace_mib, progress=progress)
+    if profile is None:
+        data, effective, *layer_types = build(onnx_path, precision, trt, compute_capability=compute_capability,
+                                              workspace_mib=workspace_mib, progress=progress)
+    else:
+        import tempfile
+
+        log.info('dynamic ONNX: building for network inputs %s', profile.text())
+        with tempfile.TemporaryDirectory(prefix='mgeo_engine_') as tmp_dir:
+            fixed = fixed_tokens_onnx(onnx_path, profile.num_tokens, os.path.join(tmp_dir, 'fixed_tokens.onnx'))
+            data, effective, *layer_types = build(fixed, precision, trt, compute_capability=compute_capability,
+                                                  workspace_mib=workspace_mib, progress=progress, profile=profile)
     seconds = time.perf_counter() - t0
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = output + '.tmp'
     with open(tmp, 'wb') as f:
         f.write(data)
     os.replace(tmp, output)
-    probe = _copy_probe(onnx_path, output)
+    probe = _copy_probe(onnx_path, output) if profile is None else write_dynamic_probe(onnx_path, output, profile)
+    metadata = onnx_metadata(onnx_path)
+    if profile is not None:  # what the runtime needs to feed this engine: its token count, any size in the profile
+        metadata.update(num_tokens=str(profile.num_tokens), dynamic='1', profile=profile.text())
     sidecar = {'key': key, 'effective_precision': effective, 'typing': TYPING, 'build_seconds': round(seconds, 3),
                'heavy_layer_types': layer_types[0] if layer_types else None,
                'probe': os.path.basename(probe) if probe else None,
-               'onnx_path': os.path.abspath(onnx_path), 'onnx_metadata': onnx_metadata(onnx_path),
+               'onnx_path': os.path.abspath(onnx_path), 'onnx_metadata': metadata,
                'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     _write_sidecar(output, sidecar)
     if verify and builder is None:

@@ -71,14 +71,17 @@ def choose_backend(kind: str) -> str:
     return 'torch'
 
 
-def _engine_from_onnx(onnx_path: str, cache_dir: Path) -> str:
+def _engine_from_onnx(onnx_path: str, cache_dir: Path, num_tokens: int) -> str:
     """Build (or reuse) a TensorRT engine for `onnx_path` in `cache_dir` (the cache key decides reuse); the engine
-    computes in the ONNX's precision (strongly typed)."""
+    computes in the ONNX's precision (strongly typed). A dynamic-size ONNX gets `num_tokens` fixed and the default
+    profile (every aspect ratio from 1:2 to 2:1; `mgeo build-engine --camera-sizes` builds a narrower one)."""
     from mgeo_ros.runtime.engine_cache import build_engine, onnx_precision
+    from mgeo_ros.runtime.model_layout import check_onnx_layout
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    engine = cache_dir / (Path(onnx_path).stem + f'.{onnx_precision(onnx_path)}.engine')
-    build_engine(onnx_path, str(engine), rebuild=True, verify=False)  # the backend runs the probe when it loads
+    tokens = f'.n{int(num_tokens)}' if check_onnx_layout(onnx_path).dynamic else ''
+    engine = cache_dir / (Path(onnx_path).stem + f'{tokens}.{onnx_precision(onnx_path)}.engine')
+    build_engine(onnx_path, str(engine), rebuild=True, verify=False, num_tokens=num_tokens)  # probed on load
     return str(engine)
 
 
@@ -113,8 +116,9 @@ def _tensorrt_or_fallback(engine_path: str, onnx_path: str | None, device: str |
 
 def create_backend(model_path, backend: str = 'auto', device: str | None = None, precision: str = 'fp32',
                    cache_dir: str | os.PathLike | None = None, torch_reference_mode: bool = False,
-                   threads: int | None = None, engine_fallback: bool = False) -> Backend:
+                   threads: int | None = None, engine_fallback: bool = False, num_tokens: int = 1200) -> Backend:
     """Instantiate a backend for a model; raises BackendUnavailableError with the reason when it cannot run.
+    `num_tokens`: the token count an engine built here from a dynamic-size ONNX has fixed.
     A `Backend` instance given as the model is used as it is (a benchmark's replay, a caller's own backend)."""
     if isinstance(model_path, Backend):
         return model_path
@@ -143,7 +147,7 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
 
         return OnnxRuntimeBackend(str(model_path), device=device, threads=threads)
     if kind == 'onnx':
-        engine = _engine_from_onnx(str(model_path), Path(cache_dir) if cache_dir else default_cache_dir())
+        engine = _engine_from_onnx(str(model_path), Path(cache_dir) if cache_dir else default_cache_dir(), num_tokens)
         return _tensorrt_or_fallback(engine, str(model_path), device, engine_fallback, threads)
     if kind != 'engine':
         raise BackendUnavailableError(f'tensorrt backend needs an .engine or .onnx file, got a {kind}; run '
@@ -157,8 +161,12 @@ class Predictor:
     model_path: project checkpoint directory, official MoGe-2 .pt, `.onnx`, `.engine` (or an in-memory torch model,
       or a ready `Backend` instance).
     backend: 'auto' | 'torch' | 'onnxruntime' | 'tensorrt'.
-    num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio.
-    input_size: fixed network (W, H) for checkpoints; ONNX/engine files carry their own and ignore this.
+    num_tokens: ViT token budget (1200–3600 typical) deciding the network input for each aspect ratio; a dynamic-size
+      ONNX (the MoGe authors' layout, `mgeo export --dynamic`) gets it as its `num_tokens` input, an engine built from
+      one here has it fixed; a fixed-size ONNX/engine has its own.
+    input_size: fixed network (W, H) for checkpoints and dynamic files; fixed-size ONNX/engine files carry their own
+      and ignore this. Unset, each frame goes in at its token-grid size (14 px per token), which is also the largest
+      input a dynamic file is fed.
     precision: 'fp32' | 'fp16': torch autocast on CUDA. ONNX Runtime and TensorRT compute in the ONNX's own types
       (an engine built from an .onnx is strongly typed: FP16 comes from `mgeo export --precision fp16`).
     mask_threshold: validity probability above which a pixel is kept.
@@ -188,7 +196,7 @@ class Predictor:
             raise BadInputError(f'mask_threshold must be in [0, 1], got {mask_threshold}')
         self.backend = create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir,
                                       torch_reference_mode=torch_reference_mode, threads=threads,
-                                      engine_fallback=engine_fallback)
+                                      engine_fallback=engine_fallback, num_tokens=num_tokens)
         fixed = self.backend.input_size or (None if input_size is None else tuple(input_size))
         if fixed is not None and (fixed[0] % 14 or fixed[1] % 14):
             raise BadInputError(f'input_size must be multiples of 14 (the ViT patch), got {fixed[0]}x{fixed[1]}')

@@ -158,7 +158,8 @@ def check_backend(backend, probe: Probe) -> ProbeCheck:
         return ProbeCheck(errors={}, worst='', ok=False,
                           problem=f'probe input {size[0]}x{size[1]} != model input '
                                   f'{backend.input_size[0]}x{backend.input_size[1]}: a probe of another model')
-    raw = backend.forward(frame, (size[0] // 14) * (size[1] // 14))
+    # a probe of a dynamic graph records the token count it was made with; a fixed graph's is its own grid
+    raw = backend.forward(frame, int(probe.meta.get('num_tokens', (size[0] // 14) * (size[1] // 14))))
     out = {'points': raw.points[None], 'mask': raw.mask[None], 'metric_scale': np.array([raw.metric_scale])}
     if raw.normal is not None:
         out['normal'] = raw.normal[None]

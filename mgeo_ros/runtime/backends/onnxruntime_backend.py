@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: an exported `.onnx` (static input size) on CPU, or CUDA when the provider and a GPU exist."""
+"""ONNX Runtime backend: a MoGe `.onnx` on CPU, or CUDA when the provider and a GPU exist.
+
+Both graph layouts of `model_layout` run: a fixed-size export (input size and token count baked in) and a dynamic one
+(the MoGe authors' ONNX release or `mgeo export --dynamic`), which gets each frame at its token-grid size and the
+token count as its `num_tokens` input.
+"""
 from __future__ import annotations
 
 import os
@@ -8,6 +13,7 @@ import numpy as np
 from mgeo_ros.errors import BackendUnavailableError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, log, split_raw_outputs
 from mgeo_ros.runtime.devices import has_nvidia_gpu, resolve_threads
+from mgeo_ros.runtime.model_layout import IMAGE, TOKENS, classify, ort_specs
 
 
 def ort_cuda_available() -> bool:
@@ -20,7 +26,8 @@ def ort_cuda_available() -> bool:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Fixed-shape backend: the input size and the token count are read from the ONNX file.
+    """A fixed graph takes its input size and token count from the file; a dynamic one takes any 14-multiple size and
+    the token count per call.
 
     threads: intra_op_num_threads (None: ONNX Runtime's default, one per physical core; 0: usable cores - 1).
     """
@@ -57,22 +64,15 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError(f'onnxruntime backend: cannot load {onnx_path}: {e}') from e
         used = self.session.get_providers()
         self.device = 'cuda' if used[0] == 'CUDAExecutionProvider' else 'cpu'
-        inp = self.session.get_inputs()[0]
-        self._input_name = inp.name
-        shape = inp.shape
-        if not all(isinstance(d, int) for d in shape[2:]):
-            raise BackendUnavailableError(f'onnxruntime backend: {onnx_path} has a dynamic input shape {shape}; '
-                                          'export with a fixed --size (mgeo export)')
-        self.input_size = (int(shape[3]), int(shape[2]))
+        self.layout = classify(ort_specs(self.session.get_inputs()), ort_specs(self.session.get_outputs()),
+                               onnx_path)
+        self._input_name = IMAGE
+        self.input_size = self.layout.input_size
         # `mgeo export --batch N` writes a static batch N: that many frames run per forward (fewer are padded)
-        self.max_batch = int(shape[0]) if isinstance(shape[0], int) and shape[0] > 1 else 1
-        self._output_names = [o.name for o in self.session.get_outputs()]
-        missing = {'points', 'mask', 'metric_scale'} - set(self._output_names)
-        if missing:
-            raise BackendUnavailableError(f'onnxruntime backend: {onnx_path} lacks outputs {sorted(missing)} '
-                                          f'(has {self._output_names})')
+        self.max_batch = self.layout.batch or 1
+        self._output_names = list(self.layout.output_names)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = 'fp32'
+        self.precision = self.metadata.get('precision', 'fp32')
         log.debug('onnxruntime backend: %s on %s, input %s', onnx_path, used, self.input_size)
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
@@ -80,7 +80,10 @@ class OnnxRuntimeBackend(Backend):
 
     def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
         """[B,3,h,w] in chunks of the model's batch; a short chunk is padded with its last frame (outputs dropped)."""
-        if images.shape[2:] != (self.input_size[1], self.input_size[0]):
+        feed = {}
+        if self.layout.dynamic:
+            feed[TOKENS] = np.array(int(num_tokens), dtype=np.int64)
+        elif images.shape[2:] != (self.input_size[1], self.input_size[0]):
             raise ValueError(f'onnxruntime backend: input {images.shape} does not match the model {self.input_size}')
         results: list[RawOutput] = []
         for start in range(0, images.shape[0], self.max_batch):
@@ -88,7 +91,8 @@ class OnnxRuntimeBackend(Backend):
             count = chunk.shape[0]
             if count < self.max_batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.max_batch - count, axis=0)])
-            values = self.session.run(self._output_names, {self._input_name: np.ascontiguousarray(chunk)})
+            feed[self._input_name] = np.ascontiguousarray(chunk)
+            values = self.session.run(self._output_names, feed)
             out = dict(zip(self._output_names, values, strict=True))
             results += split_raw_outputs(out['points'], out['mask'], out['metric_scale'], out.get('normal'), count)
         return results

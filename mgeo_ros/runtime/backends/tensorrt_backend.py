@@ -147,27 +147,37 @@ class TensorRTBackend(Backend):
         self.stream = cuda('cudaStreamCreate')
         self._device_bufs: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}
+        self._flat: dict[str, np.ndarray] = {}
         self._inputs, self._outputs = [], []
-        for tensor, is_input, shape, dtype in io_table(self.engine, trt):
-            if is_input:
-                self.context.set_input_shape(tensor, shape)
-                self._inputs.append(tensor)
-            else:
+        table = io_table(self.engine, trt)
+        self._inputs = [name for name, is_input, _, _ in table if is_input]
+        self._outputs = [name for name, is_input, _, _ in table if not is_input]
+        if len(self._inputs) != 1:
+            raise BackendUnavailableError(f'tensorrt backend: {engine_path} has inputs {self._inputs}; expected one '
+                                          'image input (an engine from a dynamic ONNX has num_tokens fixed at build: '
+                                          'build it with `mgeo build-engine`)')
+        self._input_name = self._inputs[0]
+        # a dynamic engine (from a dynamic ONNX): buffers for the profile's largest input, views per frame size
+        self.dynamic = any(int(d) < 0 for d in self.engine.get_tensor_shape(self._input_name))
+        in_shape = next(shape for name, _, shape, _ in table if name == self._input_name)
+        if self.dynamic:
+            in_shape = tuple(int(d) for d in self.engine.get_tensor_profile_shape(self._input_name, 0)[2])
+        self.context.set_input_shape(self._input_name, in_shape)
+        for tensor, is_input, shape, dtype in table:
+            if not is_input:
                 shape = tuple(int(d) for d in self.context.get_tensor_shape(tensor))
-                self._outputs.append(tensor)
             nbytes = int(np.prod(shape)) * dtype.itemsize
             dev = cuda('cudaMalloc', nbytes)
             self._buffers.append(('cudaFree', dev))
             self._device_bufs[tensor] = dev
             self.context.set_tensor_address(tensor, int(dev))
             if is_input or tensor in OUTPUT_NAMES:  # only what postprocess needs comes back to the host
-                self._host[tensor] = self._pinned(shape, dtype)
-        if len(self._inputs) != 1:
-            raise BackendUnavailableError(f'tensorrt backend: expected one image input, got {self._inputs}')
-        self._input_name = self._inputs[0]
+                self._flat[tensor] = self._pinned((int(np.prod(shape)),), dtype)
+                self._host[tensor] = self._flat[tensor].reshape(shape)
+        self._shape = in_shape
         shape = self._host[self._input_name].shape
-        self.input_size = (int(shape[3]), int(shape[2]))
-        self.max_batch = int(shape[0])  # an engine from `mgeo export --batch N` runs N frames per forward
+        self.input_size = None if self.dynamic else (int(shape[3]), int(shape[2]))
+        self.max_batch = 1 if self.dynamic else int(shape[0])  # `mgeo export --batch N`: N frames per forward
         self.precision = self.metadata.get('precision', 'unknown')
         self.device = f'cuda:{index} ({self.gpu_name})'
         self.probe_check: ProbeCheck | None = None
@@ -221,10 +231,12 @@ class TensorRTBackend(Backend):
         cuda, stream = self._cuda, self.stream
         h2d = self._cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = self._cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        host_in = self._host[self._input_name]
         results: list[RawOutput] = []
         for start in range(0, images.shape[0], self.max_batch):
             chunk = images[start:start + self.max_batch]
+            if self.dynamic and chunk.shape != self._shape:
+                self._set_input_shape(tuple(chunk.shape))
+            host_in = self._host[self._input_name]
             count = chunk.shape[0]
             host_in[:count] = chunk
             host_in[count:] = chunk[-1:]
@@ -240,6 +252,20 @@ class TensorRTBackend(Backend):
             out = {k: v.astype(np.float32) for k, v in self._host.items() if k in OUTPUT_NAMES}
             results += split_raw_outputs(out['points'], out['mask'], out['metric_scale'], out.get('normal'), count)
         return results
+
+    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
+        """A dynamic engine: run the next frames at `shape`; the host buffers become views of that size."""
+        lo, _, hi = (tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(self._input_name, 0))
+        if any(d < a or d > b for d, a, b in zip(shape, lo, hi, strict=True)):
+            raise BackendUnavailableError(
+                f'tensorrt backend: network input {shape} is outside the engine\'s profile {lo} .. {hi}; rebuild it '
+                'for these cameras (`mgeo build-engine MODEL.onnx --camera-sizes WxH,...`, or the node\'s '
+                'engine_camera_sizes)')
+        self.context.set_input_shape(self._input_name, shape)
+        for name in self._host:
+            now = shape if name == self._input_name else tuple(int(d) for d in self.context.get_tensor_shape(name))
+            self._host[name] = self._flat[name][:int(np.prod(now))].reshape(now)
+        self._shape = shape
 
     def synchronize(self) -> None:
         self._cuda('cudaStreamSynchronize', self.stream)
