@@ -7,6 +7,7 @@ Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,11 @@ class InferredFrame:
     rgb: np.ndarray  # the (rectified) frame the model saw, for the cloud's colours
     header: object  # the input's header (frame_id overridden if asked): every output carries it
     wanted: frozenset  # the outputs somebody subscribes to: depth, info, points, mask, confidence, normals
+    cfg: dict  # the parameters the frame was started with (stage 2 uses the same)
     started: float  # time.perf_counter() when stage 1 began
     received: float  # time.monotonic() at the callback
     timings: dict = field(default_factory=dict)  # stage -> ms so far
+    scale_reset: str = ''  # why the scale smoothing restarts before this frame ('' = it does not)
 
 
 def _ms(t0: float) -> float:
@@ -71,6 +74,10 @@ class FramePipeline:
         self.buffers = OutputBuffers()  # the output messages' bytes, rewritten each frame
         self._info_key: tuple | None = None
         self._info_msg = None
+        # A restart of the scale smoothing found by stage 1 (new size, new camera) or asked by a parameter change is
+        # applied by stage 2 before the next frame's scale update, so it falls between the right two frames.
+        self._pending_reset = ''
+        self._reset_lock = threading.Lock()
 
     # ---- setup ----------------------------------------------------------------------------------------------------
     def load_model(self, cfg: dict) -> None:
@@ -163,9 +170,11 @@ class FramePipeline:
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
-        return InferredFrame(pred, rgb, header, wanted, t_start, frame.received, timings)
+        with self._reset_lock:
+            reset, self._pending_reset = self._pending_reset, ''
+        return InferredFrame(pred, rgb, header, wanted, cfg, t_start, frame.received, timings, reset)
 
-    def messages(self, frame: InferredFrame, cfg: dict) -> list[tuple[str, object]]:
+    def messages(self, frame: InferredFrame) -> list[tuple[str, object]]:
         """Stage 2: the messages of the wanted outputs, as (output name, message) in publishing order; all share
         the frame's header and the intrinsics of its prediction.
 
@@ -173,7 +182,11 @@ class FramePipeline:
         to frame, which rclpy's synchronous publish allows: publish them before the next call). The published depth
         (NaN where invalid) is also what the cloud and the normals are made from, so depth, cloud and camera_info
         agree exactly."""
-        pred, rgb, header, wanted, timings = frame.pred, frame.rgb, frame.header, frame.wanted, frame.timings
+        pred, rgb, header, wanted, timings, cfg = frame.pred, frame.rgb, frame.header, frame.wanted, frame.timings, \
+            frame.cfg
+        if frame.scale_reset:
+            self.log.debug(f'metric scale smoothing restarts: {frame.scale_reset}')
+            self.scale.reset()
         want_depth, want_points = 'depth' in wanted, 'points' in wanted
         depth, valid, beyond = self._stabilized_depth(pred, cfg)
         t0 = time.perf_counter()
@@ -290,10 +303,9 @@ class FramePipeline:
             self.log.warning(text)
 
     def _reset_scale(self, why: str) -> None:
-        self.log.debug(f'metric scale smoothing restarts: {why}')
-        self.scale.reset()
-        with self.stats.lock:
-            self.stats.scale_resets = self.scale.reset_count
+        """Restart the scale smoothing before the next frame that stage 1 hands over."""
+        with self._reset_lock:
+            self._pending_reset = self._pending_reset or why
 
     def _check_size(self, width: int, height: int) -> None:
         if self._size is not None and self._size != (width, height):
