@@ -122,10 +122,10 @@ class CameraChannel:
             # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
             topic = self.node.resolve_topic_name(self.topic('image')) + '/compressed'
             self.image_sub = self.node.create_subscription(CompressedImage, topic,
-                                                           with_message_info(self._on_compressed), qos)
+                                                           with_message_info(self._on_compressed), qos, raw=True)
         else:
             self.image_sub = self.node.create_subscription(Image, self.topic('image'),
-                                                           with_message_info(self._on_image), qos)
+                                                           with_message_info(self._on_image), qos, raw=True)
         self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
         self.stats.active = True
 
@@ -136,11 +136,12 @@ class CameraChannel:
         self.image_sub = self.info_sub = None
         self.stats.active = False
 
-    def _on_image(self, msg: Image, info: dict) -> None:
-        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self.infos.for_header), info)
+    # Images arrive serialized (raw=True): only the frame that runs is read (pipeline stage 1, ros/serialized.py).
+    def _on_image(self, data: bytes, info: dict) -> None:
+        self._enqueue(IncomingFrame('raw', data, time.monotonic(), self.infos.for_header), info)
 
-    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
-        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self.infos.for_header), info)
+    def _on_compressed(self, data: bytes, info: dict) -> None:
+        self._enqueue(IncomingFrame('compressed', data, time.monotonic(), self.infos.for_header), info)
 
     def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
         replaced = self.slot.put(frame)

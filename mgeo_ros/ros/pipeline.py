@@ -17,7 +17,7 @@ import numpy as np
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.normals import normals_from_depth
-from mgeo_ros.ros import cloud, convert, rectify
+from mgeo_ros.ros import cloud, convert, rectify, serialized
 from mgeo_ros.ros.out_buffers import OutputBuffers
 from mgeo_ros.ros.scale_filter import ScaleFilter
 from mgeo_ros.runtime.flying_pixels import DepthJumpTest, flying_pixel_mask
@@ -27,8 +27,10 @@ from mgeo_ros.runtime.predictor import default_model_path
 
 @dataclass
 class IncomingFrame:
-    kind: str  # 'raw' | 'compressed'
-    msg: object
+    """A frame as the subscription received it: still serialized, so a frame the slot replaces costs nothing."""
+
+    kind: str  # 'raw' (sensor_msgs/Image) | 'compressed' (sensor_msgs/CompressedImage)
+    data: bytes  # the serialized message
     received: float  # time.monotonic() at the callback
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
 
@@ -147,14 +149,15 @@ class FramePipeline:
             return None
 
         t0 = time.perf_counter()
-        rgb = self._decode(frame, cfg)
+        msg = self._parse(frame)
+        rgb = None if msg is None else self._decode(frame.kind, msg, cfg)
         if rgb is None:
             return None
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
         self._check_size(width, height)
 
-        info = frame.camera_info_for(frame.msg.header) if cfg['use_camera_info'] else None
+        info = frame.camera_info_for(msg.header) if cfg['use_camera_info'] else None
         if cfg['rectify'] and info is not None:
             t0 = time.perf_counter()
             rgb = self._rectified(rgb, info)
@@ -166,7 +169,7 @@ class FramePipeline:
             self._bad('inference', f'inference rejected the frame: {exc}')
             return None
         timings.update((stage, ms) for stage, ms in pred.timings_ms.items() if stage != 'total')  # ours is wider
-        header = frame.msg.header
+        header = msg.header
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
@@ -231,15 +234,26 @@ class FramePipeline:
                                               normals if want_cloud_normals else None)))
         return out
 
-    def _decode(self, frame: IncomingFrame, cfg: dict) -> np.ndarray | None:
+    def _parse(self, frame: IncomingFrame):
+        """The serialized message's fields (pixel data not copied), or None (counted and logged as `image`) when
+        its bytes are not a whole Image / CompressedImage."""
+        try:
+            if frame.kind == 'compressed':
+                return serialized.parse_compressed_image(frame.data)
+            return serialized.parse_image(frame.data)
+        except BadInputError as exc:
+            self._bad('image', f'image skipped: {exc}')
+            return None
+
+    def _decode(self, kind: str, msg, cfg: dict) -> np.ndarray | None:
         """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
         images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
         limit = cfg['max_input_pixels']
         try:
-            if frame.kind == 'compressed':
-                rgb = convert.compressed_to_rgb8(frame.msg, limit, warn=self._decoder_warning)
+            if kind == 'compressed':
+                rgb = convert.compressed_to_rgb8(msg, limit, warn=self._decoder_warning)
             else:
-                rgb = convert.image_to_rgb8(frame.msg, limit)
+                rgb = convert.image_to_rgb8(msg, limit)
         except (BadInputError, ValueError) as exc:
             self._bad(getattr(exc, 'reason', 'image'), f'image skipped: {exc}')
             return None
