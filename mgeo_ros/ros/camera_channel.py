@@ -1,5 +1,6 @@
 """One camera of the depth node: its topics, newest-frame slot, CameraInfo cache, counters, publishers, per-frame
-pipeline and worker thread.
+pipeline and worker thread. The channel owns the publishers: it asks which outputs are subscribed, hands that set to
+the pipeline and publishes the messages the pipeline builds.
 
 The node (node.py) owns the parameters and the model; everything that is per camera lives here, so N cameras are N
 channels sharing one model, and the single-camera node is the one channel without a name (plain topic names). A bad
@@ -17,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
-from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
+from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
 from mgeo_ros.ros.qos import make_qos
 
 STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
@@ -75,24 +76,6 @@ class CameraInfoCache:
             return exact if exact is not None else next(reversed(self._infos.values()))
 
 
-class _CameraNodeView:
-    """What FramePipeline needs of the node, with a logger named after the camera (so its lines say which one)."""
-
-    def __init__(self, node, name: str) -> None:
-        self._node = node
-        self._logger = node.get_logger().get_child(name)
-
-    @property
-    def cfg(self) -> dict:
-        return self._node.cfg
-
-    def get_logger(self):
-        return self._logger
-
-    def get_clock(self):
-        return self._node.get_clock()
-
-
 class CameraChannel:
     """Everything of one camera. `name` '' = the single-camera node (topics image, camera_info, depth/image, ...);
     otherwise topics are <name>/image, <name>/depth/image, ..."""
@@ -102,9 +85,8 @@ class CameraChannel:
         self.name = name
         self.prefix = f'{name}/' if name else ''
         self.stats = NodeStats()
-        # what the pipeline sees of the node: the node itself, or a view whose logger names the camera
-        self._view = node if not name else _CameraNodeView(node, name)
-        self.log_bad = ThrottledLog(self._view.get_logger().warning, node.cfg['log_throttle'])
+        self.log = node.get_logger() if not name else node.get_logger().get_child(name)  # its lines name the camera
+        self.log_bad = ThrottledLog(self.log.warning, node.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
@@ -122,7 +104,7 @@ class CameraChannel:
         qos = make_qos(cfg['output_qos'], cfg['output_qos_depth'])
         self.outputs = Outputs(**{f: self.node.create_publisher(kind, self.topic(t), qos)
                                   for f, (kind, t) in OUTPUT_SPECS.items()})
-        self.pipeline = FramePipeline(self._view, self.stats, self.outputs, self.log_bad)
+        self.pipeline = FramePipeline(cfg, self.log, self.stats, self.log_bad)
 
     def destroy_outputs(self) -> None:
         if self.outputs is not None:
@@ -201,12 +183,45 @@ class CameraChannel:
             if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
                 cfg = {**cfg, 'frame_id': ''}
             try:
-                pipeline.process(frame, cfg)
+                self._serve(pipeline, frame, cfg)
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
                 if slot.closed:  # stopped under this frame (publishers, context or shared model gone): say nothing
                     return
                 self.stats.count_bad('internal_error')
                 self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
+
+    # ---- one frame: the subscribed outputs, stage 1, stage 2, publish
+    def wanted(self) -> frozenset:
+        """The outputs (OUTPUT_SPECS names) somebody subscribes to, asked once per frame."""
+        outputs = self.outputs
+        return frozenset(name for name in OUTPUT_SPECS if getattr(outputs, name).get_subscription_count() > 0)
+
+    def _serve(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> None:
+        wanted = self.wanted()
+        if not wanted:
+            with self.stats.lock:
+                self.stats.skipped_no_subscribers += 1
+            return
+        inferred = pipeline.infer(frame, cfg, wanted)
+        if inferred is not None:
+            self._publish(pipeline, inferred, cfg)
+
+    def _publish(self, pipeline: FramePipeline, frame: InferredFrame, cfg: dict) -> None:
+        """Stage 2 and the publishing of its messages; then the frame's timings and the published count."""
+        t0 = time.perf_counter()
+        outputs = self.outputs
+        for name, msg in pipeline.messages(frame, cfg):
+            getattr(outputs, name).publish(msg)
+        timings = frame.timings
+        timings['publish'] = (time.perf_counter() - t0) * 1000.0 - timings.get('filter', 0.0)
+        timings['total'] = (time.perf_counter() - frame.started) * 1000.0 + timings['queue_wait']
+        stamp = frame.header.stamp
+        age = self.node.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)
+        with self.stats.lock:
+            for stage, ms in timings.items():
+                self.stats.timings.add(stage, ms)
+            self.stats.timings.add('since_stamp', age / 1e6)
+        self.stats.mark_published()
 
     # ---- diagnostics
     def diagnostic_status(self, node_name: str):

@@ -79,16 +79,6 @@ class _DepthNodeParts:
         """The first (or only) camera's counters; the model state is the same in every camera's."""
         return self.channels[0].stats
 
-    @property
-    def pipeline(self):
-        """The first (or only) camera's FramePipeline (single-camera callers: the benchmark, tests)."""
-        return self.channels[0].pipeline
-
-    @property
-    def outputs(self):
-        """The first (or only) camera's publishers."""
-        return self.channels[0].outputs
-
     def _create_outputs(self) -> None:
         for ch in self.channels:
             ch.create_outputs()
@@ -200,7 +190,7 @@ class _DepthNodeParts:
             for ch in self.channels:
                 ch.log_bad.period = self.cfg['log_throttle']
                 if ch.pipeline is not None:
-                    ch.pipeline.on_config_changed(updates)
+                    ch.pipeline.on_config_changed(self.cfg, updates)
             if updates:
                 applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
                 self.get_logger().info(f'parameters applied live: {applied}')

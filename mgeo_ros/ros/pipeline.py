@@ -1,4 +1,6 @@
-"""What the node does with one frame, on the worker thread: decode, pick intrinsics, infer, stabilize, publish.
+"""What the node does with one frame, in two stages: stage 1 decodes the frame that runs, picks its intrinsics,
+rectifies it and runs the model; stage 2 turns the prediction into the output messages. The camera channel
+(camera_channel.py) hands one stage's result to the other and publishes what stage 2 built.
 
 Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-frame work read separately.
 """
@@ -6,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +32,33 @@ class IncomingFrame:
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
 
 
+@dataclass
+class InferredFrame:
+    """Stage 1's hand-over to stage 2: one frame's prediction and what its outputs are made with."""
+
+    pred: object  # runtime.prediction.Prediction
+    rgb: np.ndarray  # the (rectified) frame the model saw, for the cloud's colours
+    header: object  # the input's header (frame_id overridden if asked): every output carries it
+    wanted: frozenset  # the outputs somebody subscribes to: depth, info, points, mask, confidence, normals
+    started: float  # time.perf_counter() when stage 1 began
+    received: float  # time.monotonic() at the callback
+    timings: dict = field(default_factory=dict)  # stage -> ms so far
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
 class FramePipeline:
-    """Per-frame work and the state it needs across frames (model, scale filter, last camera, last size)."""
+    """Per-frame work and the state it needs across frames (model, scale filter, last camera, last size).
 
-    def __init__(self, node, stats, outputs, log_bad) -> None:
-        self.node = node
-        self.log = node.get_logger()
+    `log` is the camera's logger; `stats` its counters; `log_bad(reason, text)` its throttled warning."""
+
+    def __init__(self, cfg: dict, log, stats, log_bad) -> None:
+        self.log = log
         self.stats = stats
-        self.out = outputs
         self.log_bad = log_bad
         self.predictor = None
-        cfg = node.cfg
         self.scale = ScaleFilter(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
         self._size: tuple[int, int] | None = None
         self._camera_key: tuple | None = None
@@ -107,8 +121,8 @@ class FramePipeline:
             precision = 'fp32'
         return backend, precision
 
-    def on_config_changed(self, updates: dict) -> None:
-        cfg = {**self.node.cfg, **updates}
+    def on_config_changed(self, cfg: dict, updates: dict) -> None:
+        """`cfg`: the parameters after the change; `updates`: the ones that changed."""
         self.scale.configure(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
         if 'use_camera_info' in updates:
             self._reset_scale('use_camera_info changed')
@@ -116,28 +130,19 @@ class FramePipeline:
             self.predictor.mask_threshold = float(updates['mask_threshold'])
 
     # ---- per frame ------------------------------------------------------------------------------------------------
-    def process(self, frame: IncomingFrame, cfg: dict) -> None:
+    def infer(self, frame: IncomingFrame, cfg: dict, wanted: frozenset) -> InferredFrame | None:
+        """Stage 1: decode, intrinsics, rectify, model. None when the frame is skipped (counted and logged)."""
         t_start = time.perf_counter()
         timings = {'queue_wait': (time.monotonic() - frame.received) * 1000.0}
-        want_depth = self.out.depth.get_subscription_count() > 0
-        want_info = self.out.info.get_subscription_count() > 0
-        want_points = self.out.points.get_subscription_count() > 0
-        want_mask = self.out.mask.get_subscription_count() > 0
-        want_conf = self.out.confidence.get_subscription_count() > 0
-        want_normals = self.out.normals.get_subscription_count() > 0
-        if not (want_depth or want_info or want_points or want_mask or want_conf or want_normals):
-            with self.stats.lock:
-                self.stats.skipped_no_subscribers += 1
-            return
         if self.predictor is None:
             why = self.stats.model_error or self.stats.model_status
             self._bad('no_model', f'frame skipped: no model loaded ({why})')
-            return
+            return None
 
         t0 = time.perf_counter()
         rgb = self._decode(frame, cfg)
         if rgb is None:
-            return
+            return None
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
         self._check_size(width, height)
@@ -152,26 +157,66 @@ class FramePipeline:
             pred = self.predictor.predict(rgb, intrinsics=intrinsics)
         except (BadInputError, ValueError) as exc:
             self._bad('inference', f'inference rejected the frame: {exc}')
-            return
+            return None
         timings.update((stage, ms) for stage, ms in pred.timings_ms.items() if stage != 'total')  # ours is wider
-
-        t0 = time.perf_counter()
         header = frame.msg.header
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
-        wanted = {'depth': want_depth, 'info': want_info, 'mask': want_mask, 'points': want_points,
-                  'confidence': want_conf, 'normals': want_normals}
-        self._publish(pred, rgb, header, cfg, wanted, timings)
-        timings['publish'] = _ms(t0) - timings.get('filter', 0.0)
-        timings['total'] = _ms(t_start) + timings['queue_wait']
-        age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+        return InferredFrame(pred, rgb, header, wanted, t_start, frame.received, timings)
+
+    def messages(self, frame: InferredFrame, cfg: dict) -> list[tuple[str, object]]:
+        """Stage 2: the messages of the wanted outputs, as (output name, message) in publishing order; all share
+        the frame's header and the intrinsics of its prediction.
+
+        Every image is written once, straight into the bytes its message carries (`out_buffers`: reused from frame
+        to frame, which rclpy's synchronous publish allows: publish them before the next call). The published depth
+        (NaN where invalid) is also what the cloud and the normals are made from, so depth, cloud and camera_info
+        agree exactly."""
+        pred, rgb, header, wanted, timings = frame.pred, frame.rgb, frame.header, frame.wanted, frame.timings
+        want_depth, want_points = 'depth' in wanted, 'points' in wanted
+        depth, valid, beyond = self._stabilized_depth(pred, cfg)
+        t0 = time.perf_counter()
+        valid, beyond = self._remove_unreliable(pred, depth, valid, beyond, cfg)
+        timings['filter'] = _ms(t0)
+        height, width = depth.shape
         with self.stats.lock:
-            for stage, ms in timings.items():
-                self.stats.timings.add(stage, ms)
-            self.stats.timings.add('since_stamp', age / 1e6)
             self.stats.resolution = f'{width}x{height}'
-        self.stats.mark_published()
+        want_cloud_normals = want_points and cfg['points_normals']
+        need_depth = want_depth or want_points or 'normals' in wanted
+        inf_shown = (want_depth and cfg['inf_beyond_max_depth'] and beyond is not None and bool(beyond.any()))
+        depth_nan = depth_data = None
+        if need_depth:  # written into the depth message itself unless that one shows +Inf beyond max_depth
+            own = want_depth and not inf_shown
+            depth_data, depth_nan = self.buffers.take('depth' if own else 'depth_nan', (height, width))
+            np.copyto(depth_nan, depth)
+            np.copyto(depth_nan, np.float32(np.nan), where=~valid)
+            if inf_shown:
+                depth_data, shown = self.buffers.take('depth', (height, width))
+                np.copyto(shown, depth_nan)
+                shown[beyond] = np.inf
+        out: list[tuple[str, object]] = []
+        normals = None
+        if 'normals' in wanted:
+            data, view = self.buffers.take('normals', (height, width, 3))
+            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid, out=view)
+            out.append(('normals', convert.image_around(data, height, width, '32FC3', header)))
+        if 'confidence' in wanted:
+            data, view = self.buffers.take('confidence', (height, width))
+            np.copyto(view, pred.confidence)
+            out.append(('confidence', convert.image_around(data, height, width, '32FC1', header)))
+        if want_depth:
+            out.append(('depth', convert.image_around(depth_data, height, width, '32FC1', header)))
+        if 'info' in wanted:
+            out.append(('info', self._camera_info(pred.intrinsics, header)))
+        if 'mask' in wanted:
+            data, view = self.buffers.take('mask', (height, width), np.uint8)
+            np.multiply(np.ascontiguousarray(valid).view(np.uint8), np.uint8(255), out=view)
+            out.append(('mask', convert.image_around(data, height, width, 'mono8', header)))
+        if want_points:
+            out.append(('points', self._cloud(pred, depth_nan, valid, rgb, header, cfg,
+                                              normals if want_cloud_normals else None)))
+        return out
 
     def _decode(self, frame: IncomingFrame, cfg: dict) -> np.ndarray | None:
         """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
@@ -189,52 +234,6 @@ class FramePipeline:
             self._bad('image', 'image skipped: it is empty (0 pixels)')
             return None
         return rgb
-
-    def _publish(self, pred, rgb, header, cfg: dict, wanted: dict, timings: dict) -> None:
-        """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction.
-
-        Every image is written once, straight into the bytes its message carries (`out_buffers`: reused from frame
-        to frame, which rclpy's synchronous publish allows): the published depth (NaN where invalid) is also what
-        the cloud and the normals are made from, so depth, cloud and camera_info agree exactly."""
-        want_depth, want_points = wanted['depth'], wanted['points']
-        depth, valid, beyond = self._stabilized_depth(pred, cfg)
-        t0 = time.perf_counter()
-        valid, beyond = self._remove_unreliable(pred, depth, valid, beyond, cfg)
-        timings['filter'] = _ms(t0)
-        height, width = depth.shape
-        want_cloud_normals = want_points and cfg['points_normals']
-        need_depth = want_depth or want_points or wanted['normals']
-        inf_shown = (want_depth and cfg['inf_beyond_max_depth'] and beyond is not None and bool(beyond.any()))
-        depth_nan = depth_data = None
-        if need_depth:  # written into the depth message itself unless that one shows +Inf beyond max_depth
-            own = want_depth and not inf_shown
-            depth_data, depth_nan = self.buffers.take('depth' if own else 'depth_nan', (height, width))
-            np.copyto(depth_nan, depth)
-            np.copyto(depth_nan, np.float32(np.nan), where=~valid)
-            if inf_shown:
-                depth_data, shown = self.buffers.take('depth', (height, width))
-                np.copyto(shown, depth_nan)
-                shown[beyond] = np.inf
-        normals = None
-        if wanted['normals']:
-            data, view = self.buffers.take('normals', (height, width, 3))
-            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid, out=view)
-            self.out.normals.publish(convert.image_around(data, height, width, '32FC3', header))
-        if wanted['confidence']:
-            data, view = self.buffers.take('confidence', (height, width))
-            np.copyto(view, pred.confidence)
-            self.out.confidence.publish(convert.image_around(data, height, width, '32FC1', header))
-        if want_depth:
-            self.out.depth.publish(convert.image_around(depth_data, height, width, '32FC1', header))
-        if wanted['info']:
-            self.out.info.publish(self._camera_info(pred.intrinsics, header))
-        if wanted['mask']:
-            data, view = self.buffers.take('mask', (height, width), np.uint8)
-            np.multiply(np.ascontiguousarray(valid).view(np.uint8), np.uint8(255), out=view)
-            self.out.mask.publish(convert.image_around(data, height, width, 'mono8', header))
-        if want_points:
-            self.out.points.publish(self._cloud(pred, depth_nan, valid, rgb, header, cfg,
-                                                normals if want_cloud_normals else None))
 
     def _camera_info(self, intr: Intrinsics, header):
         """The CameraInfo of `intr`, built once per camera and reused with each frame's header (publish copies it)."""

@@ -3,7 +3,7 @@ the cross-process transport a real consumer causes. Subscriptions are raw (seria
 take as little CPU from the measured process as a C++ consumer would. Prints `ready`, then on SIGTERM/SIGINT or
 end of stdin one JSON line: messages and bytes received per topic.
 
-  python -m mgeo_ros.ros.node_bench_sink /ns/depth/image=sensor_msgs/msg/Image /ns/points=sensor_msgs/msg/PointCloud2
+  python -m mgeo_ros.bench.sink /ns/depth/image=sensor_msgs/msg/Image /ns/points=sensor_msgs/msg/PointCloud2
 """
 from __future__ import annotations
 

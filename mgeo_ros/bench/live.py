@@ -22,11 +22,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from mgeo_ros.bench.node import bench_intrinsics, camera_image, ros_env
+from mgeo_ros.bench.sink import message_type
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
-from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image, ros_env
-from mgeo_ros.ros.node_bench_sink import message_type
 from mgeo_ros.ros.spin_thread import SpinThread
 
 
