@@ -79,6 +79,8 @@ class FrameOutputs:
     normals: np.ndarray | None = None
     points: np.ndarray | None = None
     points_normals: np.ndarray | None = None
+    network_valid: np.ndarray | None = field(default=None, repr=False)  # the validity on the network's grid
+    coverage: np.ndarray | None = field(default=None, repr=False)  # its bilinear coverage at H×W (None: same size)
     data: dict = field(default_factory=dict, repr=False)  # output name -> the array('B') its array lives in
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -155,7 +157,8 @@ class FrameStage:
         timings['filter'] = _ms(t0)
 
         t0 = time.perf_counter()
-        out = FrameOutputs(rec.intrinsics, rec.recovered, update, rec.shift, valid, depth, confidence=confidence)
+        out = FrameOutputs(rec.intrinsics, rec.recovered, update, rec.shift, valid, depth, confidence=confidence,
+                           network_valid=valid_n, coverage=coverage)
         if 'depth' in wanted:
             out.depth = depth
             if s.inf_beyond_max_depth and beyond is not None and beyond.any():

@@ -151,18 +151,12 @@ def unit_normals_at(normal: np.ndarray, mask: np.ndarray, width: int, height: in
 
 def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
                 mask_threshold: float = 0.5) -> dict:
-    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H)."""
-    width, height = frame_size
-    nh, nw = raw.mask.shape
-    rec = recover(raw, frame_size, intrinsics, mask_threshold)
-    depth_n, valid_n = network_depth(raw, rec, rec.metric_scale)
-    coverage = None
-    if (nw, nh) == (width, height):
-        depth = np.where(valid_n, depth_n, np.float32(np.nan)).astype(np.float32)
-        mask = valid_n
-    else:
-        depth, mask, coverage = _upsample_valid(depth_n, valid_n, width, height)
-    normals = None if raw.normal is None else unit_normals_at(raw.normal, mask, width, height)
-    return {'depth': depth, 'mask': mask, 'intrinsics': rec.intrinsics, 'metric_scale': rec.metric_scale,
-            'normals': normals, 'intrinsics_recovered': rec.recovered, 'shift': rec.shift,
-            'mask_probability': raw.mask, 'network_valid': valid_n, 'coverage': coverage}
+    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H): one frame through
+    a `FrameStage` of its own (no smoothing, no filters), so the arrays are the caller's to keep."""
+    from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage
+
+    wanted = {'depth'} if raw.normal is None else {'depth', 'normals'}  # a Prediction's normals are the head's
+    out = FrameStage(FrameSettings(mask_threshold=mask_threshold)).run(raw, frame_size, intrinsics, wanted)
+    return {'depth': out.depth, 'mask': out.valid, 'intrinsics': out.intrinsics, 'metric_scale': out.scale.raw,
+            'normals': out.normals, 'intrinsics_recovered': out.intrinsics_recovered, 'shift': out.shift,
+            'mask_probability': raw.mask, 'network_valid': out.network_valid, 'coverage': out.coverage}
