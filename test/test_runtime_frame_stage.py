@@ -113,3 +113,34 @@ def test_the_stride_cloud_carries_its_normals():
     np.testing.assert_allclose(out.points_normals, normals_from_depth(d, small, np.isfinite(d)), atol=1e-6)
     with_head = stage.run(raw_frame(2, True), FRAME, None, {'points', 'points_normals', 'normals'})
     np.testing.assert_array_equal(with_head.points_normals, with_head.normals[::3, ::3])
+
+
+GRAPH_CASES = dict(CASES, same_size=({'flying_pixel_max_jump': 0.05, 'min_confidence': 0.5}, True, None),
+                   stride=({'points_stride': 3, 'flying_pixel_max_jump': 0.05}, False, None))
+
+
+@pytest.mark.parametrize('case', sorted(GRAPH_CASES))
+def test_post_graph_on_onnxruntime_gives_the_numpy_outputs(case):
+    """The post graph (ONNX Runtime, CPU) against the numpy path, frame by frame with the same settings: same
+    validity, the arrays within float32 noise (RTOL; normals NORMALS_ATOL)."""
+    pytest.importorskip('onnxruntime')
+    from mgeo_ros.runtime.post_graph import PostGraph
+
+    settings, head, intr = GRAPH_CASES[case]
+    frame = NET if case == 'same_size' else FRAME
+    if case == 'same_size':
+        intr = None
+    numpy_stage, graph_stage = _stage(dict(settings)), _stage(dict(settings))
+    graph_stage.post = PostGraph()
+    for i in range(3):
+        want = numpy_stage.run(raw_frame(i, head), frame, intr, OUTPUTS)
+        got = graph_stage.run(raw_frame(i, head), frame, intr, OUTPUTS)
+        assert graph_stage.post.providers == ['CPUExecutionProvider']
+        np.testing.assert_array_equal(got.valid, want.valid)
+        assert got.valid.any() and not got.valid.all()
+        for name in ('depth', 'confidence', 'points'):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=RTOL, atol=1e-6,
+                                       equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(got.normals, want.normals, atol=NORMALS_ATOL, equal_nan=True)
+        np.testing.assert_allclose(got.points_normals, want.points_normals, atol=NORMALS_ATOL, equal_nan=True)
+        assert got.scale == want.scale and got.shift == want.shift

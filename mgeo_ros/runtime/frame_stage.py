@@ -29,6 +29,7 @@ from mgeo_ros.geometry.projection import pixel_rays
 from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.flying_pixels import DepthJumpTest, grazing_mask
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
+from mgeo_ros.runtime.post_graph import GraphShape, PostGraph, cos_view_angle
 from mgeo_ros.runtime.postprocess import _upsample_valid, network_depth, recover, unit_normals_at, upsample_confidence
 from mgeo_ros.runtime.scale_filter import ScaleFilter, ScaleUpdate
 
@@ -98,9 +99,11 @@ class FrameStage:
     """Stage 2 of a frame: RawOutput (+ the frame's intrinsics) -> FrameOutputs, with the state kept across frames
     (the scale filter, the buffers). One per camera; see the module docstring for the buffer contract."""
 
-    def __init__(self, settings: FrameSettings | None = None, scale: ScaleFilter | None = None) -> None:
+    def __init__(self, settings: FrameSettings | None = None, scale: ScaleFilter | None = None,
+                 post: PostGraph | None = None) -> None:
         self.settings = settings or FrameSettings()
         self.scale = scale or ScaleFilter()
+        self.post = post  # run the per-pixel work as the post graph (runtime/post_graph.py) instead of numpy
         self.buffers = FrameBuffers()
         self._jump_test = DepthJumpTest()
         self._normals = DepthNormals()
@@ -117,6 +120,8 @@ class FrameStage:
         rec = recover(raw, frame_size, intrinsics, s.mask_threshold)
         update = self.scale.update(rec.metric_scale)
         timings['recover'] = _ms(t0)
+        if self.post is not None:
+            return self._run_graph(raw, rec, update, width, height, wanted, timings)
 
         t0 = time.perf_counter()
         depth, valid, coverage, valid_n = self._depth_at_frame(raw, rec, update.smoothed, width, height)
@@ -183,6 +188,72 @@ class FrameStage:
             self._cloud(out, depth, valid, rec.intrinsics, stride, normals if full_normals else None,
                         'points_normals' in wanted)
         timings['points'] = _ms(t0)
+        out.timings_ms = timings
+        return out
+
+    def _run_graph(self, raw: RawOutput, rec, update: ScaleUpdate, width: int, height: int, wanted: frozenset,
+                   timings: dict) -> FrameOutputs:
+        """The per-pixel work as the post graph, its outputs written into the stage's buffers."""
+        s = self.settings
+        t0 = time.perf_counter()
+        stride = max(1, int(s.points_stride))
+        want_points = bool(wanted & {'points', 'points_normals'})
+        head = raw.normal is not None
+        angle = s.flying_pixel_max_view_angle > 0
+        full_normals = 'normals' in wanted or ('points_normals' in wanted and (stride == 1 or angle or head))
+        nh, nw = raw.mask.shape
+        shape = GraphShape((nw, nh), (width, height), head, int(s.flying_pixel_radius), s.flying_pixel_max_jump > 0,
+                           angle, full_normals, stride if want_points else 0)
+        intr = rec.intrinsics
+        ray_x, ray_y = pixel_rays(intr)
+        params = np.array([rec.shift, update.smoothed, intr.fx, intr.fy,
+                           s.max_depth if s.max_depth > 0 else np.inf, s.flying_pixel_max_jump,
+                           cos_view_angle(s.flying_pixel_max_view_angle), s.min_confidence], np.float32)
+        inputs = {'z': raw.points[..., 2], 'probability': raw.mask, 'mask': rec.mask, 'params': params,
+                  'ray_x': ray_x, 'ray_y': ray_y[:, None]}
+        if head:
+            inputs['normal'] = raw.normal
+        if shape.stride:
+            cloud_x, cloud_y = pixel_rays(intr.decimated(stride))
+            inputs.update(cloud_ray_x=cloud_x, cloud_ray_y=cloud_y[:, None])
+        depth = self._array('depth', (height, width))
+        valid = self._array('valid', (height, width), bool)
+        beyond = self._array('beyond', (height, width), bool)
+        outputs = {'depth': depth, 'valid': valid, 'beyond': beyond}
+        want_conf = 'confidence' in wanted
+        if want_conf:
+            outputs['confidence'] = self._array('confidence', (height, width))
+        if full_normals:
+            outputs['normals'] = self._array('normals', (height, width, 3))
+        if shape.stride:
+            rows, cols = -(-height // stride), -(-width // stride)
+            outputs['points'] = self._array('points', (rows, cols, 3))
+        self.post.run(shape, inputs, outputs)
+        timings['post_graph'] = _ms(t0)
+        out = FrameOutputs(intr, rec.recovered, update, rec.shift, valid, depth,
+                           confidence=outputs.get('confidence'))
+        if want_conf:
+            out.data['confidence'] = self.buffers.take('confidence', (height, width))[0]
+        if 'depth' in wanted:
+            out.depth, out.data['depth'] = depth, self.buffers.take('depth', (height, width))[0]
+            if s.inf_beyond_max_depth and s.max_depth > 0 and beyond.any():
+                data, shown = self.buffers.take('depth_shown', (height, width))
+                np.copyto(shown, depth)
+                shown[beyond] = np.inf
+                out.depth, out.data['depth'] = shown, data
+        normals = outputs.get('normals')
+        if 'normals' in wanted:
+            out.normals, out.data['normals'] = normals, self.buffers.take('normals', (height, width, 3))[0]
+        if shape.stride:
+            out.points = outputs['points']
+            if 'points_normals' in wanted:
+                if normals is not None:
+                    out.points_normals = normals[::stride, ::stride]
+                else:
+                    d = np.ascontiguousarray(depth[::stride, ::stride])
+                    v = np.ascontiguousarray(valid[::stride, ::stride])
+                    out.points_normals = self._cloud_normals(d, intr.decimated(stride), v,
+                                                             out=self._array('points_normals', (*d.shape, 3)))
         out.timings_ms = timings
         return out
 
