@@ -9,7 +9,7 @@ import pytest
 from mgeo_ros.ros import params as P
 from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, NodeStats, ThrottledLog, Timings
 from mgeo_ros.ros.frame_slot import FrameSlot, HandOver
-from mgeo_ros.ros.scale_filter import ScaleFilter
+from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
 

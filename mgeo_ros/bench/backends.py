@@ -55,15 +55,19 @@ def make_converter(rgb: np.ndarray):
 
 
 def make_cloud_packer():
-    """(pack(prediction, rgb), description): the node's cloud (`convert.depth_to_pointcloud2`, unprojected straight
-    into the message) when rclpy imports, else the same points packed by the pure-numpy `cloud.pack_points`."""
+    """(pack(prediction, rgb), description): the node's cloud builder (`convert.points_to_pointcloud2`, packed
+    straight into the message) when rclpy imports, else the same packing (`cloud.fill_organized`) into an array."""
     try:
-        from mgeo_ros.ros.convert import depth_to_pointcloud2
+        from mgeo_ros.ros.convert import points_to_pointcloud2
     except Exception:  # rclpy/messages missing
-        from mgeo_ros.ros.cloud import pack_points
+        from mgeo_ros.ros.cloud import fill_organized
 
-        return (lambda p, rgb: pack_points(p.points, rgb)), 'cloud.pack_points'
-    return (lambda p, rgb: depth_to_pointcloud2(p.depth, p.intrinsics, rgb=rgb)), 'ros.convert.depth_to_pointcloud2'
+        def pack(p, rgb):
+            h, w = p.depth.shape
+            return fill_organized(np.empty((h, w, 3 if rgb is None else 4), np.float32), p.points, rgb)
+
+        return pack, 'cloud.fill_organized'
+    return (lambda p, rgb: points_to_pointcloud2(p.points, rgb=rgb)), 'ros.convert.points_to_pointcloud2'
 
 
 def peak_rss_mib() -> float:
