@@ -19,38 +19,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='backend(s) to measure (repeatable; default: every one that is available)')
     parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
     parser.add_argument('--num-tokens', type=int, default=1200, help='ViT token budget (default 1200)')
-    parser.add_argument('--runs', type=int, default=None, help='timed runs per row (default 10; --node: 100)')
-    parser.add_argument('--warmup', type=int, default=None, help='untimed warm-up runs per row (default 2; --node: 10)')
+    parser.add_argument('--runs', type=int, default=None, help='timed runs per row (default 10)')
+    parser.add_argument('--warmup', type=int, default=None, help='untimed warm-up runs per row (default 2)')
     parser.add_argument('--threads', type=int, default=None, help='torch/ONNX Runtime CPU threads (default: all)')
     parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
                         help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
     parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
     parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
-    node = parser.add_argument_group('the node\'s own per-frame cost (--node; see mgeo_ros/bench/node.py)')
+    node = parser.add_argument_group('the node as a robot runs it (--node; see mgeo_ros/bench/node.py)')
     node.add_argument('--node', action='store_true',
-                      help='time the node\'s per-frame path with the forward replayed from recorded outputs, every '
-                      'output subscribed from another process (default sizes '
-                      '640x480 and 1280x720, default model: the packaged one)')
+                      help='run mgeo_depth_node with its forward replayed from recorded network outputs after a '
+                      'GIL-free wait of --forward-ms, fed by a camera and read by a subscriber in another process: '
+                      'published rate against the engine\'s, own CPU per frame against the transport floor, latency '
+                      '(default sizes 640x480 and 1280x720, default model: the packaged one)')
+    node.add_argument('--forward-ms', default='30,50', metavar='MS[,MS...]',
+                      help='--node: the replayed forward\'s wait, one value or one per --size (default 30,50: the '
+                      'engine rates 33 and 20 Hz); `real`: run the model itself on --backend (a GPU engine)')
+    node.add_argument('--seconds', type=float, default=10.0, help='--node: seconds streamed per measurement (10)')
+    node.add_argument('--camera-hz', type=float, default=60.0,
+                      help='--node: camera rate of the main measurement, above the engine\'s (60)')
+    node.add_argument('--rates', default='', metavar='HZ[,HZ...]',
+                      help='--node: also feed the first size at these camera rates (e.g. 5,30,100): published rate '
+                      'and latency median at each')
     node.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
                       help='--node: a node parameter (repeatable), on top of the bench\'s organized xyzrgb cloud')
     node.add_argument('--frames', type=int, default=4, help='--node: distinct frames recorded and replayed (4)')
-    node.add_argument('--period', type=float, default=0.03,
-                      help='--node: seconds from one frame to the next, so the subscriber drains (0.03)')
-    node.add_argument('--no-camera-info', action='store_true',
-                      help='--node: no CameraInfo, so every frame recovers the focal as well as the shift')
-    node.add_argument('--outputs', default='', metavar='TOPIC[,TOPIC...]',
-                      help='--node: subscribe only these outputs (e.g. depth/image,depth/camera_info,points,depth/mask'
-                      '); default every topic the node publishes')
-    node.add_argument('--profile', type=int, default=0, metavar='N',
-                      help='--node: also list the N functions taking the most time per frame (cProfile; slows it)')
     node.add_argument('--live', type=float, default=0.0, metavar='SECONDS',
                       help='--node: instead, run the real node (subprocess, real model) fed at --rate for SECONDS '
                       'per --live-threads value: published rate and latency p95 against the forward-bound maximum')
     node.add_argument('--rate', type=float, default=10.0, help='--live: input rate in Hz (10)')
     node.add_argument('--live-threads', default='0', metavar='N[,N...]',
                       help='--live: intra_op_threads values to run the node with (0 = the default: cores - 1)')
-
 
 
 def run_node(args) -> dict:
@@ -69,6 +69,7 @@ def run_node(args) -> dict:
         from mgeo_ros.bench.node import parse_value
 
         params[name.strip()] = parse_value(value)
+    params.setdefault('num_tokens', args.num_tokens)
     backend = (args.backend or ['auto'])[0]
     if args.live:
         from mgeo_ros.bench.live import run_live
@@ -78,10 +79,10 @@ def run_node(args) -> dict:
                         'torch' if backend == 'auto' else backend, params)
     from mgeo_ros.bench.node import run_node_bench
 
-    return run_node_bench(model, label, sizes, args.runs or 100, 10 if args.warmup is None else args.warmup,
-                          args.frames, backend, args.period, params, camera_info=not args.no_camera_info,
-                          profile=args.profile,
-                          outputs=[o.strip() for o in args.outputs.split(',') if o.strip()] or None)
+    forward = None if args.forward_ms.strip() == 'real' else [float(v) for v in args.forward_ms.split(',')]
+    rates = [float(v) for v in args.rates.split(',') if v.strip()]
+    return run_node_bench(model, label, sizes, forward, args.seconds, args.camera_hz, rates, args.frames, backend,
+                          params)
 
 
 def run(args: argparse.Namespace) -> int:
