@@ -125,3 +125,11 @@ def test_replay_backend_hands_out_fresh_copies_in_turn_and_refuses_another_size(
     assert np.array_equal(again.points, outputs[1].points) and np.all(again.points[..., 2] == 3.0)
     with pytest.raises(BadInputError, match='recorded at 42x28'):
         backend.forward(np.zeros((1, 3, 14, 28), np.float32), 2)
+
+
+def test_gil_stall_reports_the_forward_and_the_longest_stall():
+    """Structure only (no timing asserted): the probe runs the forward and measures the other thread's stalls."""
+    calls = []
+    result = backends.gil_stall(lambda: calls.append(sum(range(1000))), runs=5)
+    assert len(calls) == 6 and set(result) == {'forward_ms', 'longest_stall_ms'}  # warm-up + runs
+    assert result['forward_ms'] >= 0 and result['longest_stall_ms'] >= 0

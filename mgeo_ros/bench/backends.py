@@ -355,3 +355,31 @@ def format_table(report: dict) -> str:
     for b, why in report['unavailable'].items():
         lines.append(f'{b}: not measured — {why}')
     return '\n'.join(lines)
+
+
+def gil_stall(forward, runs: int = 20) -> dict:
+    """Whether `forward()` lets other Python threads run while it waits: it runs `runs` times on a worker thread
+    while this thread counts the longest stretch in which it could not run a Python instruction. A forward that
+    holds the GIL stalls this thread for about its whole duration; one that releases it, for a scheduler slice
+    (the interpreter's switch interval, 5 ms by default, or a busy core). {'forward_ms': median forward,
+    'longest_stall_ms': that stretch}."""
+    import threading
+
+    forward()  # warm-up (allocations, first-call setup)
+    times: list[float] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            forward()
+            times.append((time.perf_counter() - t0) * 1e3)
+        done.set()
+    worker = threading.Thread(target=loop, daemon=True)
+    longest, last = 0.0, time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    worker.join()
+    return {'forward_ms': _median(times), 'longest_stall_ms': longest * 1e3}

@@ -87,11 +87,14 @@ def parse_value(text: str):
     return text
 
 
-def make_recorder(model, backend: str, num_tokens: int, threads: int | None):
-    """A real Predictor for recording network outputs (any backend that runs here)."""
+def make_recorder(model, backend: str, cfg: dict):
+    """A real Predictor with the node's settings `cfg`: it records the network outputs that are replayed, or runs
+    the forward itself (`--forward-ms real`)."""
     from mgeo_ros.runtime import Predictor
 
-    return Predictor(model, backend=backend, num_tokens=num_tokens, threads=threads)
+    precision = 'fp32' if cfg['precision'] == 'auto' else cfg['precision']
+    return Predictor(model, backend=backend, num_tokens=int(cfg['num_tokens']), precision=precision,
+                     threads=cfg['intra_op_threads'])
 
 
 def record_outputs(predictor, images: list[np.ndarray]) -> list:
@@ -305,7 +308,7 @@ def run_node_bench(model, label: str, sizes, forward_ms: list[float] | None, sec
         probe = BenchDepthNode(merged, f'/mgeo_bench_probe_{os.getpid()}')
         cfg = dict(probe.cfg)  # the node's own parameter values
         probe.destroy_node()
-        recorder = make_recorder(model, backend, int(cfg['num_tokens']), cfg['intra_op_threads'])
+        recorder = make_recorder(model, backend, cfg)
         results = []
         for i, size in enumerate(sizes):
             ms = None if forward_ms is None else forward_ms[i if len(forward_ms) > 1 else 0]
