@@ -131,7 +131,7 @@ class FrameStage:
                                    out=self._array('head_normals', (height, width, 3)))
         confidence = None
         if 'confidence' in wanted or s.min_confidence > 0:
-            confidence = self._confidence(raw.mask, valid_n, width, height, coverage)
+            confidence = self._confidence(raw.mask, valid_n, width, height, coverage, valid)
         timings['upsample'] = _ms(t0)
 
         t0 = time.perf_counter()
@@ -277,9 +277,12 @@ class FrameStage:
         _upsample_valid(depth_n, valid_n, width, height, out=(depth, valid, coverage))
         return depth, valid, coverage, valid_n
 
-    def _confidence(self, probability, valid_n, width, height, coverage) -> np.ndarray:
+    def _confidence(self, probability, valid_n, width, height, coverage, mask) -> np.ndarray:
         conf = self._array('confidence', (height, width))
-        np.copyto(conf, upsample_confidence(probability, valid_n, width, height, coverage))
+        scratch = self._array('confidence_scratch', (height, width))
+        got = upsample_confidence(probability, valid_n, width, height, coverage, mask, out=(conf, scratch))
+        if got is not conf:  # at the network's own size, or OpenCV did not write into conf
+            np.copyto(conf, got)
         return conf
 
     def _normals_out(self, wanted: frozenset, height: int, width: int) -> np.ndarray:

@@ -57,12 +57,14 @@ def _upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: i
 
 
 def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, height: int,
-                        coverage: np.ndarray | None = None) -> np.ndarray:
+                        coverage: np.ndarray | None = None, mask: np.ndarray | None = None,
+                        out: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The h×w mask probability at width×height, float32 in [0, 1], blended on each side of the mask border apart.
 
     Output pixels inside the upsampled mask (bilinear coverage of `valid` ≥ 0.5, the rule `upsample_valid` uses)
     average only valid network pixels; the others only invalid ones (their coverage is then > 0.5). `coverage`:
     that bilinear coverage when the caller has it already (the depth's upsampling made it); it is not modified.
+    `mask`: coverage >= 0.5 when the caller has it; `out`: (result, scratch) float32 width×height arrays to use.
     """
     # fmax then fmin: NaN and -inf -> 0, +inf -> 1, the rest clipped to [0, 1] (= nan_to_num then clip, 2 passes)
     prob = np.fmin(np.fmax(np.asarray(probability, np.float32), np.float32(0.0)), np.float32(1.0))
@@ -71,10 +73,11 @@ def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, 
     weight = valid.astype(np.float32)
     if coverage is None:
         coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
-    inside = cv2.resize(prob * weight, (width, height), interpolation=cv2.INTER_LINEAR)
-    out = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    result, scratch = (None, None) if out is None else out
+    inside = cv2.resize(prob * weight, (width, height), dst=scratch, interpolation=cv2.INTER_LINEAR)
+    out = cv2.resize(prob, (width, height), dst=result, interpolation=cv2.INTER_LINEAR)
     out -= inside  # the invalid side's share
-    mask_up = coverage >= 0.5
+    mask_up = coverage >= 0.5 if mask is None else mask
     with np.errstate(invalid='ignore', divide='ignore'):
         np.divide(inside, coverage, out=out, where=mask_up)  # valid side: its sum over its coverage
         invalid_cover = np.subtract(np.float32(1.0), coverage, out=inside)  # `inside` is spent: reuse its buffer
