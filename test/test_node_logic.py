@@ -8,7 +8,7 @@ import pytest
 
 from mgeo_ros.ros import params as P
 from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, NodeStats, ThrottledLog, Timings
-from mgeo_ros.ros.frame_slot import FrameSlot
+from mgeo_ros.ros.frame_slot import FrameSlot, HandOver
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
@@ -72,6 +72,43 @@ def test_slot_under_a_fast_producer_never_holds_more_than_one():
 
 
 # ---- scale filter -----------------------------------------------------------------------------------------------
+def test_handover_passes_every_item_once_in_order_and_holds_one():
+    """Producer and consumer threads: the consumer gets 0..n-1 in order, none twice; the producer waits for a free
+    hand-over before each item, so it never holds more than one."""
+    handover: HandOver[int] = HandOver()
+    got, n = [], 200
+
+    def consume():
+        while len(got) < n:
+            item = handover.take(timeout=5)
+            if item is None:
+                return
+            got.append(item)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(n):
+        assert handover.wait_free(timeout=5)
+        handover.put(i)
+    consumer.join(10)
+    assert got == list(range(n))
+
+
+def test_handover_is_busy_until_taken_and_close_releases_everyone():
+    handover: HandOver[str] = HandOver()
+    handover.put('a')
+    assert not handover.wait_free(timeout=0.01)  # the item waits for the consumer
+    assert handover.take(timeout=0) == 'a' and handover.wait_free(timeout=0)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(handover.take(timeout=10)))
+    waiter.start()
+    handover.close()
+    waiter.join(5)
+    assert results == [None] and not waiter.is_alive()
+    handover.put('b')  # dropped after close, without blocking
+    assert handover.take(timeout=0) is None and not handover.wait_free(timeout=0)
+
+
 def test_scale_filter_off_passes_raw_through():
     f = ScaleFilter(0.0, 1.5)
     for s in (1.0, 1.3, 0.8):

@@ -63,7 +63,7 @@ def test_bench_node_times_the_node_path(capsys):
         assert column[stage]['count'] == runs and 0 <= column[stage]['median'] <= column[stage]['p95']
     assert column['own']['median'] <= column['total']['median']
     profile = size['profile_ms_per_frame']
-    assert len(profile) == 8 and any('_serve' in p['function'] for p in profile)
+    assert len(profile) == 8 and any('_publish' in p['function'] for p in profile)
     assert all(p['cumulative_ms'] >= p['own_ms'] >= 0 for p in profile)
     got = {t.split('/', 2)[2]: v['messages'] for t, v in size['received_by_sink'].items()}
     assert set(got) == {'depth/image', 'depth/camera_info', 'points', 'depth/mask', 'depth/confidence',

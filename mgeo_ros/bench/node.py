@@ -193,7 +193,10 @@ def bench_size(size: tuple[int, int], recorder, params: dict, runs: int, warmup:
         def run(k: int) -> None:
             msg = msgs[k]
             msg.header.stamp = clock.now().to_msg()
-            channel._serve(pipeline, IncomingFrame('raw', msg, time.monotonic(), lambda _h: info), node.cfg)
+            data = serialize_message(msg)  # as a subscription hands it over (raw=True)
+            inferred = channel._infer(pipeline, IncomingFrame('raw', data, time.monotonic(), lambda _h: info), node.cfg)
+            if inferred is not None:
+                channel._publish(pipeline, inferred)
 
         profiler = cProfile.Profile() if profile else None
         next_at = time.monotonic()

@@ -1,6 +1,7 @@
 """One camera of the depth node: its topics, newest-frame slot, CameraInfo cache, counters, publishers, per-frame
-pipeline and worker thread. The channel owns the publishers: it asks which outputs are subscribed, hands that set to
-the pipeline and publishes the messages the pipeline builds.
+pipeline and its two stages, one thread each: stage 1 runs the model on the newest frame while stage 2 makes and
+publishes the outputs of the frame before it (`_stage1`, `_stage2`). The channel owns the publishers: it asks which
+outputs are subscribed, hands that set to the pipeline and publishes the messages the pipeline builds.
 
 The node (node.py) owns the parameters and the model; everything that is per camera lives here, so N cameras are N
 channels sharing one model, and the single-camera node is the one channel without a name (plain topic names). A bad
@@ -17,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
-from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
+from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
 from mgeo_ros.ros.qos import make_qos
 
@@ -88,12 +89,13 @@ class CameraChannel:
         self.log = node.get_logger() if not name else node.get_logger().get_child(name)  # its lines name the camera
         self.log_bad = ThrottledLog(self.log.warning, node.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
+        self.handover: HandOver[InferredFrame] = HandOver()
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
         self.pipeline: FramePipeline | None = None
         self.outputs: Outputs | None = None
         self.image_sub = self.info_sub = None
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def topic(self, relative: str) -> str:
         return self.prefix + relative
@@ -120,10 +122,10 @@ class CameraChannel:
             # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
             topic = self.node.resolve_topic_name(self.topic('image')) + '/compressed'
             self.image_sub = self.node.create_subscription(CompressedImage, topic,
-                                                           with_message_info(self._on_compressed), qos)
+                                                           with_message_info(self._on_compressed), qos, raw=True)
         else:
             self.image_sub = self.node.create_subscription(Image, self.topic('image'),
-                                                           with_message_info(self._on_image), qos)
+                                                           with_message_info(self._on_image), qos, raw=True)
         self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
         self.stats.active = True
 
@@ -134,11 +136,12 @@ class CameraChannel:
         self.image_sub = self.info_sub = None
         self.stats.active = False
 
-    def _on_image(self, msg: Image, info: dict) -> None:
-        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self.infos.for_header), info)
+    # Images arrive serialized (raw=True): only the frame that runs is read (pipeline stage 1, ros/serialized.py).
+    def _on_image(self, data: bytes, info: dict) -> None:
+        self._enqueue(IncomingFrame('raw', data, time.monotonic(), self.infos.for_header), info)
 
-    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
-        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self.infos.for_header), info)
+    def _on_compressed(self, data: bytes, info: dict) -> None:
+        self._enqueue(IncomingFrame('compressed', data, time.monotonic(), self.infos.for_header), info)
 
     def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
         replaced = self.slot.put(frame)
@@ -153,42 +156,76 @@ class CameraChannel:
             if sent and got:
                 self.stats.timings.add('transport', (got - sent) / 1e6)
 
-    # ---- worker thread
+    # ---- the two stages, one thread each
     def start(self, model_ready: threading.Event) -> None:
-        """Start the worker; it waits for `model_ready`, then processes this camera's newest frames."""
-        self.slot = FrameSlot()
-        thread_name = 'mgeo_inference' + (f'_{self.name}' if self.name else '')
-        self._worker = threading.Thread(target=self._work, args=(self.slot, model_ready), name=thread_name,
-                                        daemon=True)
-        self._worker.start()
+        """Start both stages; they wait for `model_ready`, then stage 1 runs the model on this camera's newest
+        frame while stage 2 makes and publishes the outputs of the one before it."""
+        self.slot, self.handover = FrameSlot(), HandOver()
+        suffix = f'_{self.name}' if self.name else ''
+        self._threads = [
+            threading.Thread(target=self._stage1, args=(self.slot, self.handover, model_ready),
+                             name='mgeo_inference' + suffix, daemon=True),
+            threading.Thread(target=self._stage2, args=(self.handover,), name='mgeo_publish' + suffix, daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Close the slot and give the worker a moment to leave. A frame in the backend (or a model still loading)
-        is a native call that cannot be interrupted: it is not waited for; it ends without publishing."""
+        """Close the slot and the hand-over and give both stages a moment to leave. A frame in the backend (or a
+        model still loading) is a native call that cannot be interrupted: it is not waited for; it ends without
+        publishing."""
         self.slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=STOP_WAIT_S)
-        self._worker = None
+        self.handover.close()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
-    def _work(self, slot: FrameSlot, model_ready: threading.Event) -> None:
+    def _frame_cfg(self) -> dict:
+        cfg = self.node.cfg
+        if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
+            cfg = {**cfg, 'frame_id': ''}
+        return cfg
+
+    def _stage1(self, slot: FrameSlot, handover: HandOver, model_ready: threading.Event) -> None:
+        """Newest frame -> decode, intrinsics, model -> hand-over. It takes a frame only once the hand-over is
+        free (stage 2 has taken the previous one), so the frame it runs is the newest at that moment."""
         while not model_ready.wait(0.2):
             if slot.closed:
                 return
         pipeline = self.pipeline
         while not slot.closed:
+            if not handover.wait_free(timeout=0.2):
+                continue
             frame = slot.take(timeout=0.2)
             if frame is None:
                 continue
-            cfg = self.node.cfg
-            if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
-                cfg = {**cfg, 'frame_id': ''}
             try:
-                self._serve(pipeline, frame, cfg)
+                inferred = self._infer(pipeline, frame, self._frame_cfg())
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
                 if slot.closed:  # stopped under this frame (publishers, context or shared model gone): say nothing
                     return
-                self.stats.count_bad('internal_error')
-                self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
+                self._internal_error(exc)
+                continue
+            if inferred is not None:
+                handover.put(inferred)
+
+    def _stage2(self, handover: HandOver) -> None:
+        """Hand-over -> outputs -> published, frames in the order stage 1 ran them."""
+        pipeline = self.pipeline
+        while not handover.closed:
+            frame = handover.take(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self._publish(pipeline, frame)
+            except Exception as exc:
+                if handover.closed:
+                    return
+                self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.stats.count_bad('internal_error')
+        self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
 
     # ---- one frame: the subscribed outputs, stage 1, stage 2, publish
     def wanted(self) -> frozenset:
@@ -196,25 +233,33 @@ class CameraChannel:
         outputs = self.outputs
         return frozenset(name for name in OUTPUT_SPECS if getattr(outputs, name).get_subscription_count() > 0)
 
-    def _serve(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> None:
+    def _infer(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> InferredFrame | None:
+        """Stage 1 of one frame, or None when nobody subscribes or the frame is skipped."""
         wanted = self.wanted()
         if not wanted:
             with self.stats.lock:
                 self.stats.skipped_no_subscribers += 1
-            return
+            return None
+        cpu0 = time.thread_time()
         inferred = pipeline.infer(frame, cfg, wanted)
         if inferred is not None:
-            self._publish(pipeline, inferred, cfg)
+            inferred.timings['stage1'] = (time.perf_counter() - inferred.started) * 1000.0
+            inferred.timings['stage1_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        return inferred
 
-    def _publish(self, pipeline: FramePipeline, frame: InferredFrame, cfg: dict) -> None:
+    def _publish(self, pipeline: FramePipeline, frame: InferredFrame) -> None:
         """Stage 2 and the publishing of its messages; then the frame's timings and the published count."""
-        t0 = time.perf_counter()
-        outputs = self.outputs
-        for name, msg in pipeline.messages(frame, cfg):
-            getattr(outputs, name).publish(msg)
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         timings = frame.timings
-        timings['publish'] = (time.perf_counter() - t0) * 1000.0 - timings.get('filter', 0.0)
-        timings['total'] = (time.perf_counter() - frame.started) * 1000.0 + timings['queue_wait']
+        timings['handover_wait'] = (t0 - frame.started) * 1000.0 - timings['stage1']
+        outputs = self.outputs
+        for name, msg in pipeline.messages(frame):
+            getattr(outputs, name).publish(msg)
+        t1 = time.perf_counter()
+        timings['publish'] = (t1 - t0) * 1000.0 - timings.get('filter', 0.0)
+        timings['stage2'] = (t1 - t0) * 1000.0
+        timings['stage2_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        timings['total'] = (t1 - frame.started) * 1000.0 + timings['queue_wait']
         stamp = frame.header.stamp
         age = self.node.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)
         with self.stats.lock:

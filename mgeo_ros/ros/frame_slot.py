@@ -1,4 +1,5 @@
-"""A single-slot mailbox between the subscription callback and the inference worker.
+"""The mailboxes of a camera's frame path: the newest-frame slot between the subscription callback and the model
+stage, and the hand-over of one frame from the model stage to the publishing stage.
 
 The newest frame wins: a frame put while another is still waiting replaces it, and the replaced one counts as a drop.
 With one frame in flight and at most one waiting, the latency of a published frame is bounded by about two inference
@@ -74,3 +75,49 @@ class SequenceGaps:
         gap = sequence - last - 1 if last is not None and sequence > last else 0
         self.lost += gap
         return gap
+
+
+class HandOver(Generic[T]):
+    """One item passed from a producer stage to a consumer stage, in order, none lost, none twice.
+
+    The producer waits for the hand-over to be free (`wait_free`) before it starts on its next item, so it never
+    works on a frame that would then wait behind a full hand-over: with the model stage feeding the publishing
+    stage, the frame the model runs is always the newest one, taken as late as possible."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+
+    def wait_free(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds until no item waits; False on timeout or after close()."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is None or self._closed, timeout)
+            return self._item is None and not self._closed
+
+    def put(self, item: T) -> None:
+        """Hand `item` over, waiting while the previous one has not been taken (dropped after close())."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is None or self._closed)
+            if not self._closed:
+                self._item = item
+                self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """Wait up to `timeout` seconds for the item and remove it; None on timeout or after close()."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return None if self._closed else item
+
+    def close(self) -> None:
+        """Wake every waiter; later calls return at once (put drops its item, take returns None)."""
+        with self._cond:
+            self._closed = True
+            self._item = None
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -3,8 +3,9 @@
 One camera by default; with the `cameras` parameter one process serves several through one model (see
 camera_channel.py for what is per camera and runtime/batching.py for how their frames share the model).
 Threads: the executor thread only stores incoming messages (per camera, the newest image replaces a waiting one, see
-`FrameSlot`); one worker thread per camera decodes, runs the model and publishes. Every output carries the input
-header. Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
+`FrameSlot`); per camera, one thread decodes the frame and runs the model while another makes and publishes the
+outputs of the frame before it (camera_channel.py). Every output carries the input header.
+Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
 or `python -m mgeo_ros.ros.node --ros-args ...`.
 """
 from __future__ import annotations

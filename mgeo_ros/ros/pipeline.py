@@ -6,6 +6,7 @@ Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.ros import cloud, convert, rectify
+from mgeo_ros.ros import cloud, convert, rectify, serialized
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
 from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage, fov_degrees
 from mgeo_ros.runtime.heap import keep_freed_buffers
@@ -24,8 +25,10 @@ from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 @dataclass
 class IncomingFrame:
-    kind: str  # 'raw' | 'compressed'
-    msg: object
+    """A frame as the subscription received it: still serialized, so a frame the slot replaces costs nothing."""
+
+    kind: str  # 'raw' (sensor_msgs/Image) | 'compressed' (sensor_msgs/CompressedImage)
+    data: bytes  # the serialized message
     received: float  # time.monotonic() at the callback
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
 
@@ -39,9 +42,11 @@ class InferredFrame:
     rgb: np.ndarray  # the (rectified) frame the model saw: its size, and the cloud's colours
     header: object  # the input's header (frame_id overridden if asked): every output carries it
     wanted: frozenset  # the outputs somebody subscribes to: depth, info, points, mask, confidence, normals
+    cfg: dict  # the parameters the frame was started with (stage 2 uses the same)
     started: float  # time.perf_counter() when stage 1 began
     received: float  # time.monotonic() at the callback
     timings: dict = field(default_factory=dict)  # stage -> ms so far
+    scale_reset: str = ''  # why the scale smoothing restarts before this frame ('' = it does not)
 
 
 def _ms(t0: float) -> float:
@@ -70,6 +75,10 @@ class FramePipeline:
         self.buffers = FrameBuffers()  # the mask's and the cloud's message bytes, rewritten each frame
         self._info_key: tuple | None = None
         self._info_msg = None
+        # A restart of the scale smoothing found by stage 1 (new size, new camera) or asked by a parameter change is
+        # applied by stage 2 before the next frame's scale update, so it falls between the right two frames.
+        self._pending_reset = ''
+        self._reset_lock = threading.Lock()
 
     # ---- setup ----------------------------------------------------------------------------------------------------
     def load_model(self, cfg: dict) -> None:
@@ -153,14 +162,15 @@ class FramePipeline:
             return None
 
         t0 = time.perf_counter()
-        rgb = self._decode(frame, cfg)
+        msg = self._parse(frame)
+        rgb = None if msg is None else self._decode(frame.kind, msg, cfg)
         if rgb is None:
             return None
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
         self._check_size(width, height)
 
-        info = frame.camera_info_for(frame.msg.header) if cfg['use_camera_info'] else None
+        info = frame.camera_info_for(msg.header) if cfg['use_camera_info'] else None
         if cfg['rectify'] and info is not None:
             t0 = time.perf_counter()
             rgb = self._rectified(rgb, info)
@@ -172,20 +182,25 @@ class FramePipeline:
             self._bad('inference', f'inference rejected the frame: {exc}')
             return None
         timings.update(raw.timings_ms)
-        header = frame.msg.header
+        header = msg.header
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
-        return InferredFrame(raw, intrinsics, rgb, header, wanted, t_start, frame.received, timings)
+        with self._reset_lock:
+            reset, self._pending_reset = self._pending_reset, ''
+        return InferredFrame(raw, intrinsics, rgb, header, wanted, cfg, t_start, frame.received, timings, reset)
 
-    def messages(self, frame: InferredFrame, cfg: dict) -> list[tuple[str, object]]:
+    def messages(self, frame: InferredFrame) -> list[tuple[str, object]]:
         """Stage 2: the frame stage's outputs (runtime/frame_stage.py) as messages of the wanted outputs, (output
         name, message) in publishing order; all share the frame's header and the intrinsics used.
 
         The images are the stage's own arrays, wrapped without a copy (FrameBuffers: reused from frame to frame,
         which rclpy's synchronous publish allows: publish them before the next call). Depth, cloud, normals and
         camera_info come from the same depth and intrinsics, so they agree exactly."""
-        rgb, header, wanted, timings = frame.rgb, frame.header, frame.wanted, frame.timings
+        rgb, header, wanted, timings, cfg = frame.rgb, frame.header, frame.wanted, frame.timings, frame.cfg
+        if frame.scale_reset:
+            self.log.debug(f'metric scale smoothing restarts: {frame.scale_reset}')
+            self.scale.reset()
         height, width = rgb.shape[:2]
         self.stage.settings = FrameSettings.from_mapping(cfg)
         asked = set(wanted) & {'depth', 'confidence', 'normals', 'points'}
@@ -247,15 +262,26 @@ class FramePipeline:
         return convert.points_to_pointcloud2(res.points, header, rgb=colours, normals=res.points_normals,
                                              organized=organized, data=data)
 
-    def _decode(self, frame: IncomingFrame, cfg: dict) -> np.ndarray | None:
+    def _parse(self, frame: IncomingFrame):
+        """The serialized message's fields (pixel data not copied), or None (counted and logged as `image`) when
+        its bytes are not a whole Image / CompressedImage."""
+        try:
+            if frame.kind == 'compressed':
+                return serialized.parse_compressed_image(frame.data)
+            return serialized.parse_image(frame.data)
+        except BadInputError as exc:
+            self._bad('image', f'image skipped: {exc}')
+            return None
+
+    def _decode(self, kind: str, msg, cfg: dict) -> np.ndarray | None:
         """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
         images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
         limit = cfg['max_input_pixels']
         try:
-            if frame.kind == 'compressed':
-                rgb = convert.compressed_to_rgb8(frame.msg, limit, warn=self._decoder_warning)
+            if kind == 'compressed':
+                rgb = convert.compressed_to_rgb8(msg, limit, warn=self._decoder_warning)
             else:
-                rgb = convert.image_to_rgb8(frame.msg, limit)
+                rgb = convert.image_to_rgb8(msg, limit)
         except (BadInputError, ValueError) as exc:
             self._bad(getattr(exc, 'reason', 'image'), f'image skipped: {exc}')
             return None
@@ -283,10 +309,9 @@ class FramePipeline:
             self.log.warning(text)
 
     def _reset_scale(self, why: str) -> None:
-        self.log.debug(f'metric scale smoothing restarts: {why}')
-        self.scale.reset()
-        with self.stats.lock:
-            self.stats.scale_resets = self.scale.reset_count
+        """Restart the scale smoothing before the next frame that stage 1 hands over."""
+        with self._reset_lock:
+            self._pending_reset = self._pending_reset or why
 
     def _check_size(self, width: int, height: int) -> None:
         if self._size is not None and self._size != (width, height):
