@@ -72,4 +72,4 @@ def test_a_cpu_backend_keeps_the_numpy_path():
 
     backend = ReplayBackend([raw_frame(0, False)])
     backend.device = 'cpu'
-    assert post_graph_for(backend) is None
+    assert post_graph_for(backend, 'unused') is None

@@ -19,7 +19,7 @@ from mgeo_ros.ros import cloud, convert, rectify, serialized
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
 from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage, fov_degrees
 from mgeo_ros.runtime.heap import keep_freed_buffers
-from mgeo_ros.runtime.predictor import default_model_path
+from mgeo_ros.runtime.predictor import default_cache_dir, default_model_path
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 
@@ -116,7 +116,7 @@ class FramePipeline:
         from mgeo_ros.runtime.post_graph import post_graph_for
 
         try:
-            self.stage.post = post_graph_for(self.predictor.backend)
+            self.stage.post = post_graph_for(self.predictor.backend, str(default_cache_dir()))
         except Exception as exc:  # TensorRT/cuda-python/onnxruntime-gpu missing or failing: numpy still works
             self.stage.post = None
             self.log.warning(f'per-pixel work stays on the CPU: the post graph cannot run beside the network ({exc})')

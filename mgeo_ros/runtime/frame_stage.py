@@ -322,6 +322,17 @@ class FrameStage:
                                                          out=self._array('points_normals', (rows, cols, 3)))
 
 
+def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
+                mask_threshold: float = 0.5) -> dict:
+    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H): one frame through
+    a `FrameStage` of its own (no smoothing, no filters), so the arrays are the caller's to keep."""
+    wanted = {'depth'} if raw.normal is None else {'depth', 'normals'}  # a Prediction's normals are the head's
+    out = FrameStage(FrameSettings(mask_threshold=mask_threshold)).run(raw, frame_size, intrinsics, wanted)
+    return {'depth': out.depth, 'mask': out.valid, 'intrinsics': out.intrinsics, 'metric_scale': out.scale.raw,
+            'normals': out.normals, 'intrinsics_recovered': out.intrinsics_recovered, 'shift': out.shift,
+            'mask_probability': raw.mask, 'network_valid': out.network_valid, 'coverage': out.coverage}
+
+
 def fov_degrees(intr: Intrinsics) -> tuple[float, float]:
     """(horizontal, vertical) field of view in degrees."""
     return math.degrees(intr.fov_x), math.degrees(intr.fov_y)

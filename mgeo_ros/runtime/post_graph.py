@@ -373,16 +373,14 @@ class TensorRTPostGraph:
             pass
 
 
-def post_graph_for(backend, cache_dir: str | None = None):
+def post_graph_for(backend, cache_dir: str):
     """Where the frame stage's per-pixel work runs for a network `backend`: beside a TensorRT engine as an engine,
     beside ONNX Runtime's CUDA provider (or torch on CUDA) as the graph on that provider, else None: numpy/OpenCV
-    on the CPU, which measured faster there than ONNX Runtime running the graph."""
+    on the CPU, which measured faster there than ONNX Runtime running the graph. `cache_dir`: where engines go."""
     name = getattr(backend, 'name', '')
     device = str(getattr(backend, 'device', 'cpu'))
     if name == 'tensorrt':
-        from mgeo_ros.runtime.predictor import default_cache_dir
-
-        return TensorRTPostGraph(str(cache_dir or default_cache_dir()), device=device.split(' ')[0])
+        return TensorRTPostGraph(str(cache_dir), device=device.split(' ')[0])
     if device.startswith('cuda'):
         try:
             import onnxruntime as ort

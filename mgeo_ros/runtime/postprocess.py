@@ -1,8 +1,7 @@
-"""Network outputs -> `Prediction`, shared by every backend so all of them give the same result for a frame.
-
-Steps: mask threshold; focal/shift recovery (MoGe) — only the shift when intrinsics are known; metric depth =
-(z + shift) · metric_scale; upsampling to the frame size; NaN where invalid; points unprojected with the intrinsics
-used (lazily, by `Prediction.points`); normals upsampled and renormalized.
+"""The numpy/OpenCV pieces of the frame stage (runtime/frame_stage.py), shared by every backend so all of them give
+the same result for a frame: mask threshold and focal/shift recovery (MoGe) on the network grid — only the shift
+when intrinsics are known (`recover`); metric depth = (z + shift) · metric scale (`network_depth`); upsampling to the
+frame size with NaN where invalid; the normal head's map upsampled and renormalized (`unit_normals_at`).
 
 Upsampling is *normalized bilinear*: depth·valid and valid are resized bilinearly and divided, so an output pixel
 blends only valid network pixels (no depth bleeding into holes or across the mask border). The output mask is
@@ -150,16 +149,3 @@ def unit_normals_at(normal: np.ndarray, mask: np.ndarray, width: int, height: in
     inv[~mask] = np.nan
     normals *= inv[..., None]
     return normals
-
-
-def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
-                mask_threshold: float = 0.5) -> dict:
-    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H): one frame through
-    a `FrameStage` of its own (no smoothing, no filters), so the arrays are the caller's to keep."""
-    from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage
-
-    wanted = {'depth'} if raw.normal is None else {'depth', 'normals'}  # a Prediction's normals are the head's
-    out = FrameStage(FrameSettings(mask_threshold=mask_threshold)).run(raw, frame_size, intrinsics, wanted)
-    return {'depth': out.depth, 'mask': out.valid, 'intrinsics': out.intrinsics, 'metric_scale': out.scale.raw,
-            'normals': out.normals, 'intrinsics_recovered': out.intrinsics_recovered, 'shift': out.shift,
-            'mask_probability': raw.mask, 'network_valid': out.network_valid, 'coverage': out.coverage}
