@@ -220,7 +220,6 @@ class FramePipeline:
         timings['postprocess'] = _ms(t0)
         for stage, ms in res.timings_ms.items():
             timings[f'postprocess/{stage}'] = ms
-        timings['filter'] = res.timings_ms['filter']
         self._report(res, width, height)
         out: list[tuple[str, object]] = []
         if 'normals' in wanted:
