@@ -11,7 +11,8 @@ from mgeo_ros.errors import BackendUnavailableError, BadInputError
 from mgeo_ros.geometry import Intrinsics, normalized_view_plane_uv
 from mgeo_ros.runtime import Predictor
 from mgeo_ros.runtime.backends.base import RawOutput
-from mgeo_ros.runtime.postprocess import intrinsics_from_focal, postprocess, upsample_valid
+from mgeo_ros.runtime.frame_stage import postprocess
+from mgeo_ros.runtime.postprocess import intrinsics_from_focal, upsample_valid
 from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.predictor import choose_backend, create_backend
 from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens, network_size, token_grid

@@ -19,7 +19,7 @@ from mgeo_ros.ros import cloud, convert, rectify, serialized
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
 from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage, fov_degrees
 from mgeo_ros.runtime.heap import keep_freed_buffers
-from mgeo_ros.runtime.predictor import default_model_path
+from mgeo_ros.runtime.predictor import default_cache_dir, default_model_path
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 
@@ -101,6 +101,7 @@ class FramePipeline:
             fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)
             if fallback:  # the engine failed its probe: say so wherever the backend is reported
                 self.stats.backend += f' (fallback: {fallback})'
+            self._place_post_graph()
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
         except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
@@ -108,6 +109,19 @@ class FramePipeline:
             self.stats.model_error = f'{type(exc).__name__}: {exc}'
             self.log.error(f'cannot load model {str(path)!r}: {self.stats.model_error}. The node keeps running and '
                            'reports this in /diagnostics; fix the `model`/`backend` parameters and restart.')
+
+    def _place_post_graph(self) -> None:
+        """The frame stage's per-pixel work beside the network on a GPU backend (runtime/post_graph.py); numpy on
+        the CPU, or when the GPU path cannot start (said in the log)."""
+        from mgeo_ros.runtime.post_graph import post_graph_for
+
+        try:
+            self.stage.post = post_graph_for(self.predictor.backend, str(default_cache_dir()))
+        except Exception as exc:  # TensorRT/cuda-python/onnxruntime-gpu missing or failing: numpy still works
+            self.stage.post = None
+            self.log.warning(f'per-pixel work stays on the CPU: the post graph cannot run beside the network ({exc})')
+        where = 'numpy/OpenCV on the CPU' if self.stage.post is None else f'post graph on {self.stage.post.providers}'
+        self.log.info(f'per-pixel work: {where}')
 
     def _backend_choice(self, path: Path, cfg: dict) -> tuple[str, str]:
         """Backend and precision for Predictor: `build_engine: false` never builds an engine from an .onnx (ONNX
@@ -195,11 +209,17 @@ class FramePipeline:
         if 'points' in wanted and cfg['points_normals']:
             asked.add('points_normals')
         t0 = time.perf_counter()
-        res = self.stage.run(frame.raw, (width, height), frame.intrinsics, asked)
+        try:
+            res = self.stage.run(frame.raw, (width, height), frame.intrinsics, asked)
+        except Exception as exc:
+            if self.stage.post is None:
+                raise
+            self.log.error(f'post graph failed ({type(exc).__name__}: {exc}); per-pixel work moves to the CPU')
+            self.stage.post = None
+            res = self.stage.run(frame.raw, (width, height), frame.intrinsics, asked)
         timings['postprocess'] = _ms(t0)
         for stage, ms in res.timings_ms.items():
             timings[f'postprocess/{stage}'] = ms
-        timings['filter'] = res.timings_ms['filter']
         self._report(res, width, height)
         out: list[tuple[str, object]] = []
         if 'normals' in wanted:

@@ -131,7 +131,7 @@ class FrameStage:
                                    out=self._array('head_normals', (height, width, 3)))
         confidence = None
         if 'confidence' in wanted or s.min_confidence > 0:
-            confidence = self._confidence(raw.mask, valid_n, width, height, coverage)
+            confidence = self._confidence(raw.mask, valid_n, width, height, coverage, valid)
         timings['upsample'] = _ms(t0)
 
         t0 = time.perf_counter()
@@ -277,9 +277,12 @@ class FrameStage:
         _upsample_valid(depth_n, valid_n, width, height, out=(depth, valid, coverage))
         return depth, valid, coverage, valid_n
 
-    def _confidence(self, probability, valid_n, width, height, coverage) -> np.ndarray:
+    def _confidence(self, probability, valid_n, width, height, coverage, mask) -> np.ndarray:
         conf = self._array('confidence', (height, width))
-        np.copyto(conf, upsample_confidence(probability, valid_n, width, height, coverage))
+        scratch = self._array('confidence_scratch', (height, width))
+        got = upsample_confidence(probability, valid_n, width, height, coverage, mask, out=(conf, scratch))
+        if got is not conf:  # at the network's own size, or OpenCV did not write into conf
+            np.copyto(conf, got)
         return conf
 
     def _normals_out(self, wanted: frozenset, height: int, width: int) -> np.ndarray:
@@ -317,6 +320,17 @@ class FrameStage:
                 dc = np.ascontiguousarray(d)
                 out.points_normals = self._cloud_normals(dc, small, np.ascontiguousarray(v),
                                                          out=self._array('points_normals', (rows, cols, 3)))
+
+
+def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
+                mask_threshold: float = 0.5) -> dict:
+    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H): one frame through
+    a `FrameStage` of its own (no smoothing, no filters), so the arrays are the caller's to keep."""
+    wanted = {'depth'} if raw.normal is None else {'depth', 'normals'}  # a Prediction's normals are the head's
+    out = FrameStage(FrameSettings(mask_threshold=mask_threshold)).run(raw, frame_size, intrinsics, wanted)
+    return {'depth': out.depth, 'mask': out.valid, 'intrinsics': out.intrinsics, 'metric_scale': out.scale.raw,
+            'normals': out.normals, 'intrinsics_recovered': out.intrinsics_recovered, 'shift': out.shift,
+            'mask_probability': raw.mask, 'network_valid': out.network_valid, 'coverage': out.coverage}
 
 
 def fov_degrees(intr: Intrinsics) -> tuple[float, float]:

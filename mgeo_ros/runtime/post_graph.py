@@ -281,3 +281,111 @@ class PostGraph:
         for name, array in outputs.items():
             binding.bind_output(name, 'cpu', 0, array.dtype, list(array.shape), array.ctypes.data)
         session.run_with_iobinding(binding)
+
+
+def build_post_engine(shape: GraphShape, output: str, trt_module: str | None = None,
+                      compute_capability: str | None = None) -> str:
+    """A TensorRT engine of the post graph for `shape` at `output` (ahead of time for another GPU with
+    `compute_capability`, e.g. 'SM87' for a Jetson Orin); the ONNX is written beside it. Returns `output`."""
+    import os
+
+    import onnx
+
+    from mgeo_ros.runtime.devices import import_tensorrt
+    from mgeo_ros.runtime.engine_cache import trt_build
+
+    onnx_path = os.path.splitext(output)[0] + '.onnx'
+    onnx.save(build_post_graph(shape), onnx_path)
+    data = trt_build(onnx_path, 'fp32', import_tensorrt(trt_module), compute_capability=compute_capability,
+                     progress=False)[0]
+    with open(output + '.tmp', 'wb') as f:
+        f.write(data)
+    os.replace(output + '.tmp', output)
+    return output
+
+
+class TensorRTPostGraph:
+    """The post graph as a TensorRT engine on the GPU the network's engine runs on: inputs (network-size) go up,
+    the wanted outputs come down straight into the caller's arrays, one copy each, after one stream synchronize
+    (which releases the GIL). The engine is built on this GPU when the `GraphShape` changes (about a second)."""
+
+    def __init__(self, cache_dir: str, device: str | None = None, trt_module: str | None = None) -> None:
+        from mgeo_ros.runtime.backends.tensorrt_backend import _Cuda, import_cudart
+        from mgeo_ros.runtime.devices import import_tensorrt
+
+        self._trt = import_tensorrt(trt_module)
+        self._cuda = _Cuda(import_cudart())
+        self._index = int(device.split(':')[1]) if device and ':' in device else 0
+        self._cache_dir = cache_dir
+        self._trt_module = trt_module
+        self._shape: GraphShape | None = None
+        self._device: dict[str, int] = {}
+        self.providers = ['TensorRT']
+
+    def _load(self, shape: GraphShape) -> None:
+        import os
+
+        from mgeo_ros.runtime.backends.tensorrt_backend import io_table
+
+        self._free()
+        cuda, trt = self._cuda, self._trt
+        cuda('cudaSetDevice', self._index)
+        os.makedirs(self._cache_dir, exist_ok=True)
+        name = 'post_{}x{}_{}x{}_{}.engine'.format(*shape.net, *shape.frame, abs(hash(shape)) % 10 ** 8)
+        path = build_post_engine(shape, os.path.join(self._cache_dir, name), self._trt_module)
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        with open(path, 'rb') as f:
+            self._engine = self._runtime.deserialize_cuda_engine(f.read())
+        self._context = self._engine.create_execution_context()
+        self._stream = cuda('cudaStreamCreate')
+        for tensor, _is_input, dims, dtype in io_table(self._engine, trt):
+            ptr = cuda('cudaMalloc', max(int(np.prod(dims)) * dtype.itemsize, 1))
+            self._device[tensor] = ptr
+            self._context.set_tensor_address(tensor, int(ptr))
+        self._shape = shape
+
+    def _free(self) -> None:
+        for ptr in self._device.values():
+            self._cuda.rt.cudaFree(ptr)
+        self._device = {}
+
+    def run(self, shape: GraphShape, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        """As `PostGraph.run`."""
+        if shape != self._shape:
+            self._load(shape)
+        cuda, rt = self._cuda, self._cuda.rt
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        held = []  # keep the contiguous copies alive until the stream is done with them
+        for name, value in inputs.items():
+            host = np.ascontiguousarray(value)
+            held.append(host)
+            cuda('cudaMemcpyAsync', self._device[name], host.ctypes.data, host.nbytes, h2d, self._stream)
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise RuntimeError('post graph: TensorRT execute_async_v3 failed')
+        for name, array in outputs.items():
+            cuda('cudaMemcpyAsync', array.ctypes.data, self._device[name], array.nbytes, d2h, self._stream)
+        cuda('cudaStreamSynchronize', self._stream)
+
+    def __del__(self) -> None:
+        try:
+            self._free()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def post_graph_for(backend, cache_dir: str):
+    """Where the frame stage's per-pixel work runs for a network `backend`: beside a TensorRT engine as an engine,
+    beside ONNX Runtime's CUDA provider (or torch on CUDA) as the graph on that provider, else None: numpy/OpenCV
+    on the CPU, which measured faster there than ONNX Runtime running the graph. `cache_dir`: where engines go."""
+    name = getattr(backend, 'name', '')
+    device = str(getattr(backend, 'device', 'cpu'))
+    if name == 'tensorrt':
+        return TensorRTPostGraph(str(cache_dir), device=device.split(' ')[0])
+    if device.startswith('cuda'):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        if 'CUDAExecutionProvider' in ort.get_available_providers():
+            return PostGraph('cuda')
+    return None

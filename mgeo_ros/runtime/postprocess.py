@@ -1,8 +1,7 @@
-"""Network outputs -> `Prediction`, shared by every backend so all of them give the same result for a frame.
-
-Steps: mask threshold; focal/shift recovery (MoGe) — only the shift when intrinsics are known; metric depth =
-(z + shift) · metric_scale; upsampling to the frame size; NaN where invalid; points unprojected with the intrinsics
-used (lazily, by `Prediction.points`); normals upsampled and renormalized.
+"""The numpy/OpenCV pieces of the frame stage (runtime/frame_stage.py), shared by every backend so all of them give
+the same result for a frame: mask threshold and focal/shift recovery (MoGe) on the network grid — only the shift
+when intrinsics are known (`recover`); metric depth = (z + shift) · metric scale (`network_depth`); upsampling to the
+frame size with NaN where invalid; the normal head's map upsampled and renormalized (`unit_normals_at`).
 
 Upsampling is *normalized bilinear*: depth·valid and valid are resized bilinearly and divided, so an output pixel
 blends only valid network pixels (no depth bleeding into holes or across the mask border). The output mask is
@@ -57,12 +56,14 @@ def _upsample_valid(values: np.ndarray, valid: np.ndarray, width: int, height: i
 
 
 def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, height: int,
-                        coverage: np.ndarray | None = None) -> np.ndarray:
+                        coverage: np.ndarray | None = None, mask: np.ndarray | None = None,
+                        out: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The h×w mask probability at width×height, float32 in [0, 1], blended on each side of the mask border apart.
 
     Output pixels inside the upsampled mask (bilinear coverage of `valid` ≥ 0.5, the rule `upsample_valid` uses)
     average only valid network pixels; the others only invalid ones (their coverage is then > 0.5). `coverage`:
     that bilinear coverage when the caller has it already (the depth's upsampling made it); it is not modified.
+    `mask`: coverage >= 0.5 when the caller has it; `out`: (result, scratch) float32 width×height arrays to use.
     """
     # fmax then fmin: NaN and -inf -> 0, +inf -> 1, the rest clipped to [0, 1] (= nan_to_num then clip, 2 passes)
     prob = np.fmin(np.fmax(np.asarray(probability, np.float32), np.float32(0.0)), np.float32(1.0))
@@ -71,10 +72,11 @@ def upsample_confidence(probability: np.ndarray, valid: np.ndarray, width: int, 
     weight = valid.astype(np.float32)
     if coverage is None:
         coverage = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
-    inside = cv2.resize(prob * weight, (width, height), interpolation=cv2.INTER_LINEAR)
-    out = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    result, scratch = (None, None) if out is None else out
+    inside = cv2.resize(prob * weight, (width, height), dst=scratch, interpolation=cv2.INTER_LINEAR)
+    out = cv2.resize(prob, (width, height), dst=result, interpolation=cv2.INTER_LINEAR)
     out -= inside  # the invalid side's share
-    mask_up = coverage >= 0.5
+    mask_up = coverage >= 0.5 if mask is None else mask
     with np.errstate(invalid='ignore', divide='ignore'):
         np.divide(inside, coverage, out=out, where=mask_up)  # valid side: its sum over its coverage
         invalid_cover = np.subtract(np.float32(1.0), coverage, out=inside)  # `inside` is spent: reuse its buffer
@@ -147,16 +149,3 @@ def unit_normals_at(normal: np.ndarray, mask: np.ndarray, width: int, height: in
     inv[~mask] = np.nan
     normals *= inv[..., None]
     return normals
-
-
-def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
-                mask_threshold: float = 0.5) -> dict:
-    """RawOutput at the network resolution -> the fields of a `Prediction` at frame_size = (W, H): one frame through
-    a `FrameStage` of its own (no smoothing, no filters), so the arrays are the caller's to keep."""
-    from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage
-
-    wanted = {'depth'} if raw.normal is None else {'depth', 'normals'}  # a Prediction's normals are the head's
-    out = FrameStage(FrameSettings(mask_threshold=mask_threshold)).run(raw, frame_size, intrinsics, wanted)
-    return {'depth': out.depth, 'mask': out.valid, 'intrinsics': out.intrinsics, 'metric_scale': out.scale.raw,
-            'normals': out.normals, 'intrinsics_recovered': out.intrinsics_recovered, 'shift': out.shift,
-            'mask_probability': raw.mask, 'network_valid': out.network_valid, 'coverage': out.coverage}
