@@ -133,3 +133,18 @@ def test_gil_stall_reports_the_forward_and_the_longest_stall():
     result = backends.gil_stall(lambda: calls.append(sum(range(1000))), runs=5)
     assert len(calls) == 6 and set(result) == {'forward_ms', 'longest_stall_ms'}  # warm-up + runs
     assert result['forward_ms'] >= 0 and result['longest_stall_ms'] >= 0
+
+
+def test_memory_bench_samples_the_node_rss_under_a_stream(tmp_path):
+    """`python -m mgeo_ros.bench.memory`: the node as a process, fed and sampled; structure and sanity only."""
+    import runtime_models
+
+    from mgeo_ros.bench import memory
+
+    model = runtime_models.tiny_onnx(tmp_path)
+    r = memory.run(str(model), 'onnxruntime', (160, 120), 10.0, 0.1, 1.0, 3.0, {})
+    assert r['frames_sent'] > 0 and 0 < r['frames_published'] <= r['frames_sent']
+    assert len(r['samples']) >= 3 and all(m > 0 for _, m in r['samples'])
+    assert r['rss_start_mib'] == r['samples'][0][1] and r['rss_end_mib'] == r['samples'][-1][1]
+    assert r['growth_percent'] == pytest.approx(100 * (r['rss_end_mib'] / r['rss_start_mib'] - 1))
+    assert memory.slope_mib_per_min([(0.0, 1.0), (60.0, 3.0), (120.0, 5.0)]) == pytest.approx(2.0)
