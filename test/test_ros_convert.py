@@ -401,6 +401,18 @@ def test_node_cloud_is_the_pinhole_back_projection_of_its_depth(stride, organize
         assert colour is None
 
 
+@pytest.mark.parametrize('organized', [True, False])
+def test_cloud_from_point_planes_equals_cloud_from_points(organized):
+    """The node packs the frame stage's x, y, z planes: the same bytes as from the H x W x 3 points."""
+    points, rgb = _points(), RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    planes = tuple(np.ascontiguousarray(points[..., i]) for i in range(3))
+    a = C.points_to_pointcloud2(planes, rgb=rgb, organized=organized)
+    b = C.points_to_pointcloud2(points, rgb=rgb, organized=organized)
+    assert bytes(a.data) == bytes(b.data) and (a.height, a.width) == (b.height, b.width)
+    with pytest.raises(BadInputError, match='planes'):
+        C.points_to_pointcloud2(planes[:2])
+
+
 def test_cloud_without_valid_points_and_bad_input():
     msg = C.points_to_pointcloud2(np.full((6, 8, 3), np.nan, np.float32), organized=False)
     points, _ = C.pointcloud2_to_numpy(msg)

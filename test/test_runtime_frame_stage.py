@@ -104,8 +104,9 @@ def test_the_stride_cloud_carries_its_normals():
     from mgeo_ros.geometry.normals import normals_from_depth
 
     stage = _stage({'points_stride': 3})
-    out = stage.run(raw_frame(2, False), FRAME, None, {'points', 'points_normals'})
+    out = stage.run(raw_frame(2, False), FRAME, None, {'points', 'point_planes', 'points_normals'})
     assert out.points.shape == (12, 16, 3) and out.normals is None
+    np.testing.assert_array_equal(np.stack(out.point_planes, axis=-1), out.points)
     d = np.ascontiguousarray(out.depth_valid[::3, ::3])
     small = out.intrinsics.decimated(3)
     np.testing.assert_array_equal(out.points[..., 2], d)

@@ -68,7 +68,7 @@ def test_post_graph_as_a_tensorrt_engine_gives_the_numpy_outputs(case, tmp_path)
 
 def test_a_cpu_backend_keeps_the_numpy_path():
     """On the CPU numpy/OpenCV measured faster than ONNX Runtime running the graph: no post graph."""
-    from mgeo_ros.runtime.backends.replay_backend import ReplayBackend
+    from mgeo_ros.bench.replay import ReplayBackend
 
     backend = ReplayBackend([raw_frame(0, False)])
     backend.device = 'cpu'

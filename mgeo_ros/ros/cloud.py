@@ -72,17 +72,19 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (wide[..., 0] << 16) | (wide[..., 1] << 8) | wide[..., 2]
 
 
-def fill_organized(out: np.ndarray, points: np.ndarray, rgb: np.ndarray | None = None,
+def fill_organized(out: np.ndarray, points, rgb: np.ndarray | None = None,
                    normals: np.ndarray | None = None) -> np.ndarray:
     """Write an organized cloud into `out` (float32 H x W x (3 | 4 with rgb) [+3 with normals], C-contiguous, e.g.
-    a view on a message's bytes): the points' x, y, z, the packed colour (`pack_rgb`'s bits), the normals, all
-    interleaved by one `cv2.merge` pass (writing each field straight into the 16-byte points is a strided store per
-    field, 2.5x slower at 1280x720)."""
-    points = np.asarray(points, dtype=np.float32)
-    h, w = points.shape[:2]
+    a view on a message's bytes): the points' x, y, z (an H x W x 3 array, or a tuple of three H x W planes), the
+    packed colour (`pack_rgb`'s bits), the normals, all interleaved by one `cv2.merge` pass (writing each field
+    straight into the 16-byte points is a strided store per field, 2.5x slower at 1280x720)."""
+    if isinstance(points, tuple):
+        planes = [np.ascontiguousarray(p, dtype=np.float32) for p in points]
+    else:
+        planes = [np.ascontiguousarray(points, dtype=np.float32)]
+    h, w = planes[0].shape[:2]
     if h * w == 0:
         return out
-    planes = [np.ascontiguousarray(points)]
     if rgb is not None:
         planes.append(pack_rgb(rgb).view(np.float32))  # bits, not values: merge copies them
     if normals is not None:

@@ -297,26 +297,32 @@ def _cloud_message(data: array.array, header: Header | None, h: int, w: int, wit
     return msg
 
 
-def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb: np.ndarray | None = None,
+def points_to_pointcloud2(points, header: Header | None = None, rgb: np.ndarray | None = None,
                           normals: np.ndarray | None = None, organized: bool = True,
                           data: array.array | None = None) -> PointCloud2:
-    """An organized point map H x W x 3 (metres, optical frame, NaN invalid) -> PointCloud2, packed straight into
-    the message's bytes.
+    """An organized point map H x W x 3 (metres, optical frame, NaN invalid), or its x, y, z as a tuple of H x W
+    planes, -> PointCloud2, packed straight into the message's bytes.
 
     organized: H x W points, NaN where invalid, `is_dense` false. Otherwise only the finite points, 1 x N with
     `is_dense` true; a frame without any stays organized and all NaN (a cloud of width 0 is not valid).
     rgb (uint8 H x W x 3) adds the packed `rgb` field; normals (H x W x 3 unit vectors) add normal_x/y/z.
     `data`: an organized cloud is written into these bytes when they have its size (see `FrameBuffers`)."""
-    points = np.asarray(points)
-    if points.ndim != 3 or points.shape[2] != 3:
-        raise BadInputError(f'points must be H x W x 3, got shape {points.shape}')
-    shape = points.shape[:2]
+    if isinstance(points, tuple):
+        if len(points) != 3 or len({np.shape(p) for p in points}) != 1 or np.ndim(points[0]) != 2:
+            raise BadInputError(f'point planes must be three H x W arrays, got {[np.shape(p) for p in points]}')
+        points = tuple(np.asarray(p) for p in points)
+        shape, z = points[0].shape, points[2]
+    else:
+        points = np.asarray(points)
+        if points.ndim != 3 or points.shape[2] != 3:
+            raise BadInputError(f'points must be H x W x 3, got shape {points.shape}')
+        shape, z = points.shape[:2], points[..., 2]
     if rgb is not None and np.shape(rgb) != (*shape, 3):
         raise BadInputError(f'rgb must be {shape[0]} x {shape[1]} x 3 like the points, got {np.shape(rgb)}')
     if normals is not None and np.shape(normals) != (*shape, 3):
         raise BadInputError(f'normals must be {shape[0]} x {shape[1]} x 3 like the points, got {np.shape(normals)}')
     with_n = normals is not None
-    keep = None if organized else np.isfinite(points[..., 2])
+    keep = None if organized else np.isfinite(z)
     if keep is None or not keep.any():
         h, w = shape
         data, view = _cloud_buffer(h, w, rgb is not None, with_n, data)
@@ -324,7 +330,8 @@ def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb:
         return _cloud_message(data, header, h, w, rgb is not None, with_normals=with_n)
     n = int(keep.sum())
     data, view = _cloud_buffer(1, n, rgb is not None, with_n)
-    cloud.fill_organized(view, points[keep][None], None if rgb is None else rgb[keep][None],
+    kept = tuple(p[keep][None] for p in points) if isinstance(points, tuple) else points[keep][None]
+    cloud.fill_organized(view, kept, None if rgb is None else rgb[keep][None],
                          None if normals is None else normals[keep][None])
     return _cloud_message(data, header, 1, n, rgb is not None, dense=True, with_normals=with_n)
 

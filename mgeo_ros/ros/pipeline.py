@@ -203,7 +203,9 @@ class FramePipeline:
             self.scale.reset()
         height, width = rgb.shape[:2]
         self.stage.settings = FrameSettings.from_mapping(cfg)
-        asked = set(wanted) & {'depth', 'confidence', 'normals', 'points'}
+        asked = set(wanted) & {'depth', 'confidence', 'normals'}
+        if 'points' in wanted:
+            asked.add('point_planes')  # packed into the message in one pass with the colours and normals
         if 'mask' in wanted:
             asked.add('valid')
         if 'points' in wanted and cfg['points_normals']:
@@ -255,10 +257,11 @@ class FramePipeline:
         organized = bool(cfg['points_organized'])
         data = None
         if organized:  # packed straight into the bytes kept for the cloud
-            rows, cols = res.points.shape[:2]
+            rows, cols = (res.points if res.point_planes is None else res.point_planes[0]).shape[:2]
             step = cloud.point_step(colours is not None, res.points_normals is not None)
             data = self.buffers.bytes_for('points', rows * cols * step)
-        return convert.points_to_pointcloud2(res.points, header, rgb=colours, normals=res.points_normals,
+        points = res.points if res.point_planes is None else res.point_planes  # the post graph gives points
+        return convert.points_to_pointcloud2(points, header, rgb=colours, normals=res.points_normals,
                                              organized=organized, data=data)
 
     def _parse(self, frame: IncomingFrame):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
+import cv2
 import numpy as np
 
 from mgeo_ros.geometry.intrinsics import Intrinsics
@@ -34,8 +35,10 @@ from mgeo_ros.runtime.postprocess import _upsample_valid, network_depth, recover
 from mgeo_ros.runtime.scale_filter import ScaleFilter, ScaleUpdate
 
 # What run() can be asked for: depth, valid (the validity mask), confidence, normals, points (the cloud's xyz at
-# points_stride), points_normals (the cloud's normals at points_stride).
+# points_stride), point_planes (the same as three x, y, z planes, for a packer that interleaves them itself in one
+# pass), points_normals (the cloud's normals at points_stride).
 OUTPUTS = frozenset({'depth', 'valid', 'confidence', 'normals', 'points', 'points_normals'})
+CLOUD = frozenset({'points', 'point_planes', 'points_normals'})
 
 
 @dataclass
@@ -65,7 +68,8 @@ class FrameOutputs:
     depth_valid: float32, the same with NaN also past max_depth: what points and normals are made from.
     valid: bool, the published validity. confidence: float32 [0, 1] or None. normals: float32 H×W×3 unit, NaN
     invalid, or None. points: float32 h×w×3 organized cloud xyz at `points_stride` (NaN invalid) or None;
-    points_normals: its normals or None. intrinsics: the camera used (given or recovered).
+    point_planes: (x, y, z) h×w planes of the same points when asked (the numpy path; the post graph gives
+    `points`); points_normals: its normals or None. intrinsics: the camera used (given or recovered).
     scale: the metric scale's update (raw, smoothed, reset); shift: the recovered z shift.
     """
 
@@ -79,6 +83,7 @@ class FrameOutputs:
     confidence: np.ndarray | None = None
     normals: np.ndarray | None = None
     points: np.ndarray | None = None
+    point_planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     points_normals: np.ndarray | None = None
     network_valid: np.ndarray | None = field(default=None, repr=False)  # the validity on the network's grid
     coverage: np.ndarray | None = field(default=None, repr=False)  # its bilinear coverage at H×W (None: same size)
@@ -184,9 +189,8 @@ class FrameStage:
                 out.normals, out.data['normals'] = normals, self.buffers.take('normals', (height, width, 3))[0]
         timings['normals'] = _ms(t0)
         t0 = time.perf_counter()
-        if 'points' in wanted or 'points_normals' in wanted:
-            self._cloud(out, depth, valid, rec.intrinsics, stride, normals if full_normals else None,
-                        'points_normals' in wanted)
+        if wanted & CLOUD:
+            self._cloud(out, depth, valid, rec.intrinsics, stride, normals if full_normals else None, wanted)
         timings['points'] = _ms(t0)
         out.timings_ms = timings
         return out
@@ -197,7 +201,7 @@ class FrameStage:
         s = self.settings
         t0 = time.perf_counter()
         stride = max(1, int(s.points_stride))
-        want_points = bool(wanted & {'points', 'points_normals'})
+        want_points = bool(wanted & CLOUD)
         head = raw.normal is not None
         angle = s.flying_pixel_max_view_angle > 0
         full_normals = 'normals' in wanted or ('points_normals' in wanted and (stride == 1 or angle or head))
@@ -300,25 +304,28 @@ class FrameStage:
         np.copyto(out, np.float32(np.nan), where=~valid[..., None])
         return out
 
-    def _cloud(self, out: FrameOutputs, depth, valid, intr: Intrinsics, stride: int, normals, with_normals: bool):
-        """The organized cloud's xyz (and normals) at `stride`: normals made on the cloud's own decimated grid when
-        no full-size ones are at hand (stride² fewer pixels)."""
+    def _cloud(self, out: FrameOutputs, depth, valid, intr: Intrinsics, stride: int, normals, wanted: frozenset):
+        """The organized cloud's xyz (and normals) at `stride`, as planes and/or interleaved: normals made on the
+        cloud's own decimated grid when no full-size ones are at hand (stride² fewer pixels)."""
         d, v, small = depth, valid, intr
         if stride > 1:
             d, v, small = depth[::stride, ::stride], valid[::stride, ::stride], intr.decimated(stride)
         rows, cols = d.shape
-        points = self._array('points', (rows, cols, 3))
         ray_x, ray_y = pixel_rays(small)
-        np.multiply(d, ray_x[None, :], out=points[..., 0])
-        np.multiply(d, ray_y[:, None], out=points[..., 1])
-        points[..., 2] = d
-        out.points = points
-        if with_normals:
+        x = np.multiply(d, ray_x[None, :], out=self._array('points_x', (rows, cols)))
+        y = np.multiply(d, ray_y[:, None], out=self._array('points_y', (rows, cols)))
+        z = d
+        if stride > 1:
+            z = self._array('points_z', (rows, cols))
+            np.copyto(z, d)
+        out.point_planes = (x, y, z)
+        if 'points' in wanted:
+            out.points = cv2.merge([x, y, z], dst=self._array('points', (rows, cols, 3)))
+        if 'points_normals' in wanted:
             if normals is not None:
                 out.points_normals = normals[::stride, ::stride]
             else:
-                dc = np.ascontiguousarray(d)
-                out.points_normals = self._cloud_normals(dc, small, np.ascontiguousarray(v),
+                out.points_normals = self._cloud_normals(z, small, np.ascontiguousarray(v),
                                                          out=self._array('points_normals', (rows, cols, 3)))
 
 
