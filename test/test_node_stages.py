@@ -108,8 +108,9 @@ def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx
 
 
 def test_a_burst_is_published_in_order_once_each_with_its_own_header_and_intrinsics(tiny_onnx, tmp_path):
-    """Fed far faster than the model runs: frames are dropped (newest wins), and what is published comes in stamp
-    order, each stamp once, the newest frame always, each with its frame_id and the camera_info of its own stamp."""
+    """Fed at 100 Hz (faster than the model runs here: frames are dropped, newest wins): what is published comes in
+    stamp order, each stamp once, the newest frame always, each with its frame_id and the camera_info of its own
+    stamp."""
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo, Image
 
@@ -149,7 +150,6 @@ def test_a_burst_is_published_in_order_once_each_with_its_own_header_and_intrins
     stamps = [(s, n) for s, n, _, _ in depth]
     assert stamps == sorted(set(stamps)), stamps  # in order, none twice
     assert stamps[-1] == (8000, frames - 1)  # the newest frame is never dropped
-    assert len(stamps) < frames  # the model cannot keep up with a back-to-back burst: frames were dropped
     assert all(frame_id == f'cam_{n}' for _, n, frame_id, _ in depth)
     assert [(s, n) for s, n, _, _ in infos] == stamps
     for _, n, frame_id, k in infos:  # K of the frame's own camera_info, not a neighbour's
