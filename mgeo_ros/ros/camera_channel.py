@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
-from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps
+from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePacer
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
 from mgeo_ros.ros.qos import make_qos
 
@@ -90,6 +90,7 @@ class CameraChannel:
         self.log_bad = ThrottledLog(self.log.warning, node.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
         self.handover: HandOver[InferredFrame] = HandOver()
+        self.pacer = StagePacer()
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
         self.pipeline: FramePipeline | None = None
@@ -160,7 +161,7 @@ class CameraChannel:
     def start(self, model_ready: threading.Event) -> None:
         """Start both stages; they wait for `model_ready`, then stage 1 runs the model on this camera's newest
         frame while stage 2 makes and publishes the outputs of the one before it."""
-        self.slot, self.handover = FrameSlot(), HandOver()
+        self.slot, self.handover, self.pacer = FrameSlot(), HandOver(), StagePacer()
         suffix = f'_{self.name}' if self.name else ''
         self._threads = [
             threading.Thread(target=self._stage1, args=(self.slot, self.handover, model_ready),
@@ -188,7 +189,8 @@ class CameraChannel:
 
     def _stage1(self, slot: FrameSlot, handover: HandOver, model_ready: threading.Event) -> None:
         """Newest frame -> decode, intrinsics, model -> hand-over. It takes a frame only once the hand-over is
-        free (stage 2 has taken the previous one), so the frame it runs is the newest at that moment."""
+        free (stage 2 has taken the previous one) and, when stage 2 is the slower stage, only as late as lets it
+        finish when stage 2 does (`StagePacer`), so the frame it runs is the newest it can be."""
         while not model_ready.wait(0.2):
             if slot.closed:
                 return
@@ -196,6 +198,9 @@ class CameraChannel:
         while not slot.closed:
             if not handover.wait_free(timeout=0.2):
                 continue
+            delay = self.pacer.delay(time.perf_counter())
+            if delay > 0 and slot.wait_closed(delay):
+                return
             frame = slot.take(timeout=0.2)
             if frame is None:
                 continue
@@ -243,6 +248,7 @@ class CameraChannel:
         cpu0 = time.thread_time()
         inferred = pipeline.infer(frame, cfg, wanted)
         if inferred is not None:
+            self.pacer.stage1_done(time.perf_counter() - inferred.started)
             inferred.timings['stage1'] = (time.perf_counter() - inferred.started) * 1000.0
             inferred.timings['stage1_cpu'] = (time.thread_time() - cpu0) * 1000.0
         return inferred
@@ -250,12 +256,14 @@ class CameraChannel:
     def _publish(self, pipeline: FramePipeline, frame: InferredFrame) -> None:
         """Stage 2 and the publishing of its messages; then the frame's timings and the published count."""
         t0, cpu0 = time.perf_counter(), time.thread_time()
+        self.pacer.stage2_started(t0)
         timings = frame.timings
         timings['handover_wait'] = (t0 - frame.started) * 1000.0 - timings['stage1']
         outputs = self.outputs
         for name, msg in pipeline.messages(frame):
             getattr(outputs, name).publish(msg)
         t1 = time.perf_counter()
+        self.pacer.stage2_done(t1 - t0)
         timings['publish'] = (t1 - t0) * 1000.0 - timings.get('postprocess', 0.0)  # the frame stage's part apart
         timings['stage2'] = (t1 - t0) * 1000.0
         timings['stage2_cpu'] = (time.thread_time() - cpu0) * 1000.0
