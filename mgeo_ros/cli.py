@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'build-engine': ('mgeo_ros.export.engine_cli', 'build (and cache) a TensorRT engine from an ONNX file'),
     'check-engine': ('mgeo_ros.export.check_cli', 'check that an engine (or .onnx) reproduces its export probe'),
     'inspect': ('mgeo_ros.export.inspect_cli', 'say what a model file is (format, origin, I/O, size, tokens)'),
-    'bench': ('mgeo_ros.bench', 'benchmark every available backend (ms per stage, fps, memory)'),
+    'bench': ('mgeo_ros.bench.cli', 'benchmark every available backend (ms per stage, fps, memory)'),
     'replay': ('mgeo_ros.ros.replay_cli', 'play a ROS 2 bag into the graph, optionally recording outputs'),
     'demo': ('mgeo_ros.demo', 'the main job: synthetic bag -> node -> recorded outputs -> report'),
 }

@@ -27,7 +27,7 @@ for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fast
 
 from node_harness import NodeHarness, start_node, stop_node  # noqa: E402
 
-from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image  # noqa: E402 (the bench's camera frames)
+from mgeo_ros.bench.node import bench_intrinsics, camera_image  # noqa: E402 (the bench's camera frames)
 
 
 def _counters(diag: dict) -> dict:

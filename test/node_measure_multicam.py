@@ -32,7 +32,7 @@ for _name, _value in profile_env(os.environ.get(NEW, str(REPO / 'config' / 'fast
 
 from node_harness import MultiCameraHarness, NodeHarness, start_multi_node, start_node, stop_node  # noqa: E402
 
-from mgeo_ros.ros.node_bench import camera_image  # noqa: E402 (the bench's camera frames)
+from mgeo_ros.bench.node import camera_image  # noqa: E402 (the bench's camera frames)
 
 CAMERAS = ['front', 'left', 'right', 'rear']
 OUTPUTS = MultiCameraHarness.OUTPUTS  # every output of the node subscribed, in both setups

@@ -1,5 +1,5 @@
 """A straightforward per-point PointCloud2 packer (struct.pack in Python loops): the baseline that the vectorized
-`mgeo_ros.ros.cloud.pack_points` is checked and benchmarked against. Run as a script for the 640x480 numbers."""
+`mgeo_ros.ros.cloud.fill_organized` is checked and benchmarked against. Run as a script for the 640x480 numbers."""
 from __future__ import annotations
 
 import struct
@@ -25,17 +25,17 @@ def pack_points_per_point(points, rgb=None, stride: int = 1) -> bytes:
 
 def benchmark(width: int = 640, height: int = 480, repeats: int = 5) -> dict:
     """ms per frame for the vectorized packer and the per-point baseline on a random xyzrgb frame."""
-    from mgeo_ros.ros.cloud import pack_points
+    from mgeo_ros.ros.cloud import fill_organized
 
     rng = np.random.default_rng(0)
     points = rng.normal(size=(height, width, 3)).astype(np.float32)
     rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     out = np.empty((height, width, 4), np.float32)
-    pack_points(points, rgb, out=out)
+    fill_organized(out, points, rgb)
     times = []
     for _ in range(repeats):  # best of a few: the machine is shared
         start = time.perf_counter()
-        pack_points(points, rgb, out=out)
+        fill_organized(out, points, rgb)
         times.append(time.perf_counter() - start)
     vectorized_ms = min(times) * 1e3
     start = time.perf_counter()

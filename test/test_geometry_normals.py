@@ -92,20 +92,46 @@ def test_maps_larger_than_a_chunk_match_the_torch_twin_and_fill_out():
         normals_from_points(pts, mask, out=np.empty((h, w, 3), np.float64))
 
 
-def test_normals_from_depth_equal_those_of_its_unprojection():
-    """The node's path (x, y, z written straight into the padded planes) gives bit for bit what
-    normals_from_points gives on unproject(depth)."""
+NORMALS_FROM_DEPTH_ATOL = 1e-4  # per component: float32 rounding of the inverse-depth form against the 3-D form
+
+
+@pytest.mark.parametrize('roughness', [3.0, 0.01])
+def test_normals_from_depth_equal_those_of_its_unprojection(roughness):
+    """The node's path (inverse-depth slopes, no point map) gives what normals_from_points gives on unproject(depth),
+    on a rough (each pixel at its own depth) and a near-smooth map, with holes and a mask: same NaN pixels, each
+    component within NORMALS_FROM_DEPTH_ATOL."""
     from mgeo_ros.geometry.normals import normals_from_depth
 
     intr = Intrinsics(fx=61.0, fy=59.5, cx=40.2, cy=29.7, width=83, height=61)
     rng = np.random.default_rng(11)
-    depth = (1.0 + 3.0 * rng.uniform(size=(61, 83))).astype(np.float32)
+    depth = (1.0 + roughness * rng.uniform(size=(61, 83))).astype(np.float32)
     depth[rng.uniform(size=depth.shape) < 0.1] = np.nan
     mask = rng.uniform(size=depth.shape) > 0.05
     want = normals_from_points(unproject(depth, intr), mask)
     out = np.empty((61, 83, 3), np.float32)
     got = normals_from_depth(depth, intr, mask, out=out)
     assert got is out
-    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isfinite(got).mean() > 0.5
+    np.testing.assert_allclose(got, want, atol=NORMALS_FROM_DEPTH_ATOL, equal_nan=True)
     with pytest.raises(ValueError, match='float32'):
         normals_from_depth(depth.astype(np.float64), intr)
+
+
+def test_depth_normals_reuse_buffers_across_frames_and_sizes():
+    """One DepthNormals over frames of two sizes gives what a fresh one gives each time; depth <= 0 and +inf have
+    no normal (no surface point in front of the camera), and nor do their neighbours' triangles through them."""
+    from mgeo_ros.geometry.normals import DepthNormals, normals_from_depth
+
+    keep = DepthNormals()
+    rng = np.random.default_rng(3)
+    for h, w in ((40, 50), (21, 33), (40, 50)):
+        intr = Intrinsics(fx=45.0, fy=44.0, cx=w / 2, cy=h / 2, width=w, height=h)
+        depth = (2.0 + 0.2 * rng.standard_normal((h, w))).astype(np.float32)
+        depth[5, 7], depth[9, 3], depth[2, 2] = 0.0, -1.0, np.inf
+        got = keep(depth, intr)
+        np.testing.assert_allclose(got, normals_from_depth(depth, intr), atol=2e-6)  # OpenCV: rounding by alignment
+        assert np.isnan(got[5, 7]).all() and np.isnan(got[9, 3]).all() and np.isnan(got[2, 2]).all()
+        ok = np.isfinite(depth) & (depth > 0)
+        want = normals_from_points(unproject(np.where(ok, depth, np.nan).astype(np.float32), intr))
+        np.testing.assert_allclose(got, want, atol=NORMALS_FROM_DEPTH_ATOL, equal_nan=True)

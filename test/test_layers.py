@@ -112,6 +112,8 @@ def test_the_package_keeps_to_its_layers():
     ('runtime', 'from mgeo_ros import ros\n'),
     ('geometry', 'import rclpy\n'),
     ('eval', 'from mgeo_ros.train.trainer import train\n'),           # eval may read train.data, nothing else
+    ('bench', 'from mgeo_ros.train.trainer import train\n'),          # benchmarks: every layer but train
+    ('ros', 'from mgeo_ros.bench.node import run_node_bench\n'),      # nothing below bench imports it
 ])
 def test_a_planted_crossing_fails(tmp_path, layer, planted):
     copy = tmp_path / PACKAGE

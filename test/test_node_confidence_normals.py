@@ -8,6 +8,7 @@ real read_points where sensor_msgs_py is installed (a ROS 2 install: the test ru
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -157,3 +158,44 @@ def test_min_confidence_and_the_flying_pixel_filter_apply_live(running):
     assert not refused[0].successful and 'min_confidence' in refused[0].reason
     assert all(r.successful for r in harness.set_parameters(NODE, {'min_confidence': 0.0,
                                                                      'flying_pixel_max_jump': 0.08}))
+
+
+@pytest.mark.parametrize('on_graph', [False, True])
+def test_stage_two_builds_every_output_from_the_frame_stage(on_graph):
+    """The node's stage 2 (FramePipeline.messages) on the numpy path and on the post graph (ONNX Runtime, CPU):
+    every wanted output, one header, the same depth in the image, the cloud and behind the mask."""
+    import time as _time
+
+    from std_msgs.msg import Header
+    from test_runtime_frame_stage import raw_frame
+
+    from mgeo_ros.ros import convert
+    from mgeo_ros.ros.diagnostics import NodeStats
+    from mgeo_ros.ros.params import defaults
+    from mgeo_ros.ros.pipeline import FramePipeline, InferredFrame
+    from mgeo_ros.runtime.post_graph import PostGraph
+
+    cfg = {**defaults(), 'max_depth': 3.0, 'inf_beyond_max_depth': True, 'flying_pixel_max_jump': 0.05,
+           'points_normals': True}
+    pipeline = FramePipeline(cfg, logging.getLogger('test'), NodeStats(), lambda reason, text: None)
+    if on_graph:
+        pipeline.stage.post = PostGraph()
+    wanted = frozenset({'depth', 'info', 'points', 'mask', 'confidence', 'normals'})
+    rgb = np.zeros((36, 48, 3), np.uint8)
+    header = Header(frame_id='cam')
+    frame = InferredFrame(raw_frame(1, False), None, rgb, header, wanted, cfg, _time.perf_counter(),
+                          _time.monotonic())
+    msgs = dict(pipeline.messages(frame))
+    assert set(msgs) == wanted and all(m.header is header for m in msgs.values())
+    depth = convert.image_to_numpy(msgs['depth'])
+    valid = convert.image_to_numpy(msgs['mask']) == 255
+    np.testing.assert_array_equal(np.isfinite(depth), valid)
+    assert np.isposinf(depth).any() and valid.any()
+    points, _ = convert.pointcloud2_to_numpy(msgs['points'])
+    np.testing.assert_array_equal(points[..., 2][valid], depth[valid])
+    assert np.isnan(points[~valid]).all()
+    normals = np.frombuffer(msgs["normals"].data, np.float32).reshape(36, 48, 3)
+    cloud_normals = convert.pointcloud2_normals(msgs["points"])
+    np.testing.assert_array_equal(np.isnan(normals[..., 0]), np.isnan(cloud_normals[..., 0]))
+    assert (msgs['info'].width, msgs['info'].height) == (48, 36)
+    assert 'postprocess' in frame.timings

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from mgeo_ros.geometry import Intrinsics, unproject
-from mgeo_ros.geometry.projection import pixel_rays
 from mgeo_ros.ros import cloud, convert
-from mgeo_ros.ros.out_buffers import OutputBuffers
+from mgeo_ros.runtime.frame_buffers import FrameBuffers
 
 
 def test_output_buffers_are_reused_until_the_size_changes():
-    bufs = OutputBuffers()
+    bufs = FrameBuffers()
     data, view = bufs.take('depth', (4, 6))
     view[...] = 1.5
     again, view2 = bufs.take('depth', (4, 6))
@@ -29,7 +28,7 @@ def test_output_buffers_are_reused_until_the_size_changes():
 
 def test_messages_keep_the_assigned_bytes_without_copying():
     """rclpy's generated classes copy an array('B') assigned to `data` unless the message checks its fields."""
-    bufs = OutputBuffers()
+    bufs = FrameBuffers()
     data, view = bufs.take('depth', (3, 4))
     view[...] = np.arange(12, dtype=np.float32).reshape(3, 4)
     msg = convert.image_around(data, 3, 4, '32FC1')
@@ -42,12 +41,12 @@ def test_messages_keep_the_assigned_bytes_without_copying():
     depth = np.ones((3, 4), np.float32)
     intr = Intrinsics(fx=3.0, fy=3.0, cx=1.5, cy=1.0, width=4, height=3)
     kept = bufs.bytes_for('points', 3 * 4 * 16)
-    cloud_msg = convert.depth_to_pointcloud2(depth, intr, rgb=np.zeros((3, 4, 3), np.uint8), data=kept)
+    cloud_msg = convert.points_to_pointcloud2(unproject(depth, intr), rgb=np.zeros((3, 4, 3), np.uint8), data=kept)
     assert cloud_msg.data is kept
 
 
 @pytest.mark.parametrize('with_rgb,with_normals', [(False, False), (True, False), (True, True), (False, True)])
-def test_fill_organized_equals_unproject_and_pack_rgb(with_rgb, with_normals):
+def test_fill_organized_interleaves_points_colour_and_normals(with_rgb, with_normals):
     rng = np.random.default_rng(5)
     h, w = 37, 53
     depth = (rng.uniform(0.3, 9.0, (h, w))).astype(np.float32)
@@ -58,15 +57,16 @@ def test_fill_organized_equals_unproject_and_pack_rgb(with_rgb, with_normals):
     intr = Intrinsics(fx=40.0, fy=41.0, cx=26.0, cy=18.5, width=w, height=h)
     channels = 3 + with_rgb + 3 * with_normals
     out = np.full((h, w, channels), 5.0, np.float32)
-    cloud.fill_organized(out, depth, *pixel_rays(intr), rgb, normals)
     ref = unproject(depth, intr)
+    cloud.fill_organized(out, ref, rgb, normals)
     np.testing.assert_array_equal(out[..., :3].view(np.uint32), ref.view(np.uint32))  # bit for bit, NaN included
     if with_rgb:
-        np.testing.assert_array_equal(out[..., 3].view(np.uint32), cloud.pack_rgb(rgb))
+        want = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+        np.testing.assert_array_equal(out[..., 3].view(np.uint32), want)
     if with_normals:
         np.testing.assert_array_equal(out[..., channels - 3:], normals)
     with pytest.raises(Exception, match='out must be'):
-        cloud.fill_organized(np.empty((h, w, channels + 1), np.float32), depth, *pixel_rays(intr), rgb, normals)
+        cloud.fill_organized(np.empty((h, w, channels + 1), np.float32), ref, rgb, normals)
 
 
 _FAULTS = """

@@ -8,8 +8,8 @@ import pytest
 
 from mgeo_ros.ros import params as P
 from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, NodeStats, ThrottledLog, Timings
-from mgeo_ros.ros.frame_slot import FrameSlot
-from mgeo_ros.ros.scale_filter import ScaleFilter
+from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, StagePacer
+from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 pytestmark = pytest.mark.ros_runtime  # torch-free: also runs in the Jazzy venv (make test-jazzy)
 
@@ -71,6 +71,71 @@ def test_slot_under_a_fast_producer_never_holds_more_than_one():
 
 
 # ---- scale filter -----------------------------------------------------------------------------------------------
+def test_handover_passes_every_item_once_in_order_and_holds_one():
+    """Producer and consumer threads: the consumer gets 0..n-1 in order, none twice; the producer waits for a free
+    hand-over before each item, so it never holds more than one."""
+    handover: HandOver[int] = HandOver()
+    got, n = [], 200
+
+    def consume():
+        while len(got) < n:
+            item = handover.take(timeout=5)
+            if item is None:
+                return
+            got.append(item)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(n):
+        assert handover.wait_free(timeout=5)
+        handover.put(i)
+    consumer.join(10)
+    assert got == list(range(n))
+
+
+def test_handover_is_busy_until_taken_and_close_releases_everyone():
+    handover: HandOver[str] = HandOver()
+    handover.put('a')
+    assert not handover.wait_free(timeout=0.01)  # the item waits for the consumer
+    assert handover.take(timeout=0) == 'a' and handover.wait_free(timeout=0)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(handover.take(timeout=10)))
+    waiter.start()
+    handover.close()
+    waiter.join(5)
+    assert results == [None] and not waiter.is_alive()
+    handover.put('b')  # dropped after close, without blocking
+    assert handover.take(timeout=0) is None and not handover.wait_free(timeout=0)
+
+
+def test_stage_pacer_starts_stage_one_to_finish_when_stage_two_is_free():
+    """Times are given, not measured: stage 1 waits only while stage 2 is busy and the slower one, and only as long
+    as lets it finish (with its margin) when stage 2 does."""
+    pacer = StagePacer(weight=0.5, margin=1.0)
+    assert pacer.delay(10.0) == 0.0  # nothing known yet
+    pacer.stage1_done(0.030)
+    pacer.stage2_done(0.100)
+    assert pacer.delay(10.0) == 0.0  # stage 2 idle: take a frame now
+    pacer.stage2_started(10.0)  # busy until about 10.100
+    assert pacer.delay(10.0) == pytest.approx(0.070) and pacer.delay(10.05) == pytest.approx(0.020)
+    assert pacer.delay(10.2) == 0.0  # overdue: no wait
+    pacer.stage2_done(0.020)  # stage 2 got faster (average 0.060) and is idle again
+    pacer.stage2_started(20.0)
+    assert pacer.delay(20.0) == pytest.approx(0.030)
+    pacer.stage1_done(0.090)  # now stage 1 is the slower one (average 0.060): never waits
+    assert pacer.delay(20.0) == 0.0
+
+
+def test_slot_wait_closed_sleeps_through_puts_and_wakes_on_close():
+    slot = FrameSlot()
+    slot.put(1)
+    assert slot.wait_closed(0.01) is False and slot.take(0) == 1
+    closer = threading.Timer(0.05, slot.close)
+    closer.start()
+    assert slot.wait_closed(10) is True
+    closer.join()
+
+
 def test_scale_filter_off_passes_raw_through():
     f = ScaleFilter(0.0, 1.5)
     for s in (1.0, 1.3, 0.8):

@@ -61,7 +61,7 @@ def _typestore_messages(i: int) -> dict:
     field_cls = TS.types['sensor_msgs/msg/PointField']
     fields = [field_cls(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
               for f in cloud.cloud_fields(True)]
-    packed = cloud.pack_points(points, rgb)
+    packed = cloud.fill_organized(np.empty((H, W, 4), np.float32), points, rgb)
     points_msg = TS.types['sensor_msgs/msg/PointCloud2'](
         header=header, height=H, width=W, fields=fields, is_bigendian=False, point_step=16, row_step=16 * W,
         data=packed.reshape(-1).view(np.uint8), is_dense=False)

@@ -24,11 +24,22 @@ def _frame(seed: int = 0):
     return depth, normals, rgb
 
 
+def _cloud(depth, rgb=None, normals=None, stride: int = 1, organized: bool = True):
+    """The node's cloud message of a depth map: its points at `stride`, colours and normals at the same pixels."""
+    from mgeo_ros.geometry.projection import unproject
+
+    s = slice(None, None, stride)
+    small = INTR.decimated(stride)
+    return convert.points_to_pointcloud2(unproject(np.ascontiguousarray(depth[s, s]), small),
+                                         rgb=None if rgb is None else rgb[s, s],
+                                         normals=None if normals is None else normals[s, s], organized=organized)
+
+
 @pytest.mark.parametrize('with_rgb', [False, True])
 @pytest.mark.parametrize('stride', [1, 3])
 def test_organized_cloud_carries_normals_after_xyz_and_rgb(with_rgb, stride):
     depth, normals, rgb = _frame()
-    msg = convert.depth_to_pointcloud2(depth, INTR, rgb=rgb if with_rgb else None, stride=stride, normals=normals)
+    msg = _cloud(depth, rgb if with_rgb else None, normals, stride)
     names = [f.name for f in msg.fields]
     assert names == ['x', 'y', 'z'] + (['rgb'] if with_rgb else []) + ['normal_x', 'normal_y', 'normal_z']
     assert [f.offset for f in msg.fields] == [4 * i for i in range(len(names))]
@@ -43,7 +54,7 @@ def test_organized_cloud_carries_normals_after_xyz_and_rgb(with_rgb, stride):
 
 def test_unorganized_cloud_keeps_the_normals_of_the_valid_points():
     depth, normals, rgb = _frame(1)
-    msg = convert.depth_to_pointcloud2(depth, INTR, rgb=rgb, organized=False, normals=normals)
+    msg = _cloud(depth, rgb, normals, organized=False)
     keep = np.isfinite(depth)
     assert (msg.height, msg.width, msg.is_dense) == (1, keep.sum(), True)
     np.testing.assert_array_equal(convert.pointcloud2_normals(msg)[0], normals[keep])
@@ -51,7 +62,7 @@ def test_unorganized_cloud_keeps_the_normals_of_the_valid_points():
 
 def test_without_normals_the_layout_is_unchanged_and_reading_says_none():
     depth, _, _ = _frame()
-    msg = convert.depth_to_pointcloud2(depth, INTR)
+    msg = _cloud(depth)
     assert [f.name for f in msg.fields] == ['x', 'y', 'z'] and msg.point_step == 12
     assert convert.pointcloud2_normals(msg) is None
 
@@ -61,60 +72,46 @@ def test_mismatched_normals_are_refused():
 
     depth, normals, _ = _frame()
     with pytest.raises(BadInputError, match='normals'):
-        convert.depth_to_pointcloud2(depth, INTR, normals=normals[:, :-1])
+        convert.points_to_pointcloud2(np.zeros((H, W, 3), np.float32), normals=normals[:, :-1])
 
 
-def test_normals_image_is_32fc3_row_major_xyz():
-    _, normals, _ = _frame(2)
-    msg = convert.normals_to_image(normals)
+def test_node_normals_image_is_32fc3_row_major_xyz():
+    """The node's normals message: the frame stage's normals wrapped as they lie in its buffer."""
+    from mgeo_ros.runtime.backends.base import RawOutput
+    from mgeo_ros.runtime.frame_stage import FrameStage
+
+    depth, _, _ = _frame(2)
+    raw = RawOutput(np.stack([depth * 0, depth * 0, depth], -1), np.isfinite(depth).astype(np.float32), 1.0)
+    res = FrameStage().run(raw, (W, H), INTR, {'normals'})
+    msg = convert.image_around(res.data['normals'], H, W, '32FC3')
     assert (msg.encoding, msg.height, msg.width, msg.step) == ('32FC3', H, W, W * 12)
     back = np.frombuffer(bytes(msg.data), '>f4' if msg.is_bigendian else '<f4').reshape(H, W, 3)
-    np.testing.assert_array_equal(back, normals)
-    from mgeo_ros.errors import BadInputError
-
-    with pytest.raises(BadInputError):
-        convert.normals_to_image(normals[..., :2])
-
-
-def test_node_normals_come_from_depth_when_the_model_has_no_normal_head():
-    """The embedded default model has no normal head: the node derives normals from the published depth."""
-    from mgeo_ros.geometry.normals import normals_from_points
-    from mgeo_ros.geometry.projection import unproject
-    from mgeo_ros.ros.pipeline import FramePipeline
-
-    depth, head, _ = _frame(3)
-    valid = np.isfinite(depth)
-    got = FramePipeline._normals(None, INTR, depth, valid)
-    np.testing.assert_array_equal(got, normals_from_points(unproject(depth, INTR), valid))
-    assert np.isnan(got[~valid]).all()
-    fewer = valid.copy()
-    fewer[10:] = False  # e.g. pixels removed by the flying-pixel filter after the model
-    got = FramePipeline._normals(head, INTR, depth, fewer)
-    np.testing.assert_array_equal(got[fewer], head[fewer])
-    assert np.isnan(got[~fewer]).all()
+    np.testing.assert_array_equal(back, res.normals)
+    assert np.isfinite(back).any() and np.isnan(back[~res.valid]).all()
 
 
 @pytest.mark.parametrize('with_head', [False, True])
-def test_cloud_normals_alone_are_made_on_the_decimated_grid(with_head):
-    """points_normals with points_stride 3 and nobody on depth/normals: normals of the cloud's own grid, the same
-    points as the plain decimated cloud."""
+@pytest.mark.parametrize('stride', [1, 3])
+def test_node_normals_are_the_heads_or_made_from_the_published_depth(with_head, stride):
+    """Without a normal head the normals (image and cloud) are those of the published depth's unprojection; with
+    one, the head's, NaN where the depth is invalid; on a decimated cloud, those of the cloud's own grid."""
     from mgeo_ros.geometry.normals import normals_from_points
     from mgeo_ros.geometry.projection import unproject
-    from mgeo_ros.ros.pipeline import FramePipeline
-    from mgeo_ros.runtime.prediction import Prediction
+    from mgeo_ros.runtime.backends.base import RawOutput
+    from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage
 
-    depth, head, rgb = _frame(4)
-    valid = np.isfinite(depth)
-    pred = Prediction(depth=depth, mask=valid, intrinsics=INTR, metric_scale=1.0, normals=head if with_head else None)
-    cfg = {'points_stride': 3, 'points_color': True, 'points_organized': True, 'points_normals': True}
-    from mgeo_ros.ros.out_buffers import OutputBuffers
-
-    pipeline = FramePipeline.__new__(FramePipeline)  # _cloud needs no node state but its output buffers
-    pipeline.buffers = OutputBuffers()
-    msg = pipeline._cloud(pred, depth, valid, rgb, None, cfg)
-    plain = convert.depth_to_pointcloud2(depth, INTR, rgb=rgb, stride=3)
-    np.testing.assert_array_equal(convert.pointcloud2_to_numpy(msg)[0], convert.pointcloud2_to_numpy(plain)[0])
-    np.testing.assert_array_equal(convert.pointcloud2_to_numpy(msg)[1], rgb[::3, ::3])
-    small = INTR.decimated(3)
-    expect = head[::3, ::3] if with_head else normals_from_points(unproject(depth[::3, ::3], small), valid[::3, ::3])
-    np.testing.assert_array_equal(convert.pointcloud2_normals(msg), expect)
+    depth, head, _ = _frame(3)
+    raw = RawOutput(np.stack([depth * 0, depth * 0, depth], -1), np.isfinite(depth).astype(np.float32), 1.0,
+                    head if with_head else None)
+    stage = FrameStage(FrameSettings(points_stride=stride))
+    res = stage.run(raw, (W, H), INTR, {'points', 'points_normals'})
+    s = slice(None, None, stride)
+    if with_head:
+        want = np.where(res.valid[..., None], head, np.nan)[s, s]
+    else:
+        small = np.ascontiguousarray(res.depth_valid[s, s])
+        want = normals_from_points(unproject(small, INTR.decimated(stride)), np.isfinite(small))
+    np.testing.assert_allclose(res.points_normals, want, atol=1e-4, equal_nan=True)
+    assert np.isfinite(res.points_normals).any()
+    msg = convert.points_to_pointcloud2(res.points, normals=res.points_normals)
+    np.testing.assert_array_equal(convert.pointcloud2_normals(msg), res.points_normals)

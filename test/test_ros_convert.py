@@ -108,7 +108,7 @@ def test_image_to_rgb8_gray_and_depth_like_encodings():
     np.testing.assert_array_equal(C.image_to_rgb8(C.numpy_to_image(depth_mm, '16UC1'))[..., 0],
                                   [[0, 64], [128, 255]])
     depth_m = np.array([[np.nan, 1.0], [np.inf, 2.0]], np.float32)
-    np.testing.assert_array_equal(C.image_to_rgb8(C.depth_to_image(depth_m))[..., 0], [[0, 128], [0, 255]])
+    np.testing.assert_array_equal(C.image_to_rgb8(C.numpy_to_image(depth_m, '32FC1'))[..., 0], [[0, 128], [0, 255]])
 
 
 def _bt601_video_range_to_rgb(y, u, v):
@@ -295,19 +295,14 @@ def test_resize_camera_info_folds_in_roi_and_binning_for_k_and_p():
 
 
 # ---- depth and mask images --------------------------------------------------------------------------------------
-def test_depth_and_mask_images():
-    depth = RNG.uniform(0.5, 10, (H, W)).astype(np.float32)
-    depth[3, 4] = np.nan
-    depth[5, 6] = np.inf
-    msg = C.depth_to_image(depth, _header())
-    assert msg.encoding == '32FC1' and msg.step == W * 4 and msg.header.frame_id == 'cam'
-    np.testing.assert_array_equal(C.image_to_numpy(msg), depth)  # NaN == NaN position-wise under assert_array_equal
-    mask = np.isfinite(depth)
-    mmsg = C.mask_to_image(mask, _header())
-    assert mmsg.encoding == 'mono8'
-    np.testing.assert_array_equal(C.image_to_numpy(mmsg), np.where(mask, 255, 0))
-    with pytest.raises(BadInputError, match='depth'):
-        C.depth_to_image(np.zeros((H, W, 1), np.float32))
+def test_mask_image_is_mono8_255_valid_written_into_the_given_bytes():
+    valid = RNG.uniform(size=(H, W)) > 0.3
+    kept = C._zeroed_byte_array(H * W)
+    mmsg = C.mask_to_image(valid, _header(), kept)
+    assert mmsg.encoding == 'mono8' and mmsg.data is kept and mmsg.header.frame_id == 'cam'
+    np.testing.assert_array_equal(C.image_to_numpy(mmsg), np.where(valid, 255, 0))
+    with pytest.raises(BadInputError, match='mask'):
+        C.mask_to_image(valid.astype(np.uint8))
 
 
 # ---- PointCloud2 ----------------------------------------------------------------------------------------------------
@@ -343,31 +338,17 @@ def test_rgb_packing_is_bit_exact_0x00rrggbb():
     as_float = struct.unpack_from('<f', data, 12)[0]
     assert struct.pack('<f', as_float) == struct.pack('<I', 0x00FF0000)
     np.testing.assert_array_equal(cloud.unpack_rgb(cloud.pack_rgb(rgb).view(np.float32)), rgb)
+    np.testing.assert_array_equal(cloud.unpack_rgb(cloud.pack_rgb(rgb[0])), rgb[0])  # not H x W x 3
 
 
-def test_xyz_only_cloud_and_mask_propagates_nan():
+def test_xyz_only_cloud_keeps_nan_points():
     points = _points()
-    mask = np.ones((H, W), bool)
-    mask[10:20, 5:9] = False
-    msg = C.points_to_pointcloud2(points, mask=mask)
+    points[10:20, 5:9] = np.nan
+    msg = C.points_to_pointcloud2(points)
     assert msg.point_step == 12 and [f.name for f in msg.fields] == ['x', 'y', 'z']
     back, rgb = C.pointcloud2_to_numpy(msg)
     assert rgb is None
-    assert np.isnan(back[~mask]).all()
-    invalid = ~mask | np.isnan(points).any(axis=2)
-    np.testing.assert_array_equal(np.isnan(back).any(axis=2), invalid)
-    np.testing.assert_array_equal(back[~invalid], points[~invalid])
-
-
-@pytest.mark.parametrize('stride', [2, 3, 5])
-def test_decimated_cloud_is_organized_every_stride_th_row_and_column(stride):
-    points, rgb = _points(), RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
-    msg = C.points_to_pointcloud2(points, rgb=rgb, stride=stride)
-    assert (msg.height, msg.width) == (len(range(0, H, stride)), len(range(0, W, stride)))
-    assert msg.row_step == msg.width * 16 and msg.is_dense is False
-    back, back_rgb = C.pointcloud2_to_numpy(msg)
-    np.testing.assert_array_equal(back, points[::stride, ::stride])
-    np.testing.assert_array_equal(back_rgb, rgb[::stride, ::stride])
+    np.testing.assert_array_equal(back, points)
 
 
 @pytest.mark.parametrize('with_rgb', [False, True])
@@ -388,43 +369,56 @@ def test_unorganized_and_empty_clouds(with_rgb):
 @pytest.mark.parametrize('stride', [1, 3])
 @pytest.mark.parametrize('organized', [True, False])
 @pytest.mark.parametrize('with_rgb', [True, False])
-def test_depth_to_pointcloud2_unprojects_into_the_message(stride, organized, with_rgb):
-    """The node's one-pass cloud against the pinhole model written out here, independent of the geometry layer's
-    rays: the point of pixel (u, v) of the full frame is ((u - cx) z / fx, (v - cy) z / fy, z), and a stride keeps
-    every stride-th pixel of the full frame."""
+def test_node_cloud_is_the_pinhole_back_projection_of_its_depth(stride, organized, with_rgb):
+    """The node's cloud (frame stage points at points_stride, packed by points_to_pointcloud2) is, pixel by pixel,
+    x = (u - cx) z / fx, y = (v - cy) z / fy, z of the published depth at pixel (u, v) = (stride col, stride row)."""
+    from mgeo_ros.runtime.backends.base import RawOutput
+    from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage
+
     rng = np.random.default_rng(stride + 2 * organized + 4 * with_rgb)
     h, w = 37, 50
     intr = Intrinsics(fx=41.0, fy=43.5, cx=24.2, cy=17.9, width=w, height=h)
-    depth = rng.uniform(0.5, 8.0, (h, w)).astype(np.float32)
-    depth[rng.random((h, w)) < 0.3] = np.nan
-    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if with_rgb else None
-    msg = C.depth_to_pointcloud2(depth, intr, rgb=rgb, stride=stride, organized=organized)
+    z = rng.uniform(0.5, 8.0, (h, w)).astype(np.float32)
+    raw = RawOutput(np.stack([z * 0, z * 0, z], -1), (rng.random((h, w)) > 0.3).astype(np.float32), 1.0)
+    res = FrameStage(FrameSettings(points_stride=stride)).run(raw, (w, h), intr, {'depth', 'points'})
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)[::stride, ::stride] if with_rgb else None
+    msg = C.points_to_pointcloud2(res.points, rgb=rgb, organized=organized)
     points, colour = C.pointcloud2_to_numpy(msg)
 
-    d = depth[::stride, ::stride].astype(np.float64)
     v, u = np.mgrid[0:h:stride, 0:w:stride].astype(np.float64)
-    want = np.stack([(u - 24.2) * d / 41.0, (v - 17.9) * d / 43.5, d], axis=-1).astype(np.float32)
-    want_rgb = rgb[::stride, ::stride] if with_rgb else None
+    d = res.depth[::stride, ::stride].astype(np.float64)
+    want = np.stack([(u - intr.cx) * d / intr.fx, (v - intr.cy) * d / intr.fy, d], axis=-1)
+    want_rgb = rgb
     if not organized:
         keep = np.isfinite(d)
-        want, want_rgb = want[keep][None], (want_rgb[keep][None] if with_rgb else None)
+        want, want_rgb = want[keep][None], (rgb[keep][None] if with_rgb else None)
+    assert np.isfinite(want).any() and np.isnan(want).any() == organized
     assert msg.is_dense == (not organized) and points.shape == want.shape
-    np.testing.assert_allclose(points, want, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(points, want, rtol=1e-5, atol=1e-6, equal_nan=True)
     if with_rgb:
         np.testing.assert_array_equal(colour, want_rgb)
     else:
         assert colour is None
 
 
-def test_depth_to_pointcloud2_without_valid_depth_and_bad_input():
-    intr = Intrinsics(fx=10.0, fy=10.0, cx=3.5, cy=2.5, width=8, height=6)
-    msg = C.depth_to_pointcloud2(np.full((6, 8), np.nan, np.float32), intr, organized=False)
+@pytest.mark.parametrize('organized', [True, False])
+def test_cloud_from_point_planes_equals_cloud_from_points(organized):
+    """The node packs the frame stage's x, y, z planes: the same bytes as from the H x W x 3 points."""
+    points, rgb = _points(), RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    planes = tuple(np.ascontiguousarray(points[..., i]) for i in range(3))
+    a = C.points_to_pointcloud2(planes, rgb=rgb, organized=organized)
+    b = C.points_to_pointcloud2(points, rgb=rgb, organized=organized)
+    assert bytes(a.data) == bytes(b.data) and (a.height, a.width) == (b.height, b.width)
+    with pytest.raises(BadInputError, match='planes'):
+        C.points_to_pointcloud2(planes[:2])
+
+
+def test_cloud_without_valid_points_and_bad_input():
+    msg = C.points_to_pointcloud2(np.full((6, 8, 3), np.nan, np.float32), organized=False)
     points, _ = C.pointcloud2_to_numpy(msg)
     assert (msg.height, msg.width) == (6, 8) and not msg.is_dense and np.isnan(points).all()
-    with pytest.raises(BadInputError, match='does not match intrinsics'):
-        C.depth_to_pointcloud2(np.ones((6, 9), np.float32), intr)
-    with pytest.raises(BadInputError, match='stride'):
-        C.depth_to_pointcloud2(np.ones((6, 8), np.float32), intr, stride=0)
+    with pytest.raises(BadInputError, match='normals'):
+        C.points_to_pointcloud2(np.ones((6, 8, 3), np.float32), normals=np.ones((6, 9, 3), np.float32))
 
 
 def test_cloud_from_a_foreign_layout_reads_padded_points_and_big_endian():
@@ -449,8 +443,6 @@ def test_cloud_from_a_foreign_layout_reads_padded_points_and_big_endian():
 def test_bad_clouds_raise_naming_the_field():
     with pytest.raises(BadInputError, match='points'):
         C.points_to_pointcloud2(np.zeros((H, W), np.float32))
-    with pytest.raises(BadInputError, match='stride'):
-        C.points_to_pointcloud2(_points(), stride=0)
     with pytest.raises(BadInputError, match='rgb'):
         C.points_to_pointcloud2(_points(), rgb=np.zeros((H, W, 3), np.float32))
     msg = C.points_to_pointcloud2(_points())
@@ -472,9 +464,9 @@ def test_bad_clouds_raise_naming_the_field():
 def test_vectorized_packing_matches_per_point_struct_pack_bytes(with_rgb, stride):
     points = _points(17, 11)
     rgb = RNG.integers(0, 256, (11, 17, 3), dtype=np.uint8) if with_rgb else None
-    msg = C.points_to_pointcloud2(points, rgb=rgb, stride=stride)
+    kept = points[::stride, ::stride]
+    msg = C.points_to_pointcloud2(kept, rgb=None if rgb is None else rgb[::stride, ::stride])
     assert bytes(msg.data) == pack_points_per_point(points, rgb, stride)
-    assert cloud.pack_points(points, rgb, stride).tobytes() == pack_points_per_point(points, rgb, stride)
 
 
 def test_benchmark_vectorized_vs_per_point_640x480_xyzrgb():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mgeo_ros.runtime.backends.base import RawOutput
-from mgeo_ros.runtime.postprocess import postprocess, upsample_confidence, upsample_valid
+from mgeo_ros.runtime.frame_stage import postprocess
+from mgeo_ros.runtime.postprocess import upsample_confidence, upsample_valid
 from mgeo_ros.runtime.prediction import Prediction
 
 

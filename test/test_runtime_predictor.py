@@ -11,7 +11,8 @@ from mgeo_ros.errors import BackendUnavailableError, BadInputError
 from mgeo_ros.geometry import Intrinsics, normalized_view_plane_uv
 from mgeo_ros.runtime import Predictor
 from mgeo_ros.runtime.backends.base import RawOutput
-from mgeo_ros.runtime.postprocess import intrinsics_from_focal, postprocess, upsample_valid
+from mgeo_ros.runtime.frame_stage import postprocess
+from mgeo_ros.runtime.postprocess import intrinsics_from_focal, upsample_valid
 from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.predictor import choose_backend, create_backend
 from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens, network_size, token_grid
@@ -194,30 +195,3 @@ def test_auto_choice_by_model_kind():
     assert choose_backend('checkpoint') == 'torch'
     expected = 'tensorrt' if tensorrt_available() and has_nvidia_gpu() else 'onnxruntime'
     assert choose_backend('onnx') == expected
-
-
-def test_replay_backend_hands_out_fresh_copies_in_turn_and_refuses_another_size():
-    from mgeo_ros.errors import BadInputError
-    from mgeo_ros.runtime.backends.base import RawOutput
-    from mgeo_ros.runtime.backends.replay_backend import ReplayBackend
-    from mgeo_ros.runtime.predictor import Predictor as P
-
-    rng = np.random.default_rng(0)
-
-    def raw(z):
-        pts = np.concatenate([rng.normal(0, 0.1, (28, 42, 2)), np.full((28, 42, 1), z)], -1).astype(np.float32)
-        return RawOutput(points=pts, mask=np.ones((28, 42), np.float32), metric_scale=2.0)
-
-    outputs = [raw(1.0), raw(3.0)]
-    backend = ReplayBackend(outputs, input_size=(42, 28))
-    pred = P(backend, mask_threshold=0.5)
-    frame = np.zeros((60, 80, 3), np.uint8)
-    first, second, third = (pred.predict(frame) for _ in range(3))
-    assert np.nanmedian(third.depth) == np.nanmedian(first.depth) != np.nanmedian(second.depth)  # cycles 0, 1, 0
-    got = backend.forward(np.zeros((1, 3, 28, 42), np.float32), 12)
-    got.points[...] = 0  # a consumer writing in place does not change what is replayed later
-    backend.forward(np.zeros((1, 3, 28, 42), np.float32), 12)  # outputs[0]
-    again = backend.forward(np.zeros((1, 3, 28, 42), np.float32), 12)  # outputs[1] again
-    assert np.array_equal(again.points, outputs[1].points) and np.all(again.points[..., 2] == 3.0)
-    with pytest.raises(BadInputError, match='recorded at 42x28'):
-        backend.forward(np.zeros((1, 3, 14, 28), np.float32), 2)

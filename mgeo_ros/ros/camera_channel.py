@@ -1,5 +1,7 @@
 """One camera of the depth node: its topics, newest-frame slot, CameraInfo cache, counters, publishers, per-frame
-pipeline and worker thread.
+pipeline and its two stages, one thread each: stage 1 runs the model on the newest frame while stage 2 makes and
+publishes the outputs of the frame before it (`_stage1`, `_stage2`). The channel owns the publishers: it asks which
+outputs are subscribed, hands that set to the pipeline and publishes the messages the pipeline builds.
 
 The node (node.py) owns the parameters and the model; everything that is per camera lives here, so N cameras are N
 channels sharing one model, and the single-camera node is the one channel without a name (plain topic names). A bad
@@ -16,8 +18,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
-from mgeo_ros.ros.frame_slot import FrameSlot, SequenceGaps
-from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame
+from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePacer
+from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
 from mgeo_ros.ros.qos import make_qos
 
 STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
@@ -75,24 +77,6 @@ class CameraInfoCache:
             return exact if exact is not None else next(reversed(self._infos.values()))
 
 
-class _CameraNodeView:
-    """What FramePipeline needs of the node, with a logger named after the camera (so its lines say which one)."""
-
-    def __init__(self, node, name: str) -> None:
-        self._node = node
-        self._logger = node.get_logger().get_child(name)
-
-    @property
-    def cfg(self) -> dict:
-        return self._node.cfg
-
-    def get_logger(self):
-        return self._logger
-
-    def get_clock(self):
-        return self._node.get_clock()
-
-
 class CameraChannel:
     """Everything of one camera. `name` '' = the single-camera node (topics image, camera_info, depth/image, ...);
     otherwise topics are <name>/image, <name>/depth/image, ..."""
@@ -102,16 +86,17 @@ class CameraChannel:
         self.name = name
         self.prefix = f'{name}/' if name else ''
         self.stats = NodeStats()
-        # what the pipeline sees of the node: the node itself, or a view whose logger names the camera
-        self._view = node if not name else _CameraNodeView(node, name)
-        self.log_bad = ThrottledLog(self._view.get_logger().warning, node.cfg['log_throttle'])
+        self.log = node.get_logger() if not name else node.get_logger().get_child(name)  # its lines name the camera
+        self.log_bad = ThrottledLog(self.log.warning, node.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
+        self.handover: HandOver[InferredFrame] = HandOver()
+        self.pacer = StagePacer()
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
         self.pipeline: FramePipeline | None = None
         self.outputs: Outputs | None = None
         self.image_sub = self.info_sub = None
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def topic(self, relative: str) -> str:
         return self.prefix + relative
@@ -122,7 +107,7 @@ class CameraChannel:
         qos = make_qos(cfg['output_qos'], cfg['output_qos_depth'])
         self.outputs = Outputs(**{f: self.node.create_publisher(kind, self.topic(t), qos)
                                   for f, (kind, t) in OUTPUT_SPECS.items()})
-        self.pipeline = FramePipeline(self._view, self.stats, self.outputs, self.log_bad)
+        self.pipeline = FramePipeline(cfg, self.log, self.stats, self.log_bad)
 
     def destroy_outputs(self) -> None:
         if self.outputs is not None:
@@ -138,10 +123,10 @@ class CameraChannel:
             # Like image_transport: <resolved image topic>/compressed, so `-r image:=/cam/image_raw` is enough.
             topic = self.node.resolve_topic_name(self.topic('image')) + '/compressed'
             self.image_sub = self.node.create_subscription(CompressedImage, topic,
-                                                           with_message_info(self._on_compressed), qos)
+                                                           with_message_info(self._on_compressed), qos, raw=True)
         else:
             self.image_sub = self.node.create_subscription(Image, self.topic('image'),
-                                                           with_message_info(self._on_image), qos)
+                                                           with_message_info(self._on_image), qos, raw=True)
         self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
         self.stats.active = True
 
@@ -152,11 +137,12 @@ class CameraChannel:
         self.image_sub = self.info_sub = None
         self.stats.active = False
 
-    def _on_image(self, msg: Image, info: dict) -> None:
-        self._enqueue(IncomingFrame('raw', msg, time.monotonic(), self.infos.for_header), info)
+    # Images arrive serialized (raw=True): only the frame that runs is read (pipeline stage 1, ros/serialized.py).
+    def _on_image(self, data: bytes, info: dict) -> None:
+        self._enqueue(IncomingFrame('raw', data, time.monotonic(), self.infos.for_header), info)
 
-    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
-        self._enqueue(IncomingFrame('compressed', msg, time.monotonic(), self.infos.for_header), info)
+    def _on_compressed(self, data: bytes, info: dict) -> None:
+        self._enqueue(IncomingFrame('compressed', data, time.monotonic(), self.infos.for_header), info)
 
     def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
         replaced = self.slot.put(frame)
@@ -171,42 +157,124 @@ class CameraChannel:
             if sent and got:
                 self.stats.timings.add('transport', (got - sent) / 1e6)
 
-    # ---- worker thread
+    # ---- the two stages, one thread each
     def start(self, model_ready: threading.Event) -> None:
-        """Start the worker; it waits for `model_ready`, then processes this camera's newest frames."""
-        self.slot = FrameSlot()
-        thread_name = 'mgeo_inference' + (f'_{self.name}' if self.name else '')
-        self._worker = threading.Thread(target=self._work, args=(self.slot, model_ready), name=thread_name,
-                                        daemon=True)
-        self._worker.start()
+        """Start both stages; they wait for `model_ready`, then stage 1 runs the model on this camera's newest
+        frame while stage 2 makes and publishes the outputs of the one before it."""
+        self.slot, self.handover, self.pacer = FrameSlot(), HandOver(), StagePacer()
+        suffix = f'_{self.name}' if self.name else ''
+        self._threads = [
+            threading.Thread(target=self._stage1, args=(self.slot, self.handover, model_ready),
+                             name='mgeo_inference' + suffix, daemon=True),
+            threading.Thread(target=self._stage2, args=(self.handover,), name='mgeo_publish' + suffix, daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Close the slot and give the worker a moment to leave. A frame in the backend (or a model still loading)
-        is a native call that cannot be interrupted: it is not waited for; it ends without publishing."""
+        """Close the slot and the hand-over and give both stages a moment to leave. A frame in the backend (or a
+        model still loading) is a native call that cannot be interrupted: it is not waited for; it ends without
+        publishing."""
         self.slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=STOP_WAIT_S)
-        self._worker = None
+        self.handover.close()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
-    def _work(self, slot: FrameSlot, model_ready: threading.Event) -> None:
+    def _frame_cfg(self) -> dict:
+        cfg = self.node.cfg
+        if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
+            cfg = {**cfg, 'frame_id': ''}
+        return cfg
+
+    def _stage1(self, slot: FrameSlot, handover: HandOver, model_ready: threading.Event) -> None:
+        """Newest frame -> decode, intrinsics, model -> hand-over. It takes a frame only once the hand-over is
+        free (stage 2 has taken the previous one) and, when stage 2 is the slower stage, only as late as lets it
+        finish when stage 2 does (`StagePacer`), so the frame it runs is the newest it can be."""
         while not model_ready.wait(0.2):
             if slot.closed:
                 return
         pipeline = self.pipeline
         while not slot.closed:
+            if not handover.wait_free(timeout=0.2):
+                continue
+            delay = self.pacer.delay(time.perf_counter())
+            if delay > 0 and slot.wait_closed(delay):
+                return
             frame = slot.take(timeout=0.2)
             if frame is None:
                 continue
-            cfg = self.node.cfg
-            if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
-                cfg = {**cfg, 'frame_id': ''}
             try:
-                pipeline.process(frame, cfg)
+                inferred = self._infer(pipeline, frame, self._frame_cfg())
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
                 if slot.closed:  # stopped under this frame (publishers, context or shared model gone): say nothing
                     return
-                self.stats.count_bad('internal_error')
-                self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
+                self._internal_error(exc)
+                continue
+            if inferred is not None:
+                handover.put(inferred)
+
+    def _stage2(self, handover: HandOver) -> None:
+        """Hand-over -> outputs -> published, frames in the order stage 1 ran them."""
+        pipeline = self.pipeline
+        while not handover.closed:
+            frame = handover.take(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self._publish(pipeline, frame)
+            except Exception as exc:
+                if handover.closed:
+                    return
+                self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.stats.count_bad('internal_error')
+        self.log_bad('internal_error', f'frame skipped after an unexpected error: {type(exc).__name__}: {exc}')
+
+    # ---- one frame: the subscribed outputs, stage 1, stage 2, publish
+    def wanted(self) -> frozenset:
+        """The outputs (OUTPUT_SPECS names) somebody subscribes to, asked once per frame."""
+        outputs = self.outputs
+        return frozenset(name for name in OUTPUT_SPECS if getattr(outputs, name).get_subscription_count() > 0)
+
+    def _infer(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> InferredFrame | None:
+        """Stage 1 of one frame, or None when nobody subscribes or the frame is skipped."""
+        wanted = self.wanted()
+        if not wanted:
+            with self.stats.lock:
+                self.stats.skipped_no_subscribers += 1
+            return None
+        cpu0 = time.thread_time()
+        inferred = pipeline.infer(frame, cfg, wanted)
+        if inferred is not None:
+            self.pacer.stage1_done(time.perf_counter() - inferred.started)
+            inferred.timings['stage1'] = (time.perf_counter() - inferred.started) * 1000.0
+            inferred.timings['stage1_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        return inferred
+
+    def _publish(self, pipeline: FramePipeline, frame: InferredFrame) -> None:
+        """Stage 2 and the publishing of its messages; then the frame's timings and the published count."""
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        self.pacer.stage2_started(t0)
+        timings = frame.timings
+        timings['handover_wait'] = (t0 - frame.started) * 1000.0 - timings['stage1']
+        outputs = self.outputs
+        for name, msg in pipeline.messages(frame):
+            getattr(outputs, name).publish(msg)
+        t1 = time.perf_counter()
+        self.pacer.stage2_done(t1 - t0)
+        timings['publish'] = (t1 - t0) * 1000.0 - timings.get('postprocess', 0.0)  # the frame stage's part apart
+        timings['stage2'] = (t1 - t0) * 1000.0
+        timings['stage2_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        timings['total'] = (t1 - frame.started) * 1000.0 + timings['queue_wait']
+        stamp = frame.header.stamp
+        age = self.node.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)
+        with self.stats.lock:
+            for stage, ms in timings.items():
+                self.stats.timings.add(stage, ms)
+            self.stats.timings.add('since_stamp', age / 1e6)
+        self.stats.mark_published()
 
     # ---- diagnostics
     def diagnostic_status(self, node_name: str):

@@ -1,6 +1,6 @@
 """PointCloud2 layout, packing and unpacking in numpy and OpenCV (no rclpy here, so it tests and benchmarks anywhere).
 
-Layout written by `pack_points`: float32 fields x, y, z at offsets 0, 4, 8 and, with colour, `rgb` at 12: the
+Layout written by `fill_organized`: float32 fields x, y, z at offsets 0, 4, 8 and, with colour, `rgb` at 12: the
 standard packed colour of PCL/RViz, a uint32 0x00RRGGBB whose bits are stored as a float32. point_step is 12 or 16,
 little-endian. With normals (the node's `points_normals`), float32 `normal_x`, `normal_y`, `normal_z` follow (the
 names PCL's PointNormal and RViz use), making point_step 24 or 28. Clouds are organized (height x width, NaN for
@@ -58,40 +58,35 @@ def normals_offset(with_rgb: bool) -> int:
     return 4 if with_rgb else 3
 
 
-def pack_rgb(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 [..., 3] -> uint32 [...] holding 0x00RRGGBB (view it as float32 for the `rgb` field). `out` (uint32,
-    may be strided, e.g. the rgb field of a cloud buffer viewed as uint32) is written in place, with no temporaries."""
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] -> uint32 [...] holding 0x00RRGGBB (view it as float32 for the `rgb` field). On a
+    little-endian host OpenCV's RGB -> BGRA puts the bytes of 0xAARRGGBB in memory order and the alpha byte is
+    cleared (10x faster than three strided byte copies); elsewhere the bits are assembled with shifts."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.shape[-1:] != (3,):
         raise BadInputError(f'rgb must be uint8 [..., 3], got {rgb.dtype} {rgb.shape}')
-    if out is None:
-        out = np.empty(rgb.shape[:-1], np.uint32)
-    # Three byte copies into the uint32's own bytes (B, G, R, 0 in memory on a little-endian host) instead of five
-    # uint32 passes (assign, shift, or, shift, or): ~3x faster on a strided cloud buffer, same bits.
-    octets = out[..., None].view(np.uint8)  # the four bytes of each uint32, in memory order
-    blue, green, red, pad = (0, 1, 2, 3) if sys.byteorder == 'little' else (3, 2, 1, 0)
-    octets[..., red] = rgb[..., 0]
-    octets[..., green] = rgb[..., 1]
-    octets[..., blue] = rgb[..., 2]
-    octets[..., pad] = 0
-    return out
+    if sys.byteorder == 'little' and rgb.ndim == 3 and rgb.size:
+        packed = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA).view(np.uint32)[..., 0]
+        return np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=packed)
+    wide = rgb.astype(np.uint32)
+    return (wide[..., 0] << 16) | (wide[..., 1] << 8) | wide[..., 2]
 
 
-def fill_organized(out: np.ndarray, depth: np.ndarray, ray_x: np.ndarray, ray_y: np.ndarray,
-                   rgb: np.ndarray | None = None, normals: np.ndarray | None = None) -> np.ndarray:
+def fill_organized(out: np.ndarray, points, rgb: np.ndarray | None = None,
+                   normals: np.ndarray | None = None) -> np.ndarray:
     """Write an organized cloud into `out` (float32 H x W x (3 | 4 with rgb) [+3 with normals], C-contiguous, e.g.
-    a view on a message's bytes): x = depth * ray_x[col], y = depth * ray_y[row], z = depth (the values
-    `geometry.projection.unproject` gives), the packed colour (`pack_rgb`'s bits), the normals.
-
-    x and y are computed into contiguous planes and everything is interleaved by one `cv2.merge` pass: writing each
-    field straight into the 16-byte points is a strided store per field, 2.5x slower at 1280x720."""
-    depth = np.ascontiguousarray(depth, dtype=np.float32)
-    h, w = depth.shape
+    a view on a message's bytes): the points' x, y, z (an H x W x 3 array, or a tuple of three H x W planes), the
+    packed colour (`pack_rgb`'s bits), the normals, all interleaved by one `cv2.merge` pass (writing each field
+    straight into the 16-byte points is a strided store per field, 2.5x slower at 1280x720)."""
+    if isinstance(points, tuple):
+        planes = [np.ascontiguousarray(p, dtype=np.float32) for p in points]
+    else:
+        planes = [np.ascontiguousarray(points, dtype=np.float32)]
+    h, w = planes[0].shape[:2]
     if h * w == 0:
         return out
-    planes = [np.multiply(depth, ray_x[None, :]), np.multiply(depth, ray_y[:, None]), depth]
     if rgb is not None:
-        planes.append(_packed_colour(np.ascontiguousarray(rgb)).view(np.float32))  # bits, not values: merge copies
+        planes.append(pack_rgb(rgb).view(np.float32))  # bits, not values: merge copies them
     if normals is not None:
         planes.append(np.ascontiguousarray(normals, dtype=np.float32))
     if not (out.flags.c_contiguous and out.dtype == np.float32 and out.shape == (h, w, sum(
@@ -101,16 +96,6 @@ def fill_organized(out: np.ndarray, depth: np.ndarray, ray_x: np.ndarray, ray_y:
     if not np.shares_memory(merged, out):  # OpenCV made its own array instead of writing into out
         out[...] = merged
     return out
-
-
-def _packed_colour(rgb: np.ndarray) -> np.ndarray:
-    """`pack_rgb` of a C-contiguous H x W x 3 frame, by OpenCV on a little-endian host: RGB -> BGRA puts the bytes
-    of 0xAARRGGBB in memory order, and the alpha byte is cleared (10x faster than three strided byte copies)."""
-    if sys.byteorder != 'little' or rgb.ndim != 3:
-        return pack_rgb(rgb)
-    packed = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA).view(np.uint32)[..., 0]
-    np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=packed)
-    return packed
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
@@ -128,43 +113,6 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 def decimated_shape(height: int, width: int, stride: int) -> tuple[int, int]:
     """Rows and columns kept when every `stride`-th row and column (starting at 0) is kept."""
     return -(-height // stride), -(-width // stride)
-
-
-def pack_points(points: np.ndarray, rgb: np.ndarray | None = None, stride: int = 1, mask: np.ndarray | None = None,
-                out: np.ndarray | None = None) -> np.ndarray:
-    """Points H x W x 3 (metres, NaN invalid) [+ rgb uint8 H x W x 3] -> float32 array h x w x (3|4): the cloud's bytes.
-
-    An unorganized cloud is 1 x N x 3; N may be 0 (nothing valid in a frame is still a cloud to publish).
-
-    `stride` keeps every stride-th row and column; `mask` (bool H x W, False = invalid) writes NaN there. `out` is a
-    preallocated float32 buffer of the result shape (for example a view on the message's own data array), so a frame
-    is packed with one pass over memory and no temporary copies.
-    """
-    points = np.asarray(points)
-    if points.ndim != 3 or points.shape[2] != 3:
-        raise BadInputError(f'points must be H x W x 3, got shape {points.shape}')
-    height, width = points.shape[:2]  # 0 points is a valid (empty) cloud
-    stride = int(stride)
-    if stride < 1:
-        raise BadInputError(f'stride must be >= 1, got {stride}')
-    if rgb is not None and np.shape(rgb) != (height, width, 3):
-        raise BadInputError(f'rgb must be {height} x {width} x 3 like the points, got shape {np.shape(rgb)}')
-    if mask is not None and np.shape(mask) != (height, width):
-        raise BadInputError(f'mask must be {height} x {width} like the points, got shape {np.shape(mask)}')
-    h, w = decimated_shape(height, width, stride)
-    channels = 3 if rgb is None else 4
-    if out is None:
-        out = np.empty((h, w, channels), np.float32)
-    elif out.shape != (h, w, channels) or out.dtype != np.float32:
-        raise BadInputError(f'out must be float32 {(h, w, channels)}, got {out.dtype} {out.shape}')
-    kept = points[::stride, ::stride]
-    for axis in range(3):  # one strided copy per coordinate: ~5x faster than out[..., :3] = kept (inner loop of 3)
-        out[..., axis] = kept[..., axis]
-    if rgb is not None:
-        pack_rgb(np.asarray(rgb)[::stride, ::stride], out=out[..., 3].view(np.uint32))
-    if mask is not None:
-        out[~np.asarray(mask, bool)[::stride, ::stride], :3] = np.nan
-    return out
 
 
 def _field_view(buffer: np.ndarray, height: int, width: int, row_step: int, step: int, field: Field,

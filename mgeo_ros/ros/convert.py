@@ -15,7 +15,6 @@ from std_msgs.msg import Header
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.projection import pixel_rays
 
 # Image/CompressedImage -> numpy lives in image_codec (shared with bag reading); re-exported so the node's
 # converters are in one place.
@@ -111,34 +110,18 @@ def image_around(data: array.array, height: int, width: int, encoding: str, head
     return msg
 
 
-def depth_to_image(depth: np.ndarray, header: Header | None = None) -> Image:
-    """Depth H x W in metres (NaN invalid, +Inf allowed) -> 32FC1 Image."""
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise BadInputError(f'depth must be H x W, got shape {depth.shape}')
-    return numpy_to_image(depth.astype(np.float32, copy=False), '32FC1', header)
-
-
-def normals_to_image(normals: np.ndarray, header: Header | None = None) -> Image:
-    """Unit normals H x W x 3 (optical frame, NaN invalid) -> 32FC3 Image (x, y, z per pixel)."""
-    normals = np.asarray(normals)
-    if normals.ndim != 3 or normals.shape[2] != 3 or 0 in normals.shape[:2]:
-        raise BadInputError(f'normals must be H x W x 3, got shape {normals.shape}')
-    height, width = normals.shape[:2]
-    msg = _message(Image)
-    msg.header = _header(header)
-    msg.height, msg.width, msg.encoding, msg.step = height, width, '32FC3', width * 12
-    msg.is_bigendian = 1 if HOST_BIG_ENDIAN else 0
-    msg.data = _to_byte_array(normals.astype(np.float32, copy=False))
-    return msg
-
-
-def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
-    """Validity mask H x W (bool or 0/1) -> mono8 Image, 255 valid, 0 invalid."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise BadInputError(f'mask must be H x W, got shape {mask.shape}')
-    return numpy_to_image(mask.astype(bool).view(np.uint8) * np.uint8(255), 'mono8', header)
+def mask_to_image(valid: np.ndarray, header: Header | None = None, data: array.array | None = None) -> Image:
+    """Validity H x W (bool) -> mono8 Image, 255 valid, 0 invalid, written into `data` when it has the size (bytes
+    kept between frames, see `FrameBuffers`)."""
+    valid = np.asarray(valid)
+    if valid.ndim != 2 or valid.dtype != bool:
+        raise BadInputError(f'mask must be bool H x W, got {valid.dtype} {valid.shape}')
+    height, width = valid.shape
+    if data is None or len(data) != height * width:
+        data = _zeroed_byte_array(height * width)
+    np.multiply(np.ascontiguousarray(valid).view(np.uint8), np.uint8(255),
+                out=np.frombuffer(data, np.uint8).reshape(height, width))
+    return image_around(data, height, width, 'mono8', header)
 
 
 # ---- CompressedImage ------------------------------------------------------------------------------------------------
@@ -314,72 +297,43 @@ def _cloud_message(data: array.array, header: Header | None, h: int, w: int, wit
     return msg
 
 
-def points_to_pointcloud2(points: np.ndarray, header: Header | None = None, rgb: np.ndarray | None = None,
-                          stride: int = 1, mask: np.ndarray | None = None) -> PointCloud2:
-    """Points H x W x 3 (metres, NaN invalid) [+ RGB uint8] -> organized PointCloud2, xyz or xyzrgb float32.
+def points_to_pointcloud2(points, header: Header | None = None, rgb: np.ndarray | None = None,
+                          normals: np.ndarray | None = None, organized: bool = True,
+                          data: array.array | None = None) -> PointCloud2:
+    """An organized point map H x W x 3 (metres, optical frame, NaN invalid), or its x, y, z as a tuple of H x W
+    planes, -> PointCloud2, packed straight into the message's bytes.
 
-    `stride` keeps every stride-th row and column (still organized); `mask` False writes NaN. The points are packed
-    straight into the message's data array (no intermediate copy)."""
-    points = np.asarray(points)
-    if points.ndim != 3 or points.shape[2] != 3:
-        raise BadInputError(f'points must be H x W x 3 (1 x N x 3 unorganized, N may be 0), got shape {points.shape}')
-    stride = int(stride)
-    if stride < 1:
-        raise BadInputError(f'stride must be >= 1, got {stride}')
-    h, w = cloud.decimated_shape(points.shape[0], points.shape[1], stride)
-    data, view = _cloud_buffer(h, w, rgb is not None)
-    cloud.pack_points(points, rgb, stride, mask, out=view)
-    return _cloud_message(data, header, h, w, rgb is not None)
-
-
-def depth_to_pointcloud2(depth: np.ndarray, intrinsics: Intrinsics, header: Header | None = None,
-                         rgb: np.ndarray | None = None, stride: int = 1, organized: bool = True,
-                         normals: np.ndarray | None = None, data: array.array | None = None) -> PointCloud2:
-    """Depth H x W (metres, NaN invalid) seen by `intrinsics` -> PointCloud2, unprojected straight into the message.
-
-    organized: H x W points (every stride-th pixel), NaN where the depth is, `is_dense` false. Otherwise only the
-    finite points, 1 x N with `is_dense` true; a frame without any stays organized and all NaN (a cloud of width 0
-    is not valid). One pass writes each point: no H x W x 3 intermediate, no copy of the points.
-    `normals` (H x W x 3 unit vectors, optical frame) add float32 fields normal_x, normal_y, normal_z.
-    `data`: an organized cloud is written into these bytes when they have its size (see `out_buffers`).
-    """
-    depth = np.asarray(depth)
-    if depth.ndim != 2 or (depth.shape[1], depth.shape[0]) != (intrinsics.width, intrinsics.height):
-        raise BadInputError(f'depth of shape {depth.shape} does not match intrinsics '
-                            f'{intrinsics.width}x{intrinsics.height}')
-    if rgb is not None and np.shape(rgb) != (*depth.shape, 3):
-        raise BadInputError(f'rgb must be {depth.shape[0]} x {depth.shape[1]} x 3 like the depth, got {np.shape(rgb)}')
-    if normals is not None and np.shape(normals) != (*depth.shape, 3):
-        raise BadInputError(f'normals must be {depth.shape[0]} x {depth.shape[1]} x 3 like the depth, '
-                            f'got {np.shape(normals)}')
-    stride = int(stride)
-    if stride < 1:
-        raise BadInputError(f'stride must be >= 1, got {stride}')
-    if stride > 1:
-        depth, intrinsics = depth[::stride, ::stride], intrinsics.decimated(stride)
-        rgb = rgb[::stride, ::stride] if rgb is not None else None
-        normals = normals[::stride, ::stride] if normals is not None else None
+    organized: H x W points, NaN where invalid, `is_dense` false. Otherwise only the finite points, 1 x N with
+    `is_dense` true; a frame without any stays organized and all NaN (a cloud of width 0 is not valid).
+    rgb (uint8 H x W x 3) adds the packed `rgb` field; normals (H x W x 3 unit vectors) add normal_x/y/z.
+    `data`: an organized cloud is written into these bytes when they have its size (see `FrameBuffers`)."""
+    if isinstance(points, tuple):
+        if len(points) != 3 or len({np.shape(p) for p in points}) != 1 or np.ndim(points[0]) != 2:
+            raise BadInputError(f'point planes must be three H x W arrays, got {[np.shape(p) for p in points]}')
+        points = tuple(np.asarray(p) for p in points)
+        shape, z = points[0].shape, points[2]
+    else:
+        points = np.asarray(points)
+        if points.ndim != 3 or points.shape[2] != 3:
+            raise BadInputError(f'points must be H x W x 3, got shape {points.shape}')
+        shape, z = points.shape[:2], points[..., 2]
+    if rgb is not None and np.shape(rgb) != (*shape, 3):
+        raise BadInputError(f'rgb must be {shape[0]} x {shape[1]} x 3 like the points, got {np.shape(rgb)}')
+    if normals is not None and np.shape(normals) != (*shape, 3):
+        raise BadInputError(f'normals must be {shape[0]} x {shape[1]} x 3 like the points, got {np.shape(normals)}')
     with_n = normals is not None
-    nk = cloud.normals_offset(rgb is not None)
-    keep = None if organized else np.isfinite(depth)
+    keep = None if organized else np.isfinite(z)
     if keep is None or not keep.any():
-        h, w = depth.shape
+        h, w = shape
         data, view = _cloud_buffer(h, w, rgb is not None, with_n, data)
-        ray_x, ray_y = pixel_rays(intrinsics)
-        cloud.fill_organized(view, depth, ray_x, ray_y, rgb, normals)
+        cloud.fill_organized(view, points, rgb, normals)
         return _cloud_message(data, header, h, w, rgb is not None, with_normals=with_n)
-    rows, cols = np.nonzero(keep)
-    data, view = _cloud_buffer(1, rows.size, rgb is not None, with_n)
-    ray_x, ray_y = pixel_rays(intrinsics)
-    z = depth[rows, cols]
-    np.multiply(z, ray_x[cols], out=view[0, :, 0])
-    np.multiply(z, ray_y[rows], out=view[0, :, 1])
-    view[0, :, 2] = z
-    if rgb is not None:
-        cloud.pack_rgb(rgb[rows, cols], out=view[0, :, 3].view(np.uint32))
-    if with_n:
-        view[0, :, nk:nk + 3] = normals[rows, cols]
-    return _cloud_message(data, header, 1, rows.size, rgb is not None, dense=True, with_normals=with_n)
+    n = int(keep.sum())
+    data, view = _cloud_buffer(1, n, rgb is not None, with_n)
+    kept = tuple(p[keep][None] for p in points) if isinstance(points, tuple) else points[keep][None]
+    cloud.fill_organized(view, kept, None if rgb is None else rgb[keep][None],
+                         None if normals is None else normals[keep][None])
+    return _cloud_message(data, header, 1, n, rgb is not None, dense=True, with_normals=with_n)
 
 
 def pointcloud2_to_numpy(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:

@@ -3,8 +3,9 @@
 One camera by default; with the `cameras` parameter one process serves several through one model (see
 camera_channel.py for what is per camera and runtime/batching.py for how their frames share the model).
 Threads: the executor thread only stores incoming messages (per camera, the newest image replaces a waiting one, see
-`FrameSlot`); one worker thread per camera decodes, runs the model and publishes. Every output carries the input
-header. Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
+`FrameSlot`); per camera, one thread decodes the frame and runs the model while another makes and publishes the
+outputs of the frame before it (camera_channel.py). Every output carries the input header.
+Run: `mgeo_depth_node --ros-args -r image:=/camera/image_raw -r camera_info:=/camera/camera_info -p model:=...`
 or `python -m mgeo_ros.ros.node --ros-args ...`.
 """
 from __future__ import annotations
@@ -79,16 +80,6 @@ class _DepthNodeParts:
     def stats(self) -> NodeStats:
         """The first (or only) camera's counters; the model state is the same in every camera's."""
         return self.channels[0].stats
-
-    @property
-    def pipeline(self):
-        """The first (or only) camera's FramePipeline (single-camera callers: the benchmark, tests)."""
-        return self.channels[0].pipeline
-
-    @property
-    def outputs(self):
-        """The first (or only) camera's publishers."""
-        return self.channels[0].outputs
 
     def _create_outputs(self) -> None:
         for ch in self.channels:
@@ -201,7 +192,7 @@ class _DepthNodeParts:
             for ch in self.channels:
                 ch.log_bad.period = self.cfg['log_throttle']
                 if ch.pipeline is not None:
-                    ch.pipeline.on_config_changed(updates)
+                    ch.pipeline.on_config_changed(self.cfg, updates)
             if updates:
                 applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
                 self.get_logger().info(f'parameters applied live: {applied}')

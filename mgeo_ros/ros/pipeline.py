@@ -1,33 +1,52 @@
-"""What the node does with one frame, on the worker thread: decode, pick intrinsics, infer, stabilize, publish.
+"""What the node does with one frame, in two stages: stage 1 decodes the frame that runs, picks its intrinsics,
+rectifies it and runs the model; stage 2 turns the prediction into the output messages. The camera channel
+(camera_channel.py) hands one stage's result to the other and publishes what stage 2 built.
 
 Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-frame work read separately.
 """
 from __future__ import annotations
 
-import math
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.geometry.normals import normals_from_depth
-from mgeo_ros.ros import cloud, convert, rectify
-from mgeo_ros.ros.out_buffers import OutputBuffers
-from mgeo_ros.ros.scale_filter import ScaleFilter
-from mgeo_ros.runtime.flying_pixels import DepthJumpTest, flying_pixel_mask
+from mgeo_ros.ros import cloud, convert, rectify, serialized
+from mgeo_ros.runtime.frame_buffers import FrameBuffers
+from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage, fov_degrees
 from mgeo_ros.runtime.heap import keep_freed_buffers
-from mgeo_ros.runtime.predictor import default_model_path
+from mgeo_ros.runtime.predictor import default_cache_dir, default_model_path
+from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 
 @dataclass
 class IncomingFrame:
-    kind: str  # 'raw' | 'compressed'
-    msg: object
+    """A frame as the subscription received it: still serialized, so a frame the slot replaces costs nothing."""
+
+    kind: str  # 'raw' (sensor_msgs/Image) | 'compressed' (sensor_msgs/CompressedImage)
+    data: bytes  # the serialized message
     received: float  # time.monotonic() at the callback
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
+
+
+@dataclass
+class InferredFrame:
+    """Stage 1's hand-over to stage 2: one frame's prediction and what its outputs are made with."""
+
+    raw: object  # runtime.backends.base.RawOutput: the network's outputs at its own size
+    intrinsics: Intrinsics | None  # the frame's camera (None: recovered from the model in stage 2)
+    rgb: np.ndarray  # the (rectified) frame the model saw: its size, and the cloud's colours
+    header: object  # the input's header (frame_id overridden if asked): every output carries it
+    wanted: frozenset  # the outputs somebody subscribes to: depth, info, points, mask, confidence, normals
+    cfg: dict  # the parameters the frame was started with (stage 2 uses the same)
+    started: float  # time.perf_counter() when stage 1 began
+    received: float  # time.monotonic() at the callback
+    timings: dict = field(default_factory=dict)  # stage -> ms so far
+    scale_reset: str = ''  # why the scale smoothing restarts before this frame ('' = it does not)
 
 
 def _ms(t0: float) -> float:
@@ -35,28 +54,31 @@ def _ms(t0: float) -> float:
 
 
 class FramePipeline:
-    """Per-frame work and the state it needs across frames (model, scale filter, last camera, last size)."""
+    """Per-frame work and the state it needs across frames (model, scale filter, last camera, last size).
 
-    def __init__(self, node, stats, outputs, log_bad) -> None:
-        self.node = node
-        self.log = node.get_logger()
+    `log` is the camera's logger; `stats` its counters; `log_bad(reason, text)` its throttled warning."""
+
+    def __init__(self, cfg: dict, log, stats, log_bad) -> None:
+        self.log = log
         self.stats = stats
-        self.out = outputs
         self.log_bad = log_bad
         self.predictor = None
-        cfg = node.cfg
         self.scale = ScaleFilter(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
+        self.stage = FrameStage(FrameSettings.from_mapping(cfg), self.scale)  # owns the frame's arrays
         self._size: tuple[int, int] | None = None
         self._camera_key: tuple | None = None
         self._warned: set[str] = set()
         self.rectifier = rectify.Rectifier()
         self.last_frame_id = ''
-        self._jump_test = DepthJumpTest()  # keeps its scratch buffers between frames
         # Frame-sized arrays freed by one frame are reused by the next instead of page-faulting in anew (process-wide).
         keep_freed_buffers()
-        self.buffers = OutputBuffers()  # the output messages' bytes, rewritten each frame
+        self.buffers = FrameBuffers()  # the mask's and the cloud's message bytes, rewritten each frame
         self._info_key: tuple | None = None
         self._info_msg = None
+        # A restart of the scale smoothing found by stage 1 (new size, new camera) or asked by a parameter change is
+        # applied by stage 2 before the next frame's scale update, so it falls between the right two frames.
+        self._pending_reset = ''
+        self._reset_lock = threading.Lock()
 
     # ---- setup ----------------------------------------------------------------------------------------------------
     def load_model(self, cfg: dict) -> None:
@@ -79,6 +101,7 @@ class FramePipeline:
             fallback = getattr(getattr(self.predictor, 'backend', None), 'fallback_reason', None)
             if fallback:  # the engine failed its probe: say so wherever the backend is reported
                 self.stats.backend += f' (fallback: {fallback})'
+            self._place_post_graph()
             self.stats.model_status = 'ready'
             self.log.info(f'model {path} loaded on backend {self.stats.backend} in {_ms(t0):.0f} ms')
             from mgeo_ros.runtime.model_info import model_line
@@ -89,6 +112,19 @@ class FramePipeline:
             self.stats.model_error = f'{type(exc).__name__}: {exc}'
             self.log.error(f'cannot load model {str(path)!r}: {self.stats.model_error}. The node keeps running and '
                            'reports this in /diagnostics; fix the `model`/`backend` parameters and restart.')
+
+    def _place_post_graph(self) -> None:
+        """The frame stage's per-pixel work beside the network on a GPU backend (runtime/post_graph.py); numpy on
+        the CPU, or when the GPU path cannot start (said in the log)."""
+        from mgeo_ros.runtime.post_graph import post_graph_for
+
+        try:
+            self.stage.post = post_graph_for(self.predictor.backend, str(default_cache_dir()))
+        except Exception as exc:  # TensorRT/cuda-python/onnxruntime-gpu missing or failing: numpy still works
+            self.stage.post = None
+            self.log.warning(f'per-pixel work stays on the CPU: the post graph cannot run beside the network ({exc})')
+        where = 'numpy/OpenCV on the CPU' if self.stage.post is None else f'post graph on {self.stage.post.providers}'
+        self.log.info(f'per-pixel work: {where}')
 
     def _backend_choice(self, path: Path, cfg: dict) -> tuple[str, str]:
         """Backend and precision for Predictor: `build_engine: false` never builds an engine from an .onnx (ONNX
@@ -110,8 +146,8 @@ class FramePipeline:
             precision = 'fp32'
         return backend, precision
 
-    def on_config_changed(self, updates: dict) -> None:
-        cfg = {**self.node.cfg, **updates}
+    def on_config_changed(self, cfg: dict, updates: dict) -> None:
+        """`cfg`: the parameters after the change; `updates`: the ones that changed."""
         self.scale.configure(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
         if 'use_camera_info' in updates:
             self._reset_scale('use_camera_info changed')
@@ -119,72 +155,138 @@ class FramePipeline:
             self.predictor.mask_threshold = float(updates['mask_threshold'])
 
     # ---- per frame ------------------------------------------------------------------------------------------------
-    def process(self, frame: IncomingFrame, cfg: dict) -> None:
+    def infer(self, frame: IncomingFrame, cfg: dict, wanted: frozenset) -> InferredFrame | None:
+        """Stage 1: decode, intrinsics, rectify, model. None when the frame is skipped (counted and logged)."""
         t_start = time.perf_counter()
         timings = {'queue_wait': (time.monotonic() - frame.received) * 1000.0}
-        want_depth = self.out.depth.get_subscription_count() > 0
-        want_info = self.out.info.get_subscription_count() > 0
-        want_points = self.out.points.get_subscription_count() > 0
-        want_mask = self.out.mask.get_subscription_count() > 0
-        want_conf = self.out.confidence.get_subscription_count() > 0
-        want_normals = self.out.normals.get_subscription_count() > 0
-        if not (want_depth or want_info or want_points or want_mask or want_conf or want_normals):
-            with self.stats.lock:
-                self.stats.skipped_no_subscribers += 1
-            return
         if self.predictor is None:
             why = self.stats.model_error or self.stats.model_status
             self._bad('no_model', f'frame skipped: no model loaded ({why})')
-            return
+            return None
 
         t0 = time.perf_counter()
-        rgb = self._decode(frame, cfg)
+        msg = self._parse(frame)
+        rgb = None if msg is None else self._decode(frame.kind, msg, cfg)
         if rgb is None:
-            return
+            return None
         timings['decode'] = _ms(t0)
         height, width = rgb.shape[:2]
         self._check_size(width, height)
 
-        info = frame.camera_info_for(frame.msg.header) if cfg['use_camera_info'] else None
+        info = frame.camera_info_for(msg.header) if cfg['use_camera_info'] else None
         if cfg['rectify'] and info is not None:
             t0 = time.perf_counter()
             rgb = self._rectified(rgb, info)
             timings['rectify'] = _ms(t0)
         intrinsics = self._intrinsics(info, width, height, cfg)
         try:
-            pred = self.predictor.predict(rgb, intrinsics=intrinsics)
+            raw = self.predictor.forward(rgb)
         except (BadInputError, ValueError) as exc:
             self._bad('inference', f'inference rejected the frame: {exc}')
-            return
-        timings.update((stage, ms) for stage, ms in pred.timings_ms.items() if stage != 'total')  # ours is wider
-
-        t0 = time.perf_counter()
-        header = frame.msg.header
+            return None
+        timings.update(raw.timings_ms)
+        header = msg.header
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
-        wanted = {'depth': want_depth, 'info': want_info, 'mask': want_mask, 'points': want_points,
-                  'confidence': want_conf, 'normals': want_normals}
-        self._publish(pred, rgb, header, cfg, wanted, timings)
-        timings['publish'] = _ms(t0) - timings.get('filter', 0.0)
-        timings['total'] = _ms(t_start) + timings['queue_wait']
-        age = self.node.get_clock().now().nanoseconds - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
-        with self.stats.lock:
-            for stage, ms in timings.items():
-                self.stats.timings.add(stage, ms)
-            self.stats.timings.add('since_stamp', age / 1e6)
-            self.stats.resolution = f'{width}x{height}'
-        self.stats.mark_published()
+        with self._reset_lock:
+            reset, self._pending_reset = self._pending_reset, ''
+        return InferredFrame(raw, intrinsics, rgb, header, wanted, cfg, t_start, frame.received, timings, reset)
 
-    def _decode(self, frame: IncomingFrame, cfg: dict) -> np.ndarray | None:
+    def messages(self, frame: InferredFrame) -> list[tuple[str, object]]:
+        """Stage 2: the frame stage's outputs (runtime/frame_stage.py) as messages of the wanted outputs, (output
+        name, message) in publishing order; all share the frame's header and the intrinsics used.
+
+        The images are the stage's own arrays, wrapped without a copy (FrameBuffers: reused from frame to frame,
+        which rclpy's synchronous publish allows: publish them before the next call). Depth, cloud, normals and
+        camera_info come from the same depth and intrinsics, so they agree exactly."""
+        rgb, header, wanted, timings, cfg = frame.rgb, frame.header, frame.wanted, frame.timings, frame.cfg
+        if frame.scale_reset:
+            self.log.debug(f'metric scale smoothing restarts: {frame.scale_reset}')
+            self.scale.reset()
+        height, width = rgb.shape[:2]
+        self.stage.settings = FrameSettings.from_mapping(cfg)
+        asked = set(wanted) & {'depth', 'confidence', 'normals'}
+        if 'points' in wanted:
+            asked.add('point_planes')  # packed into the message in one pass with the colours and normals
+        if 'mask' in wanted:
+            asked.add('valid')
+        if 'points' in wanted and cfg['points_normals']:
+            asked.add('points_normals')
+        t0 = time.perf_counter()
+        try:
+            res = self.stage.run(frame.raw, (width, height), frame.intrinsics, asked)
+        except Exception as exc:
+            if self.stage.post is None:
+                raise
+            self.log.error(f'post graph failed ({type(exc).__name__}: {exc}); per-pixel work moves to the CPU')
+            self.stage.post = None
+            res = self.stage.run(frame.raw, (width, height), frame.intrinsics, asked)
+        timings['postprocess'] = _ms(t0)
+        for stage, ms in res.timings_ms.items():
+            timings[f'postprocess/{stage}'] = ms
+        self._report(res, width, height)
+        out: list[tuple[str, object]] = []
+        if 'normals' in wanted:
+            out.append(('normals', convert.image_around(res.data['normals'], height, width, '32FC3', header)))
+        if 'confidence' in wanted:
+            out.append(('confidence', convert.image_around(res.data['confidence'], height, width, '32FC1', header)))
+        if 'depth' in wanted:
+            out.append(('depth', convert.image_around(res.data['depth'], height, width, '32FC1', header)))
+        if 'info' in wanted:
+            out.append(('info', self._camera_info(res.intrinsics, header)))
+        if 'mask' in wanted:
+            data = self.buffers.bytes_for('mask', height * width)
+            out.append(('mask', convert.mask_to_image(res.valid, header, data)))
+        if 'points' in wanted:
+            out.append(('points', self._cloud(res, rgb, header, cfg)))
+        return out
+
+    def _report(self, res, width: int, height: int) -> None:
+        """The frame's scalars into the diagnostics."""
+        fov_x, fov_y = fov_degrees(res.intrinsics)
+        with self.stats.lock:
+            self.stats.resolution = f'{width}x{height}'
+            self.stats.scale_raw = res.scale.raw
+            self.stats.scale_smoothed = res.scale.smoothed
+            self.stats.scale_resets = self.scale.reset_count
+            self.stats.shift = float(res.shift)
+            self.stats.fov_x_deg, self.stats.fov_y_deg = fov_x, fov_y
+
+    def _cloud(self, res, rgb: np.ndarray, header, cfg: dict):
+        """The stage's cloud xyz (at points_stride, NaN invalid) with the frame's colours and the cloud normals."""
+        stride = max(1, int(cfg['points_stride']))
+        colours = rgb[::stride, ::stride] if cfg['points_color'] else None
+        organized = bool(cfg['points_organized'])
+        data = None
+        if organized:  # packed straight into the bytes kept for the cloud
+            rows, cols = (res.points if res.point_planes is None else res.point_planes[0]).shape[:2]
+            step = cloud.point_step(colours is not None, res.points_normals is not None)
+            data = self.buffers.bytes_for('points', rows * cols * step)
+        points = res.points if res.point_planes is None else res.point_planes  # the post graph gives points
+        return convert.points_to_pointcloud2(points, header, rgb=colours, normals=res.points_normals,
+                                             organized=organized, data=data)
+
+    def _parse(self, frame: IncomingFrame):
+        """The serialized message's fields (pixel data not copied), or None (counted and logged as `image`) when
+        its bytes are not a whole Image / CompressedImage."""
+        try:
+            if frame.kind == 'compressed':
+                return serialized.parse_compressed_image(frame.data)
+            return serialized.parse_image(frame.data)
+        except BadInputError as exc:
+            self._bad('image', f'image skipped: {exc}')
+            return None
+
+    def _decode(self, kind: str, msg, cfg: dict) -> np.ndarray | None:
         """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
         images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
         limit = cfg['max_input_pixels']
         try:
-            if frame.kind == 'compressed':
-                rgb = convert.compressed_to_rgb8(frame.msg, limit, warn=self._decoder_warning)
+            if kind == 'compressed':
+                rgb = convert.compressed_to_rgb8(msg, limit, warn=self._decoder_warning)
             else:
-                rgb = convert.image_to_rgb8(frame.msg, limit)
+                rgb = convert.image_to_rgb8(msg, limit)
         except (BadInputError, ValueError) as exc:
             self._bad(getattr(exc, 'reason', 'image'), f'image skipped: {exc}')
             return None
@@ -193,52 +295,6 @@ class FramePipeline:
             return None
         return rgb
 
-    def _publish(self, pred, rgb, header, cfg: dict, wanted: dict, timings: dict) -> None:
-        """Publish what somebody listens to; all outputs share `header` and the intrinsics of the prediction.
-
-        Every image is written once, straight into the bytes its message carries (`out_buffers`: reused from frame
-        to frame, which rclpy's synchronous publish allows): the published depth (NaN where invalid) is also what
-        the cloud and the normals are made from, so depth, cloud and camera_info agree exactly."""
-        want_depth, want_points = wanted['depth'], wanted['points']
-        depth, valid, beyond = self._stabilized_depth(pred, cfg)
-        t0 = time.perf_counter()
-        valid, beyond = self._remove_unreliable(pred, depth, valid, beyond, cfg)
-        timings['filter'] = _ms(t0)
-        height, width = depth.shape
-        want_cloud_normals = want_points and cfg['points_normals']
-        need_depth = want_depth or want_points or wanted['normals']
-        inf_shown = (want_depth and cfg['inf_beyond_max_depth'] and beyond is not None and bool(beyond.any()))
-        depth_nan = depth_data = None
-        if need_depth:  # written into the depth message itself unless that one shows +Inf beyond max_depth
-            own = want_depth and not inf_shown
-            depth_data, depth_nan = self.buffers.take('depth' if own else 'depth_nan', (height, width))
-            np.copyto(depth_nan, depth)
-            np.copyto(depth_nan, np.float32(np.nan), where=~valid)
-            if inf_shown:
-                depth_data, shown = self.buffers.take('depth', (height, width))
-                np.copyto(shown, depth_nan)
-                shown[beyond] = np.inf
-        normals = None
-        if wanted['normals']:
-            data, view = self.buffers.take('normals', (height, width, 3))
-            normals = self._normals(pred.normals, pred.intrinsics, depth_nan, valid, out=view)
-            self.out.normals.publish(convert.image_around(data, height, width, '32FC3', header))
-        if wanted['confidence']:
-            data, view = self.buffers.take('confidence', (height, width))
-            np.copyto(view, pred.confidence)
-            self.out.confidence.publish(convert.image_around(data, height, width, '32FC1', header))
-        if want_depth:
-            self.out.depth.publish(convert.image_around(depth_data, height, width, '32FC1', header))
-        if wanted['info']:
-            self.out.info.publish(self._camera_info(pred.intrinsics, header))
-        if wanted['mask']:
-            data, view = self.buffers.take('mask', (height, width), np.uint8)
-            np.multiply(np.ascontiguousarray(valid).view(np.uint8), np.uint8(255), out=view)
-            self.out.mask.publish(convert.image_around(data, height, width, 'mono8', header))
-        if want_points:
-            self.out.points.publish(self._cloud(pred, depth_nan, valid, rgb, header, cfg,
-                                                normals if want_cloud_normals else None))
-
     def _camera_info(self, intr: Intrinsics, header):
         """The CameraInfo of `intr`, built once per camera and reused with each frame's header (publish copies it)."""
         key = (intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height)
@@ -246,42 +302,6 @@ class FramePipeline:
             self._info_msg, self._info_key = convert.intrinsics_to_camera_info(intr), key
         self._info_msg.header = header
         return self._info_msg
-
-    def _remove_unreliable(self, pred, depth: np.ndarray, valid: np.ndarray, beyond: np.ndarray | None,
-                           cfg: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        """(valid, beyond) less flying pixels (tested on every model-valid pixel, also those past max_depth, so a
-        flying pixel is not kept for lack of its far neighbour) and less pixels below min_confidence: such a pixel
-        is not published as +Inf "too far" either."""
-        jump, angle = float(cfg['flying_pixel_max_jump']), float(cfg['flying_pixel_max_view_angle'])
-        if jump > 0 or angle > 0:
-            tested = depth if beyond is None else np.where(valid | beyond, depth, np.float32(np.nan))
-            normals = None
-            if angle > 0:  # the head's normals as they are: a pixel outside `tested` is invalid whatever its angle
-                normals = pred.normals if pred.normals is not None else \
-                    normals_from_depth(tested, pred.intrinsics, np.isfinite(tested))
-            flying = flying_pixel_mask(tested, jump, int(cfg['flying_pixel_radius']), normals, pred.intrinsics,
-                                       angle, jump_test=self._jump_test)
-            valid = valid & ~flying
-            beyond = None if beyond is None else beyond & ~flying
-        if cfg['min_confidence'] > 0:
-            confident = pred.confidence >= np.float32(cfg['min_confidence'])
-            valid = valid & confident
-            beyond = None if beyond is None else beyond & confident
-        return valid, beyond
-
-    @staticmethod
-    def _normals(head: np.ndarray | None, intr: Intrinsics, depth_nan: np.ndarray, valid: np.ndarray,
-                 out: np.ndarray | None = None) -> np.ndarray:
-        """Unit normals (optical frame, NaN invalid): the normal head's (`head`) when the model has one, else from
-        the published depth (geometry's normals_from_depth: normals_from_points on its unprojection with `intr`);
-        into `out` if given."""
-        if head is not None:
-            if out is None:
-                return np.where(valid[..., None], head, np.float32(np.nan)).astype(np.float32, copy=False)
-            np.copyto(out, head)
-            np.copyto(out, np.float32(np.nan), where=~valid[..., None])
-            return out
-        return normals_from_depth(depth_nan, intr, valid, out=out)
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
@@ -294,10 +314,9 @@ class FramePipeline:
             self.log.warning(text)
 
     def _reset_scale(self, why: str) -> None:
-        self.log.debug(f'metric scale smoothing restarts: {why}')
-        self.scale.reset()
-        with self.stats.lock:
-            self.stats.scale_resets = self.scale.reset_count
+        """Restart the scale smoothing before the next frame that stage 1 hands over."""
+        with self._reset_lock:
+            self._pending_reset = self._pending_reset or why
 
     def _check_size(self, width: int, height: int) -> None:
         if self._size is not None and self._size != (width, height):
@@ -358,52 +377,3 @@ class FramePipeline:
         with self.stats.lock:
             self.stats.intrinsics_source = 'recovered' if intr is None else f'camera_info ({matrix})'
         return intr
-
-    def _stabilized_depth(self, pred, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Depth rescaled by the smoothed metric scale; validity (model mask, finite, within max_depth); beyond max."""
-        update = self.scale.update(pred.metric_scale)
-        factor = update.smoothed / update.raw if math.isfinite(update.raw) and update.raw > 0 else 1.0
-        depth = np.asarray(pred.depth, dtype=np.float32)
-        if factor != 1.0:  # in place: the prediction is this frame's own
-            depth = np.multiply(depth, np.float32(factor), out=depth if depth.flags.writeable else None)
-        valid = np.isfinite(depth)
-        valid &= np.asarray(pred.mask, dtype=bool)
-        with np.errstate(invalid='ignore'):
-            valid &= depth > 0
-        beyond = None  # pixels past max_depth (None: no limit set, no per-frame array)
-        if cfg['max_depth'] > 0:
-            beyond = valid & (depth > cfg['max_depth'])
-            valid &= ~beyond
-        with self.stats.lock:
-            self.stats.scale_raw = update.raw
-            self.stats.scale_smoothed = update.smoothed
-            self.stats.scale_resets = self.scale.reset_count
-            self.stats.shift = float(pred.shift)
-            self.stats.fov_x_deg = math.degrees(pred.intrinsics.fov_x)
-            self.stats.fov_y_deg = math.degrees(pred.intrinsics.fov_y)
-        return depth, valid, beyond
-
-    def _cloud(self, pred, d: np.ndarray, valid: np.ndarray, rgb, header, cfg: dict,
-               normals: np.ndarray | None = None):
-        """Points = unproject(published depth (NaN invalid), published K): cloud, depth and camera_info agree.
-
-        With `points_normals` and no full-size normals at hand (nobody subscribes to depth/normals), the normals are
-        made on the cloud's own decimated grid: stride² fewer pixels than computing them all and keeping a few."""
-        intr, stride = pred.intrinsics, int(cfg['points_stride'])
-        rgb = rgb if cfg['points_color'] else None
-        if cfg['points_normals'] and normals is None:
-            if stride > 1:
-                d, valid, intr = d[::stride, ::stride], valid[::stride, ::stride], intr.decimated(stride)
-                rgb = None if rgb is None else rgb[::stride, ::stride]
-                head = None if pred.normals is None else pred.normals[::stride, ::stride]
-                normals, stride = self._normals(head, intr, d, valid), 1
-            else:
-                normals = self._normals(pred.normals, intr, d, valid)
-        organized = bool(cfg['points_organized'])
-        data = None
-        if organized:  # the cloud is unprojected straight into the bytes kept for it
-            rows, cols = cloud.decimated_shape(d.shape[0], d.shape[1], stride)
-            step = cloud.point_step(rgb is not None, normals is not None)
-            data = self.buffers.bytes_for('points', rows * cols * step)
-        return convert.depth_to_pointcloud2(d, intr, header, rgb=rgb, stride=stride, organized=organized,
-                                            normals=normals, data=data)

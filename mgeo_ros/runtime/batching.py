@@ -30,7 +30,6 @@ import numpy as np
 
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.runtime.backends.base import RawOutput
-from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.predictor import Predictor
 from mgeo_ros.runtime.preprocess import Preprocessor
 
@@ -195,10 +194,10 @@ class CameraPredictor(Predictor):
         self._last = self.shared.run(image, tokens, self.camera)
         return self._last.raw
 
-    def predict(self, rgb: np.ndarray, intrinsics=None) -> Prediction:
-        pred = super().predict(rgb, intrinsics)
+    def forward(self, rgb: np.ndarray) -> RawOutput:
+        raw = super().forward(rgb)
         last = self._last
         if last is not None:
-            pred.timings_ms['batch_wait'] = last.wait_ms
-            pred.timings_ms['forward'] = last.forward_ms  # the batch's forward, shared with its other frames
-        return pred
+            raw.timings_ms['batch_wait'] = last.wait_ms
+            raw.timings_ms['forward'] = last.forward_ms  # the batch's forward, shared with its other frames
+        return raw

@@ -20,9 +20,9 @@ import numpy as np
 
 from mgeo_ros.errors import BackendUnavailableError, BadInputError
 from mgeo_ros.geometry import Intrinsics
-from mgeo_ros.runtime.backends.base import Backend, log
+from mgeo_ros.runtime.backends.base import Backend, RawOutput, log
 from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available, torch_cuda_available
-from mgeo_ros.runtime.postprocess import postprocess
+from mgeo_ros.runtime.frame_stage import postprocess
 from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens
 
@@ -218,22 +218,30 @@ class Predictor:
         """The network input (W, H) a width x height frame is resized to."""
         return self.preprocessor.target_size(width, height)
 
-    def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Prediction:
-        """RGB uint8 H×W×3 (+ optional pixel intrinsics for this frame) -> Prediction in metres at H×W."""
+    def forward(self, rgb: np.ndarray) -> RawOutput:
+        """Stage 1 of a frame: preprocess + the network on RGB uint8 H×W×3 -> RawOutput at the network size, its
+        `timings_ms` holding 'preprocess' and 'forward'. Stage 2 is a `FrameStage` (runtime/frame_stage.py)."""
         t0 = time.perf_counter()
-        if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
-            raise BadInputError(f'intrinsics must be an Intrinsics or None, got {type(intrinsics).__name__}')
         image = self.preprocessor(rgb)  # validates the frame
         h, w = rgb.shape[:2]
         nh, nw = image.shape[2:]
         self._warn_aspect(w, h, nw, nh)
         t1 = time.perf_counter()
         raw = self._forward(image, grid_tokens(nw, nh))
+        raw.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (time.perf_counter() - t1) * 1e3}
+        return raw
+
+    def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Prediction:
+        """RGB uint8 H×W×3 (+ optional pixel intrinsics for this frame) -> Prediction in metres at H×W."""
+        t0 = time.perf_counter()
+        if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
+            raise BadInputError(f'intrinsics must be an Intrinsics or None, got {type(intrinsics).__name__}')
+        raw = self.forward(rgb)
         t2 = time.perf_counter()
+        h, w = rgb.shape[:2]
         fields = postprocess(raw, (w, h), intrinsics, self.mask_threshold)
         t3 = time.perf_counter()
-        timings = {'preprocess': (t1 - t0) * 1e3, 'forward': (t2 - t1) * 1e3, 'postprocess': (t3 - t2) * 1e3,
-                   'total': (t3 - t0) * 1e3}
+        timings = {**raw.timings_ms, 'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3}
         return Prediction(timings_ms=timings, **fields)
 
     def _forward(self, image: np.ndarray, tokens: int):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session in one go (<= 8 minutes on one GPU, no network): pytest's GPU tests, then the benchmark table.
+# One GPU session in one go (<= 11 minutes on one GPU, no network): pytest's GPU tests, the benchmark table, then the
+# node as a robot runs it with the real forward on the GPU, and whether each backend's forward releases the GIL.
 #
 #   test/gpu/run.sh OUT_DIR
 #
@@ -7,7 +8,8 @@
 # carried beside the repository in test/gpu/wheels/ (cuda-python, tensorrt-cu12 and its libs, onnxruntime-gpu...)
 # are installed first, offline, into a throw-away venv that sees the base environment (--system-site-packages).
 # Writes OUT_DIR/table.md (the table for the README, hardware named), OUT_DIR/results.json, OUT_DIR/pytest.txt,
-# OUT_DIR/env.txt. Exit status: pytest's, or the benchmark's when pytest passed.
+# OUT_DIR/env.txt, OUT_DIR/node_bench.{json,txt}, OUT_DIR/gil.json. Exit status: pytest's, or the benchmark's when
+# pytest passed.
 set -uo pipefail
 OUT=${1:?usage: test/gpu/run.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -36,14 +38,25 @@ PY
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-# 1) the GPU tests (TensorRT path, probes) and the CPU-side engine/probe tests, bounded to 4 minutes
-timeout 240 "$PY" -m pytest -q -rs test/test_runtime_tensorrt.py test/test_runtime_probe.py \
+# 1) the GPU tests (TensorRT, probes, the post graph on CUDA and TensorRT) and the CPU-side ones, bounded to 4 min
+timeout 240 "$PY" -m pytest -q -rs test/test_runtime_tensorrt.py test/test_runtime_probe.py test/test_runtime_post_graph.py \
   2>&1 | tee "$OUT/pytest.txt"
 rc_tests=${PIPESTATUS[0]}
 
 # 2) the benchmark table, bounded to 4 minutes
 timeout 240 "$PY" test/gpu/bench_gpu.py "$OUT" --runs 30 --warmup 5 2>&1 | tee "$OUT/bench.txt"
 rc_bench=${PIPESTATUS[0]}
+
+# 3) the node with its real forward (TensorRT fp16 engine from step 2 at 640x480; torch-CUDA fp16 at 640x480 and
+#    1280x720), every output subscribed: published rate, own CPU against the transport floor, camera rates; and how
+#    long each GPU backend's forward keeps other Python threads waiting. Bounded to 3 minutes; failures are reported
+#    in the files, they do not change the exit status.
+ENGINE=$OUT/engines/default_fp16.engine
+{ [ -f "$ENGINE" ] && timeout 80 "$PY" -m mgeo_ros.cli bench --node "$ENGINE" --forward-ms real --backend tensorrt \
+    --size 640x480 --seconds 4 --rates 5,30,100 --json > "$OUT/node_bench_tensorrt.json"
+  timeout 80 "$PY" -m mgeo_ros.cli bench --node --forward-ms real --backend torch --param precision=fp16 \
+    --seconds 4 --json > "$OUT/node_bench_torch.json"
+  timeout 30 "$PY" test/gpu/gil_gpu.py "$OUT"; } 2>&1 | tail -40 | tee "$OUT/node_bench.txt"
 
 echo "pytest exit $rc_tests, bench exit $rc_bench; table in $OUT/table.md"
 [ "$rc_tests" -ne 0 ] && exit "$rc_tests"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,12 +21,14 @@ class RawOutput:
     mask: h×w validity probability in [0, 1].
     metric_scale: scalar that turns the shifted map into metres.
     normal: h×w×3 unit normals or None.
+    timings_ms: per-stage wall times of the frame so far ('preprocess', 'forward').
     """
 
     points: np.ndarray
     mask: np.ndarray
     metric_scale: float
     normal: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict, repr=False)  # filled by Predictor.forward
 
 
 class Backend(ABC):

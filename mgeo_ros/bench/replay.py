@@ -1,10 +1,13 @@
 """A backend that replays recorded network outputs, so a benchmark times only the work around the network.
 
 `mgeo bench --node` records a few frames' outputs with the real model once, then replays them: every frame goes
-through the node's real preprocess, postprocess and publishing, and `forward` costs a copy instead of inference.
+through the node's real preprocess, postprocess and publishing, and `forward` costs a copy instead of inference,
+after waiting `forward_ms` with the GIL released (`time.sleep`): the shape of a GPU engine, whose Python thread
+waits in a native call while the device works.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +35,7 @@ class ReplayBackend(Backend):
     name = 'replay'
 
     def __init__(self, outputs: Sequence[RawOutput], input_size: tuple[int, int] | None = None,
-                 label: str = 'recorded outputs') -> None:
+                 label: str = 'recorded outputs', forward_ms: float = 0.0) -> None:
         if not outputs:
             raise BadInputError('ReplayBackend needs at least one recorded output')
         self.outputs = list(outputs)
@@ -41,6 +44,7 @@ class ReplayBackend(Backend):
         self.metadata = {}
         self._next = 0
         self._shape = self.outputs[0].mask.shape
+        self.forward_s = max(0.0, float(forward_ms)) / 1e3
 
     def seek(self, index: int) -> None:
         """The next `forward` returns recorded output `index` (mod their count): two paths compared on one frame."""
@@ -52,4 +56,6 @@ class ReplayBackend(Backend):
                                 f'{self._shape[1]}x{self._shape[0]}')
         raw = self.outputs[self._next]
         self._next = (self._next + 1) % len(self.outputs)
+        if self.forward_s:
+            time.sleep(self.forward_s)  # releases the GIL, as a device wait does
         return _copied(raw)

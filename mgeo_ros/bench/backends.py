@@ -12,11 +12,9 @@ preset, e.g. preset:small — speed does not depend on the weights).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
 import platform
@@ -34,49 +32,6 @@ from mgeo_ros.errors import BackendUnavailableError, MgeoError
 STAGES = ('convert', 'preprocess', 'forward', 'postprocess', 'cloud')
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 log = logging.getLogger('mgeo_ros.bench')
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('model', nargs='?', help='checkpoint dir / .pt / .onnx / .engine, or preset:NAME')
-    parser.add_argument('--default-model', action='store_true',
-                        help='use the packaged default model (share/mgeo_ros/models/default)')
-    parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
-                        help='backend(s) to measure (repeatable; default: every one that is available)')
-    parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
-    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
-    parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10; --node: 100)')
-    parser.add_argument('--warmup', type=non_negative_int, default=None,
-                        help='untimed warm-up runs per row (default 2; --node: 10)')
-    parser.add_argument('--threads', type=positive_int, default=None,
-                        help='torch/ONNX Runtime CPU threads (default: all)')
-    parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
-                        help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
-    parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
-    parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
-    parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
-    node = parser.add_argument_group('the node\'s own per-frame cost (--node; see mgeo_ros/ros/node_bench.py)')
-    node.add_argument('--node', action='store_true',
-                      help='time the node\'s per-frame path with the forward replayed from recorded outputs, every '
-                      'output subscribed from another process, against the pre-issue-16 baseline (default sizes '
-                      '640x480 and 1280x720, default model: the packaged one)')
-    node.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
-                      help='--node: a node parameter (repeatable), on top of the bench\'s organized xyzrgb cloud')
-    node.add_argument('--frames', type=int, default=4, help='--node: distinct frames recorded and replayed (4)')
-    node.add_argument('--period', type=float, default=0.03,
-                      help='--node: seconds from one frame to the next, so the subscriber drains (0.03)')
-    node.add_argument('--no-camera-info', action='store_true',
-                      help='--node: no CameraInfo, so every frame recovers the focal as well as the shift')
-    node.add_argument('--outputs', default='', metavar='TOPIC[,TOPIC...]',
-                      help='--node: subscribe only these outputs (e.g. depth/image,depth/camera_info,points,depth/mask'
-                      ' = the four the baseline builds); default every topic the node publishes')
-    node.add_argument('--profile', type=int, default=0, metavar='N',
-                      help='--node: also list the N functions taking the most time per frame (cProfile; slows it)')
-    node.add_argument('--live', type=float, default=0.0, metavar='SECONDS',
-                      help='--node: instead, run the real node (subprocess, real model) fed at --rate for SECONDS '
-                      'per --live-threads value: published rate and latency p95 against the forward-bound maximum')
-    node.add_argument('--rate', type=float, default=10.0, help='--live: input rate in Hz (10)')
-    node.add_argument('--live-threads', default='0', metavar='N[,N...]',
-                      help='--live: intra_op_threads values to run the node with (0 = the default: cores - 1)')
 
 
 # ---- one frame as a camera driver would send it -------------------------------------------------------------------
@@ -101,15 +56,19 @@ def make_converter(rgb: np.ndarray):
 
 
 def make_cloud_packer():
-    """(pack(prediction, rgb), description): the node's cloud (`convert.depth_to_pointcloud2`, unprojected straight
-    into the message) when rclpy imports, else the same points packed by the pure-numpy `cloud.pack_points`."""
+    """(pack(prediction, rgb), description): the node's cloud builder (`convert.points_to_pointcloud2`, packed
+    straight into the message) when rclpy imports, else the same packing (`cloud.fill_organized`) into an array."""
     try:
-        from mgeo_ros.ros.convert import depth_to_pointcloud2
+        from mgeo_ros.ros.convert import points_to_pointcloud2
     except Exception:  # rclpy/messages missing
-        from mgeo_ros.ros.cloud import pack_points
+        from mgeo_ros.ros.cloud import fill_organized
 
-        return (lambda p, rgb: pack_points(p.points, rgb)), 'cloud.pack_points'
-    return (lambda p, rgb: depth_to_pointcloud2(p.depth, p.intrinsics, rgb=rgb)), 'ros.convert.depth_to_pointcloud2'
+        def pack(p, rgb):
+            h, w = p.depth.shape
+            return fill_organized(np.empty((h, w, 3 if rgb is None else 4), np.float32), p.points, rgb)
+
+        return pack, 'cloud.fill_organized'
+    return (lambda p, rgb: points_to_pointcloud2(p.points, rgb=rgb)), 'ros.convert.points_to_pointcloud2'
 
 
 def peak_rss_mib() -> float:
@@ -399,63 +358,29 @@ def format_table(report: dict) -> str:
     return '\n'.join(lines)
 
 
-def run_node(args) -> dict:
-    """`--node`: see mgeo_ros/ros/node_bench.py (the node's own per-frame cost) and live_bench.py (`--live`)."""
-    from mgeo_ros.export.onnx_export import parse_size
+def gil_stall(forward, runs: int = 20) -> dict:
+    """Whether `forward()` lets other Python threads run while it waits: it runs `runs` times on a worker thread
+    while this thread counts the longest stretch in which it could not run a Python instruction. A forward that
+    holds the GIL stalls this thread for about its whole duration; one that releases it, for a scheduler slice
+    (the interpreter's switch interval, 5 ms by default, or a busy core). {'forward_ms': median forward,
+    'longest_stall_ms': that stretch}."""
+    import threading
 
-    if not args.model:
-        args.default_model = True
-    model, label = resolve_model(args)
-    sizes = [parse_size(s) for s in (args.size or (['640x480'] if args.live else ['640x480', '1280x720']))]
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition('=')
-        if not sep:
-            raise MgeoError(f'--param wants NAME=VALUE, got {item!r}')
-        from mgeo_ros.ros.node_bench import parse_value
+    forward()  # warm-up (allocations, first-call setup)
+    times: list[float] = []
+    done = threading.Event()
 
-        params[name.strip()] = parse_value(value)
-    backend = (args.backend or ['auto'])[0]
-    if args.live:
-        from mgeo_ros.ros.live_bench import run_live
-
-        threads = [int(t) for t in args.live_threads.split(',')]
-        return run_live(model, label, sizes[0], args.rate, args.live, threads,
-                        'torch' if backend == 'auto' else backend, params)
-    from mgeo_ros.ros.node_bench import run_node_bench
-
-    return run_node_bench(model, label, sizes, args.runs or 100, 10 if args.warmup is None else args.warmup,
-                          args.frames, backend, args.period, params, camera_info=not args.no_camera_info,
-                          baseline=not args.no_baseline, profile=args.profile,
-                          outputs=[o.strip() for o in args.outputs.split(',') if o.strip()] or None)
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-    if args.node:
-        try:
-            report = run_node(args)
-        except MgeoError as e:
-            print(f'mgeo bench --node: {e}', file=sys.stderr)
-            return 2
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            from mgeo_ros.ros.live_bench import format_live_table
-            from mgeo_ros.ros.node_bench import format_node_table
-
-            print(format_live_table(report) if args.live else format_node_table(report))
-        return 0
-    args.runs = 10 if args.runs is None else args.runs
-    args.warmup = 2 if args.warmup is None else args.warmup
-    try:
-        report = run_bench(args)
-    except MgeoError as e:
-        print(f'mgeo bench: {e}', file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
-    if not any(r['backend'] in BACKENDS for r in report['rows']):  # no backend could run the model
-        reasons = '; '.join(f'{b}: {why}' for b, why in report['unavailable'].items()) or 'no backend to run'
-        print(f'mgeo bench: nothing measured ({reasons})', file=sys.stderr)
-        return 1
-    return 0
+    def loop() -> None:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            forward()
+            times.append((time.perf_counter() - t0) * 1e3)
+        done.set()
+    worker = threading.Thread(target=loop, daemon=True)
+    longest, last = 0.0, time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    worker.join()
+    return {'forward_ms': _median(times), 'longest_stall_ms': longest * 1e3}

@@ -1,6 +1,6 @@
 """Model benchmark (not a test): parameters per preset, CPU ms per forward, and how far onnx mode is from default.
 
-    .venv/bin/python -m mgeo_ros.model.benchmark [--threads 2] [--runs 3] [--skip-vits] [--onnx]
+    .venv/bin/python -m mgeo_ros.bench.presets [--threads 2] [--runs 3] [--skip-vits] [--onnx]
 
 Random weights; timings are medians of `--runs` forwards after one warm-up. With `--onnx` the 'small' preset is also
 exported (dynamo, onnx mode, static 320x240) and timed under ONNX Runtime CPU, next to the dynamic-size export of

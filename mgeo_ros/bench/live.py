@@ -22,11 +22,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from mgeo_ros.bench.node import bench_intrinsics, camera_image, ros_env
+from mgeo_ros.bench.sink import message_type
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
-from mgeo_ros.ros.node_bench import bench_intrinsics, camera_image, ros_env
-from mgeo_ros.ros.node_bench_sink import message_type
 from mgeo_ros.ros.spin_thread import SpinThread
 
 
@@ -112,25 +112,46 @@ def _float(status: dict, key: str) -> float:
         return float('nan')
 
 
+def start_node(ns: str, params: dict):
+    """`python -m mgeo_ros.ros.node` in namespace `ns` (camera topics `ns`/cam/...) with `params`; (process, log
+    file)."""
+    cmd = [sys.executable, '-m', 'mgeo_ros.ros.node', '--ros-args', '-r', f'__ns:={ns}',
+           '-r', f'image:={ns}/cam/image_raw', '-r', f'camera_info:={ns}/cam/camera_info']
+    for k, v in {'diagnostics_period': 0.5, **params}.items():
+        cmd += ['-p', f'{k}:={str(v).lower() if isinstance(v, bool) else v}']
+    log = tempfile.NamedTemporaryFile('w', prefix='mgeo_live_node_', suffix='.log', delete=False)  # noqa: SIM115
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log
+
+
+def stop_node(proc, log) -> None:
+    """Ctrl-C, as a terminal would; killed if it does not end within 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
+def camera_frames(width: int, height: int) -> tuple[list, object]:
+    """Four rgb8 Images of the bench's camera and its CameraInfo."""
+    header = Header(frame_id='camera_optical')
+    frames = [convert.numpy_to_image(camera_image(width, height, s), 'rgb8', header) for s in range(4)]
+    return frames, convert.intrinsics_to_camera_info(bench_intrinsics(width, height), header)
+
+
 def measure(model: str, size: tuple[int, int], rate: float, seconds: float, threads: int, backend: str,
             params: dict) -> dict:
     """One node process at one threads value."""
     width, height = size
     ns = f'/mgeo_live_{os.getpid()}_{threads}'
-    cmd = [sys.executable, '-m', 'mgeo_ros.ros.node', '--ros-args', '-r', f'__ns:={ns}',
-           '-r', f'image:={ns}/cam/image_raw', '-r', f'camera_info:={ns}/cam/camera_info']
-    for k, v in {'model': model, 'backend': backend, 'intra_op_threads': threads, 'diagnostics_period': 0.5,
-                 **params}.items():
-        cmd += ['-p', f'{k}:={str(v).lower() if isinstance(v, bool) else v}']
-    log = tempfile.NamedTemporaryFile('w', prefix='mgeo_live_node_', suffix='.log', delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    proc, log = start_node(ns, {'model': model, 'backend': backend, 'intra_op_threads': threads, **params})
     camera = Camera(ns)
     try:
         topics = camera.subscribe_outputs(timeout=300)
-        intr = bench_intrinsics(width, height)
-        header = Header(frame_id='camera_optical')
-        frames = [convert.numpy_to_image(camera_image(width, height, s), 'rgb8', header) for s in range(4)]
-        info = convert.intrinsics_to_camera_info(intr, header)
+        frames, info = camera_frames(width, height)
         time.sleep(1.0)
         _stream(camera, frames, info, rate, min(3.0, seconds))  # warm-up: first-frame allocations, discovery
         time.sleep(1.0)
@@ -142,14 +163,7 @@ def measure(model: str, size: tuple[int, int], rate: float, seconds: float, thre
             got = {k: camera.arrivals[k] - t for k, t in sent.items() if k in camera.arrivals}
     finally:
         camera.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+        stop_node(proc, log)
     lat = np.array(sorted(got.values())) * 1e3
     forward = _float(after, 'latency_ms.forward.median')
 

@@ -1,0 +1,117 @@
+"""`mgeo bench`: its arguments and what runs: the backends table (`backends`), or with `--node` the node's own cost
+(`node`) or the node under a live stream (`live`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from mgeo_ros.bench import backends
+from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int
+from mgeo_ros.errors import MgeoError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('model', nargs='?', help='checkpoint dir / .pt / .onnx / .engine, or preset:NAME')
+    parser.add_argument('--default-model', action='store_true',
+                        help='use the packaged default model (share/mgeo_ros/models/default)')
+    parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
+                        help='backend(s) to measure (repeatable; default: every one that is available)')
+    parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10)')
+    parser.add_argument('--warmup', type=non_negative_int, default=None, help='untimed warm-up runs per row (default 2)')
+    parser.add_argument('--threads', type=positive_int, default=None, help='torch/ONNX Runtime CPU threads (default: all)')
+    parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
+                        help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
+    parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
+    parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
+    parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
+    node = parser.add_argument_group('the node as a robot runs it (--node; see mgeo_ros/bench/node.py)')
+    node.add_argument('--node', action='store_true',
+                      help='run mgeo_depth_node with its forward replayed from recorded network outputs after a '
+                      'GIL-free wait of --forward-ms, fed by a camera and read by a subscriber in another process: '
+                      'published rate against the engine\'s, own CPU per frame against the transport floor, latency '
+                      '(default sizes 640x480 and 1280x720, default model: the packaged one)')
+    node.add_argument('--forward-ms', default='30,50', metavar='MS[,MS...]',
+                      help='--node: the replayed forward\'s wait, one value or one per --size (default 30,50: the '
+                      'engine rates 33 and 20 Hz); `real`: run the model itself on --backend (a GPU engine)')
+    node.add_argument('--seconds', type=float, default=10.0, help='--node: seconds streamed per measurement (10)')
+    node.add_argument('--camera-hz', type=float, default=60.0,
+                      help='--node: camera rate of the main measurement, above the engine\'s (60)')
+    node.add_argument('--rates', default='', metavar='HZ[,HZ...]',
+                      help='--node: also feed the first size at these camera rates (e.g. 5,30,100): published rate '
+                      'and latency median at each')
+    node.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
+                      help='--node: a node parameter (repeatable), on top of the bench\'s organized xyzrgb cloud')
+    node.add_argument('--frames', type=int, default=4, help='--node: distinct frames recorded and replayed (4)')
+    node.add_argument('--live', type=float, default=0.0, metavar='SECONDS',
+                      help='--node: instead, run the real node (subprocess, real model) fed at --rate for SECONDS '
+                      'per --live-threads value: published rate and latency p95 against the forward-bound maximum')
+    node.add_argument('--rate', type=float, default=10.0, help='--live: input rate in Hz (10)')
+    node.add_argument('--live-threads', default='0', metavar='N[,N...]',
+                      help='--live: intra_op_threads values to run the node with (0 = the default: cores - 1)')
+
+
+def run_node(args) -> dict:
+    """`--node`: see bench/node.py (the node's own per-frame cost) and bench/live.py (`--live`)."""
+    from mgeo_ros.export.onnx_export import parse_size
+
+    if not args.model:
+        args.default_model = True
+    model, label = backends.resolve_model(args)
+    sizes = [parse_size(s) for s in (args.size or (['640x480'] if args.live else ['640x480', '1280x720']))]
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition('=')
+        if not sep:
+            raise MgeoError(f'--param wants NAME=VALUE, got {item!r}')
+        from mgeo_ros.bench.node import parse_value
+
+        params[name.strip()] = parse_value(value)
+    params.setdefault('num_tokens', args.num_tokens)
+    backend = (args.backend or ['auto'])[0]
+    if args.live:
+        from mgeo_ros.bench.live import run_live
+
+        threads = [int(t) for t in args.live_threads.split(',')]
+        return run_live(model, label, sizes[0], args.rate, args.live, threads,
+                        'torch' if backend == 'auto' else backend, params)
+    from mgeo_ros.bench.node import run_node_bench
+
+    forward = None if args.forward_ms.strip() == 'real' else [float(v) for v in args.forward_ms.split(',')]
+    rates = [float(v) for v in args.rates.split(',') if v.strip()]
+    return run_node_bench(model, label, sizes, forward, args.seconds, args.camera_hz, rates, args.frames, backend,
+                          params)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    if args.node:
+        try:
+            report = run_node(args)
+        except MgeoError as e:
+            print(f'mgeo bench --node: {e}', file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            from mgeo_ros.bench.live import format_live_table
+            from mgeo_ros.bench.node import format_node_table
+
+            print(format_live_table(report) if args.live else format_node_table(report))
+        return 0
+    args.runs = 10 if args.runs is None else args.runs
+    args.warmup = 2 if args.warmup is None else args.warmup
+    try:
+        report = backends.run_bench(args)
+    except MgeoError as e:
+        print(f'mgeo bench: {e}', file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else backends.format_table(report))
+    if not any(r['backend'] in backends.BACKENDS for r in report['rows']):  # no backend could run the model
+        reasons = '; '.join(f'{b}: {why}' for b, why in report['unavailable'].items()) or 'no backend to run'
+        print(f'mgeo bench: nothing measured ({reasons})', file=sys.stderr)
+        return 1
+    return 0
