@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int
 from mgeo_ros.errors import BackendUnavailableError, MgeoError
 
 STAGES = ('convert', 'preprocess', 'forward', 'postprocess', 'cloud')

@@ -21,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
     parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10)')
-    parser.add_argument('--warmup', type=non_negative_int, default=None, help='untimed warm-up runs per row (default 2)')
-    parser.add_argument('--threads', type=positive_int, default=None, help='torch/ONNX Runtime CPU threads (default: all)')
+    parser.add_argument('--warmup', type=non_negative_int, default=None,
+                        help='untimed warm-up runs per row (default 2)')
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='torch/ONNX Runtime CPU threads (default: all)')
     parser.add_argument('--precision', choices=('fp32', 'fp16'), default=None,
                         help='fp16 on CUDA backends (torch autocast, FP16 engine); default fp16 on GPU, fp32 on CPU')
     parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
