@@ -65,7 +65,7 @@ test-jazzy: venv venv-jazzy
 	@set -eo pipefail; start=$$(date +%s); models=$$(mktemp -d); trap 'rm -rf "$$models"' EXIT; \
 	  $(PY) test/runtime_models.py "$$models" 2>&1 | grep -v Warning | tail -1; \
 	  MGEO_RUNTIME_MODELS="$$models" PYTHONPATH=$(CURDIR) $(JAZZY_PY) -m pytest -q -ra -p no:cacheprovider \
-	    -m "ros_runtime or runtime_venv" $$(grep -l -E 'ros_runtime|runtime_venv' test/test_*.py); \
+	    -m "ros_runtime or runtime_venv" $$(grep -rl --include='test_*.py' -E 'ros_runtime|runtime_venv' test); \
 	  echo "[mgeo] Jazzy job (model export + torch-free tests): $$(( $$(date +%s) - start )) s"
 
 test: lint pytest colcon test-jazzy

@@ -8,8 +8,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(5 + os.getpid() % 90))
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# the repository (mgeo_ros) and test/ itself (the shared helpers: node_harness, runtime_models, ...), which the
+# tests in test/<layer>/ import by name
+for _path in (REPO, REPO / 'test'):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 from mgeo_ros.ros.fastdds import profile_env  # noqa: E402 (needs the repo on the path)
 
 # the large-frames profile, under the name the installed Fast DDS reads (FASTRTPS_... on Fast DDS 2.x: Jazzy)

@@ -190,3 +190,36 @@ def test_the_circle_finder_sees_a_circle(tmp_path):
     with (copy / 'train' / 'data' / 'fit.py').open('a') as f:
         f.write('\n\ndef _late():\n    from mgeo_ros.train.holdout import METRIC_KEYS  # noqa\n')
     assert import_cycles(copy, f'{PACKAGE}.train') != []
+
+
+# Test helpers at test/ that start ROS: a ROS-free layer's tests must not need them.
+ROS_TEST_HELPERS = ('node_harness', 'ros_echo_child', 'ros_cloud_reference', 'node_measure', 'node_measure_multicam')
+
+
+def ros_in_layer_tests(test_dir: Path) -> list[str]:
+    """Imports of ROS (rclpy, messages, mgeo_ros.ros, the ROS test helpers) in the tests of the layers that run
+    without ROS (test/<layer>/ for every layer the architecture table marks 'no'), as 'file:line -> module'."""
+    found = []
+    for layer in sorted(set(ALLOWED) - ROS_ALLOWED):
+        for path in sorted((test_dir / layer).rglob('*.py')):
+            for line, module in _imports(path, test_dir):
+                top = module.split('.')[0]
+                if top in ROS_MODULES or top in ROS_TEST_HELPERS or module.startswith(f'{PACKAGE}.ros'):
+                    found.append(f'{path.relative_to(test_dir.parent)}:{line} -> {module}')
+    return found
+
+
+def test_tests_mirror_the_layers():
+    """test/<layer>/ holds each layer's tests; only project-wide tests (layers, package, docs, CLI, demo, recipes)
+    stay at test/ beside the shared helpers."""
+    dirs = {p.name for p in (REPO / 'test').iterdir() if p.is_dir() and any(p.glob('test_*.py'))}
+    assert dirs <= set(ALLOWED), f'test folders that are not layers: {dirs - set(ALLOWED)}'
+    assert {'geometry', 'model', 'runtime', 'export', 'train', 'eval', 'ros'} <= dirs
+
+
+def test_tests_of_ros_free_layers_run_without_ros(tmp_path):
+    assert ros_in_layer_tests(REPO / 'test') == []
+    planted = tmp_path / 'test' / 'runtime'
+    planted.mkdir(parents=True)
+    (planted / 'test_planted.py').write_text('def test_x():\n    from node_harness import start_node\n')
+    assert ros_in_layer_tests(tmp_path / 'test') != []

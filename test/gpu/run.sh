@@ -39,7 +39,7 @@ PY
 cat "$OUT/env.txt"
 
 # 1) the GPU tests (TensorRT, probes, the post graph on CUDA and TensorRT) and the CPU-side ones, bounded to 4 min
-timeout 240 "$PY" -m pytest -q -rs test/test_runtime_tensorrt.py test/test_runtime_probe.py test/test_runtime_post_graph.py \
+timeout 240 "$PY" -m pytest -q -rs test/runtime/test_runtime_tensorrt.py test/runtime/test_runtime_probe.py test/runtime/test_runtime_post_graph.py \
   2>&1 | tee "$OUT/pytest.txt"
 rc_tests=${PIPESTATUS[0]}
 

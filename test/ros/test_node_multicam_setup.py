@@ -18,7 +18,7 @@ from mgeo_ros.errors import BadInputError
 from mgeo_ros.ros import params as P
 from mgeo_ros.ros.multi_camera_config import load_setup, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / 'config' / 'mgeo_multi_camera.yaml'
 LAUNCH = REPO / 'launch' / 'mgeo_multi_camera.launch.py'
 

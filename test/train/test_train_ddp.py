@@ -10,7 +10,7 @@ import torch
 from mgeo_ros.train.batching import BatchStream
 from mgeo_ros.train.config import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SMALL = {
     'image_size': [64, 48], 'batch_size': 2, 'num_tokens': [16, 16], 'threads': 1, 'progress': False,

@@ -340,3 +340,9 @@ def test_qos_profiles_from_parameter_strings():
         assert profile.durability == DurabilityPolicy.VOLATILE
     with pytest.raises(ValueError, match='one of'):
         make_qos('fast', 1)
+
+
+def test_flying_pixel_defaults_are_the_ones_the_runtime_tests_measure():
+    """test/runtime/test_runtime_flying_pixels.py checks walls and edges at a 0.08 jump and radius 1."""
+    assert P.SPECS['flying_pixel_max_jump'].default == 0.08
+    assert P.SPECS['flying_pixel_radius'].default == 1

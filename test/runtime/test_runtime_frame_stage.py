@@ -14,7 +14,7 @@ from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.frame_stage import OUTPUTS, FrameSettings, FrameStage
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
-GOLDEN = Path(__file__).parent / 'data' / 'frame_golden' / 'frames.npz'
+GOLDEN = Path(__file__).resolve().parents[1] / 'data' / 'frame_golden' / 'frames.npz'
 NET = (21, 16)  # network W, H
 FRAME = (48, 36)
 CASES = {  # name: (settings, with a normal head, camera intrinsics or None)

@@ -76,7 +76,7 @@ def test_a_node_started_without_the_variable_sends_640x480_depth_across_processe
         stop_node(proc)
 
 
-@pytest.mark.parametrize('launch_file', sorted((Path(__file__).resolve().parents[1] / 'launch').glob('*.launch.py')),
+@pytest.mark.parametrize('launch_file', sorted((Path(__file__).resolve().parents[2] / 'launch').glob('*.launch.py')),
                          ids=lambda p: p.name)
 def test_the_launch_files_pass_the_profile_to_the_node(launch_file):
     """launch_ros is not installable here, so the launch files are read, not run: the Node gets the profile env."""

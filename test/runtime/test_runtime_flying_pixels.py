@@ -20,7 +20,7 @@ from mgeo_ros.runtime.postprocess import upsample_valid
 
 W, H = 640, 480
 INTR = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5, width=W, height=H)
-DEFAULT_JUMP = 0.08  # the node's default (params.py); asserted equal below
+DEFAULT_JUMP = 0.08  # the node's default (params.py); test/ros/test_node_logic.py asserts it
 
 
 def _plane_depth(normal, distance: float) -> np.ndarray:
@@ -31,13 +31,6 @@ def _plane_depth(normal, distance: float) -> np.ndarray:
     with np.errstate(divide='ignore', invalid='ignore'):
         z = distance / denom
     return np.where(z > 0, z, np.nan).astype(np.float32)
-
-
-def test_default_tolerance_is_the_node_default():
-    from mgeo_ros.ros.params import SPECS
-
-    assert SPECS['flying_pixel_max_jump'].default == DEFAULT_JUMP
-    assert SPECS['flying_pixel_radius'].default == 1
 
 
 def test_a_frontal_wall_keeps_every_pixel():

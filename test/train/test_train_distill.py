@@ -12,7 +12,8 @@ from mgeo_ros.train.data import SyntheticDataset
 from mgeo_ros.train.data.folder import read_sample
 from mgeo_ros.train.distill_cli import main
 
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'config', 'train', 'tiny.yaml')
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, 'config', 'train', 'tiny.yaml')
 
 
 def test_distill_pseudo_labels_then_trains_a_student(tmp_path):

@@ -26,7 +26,7 @@ TS = get_typestore(Stores.ROS2_KILTED)
 STORAGES = {'sqlite3': (StoragePlugin.SQLITE3, 8), 'mcap': (StoragePlugin.MCAP, 9)}
 W, H = 64, 48
 INTR = Intrinsics(fx=60.0, fy=61.0, cx=31.5, cy=23.0, width=W, height=H)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _frame(i: int):
@@ -158,7 +158,8 @@ def test_mgeo_replay_plays_into_another_process_and_records_back(tmp_path, ros_e
     bag = tmp_path / 'source'
     write_bag(bag, storage, frames)
     prefix = f'/rp{os.getpid()}{storage}'
-    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name('ros_echo_child.py')), '--prefix', prefix,
+    echo = Path(__file__).resolve().parents[1] / 'ros_echo_child.py'
+    child = subprocess.Popen([sys.executable, str(echo), '--prefix', prefix,
                               '--timeout', '60'], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     out = tmp_path / 'recorded'

@@ -11,7 +11,7 @@ from node_harness import node_in_process, settled_model_status
 
 from mgeo_ros.ros import params as P
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / 'config' / 'nav2_mono_depth.yaml'
 NAMESPACE = '/camera'
 

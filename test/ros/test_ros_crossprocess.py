@@ -13,7 +13,7 @@ from node_harness import stop_node
 
 pytestmark = pytest.mark.ros
 
-CHILD = Path(__file__).with_name('ros_echo_child.py')
+CHILD = Path(__file__).resolve().parents[1] / 'ros_echo_child.py'
 
 
 @pytest.fixture

@@ -126,7 +126,8 @@ def test_v3_fine_tunes_and_stays_v3(tmp_path, weights):
     from mgeo_ros.train.config import load_config, parse_override
     from mgeo_ros.train.trainer import Trainer
 
-    tiny = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'config', 'train', 'tiny.yaml')
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tiny = os.path.join(repo, 'config', 'train', 'tiny.yaml')
     fast = dict(parse_override(t) for t in ('batch_size=2', 'eval_count=0', 'progress=false', 'tensorboard=false',
                                             'loss.max_anchors=8', 'loss.global_resolution=12',
                                             'datasets.0.pool_size=4', 'max_minutes=null'))

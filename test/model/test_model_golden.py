@@ -13,7 +13,7 @@ import torch
 
 from mgeo_ros.model import load_checkpoint
 
-GOLDEN = Path(__file__).resolve().parent / 'data' / 'moge_golden'
+GOLDEN = Path(__file__).resolve().parents[1] / 'data' / 'moge_golden'
 CASES = json.loads((GOLDEN / 'golden.json').read_text())['cases']
 
 

@@ -14,7 +14,7 @@ from node_harness import launched, node_in_process, settled_model_status
 
 from mgeo_ros.ros import params as P
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / 'launch' / 'mgeo_depth.launch.py'
 CONFIG = REPO / 'config' / 'mgeo_depth.yaml'
 RVIZ = REPO / 'config' / 'mgeo_depth.rviz'

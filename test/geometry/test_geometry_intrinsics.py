@@ -16,7 +16,7 @@ from mgeo_ros.geometry.focal_shift import (
     normalized_intrinsics_from_focal,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _random_points(rng, n=200):

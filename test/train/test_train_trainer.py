@@ -14,7 +14,7 @@ from mgeo_ros.train.config import describe, load_config, parse_override
 from mgeo_ros.train.holdout import METRIC_KEYS
 from mgeo_ros.train.trainer import Trainer, lr_factors
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, 'config', 'train', 'tiny.yaml')
 FAST = ['--set', 'batch_size=2', '--set', 'eval_count=2', '--set', 'progress=false', '--set', 'tensorboard=false',
         '--set', 'log_every=1', '--set', 'loss.max_anchors=8', '--set', 'loss.global_resolution=12',
