@@ -43,7 +43,7 @@ from mgeo_ros.ros.node import NODE_NAME, _DepthNodeParts
 from mgeo_ros.runtime.preprocess import grid_tokens
 
 REPO = Path(__file__).resolve().parents[2]
-# What the goals are stated for: every output subscribed, an organized xyzrgb cloud at full resolution.
+# The bench's node settings: every output subscribed, an organized xyzrgb cloud at full resolution.
 BENCH_PARAMS = {'points_color': True, 'points_organized': True, 'points_stride': 1}
 STAGE_ORDER = ('queue_wait', 'decode', 'rectify', 'preprocess', 'forward', 'stage1', 'stage1_cpu', 'handover_wait',
                'postprocess', 'filter', 'publish', 'stage2', 'stage2_cpu', 'total', 'since_stamp')

@@ -259,8 +259,8 @@ class TensorRTBackend(Backend):
         if any(d < a or d > b for d, a, b in zip(shape, lo, hi, strict=True)):
             raise BackendUnavailableError(
                 f'tensorrt backend: network input {shape} is outside the engine\'s profile {lo} .. {hi}; rebuild it '
-                'for these cameras (`mgeo build-engine MODEL.onnx --camera-sizes WxH,...`, or the node\'s '
-                'engine_camera_sizes)')
+                'for these cameras (`mgeo build-engine MODEL.onnx -o MODEL.engine --camera-sizes WxH,...`) and '
+                'pass that engine as the model')
         self.context.set_input_shape(self._input_name, shape)
         for name in self._host:
             now = shape if name == self._input_name else tuple(int(d) for d in self.context.get_tensor_shape(name))
