@@ -192,42 +192,31 @@ def build_post_graph(shape: GraphShape):
 
 
 def _normals_from_depth(b: _Builder, depth: str, valid: str, params: str) -> str:
-    """Unit normals [H, W, 3] of a depth map (NaN invalid), as `geometry.normals.DepthNormals` computes them."""
+    """Unit normals [H, W, 3] of a depth map (NaN invalid), as `geometry.normals.DepthNormals` computes them: from
+    the mean of the valid one-sided slopes of the inverse depth on each axis."""
     inv = b.op('Reciprocal', depth)
     ok = b.op('And', valid, b.op('And', b.op('Greater', inv, b.const(0.0)), b.op('Less', inv, b.const(np.inf))))
     inv = b.op('Where', ok, inv, b.const(np.nan))
     padded = b.op('Pad', inv, b.const([1, 1, 1, 1], np.int64), b.const(np.nan), mode='constant')
-    wx = b.op('Mul', padded, b.param(params, 'fx'))
-    wy = b.op('Mul', padded, b.param(params, 'fy'))
 
     def at(x: str, dy: int, dx: int) -> str:  # the [H, W] window of the padded map shifted by (dy, dx)
         return b.op('Slice', x, b.const([1 + dy, 1 + dx], np.int64), b.const([-1 + dy or 2 ** 62, -1 + dx or 2 ** 62],
                                                                               np.int64),
                     b.const([0, 1], np.int64))
 
+    def slope(before: str, after: str, focal: str) -> str:  # focal x the mean of the valid one-sided differences
+        back, ahead = b.op('Sub', centre, before), b.op('Sub', after, centre)
+        both = b.op('Mul', b.op('Sub', after, before), b.const(0.5))
+        mean = b.op('Where', b.op('IsNaN', back), ahead, b.op('Where', b.op('IsNaN', ahead), back, both))
+        return b.op('Mul', mean, b.param(params, focal))
+
     centre = at(padded, 0, 0)
-    a_left = b.op('Sub', at(wx, 0, 0), at(wx, 0, -1))
-    a_right = b.op('Sub', at(wx, 0, 1), at(wx, 0, 0))
-    b_up = b.op('Sub', at(wy, 0, 0), at(wy, -1, 0))
-    b_down = b.op('Sub', at(wy, 1, 0), at(wy, 0, 0))
-    p_left = b.op('Sub', centre, b.op('Mul', a_left, 'ray_x'))
-    p_right = b.op('Sub', centre, b.op('Mul', a_right, 'ray_x'))
-    by_up, by_down = b.op('Mul', b_up, 'ray_y'), b.op('Mul', b_down, 'ray_y')
-    units = []
-    for a, bb, p, by in ((a_left, b_up, p_left, by_up), (a_left, b_down, p_left, by_down),
-                         (a_right, b_down, p_right, by_down), (a_right, b_up, p_right, by_up)):
-        c = b.op('Sub', p, by)
-        square = b.op('Add', b.op('Add', b.op('Mul', a, a), b.op('Mul', bb, bb)), b.op('Mul', c, c))
-        units.append(b.nan_to(b.op('Reciprocal', b.op('Sqrt', square)), 0.0))
-    ul, ld, dr, ru = units
-    a_left, a_right, b_up, b_down = (b.nan_to(x, 0.0) for x in (a_left, a_right, b_up, b_down))
-    tx = b.op('Add', b.op('Mul', a_left, b.op('Add', ul, ld)), b.op('Mul', a_right, b.op('Add', dr, ru)))
-    ty = b.op('Add', b.op('Mul', b_up, b.op('Add', ul, ru)), b.op('Mul', b_down, b.op('Add', ld, dr)))
-    total = b.op('Add', b.op('Add', ul, ld), b.op('Add', dr, ru))
-    tz = b.op('Sub', b.op('Sub', b.op('Mul', centre, total), b.op('Mul', tx, 'ray_x')), b.op('Mul', ty, 'ray_y'))
-    length = b.op('Sqrt', b.op('Add', b.op('Add', b.op('Mul', tx, tx), b.op('Mul', ty, ty)), b.op('Mul', tz, tz)))
-    scale = b.op('Div', b.const(-1.0), length)  # towards the camera; -inf where no triangle: 0 * -inf = NaN
-    parts = [b.op('Unsqueeze', b.op('Mul', t, scale), b.const([2], np.int64)) for t in (tx, ty, tz)]
+    a = slope(at(padded, 0, -1), at(padded, 0, 1), 'fx')
+    bb = slope(at(padded, -1, 0), at(padded, 1, 0), 'fy')
+    c = b.op('Sub', b.op('Sub', centre, b.op('Mul', a, 'ray_x')), b.op('Mul', bb, 'ray_y'))
+    length = b.op('Sqrt', b.op('Add', b.op('Add', b.op('Mul', a, a), b.op('Mul', bb, bb)), b.op('Mul', c, c)))
+    scale = b.op('Div', b.const(-1.0), length)  # unit, towards the camera
+    parts = [b.op('Unsqueeze', b.op('Mul', t, scale), b.const([2], np.int64)) for t in (a, bb, c)]
     return b.op('Concat', *parts, axis=2)
 
 

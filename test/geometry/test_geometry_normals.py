@@ -92,14 +92,20 @@ def test_maps_larger_than_a_chunk_match_the_torch_twin_and_fill_out():
         normals_from_points(pts, mask, out=np.empty((h, w, 3), np.float64))
 
 
-NORMALS_FROM_DEPTH_ATOL = 1e-4  # per component: float32 rounding of the inverse-depth form against the 3-D form
+NORMALS_FROM_DEPTH_ATOL = 2e-4  # per component: float32 rounding of the inverse-depth slopes against float64 3-D
+# The tolerance against the mean of the triangles' unit normals (normals_from_points): the two weightings agree on
+# planes (up to float32 rounding) and within SMOOTH_DEG on >= SMOOTH_SHARE of the pixels of a smooth curved surface
+# with holes that are not next to a depth jump (a 4-neighbour more than JUMP relatively nearer or farther).
+SMOOTH_DEG, SMOOTH_SHARE, JUMP = 1.0, 0.99, 0.05
 
 
 @pytest.mark.parametrize('roughness', [3.0, 0.01])
-def test_normals_from_depth_equal_those_of_its_unprojection(roughness):
-    """The node's path (inverse-depth slopes, no point map) gives what normals_from_points gives on unproject(depth),
-    on a rough (each pixel at its own depth) and a near-smooth map, with holes and a mask: same NaN pixels, each
-    component within NORMALS_FROM_DEPTH_ATOL."""
+def test_normals_from_depth_equal_the_plane_sum_reference(roughness):
+    """The node's path (inverse-depth slopes, no point map) gives what the independent float64 reference on the 3-D
+    points gives (test/normals_reference.py), on a rough (each pixel at its own depth) and a near-smooth map, with
+    holes and a mask: same NaN pixels, each component within NORMALS_FROM_DEPTH_ATOL."""
+    from normals_reference import plane_sum_normals
+
     from mgeo_ros.geometry.normals import normals_from_depth
 
     intr = Intrinsics(fx=61.0, fy=59.5, cx=40.2, cy=29.7, width=83, height=61)
@@ -107,7 +113,7 @@ def test_normals_from_depth_equal_those_of_its_unprojection(roughness):
     depth = (1.0 + roughness * rng.uniform(size=(61, 83))).astype(np.float32)
     depth[rng.uniform(size=depth.shape) < 0.1] = np.nan
     mask = rng.uniform(size=depth.shape) > 0.05
-    want = normals_from_points(unproject(depth, intr), mask)
+    want = plane_sum_normals(depth, intr, mask)
     out = np.empty((61, 83, 3), np.float32)
     got = normals_from_depth(depth, intr, mask, out=out)
     assert got is out
@@ -118,20 +124,56 @@ def test_normals_from_depth_equal_those_of_its_unprojection(roughness):
         normals_from_depth(depth.astype(np.float64), intr)
 
 
+def test_normals_from_depth_agree_with_the_mean_of_unit_normals_where_the_surface_is_smooth():
+    """Against normals_from_points on unproject(depth): exact on a plane (with holes: the one-sided differences),
+    within SMOOTH_DEG on >= SMOOTH_SHARE of the pixels of a curved surface with holes away from its step; same NaN
+    pixels everywhere."""
+    from normals_reference import angles_deg
+
+    from mgeo_ros.geometry.normals import normals_from_depth
+
+    h, w = 120, 160
+    intr = Intrinsics(fx=130.0, fy=128.0, cx=79.3, cy=60.2, width=w, height=h)
+    rng = np.random.default_rng(5)
+    holes = rng.uniform(size=(h, w)) < 0.02
+    plane, n = _plane_points((0.3, -0.2, -1.0), 2.5, intr)
+    flat = np.where(holes, np.nan, plane[..., 2]).astype(np.float32)
+    got = normals_from_depth(flat, intr)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(normals_from_points(unproject(flat, intr))))
+    finite = np.isfinite(got).all(-1)
+    np.testing.assert_allclose(got[finite], np.broadcast_to(n, got.shape)[finite], atol=5e-5)  # float32 slopes
+    u, v = np.meshgrid(np.arange(w), np.arange(h))
+    curved = (2.0 + 0.4 * np.sin(u / 17.0) * np.cos(v / 23.0) + 0.6 * (u > w // 2)).astype(np.float32)
+    curved[holes] = np.nan
+    got = normals_from_depth(curved, intr)
+    want = normals_from_points(unproject(curved, intr))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    pad = np.pad(curved, 1, constant_values=np.nan)
+    with np.errstate(invalid='ignore'):
+        jump = np.zeros((h, w), bool)
+        for nb in (pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]):
+            jump |= np.abs(nb / curved - 1.0) > JUMP
+    assert 100 < jump.sum() < 0.05 * h * w
+    angles = angles_deg(np.where(jump[..., None], np.nan, got), want)
+    assert angles.size > 0.9 * h * w
+    assert (angles <= SMOOTH_DEG).mean() >= SMOOTH_SHARE
+    assert np.median(angles) < 0.05 * SMOOTH_DEG
+
+
 def test_depth_normals_reuse_buffers_across_frames_and_sizes():
     """One DepthNormals over frames of two sizes gives what a fresh one gives each time; depth <= 0 and +inf have
     no normal (no surface point in front of the camera), and nor do their neighbours' triangles through them."""
+    from normals_reference import plane_sum_normals
+
     from mgeo_ros.geometry.normals import DepthNormals, normals_from_depth
 
     keep = DepthNormals()
     rng = np.random.default_rng(3)
-    for h, w in ((40, 50), (21, 33), (40, 50)):
-        intr = Intrinsics(fx=45.0, fy=44.0, cx=w / 2, cy=h / 2, width=w, height=h)
-        depth = (2.0 + 0.2 * rng.standard_normal((h, w))).astype(np.float32)
+    for h, w in ((40, 50), (21, 33), (40, 50), (700, 90)):  # the last: several blocks of rows
+        intr = Intrinsics(fx=max(45.0, h), fy=max(44.0, h), cx=w / 2, cy=h / 2, width=w, height=h)
+        depth = (2.0 + 0.005 * rng.standard_normal((h, w))).astype(np.float32)
         depth[5, 7], depth[9, 3], depth[2, 2] = 0.0, -1.0, np.inf
         got = keep(depth, intr)
         np.testing.assert_allclose(got, normals_from_depth(depth, intr), atol=2e-6)  # OpenCV: rounding by alignment
         assert np.isnan(got[5, 7]).all() and np.isnan(got[9, 3]).all() and np.isnan(got[2, 2]).all()
-        ok = np.isfinite(depth) & (depth > 0)
-        want = normals_from_points(unproject(np.where(ok, depth, np.nan).astype(np.float32), intr))
-        np.testing.assert_allclose(got, want, atol=NORMALS_FROM_DEPTH_ATOL, equal_nan=True)
+        np.testing.assert_allclose(got, plane_sum_normals(depth, intr), atol=NORMALS_FROM_DEPTH_ATOL, equal_nan=True)

@@ -93,10 +93,11 @@ def test_node_normals_image_is_32fc3_row_major_xyz():
 @pytest.mark.parametrize('with_head', [False, True])
 @pytest.mark.parametrize('stride', [1, 3])
 def test_node_normals_are_the_heads_or_made_from_the_published_depth(with_head, stride):
-    """Without a normal head the normals (image and cloud) are those of the published depth's unprojection; with
-    one, the head's, NaN where the depth is invalid; on a decimated cloud, those of the cloud's own grid."""
-    from mgeo_ros.geometry.normals import normals_from_points
-    from mgeo_ros.geometry.projection import unproject
+    """Without a normal head the normals (image and cloud) are those of the published depth (the independent
+    reference of test/normals_reference.py); with one, the head's, NaN where the depth is invalid; on a decimated
+    cloud, those of the cloud's own grid."""
+    from normals_reference import plane_sum_normals
+
     from mgeo_ros.runtime.backends.base import RawOutput
     from mgeo_ros.runtime.frame_stage import FrameSettings, FrameStage
 
@@ -110,7 +111,7 @@ def test_node_normals_are_the_heads_or_made_from_the_published_depth(with_head, 
         want = np.where(res.valid[..., None], head, np.nan)[s, s]
     else:
         small = np.ascontiguousarray(res.depth_valid[s, s])
-        want = normals_from_points(unproject(small, INTR.decimated(stride)), np.isfinite(small))
+        want = plane_sum_normals(small, INTR.decimated(stride))
     np.testing.assert_allclose(res.points_normals, want, atol=1e-4, equal_nan=True)
     assert np.isfinite(res.points_normals).any()
     msg = convert.points_to_pointcloud2(res.points, normals=res.points_normals)

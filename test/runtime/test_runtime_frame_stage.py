@@ -29,7 +29,19 @@ CASES = {  # name: (settings, with a normal head, camera intrinsics or None)
 # float32 rounding: depth is (z + shift) * smoothed scale, upsampled, where the reference upsampled (z + shift) * raw
 # scale and multiplied by smoothed / raw afterwards.
 RTOL = 2e-6
-NORMALS_ATOL = 1e-4  # normals from depth: the inverse-depth form against the 3-D form (test_geometry_normals)
+NORMALS_ATOL = 1e-4  # the head's normals; the post graph's normals against the numpy path's
+# Normals from depth against the reference path's: the reference averaged the triangles' unit normals, the stage sums
+# their plane vectors (geometry/normals.py; equal on planes, within 1 degree on smooth surfaces: test_geometry_normals).
+# These frames are rough at the pixel scale (depth noise about the pixel spacing), where the two weightings differ:
+# measured median 0.60-0.66 degrees, 57-59 % within 1 degree, p90 6-9 degrees. Checked here: the same NaN pixels, a
+# median within GOLDEN_MEDIAN_DEG, and each normal within NORMALS_FROM_DEPTH_ATOL of the independent reference
+# (test/normals_reference.py) on the stage's own depth; with the view-angle test on (its few pixels left mostly at
+# the filtered edges, median 1.2-3.6 degrees), the reference check alone.
+GOLDEN_MEDIAN_DEG = 1.0
+NORMALS_FROM_DEPTH_ATOL = 2e-4
+# With the view-angle test on normals from depth, pixels near its threshold may be decided differently: measured
+# 1.8-3.4 % of the frame; everything else is compared where both validities agree.
+VIEW_ANGLE_FLIPS = 0.05
 
 
 def raw_frame(seed: int, with_normal: bool) -> RawOutput:
@@ -59,31 +71,45 @@ def _stage(settings: dict) -> FrameStage:
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_outputs_equal_the_reference_path(case):
+    from normals_reference import angles_deg, plane_sum_normals
+
     settings, head, intr = CASES[case]
     golden = np.load(GOLDEN)
     ref = {k.split('/')[1]: golden[k] for k in golden if k.startswith(case + '/')}
     stage = _stage(dict(settings))
+    angle_test = bool(settings.get('flying_pixel_max_view_angle'))
     for i in range(3):
         out = stage.run(raw_frame(i, head), FRAME, intr, OUTPUTS)
-        np.testing.assert_array_equal(out.valid, ref['mask'][i])
-        np.testing.assert_array_equal(np.isposinf(out.depth), np.isposinf(ref['depth'][i]))
-        np.testing.assert_allclose(out.depth, ref['depth'][i], rtol=RTOL, equal_nan=True)
+        agree = out.valid == ref['mask'][i]
+        if angle_test and not head:
+            assert (~agree).mean() <= VIEW_ANGLE_FLIPS
+        else:
+            assert agree.all()
+        np.testing.assert_array_equal(np.isposinf(out.depth)[agree], np.isposinf(ref['depth'][i])[agree])
+        np.testing.assert_allclose(out.depth[agree], ref['depth'][i][agree], rtol=RTOL, equal_nan=True)
         np.testing.assert_allclose(out.confidence, ref['confidence'][i], rtol=RTOL, atol=1e-7)
-        np.testing.assert_allclose(out.points, ref['cloud'][i], rtol=RTOL, atol=1e-7, equal_nan=True)
+        np.testing.assert_allclose(out.points[agree], ref['cloud'][i][agree], rtol=RTOL, atol=1e-7, equal_nan=True)
         k = out.intrinsics
         np.testing.assert_allclose([k.fx, k.fy, k.cx, k.cy, out.scale.raw, out.scale.smoothed, out.shift],
                                    ref['scalars'][i], rtol=1e-9)
         want = ref['normals'][i]
-        if head or not settings.get('flying_pixel_max_view_angle'):
+        if head:
             np.testing.assert_array_equal(np.isnan(out.normals), np.isnan(want))
             np.testing.assert_allclose(out.normals, want, atol=NORMALS_ATOL, equal_nan=True)
+            continue
+        if not angle_test:
+            assert np.median(angles_deg(out.normals, want)) <= GOLDEN_MEDIAN_DEG
+            np.testing.assert_array_equal(np.isnan(out.normals), np.isnan(want))
+            np.testing.assert_allclose(out.normals, plane_sum_normals(out.depth_valid, k),
+                                       atol=NORMALS_FROM_DEPTH_ATOL, equal_nan=True)
         else:  # normals made once, before the filters: equal wherever no neighbour was removed by them
             kept = out.valid.astype(np.uint8)
             cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4 neighbours a normal uses
             whole = cv2.erode(kept, cross, borderValue=0).astype(bool)
             assert whole.sum() > 20
             assert np.isnan(out.normals[~out.valid]).all()
-            np.testing.assert_allclose(out.normals[whole], want[whole], atol=NORMALS_ATOL)
+            np.testing.assert_allclose(out.normals[whole], plane_sum_normals(out.depth_valid, k)[whole],
+                                       atol=NORMALS_FROM_DEPTH_ATOL)
             np.testing.assert_allclose(np.linalg.norm(out.normals[out.valid], axis=-1), 1.0, atol=1e-5)
 
 
