@@ -14,6 +14,7 @@ from mgeo_ros.geometry.projection import pixel_rays
 __all__ = ['DepthNormals', 'normals_from_depth', 'normals_from_points']
 
 _EPS = 1e-12
+_MAX_FLOAT_BITS = int(np.array(np.finfo(np.float32).max, np.float32).view(np.int32))
 
 
 def _is_tensor(x) -> bool:
@@ -83,7 +84,8 @@ class DepthNormals:
             self._shape = (h, w)
             self._rows = max(8, self._BLOCK // (w + 2))
             self._inv = np.empty((h + 2, w + 2), np.float32)  # w = 1/z, NaN padded and where invalid
-            self._ok, self._bad = np.empty((h, w), bool), np.empty((h, w), bool)
+            self._ok, self._bad = np.empty((h, w), np.uint8), np.empty((h, w), np.uint8)  # 0 or 255
+            self._nan = np.full((self._rows, w), np.nan, np.float32)
             self._work = np.empty((8, (self._rows + 2) * (w + 2)), np.float32)
             self._rays_of = None
 
@@ -117,7 +119,7 @@ class DepthNormals:
         self._buffers(h, w)
         wp = self._inv
         wp[0], wp[-1], wp[:, 0], wp[:, -1] = np.nan, np.nan, np.nan, np.nan
-        m = None if mask is None else np.asarray(mask, bool)
+        m = None if mask is None else np.ascontiguousarray(mask, bool)  # OpenCV reads it as bytes
         x, y = self._rays(intrinsics, h, w)
         rows = self._rows
         with np.errstate(divide='ignore', invalid='ignore'):
@@ -133,13 +135,13 @@ class DepthNormals:
         """Rows r0..r1-1 of w = 1/z, NaN where the depth is not positive and finite or the mask is False."""
         inv, ok, bad = self._inv[r0 + 1:r1 + 1, 1:-1], self._ok[r0:r1], self._bad[r0:r1]
         np.divide(np.float32(1.0), d[r0:r1], out=inv)
-        np.greater(inv, 0.0, out=ok)  # NaN, negative depth: False
-        np.less(inv, np.inf, out=bad)  # depth 0 (w = inf): False
-        ok &= bad
-        if mask is not None:
-            ok &= mask[r0:r1]
-        np.logical_not(ok, out=bad)
-        np.copyto(inv, np.float32(np.nan), where=bad)
+        # w positive and finite: its float32 bits as an int32 in 1 ..= those of the largest float (NaN: above)
+        cv2.inRange(inv.view(np.int32), 1, _MAX_FLOAT_BITS, ok)
+        if mask is None:
+            cv2.bitwise_not(ok, bad)
+        else:
+            cv2.compare(cv2.bitwise_and(ok, mask[r0:r1].view(np.uint8), ok), 0, cv2.CMP_EQ, bad)
+        cv2.copyTo(self._nan[:r1 - r0], bad, inv)
 
     def _block(self, r0: int, r1: int, k, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
         """Rows r0..r1-1 of the normals into out. Computed on the padded map flattened to one dimension, where the

@@ -120,6 +120,7 @@ def test_normals_from_depth_equal_the_plane_sum_reference(roughness):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isfinite(got).mean() > 0.5
     np.testing.assert_allclose(got, want, atol=NORMALS_FROM_DEPTH_ATOL, equal_nan=True)
+    np.testing.assert_array_equal(normals_from_depth(depth, intr, np.asfortranarray(mask).astype(np.uint8)), got)
     with pytest.raises(ValueError, match='float32'):
         normals_from_depth(depth.astype(np.float64), intr)
 
