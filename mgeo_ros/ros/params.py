@@ -121,7 +121,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               'more of a blurred edge and more of a distant floor).', unit='pixels', live=True, min=1, max=5),
     ParamSpec('flying_pixel_max_view_angle', 0.0, 'Also invalidate pixels whose surface normal is more than this '
               'angle from the viewing ray (grazing surfaces, edge veils); 0 = off. Needs normals: from the normal '
-              'head, else computed from depth (costly: tens of ms at 640x480 on a CPU).',
+              'head, else computed from depth (a few ms at 640x480 on a CPU).',
               unit='deg', live=True, min=0.0, max=90.0, max_exclusive=True),
     # ---- live: point cloud ---------------------------------------------------------------------------------------
     ParamSpec('points_stride', 1, 'Keep every n-th pixel in both axes in the point cloud (1 = full resolution).',
