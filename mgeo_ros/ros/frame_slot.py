@@ -13,13 +13,36 @@ from typing import Generic, TypeVar
 T = TypeVar('T')
 
 
-class FrameSlot(Generic[T]):
-    """Thread-safe holder of at most one pending item, with put/drop counters."""
+class _Mailbox(Generic[T]):
+    """At most one item behind a condition, and a close() that wakes every waiter (shared by both mailboxes)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: T | None = None
         self._closed = False
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking early only when closed; True when closed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, timeout)
+
+    def close(self) -> None:
+        """Wake every waiter; later calls return at once (put drops its item, take returns None)."""
+        with self._cond:
+            self._closed = True
+            self._item = None
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class FrameSlot(_Mailbox[T]):
+    """Thread-safe holder of at most one pending item, with put/drop counters."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.put_count = 0
         self.drop_count = 0
 
@@ -42,25 +65,9 @@ class FrameSlot(Generic[T]):
             item, self._item = self._item, None
             return None if self._closed else item
 
-    def wait_closed(self, timeout: float) -> bool:
-        """Sleep up to `timeout` seconds, waking early only when closed; True when closed."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._closed, timeout)
-
     def pending(self) -> bool:
         with self._cond:
             return self._item is not None
-
-    def close(self) -> None:
-        """Wake every waiter; later take() calls return None at once."""
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 class SequenceGaps:
@@ -82,17 +89,12 @@ class SequenceGaps:
         return gap
 
 
-class HandOver(Generic[T]):
+class HandOver(_Mailbox[T]):
     """One item passed from a producer stage to a consumer stage, in order, none lost, none twice.
 
     The producer waits for the hand-over to be free (`wait_free`) before it starts on its next item, so it never
     works on a frame that would then wait behind a full hand-over: with the model stage feeding the publishing
     stage, the frame the model runs is always the newest one, taken as late as possible."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._closed = False
 
     def wait_free(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds until no item waits; False on timeout or after close()."""
@@ -115,17 +117,6 @@ class HandOver(Generic[T]):
             item, self._item = self._item, None
             self._cond.notify_all()
             return None if self._closed else item
-
-    def close(self) -> None:
-        """Wake every waiter; later calls return at once (put drops its item, take returns None)."""
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 class StagePacer:
