@@ -5,7 +5,6 @@ Not a test module (no test_ prefix); imported by test/test_node_*.py and by the 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -47,14 +46,9 @@ def _spawn(args: list[str], params: dict, env: dict | None, log_path: Path | Non
 
 
 def stop_node(proc: subprocess.Popen) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    from mgeo_ros.ros.spin_thread import interrupt
+
+    return interrupt(proc, 10)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ forward ms) taken from the node's own /diagnostics.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from mgeo_ros.bench.sink import message_type
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
-from mgeo_ros.ros.spin_thread import SpinThread
+from mgeo_ros.ros.spin_thread import SpinThread, interrupt
 
 
 class Camera:
@@ -124,14 +123,8 @@ def start_node(ns: str, params: dict):
 
 
 def stop_node(proc, log) -> None:
-    """Ctrl-C, as a terminal would; killed if it does not end within 15 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Ctrl-C, as a terminal would (killed after 15 s), then close its log."""
+    interrupt(proc, 15)
     log.close()
 
 

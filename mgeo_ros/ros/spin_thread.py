@@ -1,14 +1,27 @@
 """Spinning helper nodes. `SpinThread`: a node in its own rclpy context, spun by a daemon thread, for code whose main
 thread is busy elsewhere (playing a camera, waiting on results): the live bench and the test harnesses; a private
 context keeps it apart from any other node in the process. `spin_child`: the main loop of a helper child process
-(the bench's sink, the tests' echo child)."""
+(the bench's sink, the tests' echo child). `interrupt`: end a node's process as a terminal's Ctrl-C does."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+
+def interrupt(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGINT, as a terminal's Ctrl-C; killed if it has not ended within `timeout` seconds. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def spin_child(node) -> None:
