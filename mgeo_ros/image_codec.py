@@ -187,7 +187,7 @@ def _is_decoder_line(line: str) -> bool:
     return bool(_DECODER_LINE.search(line)) and not _ROS_LOG_LINE.match(line)
 
 
-def _imdecode(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:
+def imdecode_unchanged(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:
     """cv2.imdecode(IMREAD_UNCHANGED) whose failures (None, OpenCV asserts, the codec's own stderr lines) become one
     ImageDecodeError; stderr lines of a decode that still produced an image go to `warn`."""
     with claim_stderr(_is_decoder_line) as said:
@@ -233,7 +233,7 @@ def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[
         check_pixels(header.width, header.height, max_pixels, f'the {header.kind} image')
         if header.problem:
             raise ImageDecodeError(f'data ({data.size} bytes) is a damaged {header.kind}: {header.problem}')
-    image = _imdecode(data, what, warn)
+    image = imdecode_unchanged(data, what, warn)
     if image.ndim == 2 or image.shape[2] == 1:
         gray = image.reshape(image.shape[:2])
         if gray.dtype == np.uint16:
