@@ -119,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.quiet, max_anchors=max_anchors)
     result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
               'num_tokens': predictor.num_tokens, 'mask_threshold': args.mask_threshold, **result}
+    refused = getattr(getattr(dataset, 'report', None), 'refused_depths', None)
+    if refused is not None:   # bags: GT depth frames refused as malformed, by reason (not scored)
+        result['gt_frames_refused'] = dict(refused)
+        if refused:
+            print(f'{args.data}: {sum(refused.values())} GT depth frame(s) refused as malformed and not scored: '
+                  + ', '.join(f'{k}: {v}' for k, v in sorted(refused.items())))
     path = out_dir / 'metrics.json'
     path.write_text(json.dumps(_json_safe(result), indent=1))
     print(summary_table(result))
