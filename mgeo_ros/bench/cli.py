@@ -1,5 +1,5 @@
 """`mgeo bench`: its arguments and what runs: the backends table (`backends`), or with `--node` the node's own cost
-(`node`) or the node under a live stream (`live`)."""
+(`node`) or the node under a live stream (`live`), or with `--codec` the compressedDepth codec (`codec`)."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
     parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
+    parser.add_argument('--codec', action='store_true',
+                        help='instead, the compressedDepth codec: bytes per frame of png (levels 1, 3) and rvl against '
+                        'raw, encode and decode ms, on the demo\'s synthetic depth (default sizes 640x480 and 1280x720; '
+                        'no model)')
     node = parser.add_argument_group('the node as a robot runs it (--node; see mgeo_ros/bench/node.py)')
     node.add_argument('--node', action='store_true',
                       help='run mgeo_depth_node with its forward replayed from recorded network outputs after a '
@@ -88,8 +92,21 @@ def run_node(args) -> dict:
                           params)
 
 
+def run_codec(args: argparse.Namespace) -> int:
+    """`--codec`: see bench/codec.py."""
+    from mgeo_ros.bench.codec import format_codec_table, run_codec_bench
+    from mgeo_ros.export.onnx_export import parse_size
+
+    sizes = [parse_size(s) for s in (args.size or ['640x480', '1280x720'])]
+    report = run_codec_bench(sizes, 10 if args.runs is None else args.runs, 2 if args.warmup is None else args.warmup)
+    print(json.dumps(report, indent=2) if args.json else format_codec_table(report))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    if args.codec:
+        return run_codec(args)
     if args.node:
         try:
             report = run_node(args)
