@@ -17,7 +17,6 @@ import pytest
 from mgeo_ros import depth_codec as dc
 from mgeo_ros.errors import BadInputError, DepthCodecError, ImageTooLargeError
 
-
 # --- the independent reference -------------------------------------------------------------------------------------
 
 def ref_rvl_encode(image: np.ndarray) -> bytes:

@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
     parser.add_argument('--codec', action='store_true',
-                        help='instead, the compressedDepth codec: bytes per frame of png (levels 1, 3) and rvl against '
-                        'raw, encode and decode ms, on the demo\'s synthetic depth (default sizes 640x480 and 1280x720; '
-                        'no model)')
+                        help='instead, the compressedDepth codec: bytes per frame of png (levels 1, 3) and rvl '
+                        'against raw, encode and decode ms, on the demo\'s synthetic depth (default sizes 640x480 '
+                        'and 1280x720; no model)')
     node = parser.add_argument_group('the node as a robot runs it (--node; see mgeo_ros/bench/node.py)')
     node.add_argument('--node', action='store_true',
                       help='run mgeo_depth_node with its forward replayed from recorded network outputs after a '

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -47,9 +48,8 @@ def run_codec_bench(sizes: Sequence[tuple[int, int]], runs: int, warmup: int, se
     for width, height in sizes:
         depth = demo_depth(width, height, seed)
         for encoding, fmt, level in VARIANTS:
-            def encode(encoding=encoding, fmt=fmt, level=level):
-                return encode_depth(depth, encoding, fmt, DEFAULT_DEPTH_MAX, DEFAULT_QUANTIZATION,
-                                    level if level is not None else 3)
+            encode = partial(encode_depth, depth, encoding, fmt, DEFAULT_DEPTH_MAX, DEFAULT_QUANTIZATION,
+                             level if level is not None else 3)
 
             format_, data = encode()
             back = decode_depth_metres(format_, data)
@@ -59,7 +59,7 @@ def run_codec_bench(sizes: Sequence[tuple[int, int]], runs: int, warmup: int, se
                 'size': f'{width}x{height}', 'encoding': encoding, 'format': fmt, 'png_level': level,
                 'bytes': len(data), 'raw_bytes': raw, 'ratio': raw / len(data),
                 'encode_ms': _median_ms(encode, runs, warmup),
-                'decode_ms': _median_ms(lambda f=format_, d=data: decode_depth_metres(f, d), runs, warmup),
+                'decode_ms': _median_ms(partial(decode_depth_metres, format_, data), runs, warmup),
                 'max_error_m': float(np.abs(back[kept] - depth[kept]).max()) if kept.any() else 0.0,
                 'valid_kept': float(kept.sum() / max(int(np.isfinite(depth).sum()), 1)),
             })
