@@ -285,6 +285,59 @@ def rvl_encode(codes: np.ndarray) -> bytes:
     return RVL_SIZE.pack(cols, rows) + swapped.astype('>u4').tobytes()
 
 
+_LOOP_PAIRS = 256   # run pairs walked one by one before the rest of the chain is found by pointer doubling
+
+
+def _underfill(covered: int, n: int, cols: int, rows: int) -> DepthCodecError:
+    return DepthCodecError('rvl_underfill', f'RVL stream ends after {covered} of {n} pixels ({cols}x{rows})')
+
+
+def _run_heads(tokens: np.ndarray, n: int, cols: int, rows: int) -> tuple[np.ndarray, int]:
+    """Token indices of the (zero run, non-zero run) pairs that cover exactly n pixels, and the index after the
+    last pair's values. Each pair's place follows from the one before (2 + its non-zero count further on): frames
+    with few runs walk them; the rest of a long chain is marked by pointer doubling (log2 of its length passes)."""
+    head, pos, covered, count = [], 0, 0, tokens.size
+    while covered < n and len(head) < _LOOP_PAIRS:
+        if pos + 1 >= count:
+            raise _underfill(covered, n, cols, rows)
+        zeros, values = int(tokens[pos]), int(tokens[pos + 1])
+        covered += zeros + values
+        if covered > n:
+            raise DepthCodecError('rvl_overfill', f'RVL stream describes more than the {n} pixels of a '
+                                                  f'{cols}x{rows} frame')
+        if pos + 2 + values > count:
+            raise _underfill(covered - values, n, cols, rows)
+        head.append(pos)
+        pos += 2 + values
+    heads = np.asarray(head, np.int64)
+    if covered == n:
+        return heads, pos
+    if pos + 1 >= count:
+        raise _underfill(covered, n, cols, rows)
+    jump = np.full(count + 1, count, np.int64)                 # index `count`: past the end, a fixed point
+    jump[:count - 1] = np.minimum(np.arange(2, count + 1) + tokens[1:], count)
+    on = np.zeros(count + 1, bool)
+    on[pos] = True
+    marked = np.array([pos], np.int64)
+    while jump[pos] < count:        # marked: the chain's nodes fewer than 2^r steps from pos; jump: 2^r steps
+        reached = jump[marked]
+        marked = np.concatenate((marked, reached[reached < count]))
+        jump = jump[jump]
+    on[marked] = True
+    chain = np.flatnonzero(on[:count - 1])                    # a head needs its non-zero count after it
+    sums = np.cumsum(tokens[chain] + tokens[chain + 1])
+    last = int(np.searchsorted(sums, n - covered))
+    if last == chain.size:
+        raise _underfill(covered + int(sums[-1]) if sums.size else covered, n, cols, rows)
+    if int(sums[last]) != n - covered:
+        raise DepthCodecError('rvl_overfill', f'RVL stream describes more than the {n} pixels of a '
+                                              f'{cols}x{rows} frame')
+    end = int(chain[last]) + 2 + int(tokens[chain[last] + 1])
+    if end > count:
+        raise _underfill(covered + int(sums[last - 1]) if last else covered, n, cols, rows)
+    return np.concatenate((heads, chain[:last + 1])), end
+
+
 def rvl_decode(payload: bytes | memoryview, max_pixels: int | None = None) -> np.ndarray:
     """RVL payload (uint32 cols, uint32 rows, stream) -> uint16 rows x cols. The stream must fill the frame
     exactly and end in its last word; anything else raises DepthCodecError ('rvl_underfill', 'rvl_overfill',
@@ -317,26 +370,11 @@ def rvl_decode(payload: bytes | memoryview, max_pixels: int | None = None) -> np
     used = int(ends[-1]) + 1
     place = np.arange(used) - np.repeat(starts, widths)
     tokens = np.add.reduceat((nib[:used] & 7).astype(np.int64) << (3 * place), starts)
-    head, pos, covered = [], 0, 0
-    count = tokens.size
-    while covered < n:                                # one step per zero / non-zero run pair
-        if pos + 1 >= count:
-            raise DepthCodecError('rvl_underfill', f'RVL stream ends after {covered} of {n} pixels ({cols}x{rows})')
-        zeros, values = int(tokens[pos]), int(tokens[pos + 1])
-        covered += zeros + values
-        if covered > n:
-            raise DepthCodecError('rvl_overfill', f'RVL stream describes more than the {n} pixels of a '
-                                                  f'{cols}x{rows} frame')
-        if pos + 2 + values > count:
-            raise DepthCodecError('rvl_underfill', f'RVL stream ends inside a run of {values} values '
-                                                   f'({cols}x{rows} frame)')
-        head.append(pos)
-        pos += 2 + values
+    heads, pos = _run_heads(tokens, n, cols, rows)
     last_nibble = int(ends[pos - 1]) + 1
     if (last_nibble + 7) // 8 != len(stream) // 4:
         raise DepthCodecError('size_mismatch', f'RVL stream has {len(stream) // 4} words but the {cols}x{rows} '
                                                f'frame ends in word {(last_nibble + 7) // 8}')
-    heads = np.asarray(head, np.int64)
     is_value = np.ones(pos, bool)
     is_value[heads] = False
     is_value[heads + 1] = False

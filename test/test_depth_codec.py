@@ -350,3 +350,24 @@ def test_mask_compressed_png():
     back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint8 and back.shape == mask.shape
     assert np.array_equal(back, mask.astype(np.uint8) * 255)
+
+
+@pytest.mark.parametrize('pairs', [3, 255, 256, 257, 5000])
+def test_rvl_with_many_runs_both_ways(pairs):
+    """Frames with up to 256 run pairs are walked pair by pair, longer ones by pointer doubling: both read the
+    reference's streams, and refuse a stream that under- or overfills the frame."""
+    cols = 2 * pairs
+    img = np.zeros((1, cols), np.uint16)
+    img[0, 1::2] = np.arange(1, pairs + 1)                   # pairs of (one zero, one value)
+    payload = ref_rvl_encode(img)
+    assert np.array_equal(dc.rvl_decode(payload), img)
+    stream = payload[8:]
+    with pytest.raises(DepthCodecError) as info:
+        dc.rvl_decode(struct.pack('<II', cols + 1, 1) + stream)
+    assert info.value.reason == 'rvl_underfill'
+    with pytest.raises(DepthCodecError) as info:
+        dc.rvl_decode(struct.pack('<II', cols - 3, 1) + stream)
+    assert info.value.reason == 'rvl_overfill'
+    with pytest.raises(DepthCodecError) as info:
+        dc.rvl_decode(struct.pack('<II', cols, 1) + stream[:len(stream) // 2 // 4 * 4])
+    assert info.value.reason == 'rvl_underfill'
