@@ -222,7 +222,7 @@ _VLE12_AND_COUNT = _VLE12 | (_NIBBLES12 << 16)       # one gather gives both (a 
 
 def _vle_codes(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint32 values (< 2^24) -> (variable-length codes, first nibble lowest; their nibble counts)."""
-    both = _VLE12_AND_COUNT[tokens & 0xFFF]
+    both = np.take(_VLE12_AND_COUNT, np.bitwise_and(tokens, 0xFFF, dtype=np.intp))   # an intp index: no cast
     codes, nibbles = both & 0xFFFF, both >> 16
     big = np.flatnonzero(tokens > 0xFFF)              # run lengths and large jumps: few
     if big.size:
@@ -277,7 +277,10 @@ def rvl_encode(codes: np.ndarray) -> bytes:
     # disjoint, so a word is the sum of its pieces: differences of a wrapping cumulative sum at each word's last code
     low = vle << shift
     high = vle >> (32 - shift)                        # numpy shifts by >= 32 bits give 0 (shift 0: no spill)
-    last = np.cumsum(np.bincount(start >> 3, minlength=count)) - 1
+    # a code has at most 8 nibbles, so every word but a final one that the last code spills into holds the start of
+    # one: a word's last code is the one before the next word's first
+    word = start >> 3
+    last = np.concatenate((np.flatnonzero(word[1:] != word[:-1]), [word.size - 1] * (count - int(word[-1]))))
     words = np.diff(np.cumsum(low, dtype=np.uint32)[last], prepend=np.uint32(0))
     words[1:] += np.diff(np.cumsum(high, dtype=np.uint32)[last], prepend=np.uint32(0))[:-1]
     # the words hold their first nibble lowest; the format wants it in the top bits of a little-endian int32
