@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# points on a plane sit near it; points of walls cut by a horizontal slab fill the slab evenly (median = half of it)
+MAX_BAND_FILL = 0.4
+MAD_TO_SIGMA = 1.4826
+MIN_WIDTH_RATIO = 0.2  # a floor patch is as wide as about a fifth of its length at least; a thinner one is a strip
+
 
 def up_in_optical(pitch_deg: float, roll_deg: float) -> np.ndarray:
     """World up as a unit vector in the optical frame (x right, y down, z forward) of a camera pitched down by
@@ -50,14 +55,15 @@ def _plane_through(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndar
 
 
 def find_ground_plane(points: np.ndarray, valid: np.ndarray | None, pitch_deg: float = 0.0, roll_deg: float = 0.0,
-                      max_tilt_deg: float = 20.0, *, min_inliers: int = 50, inlier_tol: float = 0.02,
+                      max_tilt_deg: float = 20.0, *, min_inliers: int = 50, inlier_tol: float = 0.05,
                       hypotheses: int = 256, max_points: int = 4096, seed: int = 0) -> GroundSearch:
     """The floor in an H x W x 3 (or N x 3) point map in the optical frame.
 
     Candidates are valid finite points below the horizon (n_up·p < 0). A hypothesis counts when its normal is within
     `max_tilt_deg` of up and the camera is above it; its inliers are points within `inlier_tol` x (median candidate
     depth) of it. The best hypothesis (most inliers) is refined by least squares (twice, re-selecting inliers).
-    Fewer than `min_inliers` candidates or inliers: no plane, reason 'plane not found'."""
+    Fewer than `min_inliers` candidates or inliers, or inliers along a strip (a band of a wall near the horizon
+    rather than an area): no plane, reason 'plane not found ...'."""
     up = up_in_optical(pitch_deg, roll_deg)
     p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     ok = np.isfinite(p).all(axis=1)
@@ -88,20 +94,34 @@ def find_ground_plane(points: np.ndarray, valid: np.ndarray | None, pitch_deg: f
     counts = (np.abs(p @ normals.T + offsets) < tol).sum(axis=0)
     best = int(np.argmax(counts))
     normal, offset = normals[best], float(offsets[best])
-    for _ in range(2):
-        inl = np.abs(p @ normal + offset) < tol
+    extent = np.zeros(3)
+    band = tol
+    for _ in range(3):  # least squares on the inliers; the band then narrows to 2.5 sigma of the plane's own noise
+        res = np.abs(p @ normal + offset)
+        inl = res < band
         if inl.sum() < max(3, min_inliers):
             break
         q = p[inl]
         centre = q.mean(axis=0)
-        _, _, vt = np.linalg.svd(q - centre, full_matrices=False)
+        _, extent, vt = np.linalg.svd(q - centre, full_matrices=False)
         normal = vt[2] if vt[2] @ up >= 0 else -vt[2]
         offset = float(-normal @ centre)
+        band = min(tol, max(2.5 * MAD_TO_SIGMA * float(np.median(np.abs(q @ normal + offset))), 1e-3 * tol))
     inl = np.abs(p @ normal + offset) < tol
     n_in = int(inl.sum())
     tilt = math.degrees(math.acos(min(1.0, float(normal @ up))))
-    if n_in < min_inliers or offset <= 0.0 or tilt > max_tilt_deg:
-        return GroundSearch(None, f'plane not found ({n_in} points on the best floor candidate, need {min_inliers}; '
-                            f'tilt {tilt:.1f} deg, limit {max_tilt_deg:g})', n_cand)
-    spread = float(np.median(np.abs(p[inl] @ normal + offset))) / offset
+    if n_in < min_inliers:
+        return GroundSearch(None, f'plane not found ({n_in} points on the best floor candidate, need {min_inliers})',
+                            n_cand)
+    if offset <= 0.0 or tilt > max_tilt_deg:
+        return GroundSearch(None, f'plane not found (the best candidate tilts {tilt:.1f} deg from up, limit '
+                            f'{max_tilt_deg:g} deg, or lies above the camera)', n_cand)
+    if extent[1] < MIN_WIDTH_RATIO * extent[0]:
+        return GroundSearch(None, f'plane not found (the best floor candidate is a strip, {n_in} points along a '
+                            'line: a wall edge, not a floor)', n_cand)
+    residual = float(np.median(np.abs(p[inl] @ normal + offset)))
+    if residual > MAX_BAND_FILL * tol:
+        return GroundSearch(None, f'plane not found (the best floor candidate is a slab through vertical surfaces, '
+                            f'not a surface: median distance {residual / tol:.2f} of the tolerance)', n_cand)
+    spread = residual / offset
     return GroundSearch(GroundPlane(normal, offset, n_in, spread, tilt), '', n_cand)
