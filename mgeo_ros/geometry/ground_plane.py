@@ -96,11 +96,12 @@ def find_ground_plane(points: np.ndarray, valid: np.ndarray | None, pitch_deg: f
     normal, offset = normals[best], float(offsets[best])
     extent = np.zeros(3)
     band = tol
-    for _ in range(3):  # least squares on the inliers; the band then narrows to 2.5 sigma of the plane's own noise
-        res = np.abs(p @ normal + offset)
-        inl = res < band
-        if inl.sum() < max(3, min_inliers):
+    previous = None
+    for _ in range(8):  # least squares on the inliers; the band then narrows to 2.5 sigma of the plane's own noise
+        inl = np.abs(p @ normal + offset) < band
+        if inl.sum() < max(3, min_inliers) or (previous is not None and np.array_equal(inl, previous)):
             break
+        previous = inl
         q = p[inl]
         centre = q.mean(axis=0)
         _, extent, vt = np.linalg.svd(q - centre, full_matrices=False)

@@ -76,8 +76,8 @@ def test_scan_points_project_through_extrinsics():
     ranges[8] = np.nan
     ranges[9] = 50.0      # above range_max
     # the row is not exactly the optical centre row: tilt the scan plane onto that row
-    alpha = math.atan2(round(INTR.cy) - INTR.cy, INTR.fy)
-    tilt = np.array([[1, 0, 0], [0, math.cos(alpha), -math.sin(alpha)], [0, math.sin(alpha), math.cos(alpha)]])
+    alpha = math.atan2(round(INTR.cy) - INTR.cy, INTR.fy)   # the row's rays: y / z = tan(alpha)
+    tilt = np.array([[1, 0, 0], [0, math.cos(alpha), math.sin(alpha)], [0, -math.sin(alpha), math.cos(alpha)]])
     ext = RigidTransform(tilt @ LASER_IN_OPTICAL.rotation, np.zeros(3))
     scan = point_anchors_from_scan(ranges, angles[0], angles[1] - angles[0], 0.1, 20.0, ext, stamp=2.0)
     assert len(scan) == 50
