@@ -73,7 +73,7 @@ def static_transform(bag, target_frame: str, source_frame: str) -> RigidTransfor
     edges: dict[str, list[tuple[str, RigidTransform]]] = {}
     with open_bag(bag) as reader:
         conns = [c for c in reader.connections if c.topic in TF_TOPICS and c.msgtype == TF]
-        for conn, _, raw in read_messages(bag, reader, conns):
+        for _, _, raw in read_messages(bag, reader, conns):
             for ts in TYPESTORE.deserialize_cdr(raw, TF).transforms:
                 parent, child = ts.header.frame_id.lstrip('/'), ts.child_frame_id.lstrip('/')
                 child_in_parent = _transform_of(ts)

@@ -10,8 +10,15 @@ import numpy as np
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.rigid import RigidTransform
 from mgeo_ros.image_codec import depth_image_to_metres
-from mgeo_ros.runtime.scale_anchors import (Anchors, PixelAnchors, PointAnchors, pixel_anchors_from_depth,
-                                             point_anchors, point_anchors_from_range, point_anchors_from_scan)
+from mgeo_ros.runtime.scale_anchors import (
+    Anchors,
+    PixelAnchors,
+    PointAnchors,
+    pixel_anchors_from_depth,
+    point_anchors,
+    point_anchors_from_range,
+    point_anchors_from_scan,
+)
 
 # sensor_msgs/PointField datatypes that can hold a coordinate
 _FLOAT_FIELDS = {7: np.dtype('<f4'), 8: np.dtype('<f8')}

@@ -11,9 +11,18 @@ from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.geometry.rigid import RigidTransform
-from mgeo_ros.runtime.scale_anchors import (ScaleFit, fit_anchors, fit_ground, fit_scale, match_anchors,
-                                             parse_scale_sources, pixel_anchors_from_depth, point_anchors,
-                                             point_anchors_from_range, point_anchors_from_scan, robust_log_scale)
+from mgeo_ros.runtime.scale_anchors import (
+    ScaleFit,
+    fit_anchors,
+    fit_ground,
+    fit_scale,
+    parse_scale_sources,
+    pixel_anchors_from_depth,
+    point_anchors,
+    point_anchors_from_range,
+    point_anchors_from_scan,
+    robust_log_scale,
+)
 from mgeo_ros.runtime.scale_source import AnchorBuffer, ScaleSourceChooser
 
 W, H = 64, 48

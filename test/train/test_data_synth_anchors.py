@@ -11,8 +11,7 @@ import pytest
 from mgeo_ros.geometry.ground_plane import up_in_optical
 from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.geometry.rigid import RigidTransform
-from mgeo_ros.runtime.scale_anchors import (fit_anchors, fit_ground, pixel_anchors_from_depth,
-                                             point_anchors_from_scan)
+from mgeo_ros.runtime.scale_anchors import fit_anchors, fit_ground, pixel_anchors_from_depth, point_anchors_from_scan
 from mgeo_ros.train.data import render_sequence
 from mgeo_ros.train.data.synth import CameraMount, sample_setup
 from mgeo_ros.train.data.synth.anchors import scan_row, sparse_depth

@@ -15,7 +15,8 @@ from mgeo_ros.train.data.synth.scene import CameraMount, Pose, Scene, sample_set
 
 KINDS = ('indoor', 'outdoor')
 
-__all__ = ['KINDS', 'CameraMount', 'Pose', 'Scene', 'SynthBatch', 'render_batch', 'render_scene', 'render_sequence', 'sample_setup']
+__all__ = ['KINDS', 'CameraMount', 'Pose', 'Scene', 'SynthBatch', 'render_batch', 'render_scene', 'render_sequence',
+           'sample_setup']
 
 
 def render_batch(seeds: Sequence[int], size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS,
