@@ -12,7 +12,7 @@ floor found in the predicted points. Plain arrays in, plain numbers out: the nod
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,8 @@ from mgeo_ros.geometry.ground_plane import find_ground_plane
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.rigid import RigidTransform
 
-ANCHOR_SOURCES = ('depth', 'scan', 'points', 'range', 'ground')
+MESSAGE_SOURCES = ('depth', 'scan', 'points', 'range')   # the sources that come as messages
+ANCHOR_SOURCES = (*MESSAGE_SOURCES, 'ground')
 MODEL = 'model'
 RANGE_MIN_POINTS = 1          # one rangefinder reading is one anchor; smoothing carries the scale between readings
 TUKEY_C = 2.5                 # biweight cut in σ: measured best against a fifth of the anchors off by 3x
@@ -288,13 +289,16 @@ def fit_anchors(anchors: Anchors, intrinsics: Intrinsics, depth: np.ndarray, val
                      model_scale)
 
 
-def fit_ground(points: np.ndarray, valid: np.ndarray | None, camera_height: float, pitch_deg: float = 0.0,
-               roll_deg: float = 0.0, max_tilt_deg: float = 20.0, min_points: int = 20,
+def fit_ground(points: np.ndarray | Callable[[], np.ndarray], valid: np.ndarray | None, camera_height: float,
+               pitch_deg: float = 0.0, roll_deg: float = 0.0, max_tilt_deg: float = 20.0, min_points: int = 20,
                model_scale: float = 1.0) -> ScaleFit:
     """Scale from a camera `camera_height` metres above a flat floor: height / the floor's distance in the
-    predicted H x W x 3 points (optical frame, any positive scale). camera_height <= 0 means off."""
+    predicted H x W x 3 points (optical frame, any positive scale; or a function making them, called only when
+    the source is on). camera_height <= 0 means off."""
     if not camera_height > 0:
         return ScaleFit('ground', reason='camera_height is 0 (off)')
+    if callable(points):
+        points = points()
     found = find_ground_plane(points, valid, pitch_deg, roll_deg, max_tilt_deg, min_inliers=max(3, min_points))
     if found.plane is None:
         return ScaleFit('ground', matched=found.candidates, reason=found.reason)

@@ -4,7 +4,7 @@
 fit; it counts frames per source and reports a source's change between usable and unusable once (an event to log),
 not every frame, and tells when the chosen source changed (the scale filter then restarts). `AnchorBuffer` keeps the
 last few anchor messages by stamp and hands a frame the nearest one within `scale_anchor_max_age`; it never waits
-for one that has not arrived. Times are float seconds.
+for one that has not arrived. `ScaleAnchoring` puts them together for one camera. Times are float seconds.
 """
 from __future__ import annotations
 
@@ -14,7 +14,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from mgeo_ros.runtime.scale_anchors import MODEL, ScaleFit, parse_scale_sources
+import numpy as np
+
+from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.runtime.scale_anchors import (
+    MESSAGE_SOURCES,
+    MODEL,
+    Anchors,
+    ScaleFit,
+    fit_anchors,
+    fit_ground,
+    parse_scale_sources,
+)
 
 T = TypeVar('T')
 
@@ -119,3 +130,78 @@ class AnchorBuffer(Generic[T]):
                 return None, (f'stale (nearest anchor {abs(dt):.3f} s {"after" if dt > 0 else "before"} the frame, '
                               f'scale_anchor_max_age {self.max_age:g} s)')
             return self._items[best], ''
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """One camera's scale-anchor parameters (units as the node's parameters: s, m, deg)."""
+
+    sources: tuple[str, ...] = (MODEL,)
+    min_points: int = 20
+    max_age: float = 0.1
+    camera_height: float = 0.0
+    camera_pitch: float = 0.0
+    camera_roll: float = 0.0
+    ground_max_tilt: float = 20.0
+
+    @classmethod
+    def from_text(cls, scale_source: str, **kwargs) -> AnchorSettings:
+        return cls(parse_scale_sources(scale_source), **kwargs)
+
+
+class ScaleAnchoring:
+    """One camera's anchors and source choice: anchor messages go in (`add`, from any thread), and per frame
+    `choose` gives the scale source, its fit and the events to log. Plain arrays only, for the node and for
+    `mgeo eval`."""
+
+    def __init__(self, settings: AnchorSettings) -> None:
+        self.settings = settings
+        self.chooser = ScaleSourceChooser(settings.sources)
+        self.buffers: dict[str, AnchorBuffer[Anchors]] = {
+            s: AnchorBuffer(settings.max_age) for s in settings.sources if s in MESSAGE_SOURCES}
+        self.last: ScaleChoice | None = None
+
+    def add(self, source: str, anchors: Anchors) -> None:
+        """Store one message's anchors under its stamp (ignored for a source not in the list)."""
+        buffer = self.buffers.get(source)
+        if buffer is not None:
+            buffer.add(anchors.stamp, anchors)
+
+    def choose(self, stamp: float, intrinsics: Intrinsics, depth: np.ndarray, valid: np.ndarray | None,
+               points: Callable[[], np.ndarray] | np.ndarray | None = None, model_scale: float = 1.0) -> ScaleChoice:
+        """The frame's scale source and fit. depth: H x W predicted z-depth in any positive scale (multiply it by
+        the fit's scale for anchored metres); valid: pixels that may be used; points: the H x W x 3 points of the
+        same depth (or a function making them: only the ground source asks); model_scale: the model's own scale
+        relative to `depth` (1 when depth is the model's metric depth), for the fit's ratio."""
+        s = self.settings
+
+        def fit(name: str) -> ScaleFit:
+            if name == 'ground':
+                if points is None:
+                    return ScaleFit('ground', reason='no predicted points')
+                return fit_ground(points, valid, s.camera_height, s.camera_pitch, s.camera_roll, s.ground_max_tilt,
+                                  s.min_points, model_scale)
+            anchors, reason = self.buffers[name].nearest(stamp)
+            if anchors is None:
+                return ScaleFit(name, reason=reason)
+            return fit_anchors(anchors, intrinsics, depth, valid, s.min_points, model_scale)
+
+        self.last = self.chooser.choose(fit)
+        return self.last
+
+    def diagnostics(self) -> dict[str, str]:
+        """Key/values for a diagnostics status: the last frame's source and fit, frames per source, and why each
+        source that is not in use is not."""
+        out: dict[str, str] = {}
+        if self.last is not None:
+            f = self.last.fit
+            out['scale_source'] = self.last.source
+            if f.usable:
+                out.update({'scale_anchor.matched': str(f.matched), 'scale_anchor.inliers': str(f.inliers),
+                            'scale_anchor.residual': f'{f.residual:.4f}', 'scale_anchor.ratio': f'{f.ratio:.4f}'})
+        for name, count in self.chooser.frames.items():
+            out[f'scale_source.frames.{name}'] = str(count)
+        for name, reason in self.chooser.reasons.items():
+            if reason:
+                out[f'scale_source.{name}.reason'] = reason
+        return out

@@ -23,7 +23,7 @@ from mgeo_ros.runtime.scale_anchors import (
     point_anchors_from_scan,
     robust_log_scale,
 )
-from mgeo_ros.runtime.scale_source import AnchorBuffer, ScaleSourceChooser
+from mgeo_ros.runtime.scale_source import AnchorBuffer, AnchorSettings, ScaleAnchoring, ScaleSourceChooser
 
 W, H = 64, 48
 INTR = Intrinsics.from_fov(math.radians(70), W, H)
@@ -235,3 +235,34 @@ def test_buffer_gives_the_nearest_present_anchor_within_max_age():
     assert len(buf) == 4 and buf.nearest(9.70)[0] is None
     with pytest.raises(ValueError, match='max_age'):
         AnchorBuffer(max_age=0)
+
+
+def test_scale_anchoring_walks_the_fallback_per_frame():
+    """One camera's anchoring: scan first, the ground next, the model last; stale scans fall through with the reason
+    in the diagnostics; the source change says restart the smoothing; ground points are made only when asked."""
+    truth = _scene()
+    settings = AnchorSettings.from_text('scan,ground', min_points=20, max_age=0.1, camera_height=0.4,
+                                        camera_pitch=25.0)
+    anchoring = ScaleAnchoring(settings)
+    pts = unproject(truth, INTR).reshape(-1, 3)
+    anchoring.add('scan', point_anchors(pts, stamp=10.0, source='scan'))
+    anchoring.add('depth', point_anchors(pts, stamp=10.0))     # not in the list: ignored
+    assert set(anchoring.buffers) == {'scan'}
+    made = []
+
+    def floor_points():
+        made.append(1)
+        return np.full((H, W, 3), np.nan, np.float32)          # no floor in view
+
+    first = anchoring.choose(10.02, INTR, truth / 2, None, floor_points)
+    assert first.source == 'scan' and first.fit.scale == pytest.approx(2.0, rel=1e-5) and not made
+    second = anchoring.choose(10.5, INTR, truth / 2, None, floor_points)   # the scan is 0.5 s old
+    assert second.source == 'model' and second.changed and made
+    assert [(e.source, e.usable) for e in second.events] == [('scan', False), ('ground', False)]
+    diag = anchoring.diagnostics()
+    assert diag['scale_source'] == 'model' and diag['scale_source.frames.scan'] == '1'
+    assert diag['scale_source.scan.reason'].startswith('stale')
+    assert 'plane not found' in diag['scale_source.ground.reason']
+    third = anchoring.choose(10.03, INTR, truth / 2, None, None, model_scale=4.0)
+    assert third.source == 'scan' and third.changed and third.fit.ratio == pytest.approx(0.5, rel=1e-5)
+    assert anchoring.diagnostics()['scale_anchor.ratio'] == '0.5000'
