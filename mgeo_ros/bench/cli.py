@@ -1,5 +1,6 @@
 """`mgeo bench`: its arguments and what runs: the backends table (`backends`), or with `--node` the node's own cost
-(`node`) or the node under a live stream (`live`), or with `--codec` the compressedDepth codec (`codec`)."""
+(`node`) or the node under a live stream (`live`), with `--codec` the compressedDepth codec (`codec`), or with
+`--scale-fit` the scale anchors' fit (`scale_fit`)."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='instead, the compressedDepth codec: bytes per frame of png (levels 1, 3) and rvl '
                         'against raw, encode and decode ms, on the demo\'s synthetic depth (default sizes 640x480 '
                         'and 1280x720; no model)')
+    fit = parser.add_argument_group('the scale anchors\' fit (--scale-fit; see mgeo_ros/bench/scale_fit.py)')
+    fit.add_argument('--scale-fit', action='store_true',
+                     help='time the per-frame scale fit of each anchor kind (cloud, sparse depth image, scan) and of '
+                     'the ground plane at --size (default 640x480); no model needed')
+    fit.add_argument('--anchor-points', type=positive_int, default=10_000,
+                     help='--scale-fit: anchor points per frame (default 10000)')
     node = parser.add_argument_group('the node as a robot runs it (--node; see mgeo_ros/bench/node.py)')
     node.add_argument('--node', action='store_true',
                       help='run mgeo_depth_node with its forward replayed from recorded network outputs after a '
@@ -103,10 +110,24 @@ def run_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_scale_fit(args: argparse.Namespace) -> int:
+    """`--scale-fit`: see bench/scale_fit.py."""
+    from mgeo_ros.bench.scale_fit import format_scale_fit_table, run_scale_fit_bench
+    from mgeo_ros.export.onnx_export import parse_size
+
+    sizes = [parse_size(s) for s in (args.size or ['640x480'])]
+    report = run_scale_fit_bench(sizes, args.anchor_points, 50 if args.runs is None else args.runs,
+                                 5 if args.warmup is None else args.warmup)
+    print(json.dumps(report, indent=2) if args.json else format_scale_fit_table(report))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     if args.codec:
         return run_codec(args)
+    if args.scale_fit:
+        return run_scale_fit(args)
     if args.node:
         try:
             report = run_node(args)

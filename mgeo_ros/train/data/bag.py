@@ -14,7 +14,7 @@ from mgeo_ros.bag_files import open_bag, read_messages, require_topic
 from mgeo_ros.depth_codec import decode_depth_metres
 from mgeo_ros.errors import BadInputError, DepthCodecError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.image_codec import compressed_to_rgb8, image_to_numpy, image_to_rgb8
+from mgeo_ros.image_codec import compressed_to_rgb8, depth_image_to_metres, image_to_rgb8
 from mgeo_ros.train.data.bag_writer import COMPRESSED, IMAGE, INFO, TYPESTORE
 from mgeo_ros.train.data.sample import Sample
 
@@ -42,16 +42,9 @@ def depth_to_metres(msg) -> np.ndarray:
             raise DepthCodecError('png_channels', f'CompressedImage depth ({fmt!r}) is {raw.dtype} {raw.shape}: '
                                                   'expected one 16-bit channel of millimetres')
         d = raw.astype(np.float32) * 1e-3
-    else:
-        a = image_to_numpy(msg)
-        if msg.encoding in ('16UC1', 'mono16'):
-            d = a.astype(np.float32) * 1e-3
-        elif msg.encoding == '32FC1':
-            d = a.astype(np.float32)
-        else:
-            raise BadInputError(f'depth Image.encoding {msg.encoding!r} must be 16UC1 (mm) or 32FC1 (m)')
-    d[~np.isfinite(d) | (d <= 0)] = np.nan
-    return d
+        d[~np.isfinite(d) | (d <= 0)] = np.nan
+        return d
+    return depth_image_to_metres(msg)
 
 
 def stamp_ns(msg) -> int:

@@ -4,8 +4,9 @@ Used to make test and demo bags. Stamps are header stamps; the bag receive time 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +21,8 @@ TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 INFO = 'sensor_msgs/msg/CameraInfo'
+SCAN = 'sensor_msgs/msg/LaserScan'
+TF = 'tf2_msgs/msg/TFMessage'
 
 
 def _header(stamp_ns: int, frame_id: str):
@@ -57,6 +60,28 @@ def camera_info_msg(intr: Intrinsics, stamp_ns: int, frame_id: str, distortion: 
                    r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
 
 
+def laser_scan_msg(ranges: np.ndarray, angle_min: float, angle_increment: float, range_min: float, range_max: float,
+                   stamp_ns: int, frame_id: str):
+    """sensor_msgs/LaserScan (no intensities, all beams at the stamp)."""
+    r = np.asarray(ranges, dtype=np.float32)
+    return TYPESTORE.types[SCAN](header=_header(stamp_ns, frame_id), angle_min=float(angle_min),
+                                 angle_max=float(angle_min + angle_increment * max(r.size - 1, 0)),
+                                 angle_increment=float(angle_increment), time_increment=0.0, scan_time=0.0,
+                                 range_min=float(range_min), range_max=float(range_max), ranges=r,
+                                 intensities=np.zeros(0, np.float32))
+
+
+def tf_static_msg(parent: str, child: str, xyz_quaternion: Sequence[float], stamp_ns: int):
+    """tf2_msgs/TFMessage with one transform: `child`'s pose in `parent` as x y z qx qy qz qw."""
+    t = TYPESTORE.types
+    x, y, z, qx, qy, qz, qw = (float(v) for v in xyz_quaternion)
+    transform = t['geometry_msgs/msg/Transform'](translation=t['geometry_msgs/msg/Vector3'](x=x, y=y, z=z),
+                                                 rotation=t['geometry_msgs/msg/Quaternion'](x=qx, y=qy, z=qz, w=qw))
+    stamped = t['geometry_msgs/msg/TransformStamped'](header=_header(stamp_ns, parent), child_frame_id=child,
+                                                      transform=transform)
+    return t[TF](transforms=[stamped])
+
+
 def depth_array(depth: np.ndarray, encoding: str) -> np.ndarray:
     """Depth (metres, NaN invalid) as 32FC1 metres (NaN kept) or 16UC1 millimetres (0 invalid)."""
     if encoding == '32FC1':
@@ -81,13 +106,17 @@ def write_bag(samples: Iterable[Sample], path, storage: str = 'sqlite3', image_t
               skip_depth: Sequence[int] = (), skip_image: Sequence[int] = (), depth_offset_ns: int = 0,
               distortion: Sequence[float] = (0.0,) * 5, compressed_depth: str | None = None,
               compressed_depth_max: float = DEFAULT_DEPTH_MAX,
-              compressed_depth_quantization: float = DEFAULT_QUANTIZATION) -> Path:
+              compressed_depth_quantization: float = DEFAULT_QUANTIZATION,
+              extra_topics: Sequence[tuple[str, str]] = (),
+              extra_messages: Callable[[int, Sample, int], Iterable[tuple[str, Any]]] | None = None) -> Path:
     """Write samples as a bag at `path` (must not exist). With compressed=True the image topic carries
     CompressedImage (jpeg) and gets '/compressed' appended. compressed_depth 'png' or 'rvl': the depth topic carries
     compressedDepth in `depth_encoding` (depth_max in m, quantization as image_transport's) and gets
     '/compressedDepth' appended. skip_depth/skip_image drop frames by index (to make unpaired frames);
     depth_offset_ns shifts depth stamps (to test pairing tolerance); distortion fills CameraInfo.d.
-    depth_topic/info_topic None leaves that topic out. Returns the bag directory."""
+    depth_topic/info_topic None leaves that topic out. More topics: `extra_topics` (topic, message type) and
+    `extra_messages(index, sample, stamp_ns)` giving (topic, message) pairs for each frame, written at the frame's
+    stamp (index -1 before the first frame: static messages such as /tf_static). Returns the bag directory."""
     if storage not in ('sqlite3', 'mcap'):
         raise ValueError(f'storage must be sqlite3 or mcap, got {storage!r}')
     path = Path(path)
@@ -102,6 +131,15 @@ def write_bag(samples: Iterable[Sample], path, storage: str = 'sqlite3', image_t
             c_depth = writer.add_connection(depth_topic + '/compressedDepth' if compressed_depth else depth_topic,
                                             depth_type, typestore=TYPESTORE)
         c_info = writer.add_connection(info_topic, INFO, typestore=TYPESTORE) if info_topic else None
+        c_extra = {topic: (writer.add_connection(topic, msgtype, typestore=TYPESTORE), msgtype)
+                   for topic, msgtype in extra_topics}
+
+        def write_extra(i: int, sample: Sample | None, stamp: int) -> None:
+            for topic, msg in (extra_messages(i, sample, stamp) if extra_messages else ()):
+                conn, msgtype = c_extra[topic]
+                writer.write(conn, stamp, TYPESTORE.serialize_cdr(msg, msgtype))
+
+        write_extra(-1, None, int(start_ns))
         for i, s in enumerate(samples):
             stamp = int(start_ns + round(i * 1e9 / rate_hz))
             if c_info is not None:
@@ -120,4 +158,5 @@ def write_bag(samples: Iterable[Sample], path, storage: str = 'sqlite3', image_t
                 else:
                     msg = image_msg(depth_array(depth, depth_encoding), depth_encoding, ds, frame_id)
                 writer.write(c_depth, ds, TYPESTORE.serialize_cdr(msg, depth_type))
+            write_extra(i, s, stamp)
     return path
