@@ -106,6 +106,13 @@ CASES = [
     ('tolerance-negative', ['data', 'extract', '{bag}', '--out', '{root}/x1', '--tolerance', '-1'], 2,
      ['--tolerance', 's']),
     ('demo-size', ['demo', '--size', '640'], 2, ['--size', 'WxH', '640x480']),
+    ('export-size-tiny', ['export', '{model}', '--output', '{root}/x.onnx', '--size', '4x4'], 2,
+     ['--size', 'at least 8x8', "'4x4'"]),
+    ('export-size-star', ['export', '{model}', '--output', '{root}/x.onnx', '--size', '640*480'], 2,
+     ['--size', 'WxH', "'640*480'"]),
+    ('engine-camera-sizes', ['build-engine', '{foreign_onnx}', '-o', '{root}/e.engine', '--camera-sizes',
+                             '640x480,4x4'], 2, ['--camera-sizes', 'at least 8x8', "'4x4'"]),
+    ('bench-size', ['bench', 'preset:tiny', '--size', '640*480'], 2, ['--size', 'WxH', "'640*480'"]),
     ('forgotten-config', ['train'], 2, ['config is required', 'tiny.yaml']),
     ('missing-required', ['eval', '{model}'], 2, ['--data', 'required']),
     # wrongly typed config values, a config that does not exist

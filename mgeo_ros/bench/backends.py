@@ -258,7 +258,6 @@ def _torch_module(model):
 
 
 def run_bench(args) -> dict:
-    from mgeo_ros.export.onnx_export import parse_size
     from mgeo_ros.runtime.devices import has_nvidia_gpu, torch_cuda_available
     from mgeo_ros.runtime.predictor import model_kind
 
@@ -268,7 +267,7 @@ def run_bench(args) -> dict:
 
         torch.set_num_threads(args.threads)
         os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
-    sizes = [parse_size(s) for s in (args.size or ['640x480'])]
+    sizes = args.size or [(640, 480)]
     kind = model_kind(model)
     backends = args.backend or {'checkpoint': ['torch', 'onnxruntime', 'tensorrt'],
                                 'onnx': ['onnxruntime', 'tensorrt'], 'engine': ['tensorrt']}[kind]
