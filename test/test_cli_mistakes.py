@@ -195,6 +195,25 @@ def test_yaml_exponent_is_a_number(files, capsys):
     assert isinstance(cfg.lr, float) and cfg.lr == 1e-3
 
 
+def test_print_config_names_the_init_checkpoint_model(files, capsys):
+    """With --init the checkpoint's own model trains, not the preset: --print-config says which."""
+    import json
+
+    assert mgeo_main(['train', 'config/train/tiny.yaml', '--print-config', '--init', str(files['model'])]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed['model'].startswith(f'{files["model"]}: MoGe-2'), printed['model']
+    assert mgeo_main(['train', 'config/train/tiny.yaml', '--print-config']) == 0
+    assert json.loads(capsys.readouterr().out)['model'] == 'tiny'
+
+
+def test_import_moge_help_names_both_families(capsys):
+    with pytest.raises(SystemExit) as exc:
+        mgeo_main(['import-moge', '--help'])
+    assert exc.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'MoGe-2 or MoGe-3' in text
+
+
 def test_version_and_help_exit_cleanly():
     from mgeo_ros import __version__
 

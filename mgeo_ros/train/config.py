@@ -77,8 +77,8 @@ class TrainConfig:
                                               "(None = the preset's 1.0). Small gains (0.1) keep the residual stream "
                                               'close to the patch embedding early on, so the tokens do not collapse '
                                               'to one vector (the image then stops mattering) on small runs')
-    init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 model.pt; '
-                                           'its own model_config wins over `model`)')
+    init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 / MoGe-3 '
+                                           'model.pt; its own model_config wins over `model`)')
     # output / schedule
     out: str = _f('runs/train', 'output directory (checkpoints, logs, plots)')
     max_steps: int = _f(1000, 'optimizer steps to train (a step = grad_accum micro-batches)', low=0)
