@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from doc_commands import commands
 
 from mgeo_ros.ros import params as P
 
@@ -19,39 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 HISTORY = [r'\bissue \d+', r'\bissues? #?\d+', r'\b(first|second) part\b', r'\bfrozen copy\b', r'\bgoal was\b',
            r'\bbefore issue\b', r'\bcommit [0-9a-f]{7,}']
-# values a documented command leaves to the reader
-PLACEHOLDERS = {'$PWD': '/tmp', '$HOME': '/tmp'}
-
-
-def shell_blocks(text: str) -> list[str]:
-    return re.findall(r'^ *```bash\n(.*?)^ *```', text, flags=re.M | re.S)
-
-
-def commands(text: str) -> list[list[str]]:
-    """Each command line of the shell blocks as words: continuation lines joined, comments dropped, `$(python -m
-    mgeo_ros...)` replaced by what it prints."""
-    out = []
-    for block in shell_blocks(text):
-        joined = re.sub(r'\\\n', ' ', block)
-        for line in joined.splitlines():
-            for key, value in PLACEHOLDERS.items():
-                line = line.replace(key, value)
-            line = re.sub(r'\$\((python -m mgeo_ros[^)]*)\)', lambda m: _run_python_m(m.group(1)), line)
-            if '$(' in line:
-                continue   # a substitution of another tool (ros2 pkg prefix ...): not ours to run
-            words = shlex.split(line, comments=True)
-            if words:
-                out.append(words)
-    return out
-
-
-def _run_python_m(command: str) -> str:
-    words = shlex.split(command)
-    done = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, f'`{command}` failed: {done.stderr}'
-    return done.stdout
-
-
 def ours(words: list[str]) -> list[str] | None:
     """The words from the program name on, when the line runs one of ours (also after e.g. `torchrun ... -m`)."""
     for i, word in enumerate(words):
@@ -205,6 +173,16 @@ def test_the_params_yaml_matches_the_declaration():
         key = line.strip().split(':')[0]
         if key in P.SPECS and line.startswith('    ' + key + ':'):
             assert _comment_above(lines, i).startswith(P.SPECS[key].describe()), f'{key}: comment differs'
+
+
+def test_the_node_guide_shows_the_shipped_multi_camera_setup():
+    from doc_commands import section
+
+    text = section((REPO / 'docs' / 'node.md').read_text(), 'Several cameras, one model')
+    blocks = re.findall(r'^```yaml\n(.*?)^```', text, flags=re.M | re.S)
+    assert len(blocks) == 1
+    shipped = yaml.safe_load((REPO / 'config' / 'mgeo_multi_camera.yaml').read_text())
+    assert yaml.safe_load(blocks[0]) == shipped, 'docs/node.md: the YAML differs from config/mgeo_multi_camera.yaml'
 
 
 @pytest.mark.parametrize('name', ['nav2_mono_depth.yaml', 'mgeo_multi_camera.yaml'])
