@@ -199,6 +199,18 @@ def test_other_configs_set_only_real_parameters_with_valid_values(name):
             assert P.validate(key, P.coerce(key, value)) is None, (name, P.validate(key, P.coerce(key, value)))
 
 
+def test_the_deployment_guides_outside_facts_name_their_source():
+    """What the guide says about TensorRT releases and other projects' results is someone else's word: each such
+    paragraph or table row links where it comes from."""
+    text = re.sub(r'^ *```.*?^ *```', '', (REPO / 'docs' / 'deployment.md').read_text(), flags=re.M | re.S)
+    claims = ('peer project', 'reported to', 'removed\nthe FP16', '≥ 11.4.1 for Jetson', 'TensorRT 11 with CUDA 13',
+              'TensorRT-RTX 1.x')
+    for part in re.split(r'\n\s*\n|\n(?=\|)', text):
+        for claim in claims:
+            if claim in part:
+                assert re.search(r'https://|`ComputeCapability` enum', part), f'{claim!r} without a source: {part}'
+
+
 # ---- shape and history --------------------------------------------------------------------------------------------
 def test_the_readme_is_an_entry_page():
     text = (REPO / 'README.md').read_text()
