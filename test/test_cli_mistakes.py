@@ -73,6 +73,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f['typo_config'].write_text('lr: 1e-3\nbatch_size: four\n')
     f['a_file'] = root / 'a_file'
     f['a_file'].write_text('x')
+    f['no_weights'] = root / 'no_weights'
+    f['no_weights'].mkdir()
+    (f['no_weights'] / 'config.json').write_text((f['model'] / 'config.json').read_text())
     f['run'] = root / 'run'
     f['run'].mkdir()
     (f['run'] / 'latest.txt').write_text('step_000010\n')
@@ -144,6 +147,19 @@ CASES = [
     ('check-engine-wrong-kind', ['check-engine', '{typo_config}'], 1, ['typo.yaml', '.engine', '.onnx']),
     ('refine-missing-data', ['refine', '{root}/nodata', '--teacher', '{model}', '--out', '{root}/r2'], 1,
      ['nodata', 'does not exist', 'mgeo synth']),
+    ('build-engine-missing', ['build-engine', '{root}/missing.onnx', '-o', '{root}/m.engine'], 1,
+     ['missing.onnx', 'no such file', '.onnx', 'check the path']),
+    ('inspect-missing', ['inspect', '{root}/missing.onnx'], 1, ['missing.onnx', 'no such file', 'check the path']),
+    ('export-missing-checkpoint', ['export', '{root}/nomodel', '--output', '{root}/x.onnx', '--size', '64x48'], 1,
+     ['nomodel', 'no such file', 'model.pt', 'check the path']),
+    ('export-from-onnx-missing', ['export', '--from-onnx', '{root}/missing.onnx', '--output', '{root}/y.onnx'], 1,
+     ['missing.onnx', 'no such file', 'fp32', 'check the path']),
+    ('checkpoint-lacks-weights', ['export', '{no_weights}', '--output', '{root}/z.onnx', '--size', '64x48'], 1,
+     ['model.safetensors', 'mgeo import-moge']),
+    ('bench-missing-model', ['bench', '{root}/missing.onnx', '--runs', '1'], 2,
+     ['missing.onnx', 'no such file', 'preset:tiny']),
+    ('config-unknown-key-near', ['train', 'config/train/tiny.yaml', '--set', 'batch_sise=2'], 1,
+     ['batch_sise', 'did you mean', 'batch_size', '--print-config']),
     ('check-engine-garbage', ['check-engine', '{garbage_onnx}'], 1, ['garbage.onnx', 'not a readable ONNX']),
     ('build-engine-foreign', ['build-engine', '{foreign_onnx}', '-o', '{root}/f.engine'], 1,
      ['foreign.onnx', 'not a MoGe model', 'points']),

@@ -281,7 +281,7 @@ def convert_onnx(source: str, output: str, precision: str = 'fp16', size: tuple[
     if precision != 'fp16':
         raise BadInputError(f'--from-onnx converts to fp16 only (the source is the fp32 form), got {precision!r}')
     if not os.path.isfile(source):
-        raise BadInputError(f'--from-onnx: no such file {source}')
+        raise BadInputError(f'--from-onnx {source}: no such file (expected an fp32 MoGe ONNX); check the path')
     t0 = time.perf_counter()
     src = onnx.load(source)
     layout = onnx_layout(src, source)
