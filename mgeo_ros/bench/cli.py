@@ -9,7 +9,7 @@ import logging
 import sys
 
 from mgeo_ros.bench import backends
-from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int
+from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int, size_wxh
 from mgeo_ros.errors import MgeoError
 
 
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='use the packaged default model (share/mgeo_ros/models/default)')
     parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
                         help='backend(s) to measure (repeatable; default: every one that is available)')
-    parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
+    parser.add_argument('--size', type=size_wxh, action='append', help='frame size WxH (repeatable; default 640x480)')
     parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10)')
     parser.add_argument('--warmup', type=non_negative_int, default=None,
@@ -69,12 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_node(args) -> dict:
     """`--node`: see bench/node.py (the node's own per-frame cost) and bench/live.py (`--live`)."""
-    from mgeo_ros.export.onnx_export import parse_size
-
     if not args.model:
         args.default_model = True
     model, label = backends.resolve_model(args)
-    sizes = [parse_size(s) for s in (args.size or (['640x480'] if args.live else ['640x480', '1280x720']))]
+    sizes = args.size or ([(640, 480)] if args.live else [(640, 480), (1280, 720)])
     params = {}
     for item in args.param:
         name, sep, value = item.partition('=')
