@@ -100,9 +100,8 @@ def run_node(args) -> dict:
 def run_codec(args: argparse.Namespace) -> int:
     """`--codec`: see bench/codec.py."""
     from mgeo_ros.bench.codec import format_codec_table, run_codec_bench
-    from mgeo_ros.export.onnx_export import parse_size
 
-    sizes = [parse_size(s) for s in (args.size or ['640x480', '1280x720'])]
+    sizes = args.size or [(640, 480), (1280, 720)]
     report = run_codec_bench(sizes, 10 if args.runs is None else args.runs, 2 if args.warmup is None else args.warmup)
     print(json.dumps(report, indent=2) if args.json else format_codec_table(report))
     return 0
@@ -111,9 +110,8 @@ def run_codec(args: argparse.Namespace) -> int:
 def run_scale_fit(args: argparse.Namespace) -> int:
     """`--scale-fit`: see bench/scale_fit.py."""
     from mgeo_ros.bench.scale_fit import format_scale_fit_table, run_scale_fit_bench
-    from mgeo_ros.export.onnx_export import parse_size
 
-    sizes = [parse_size(s) for s in (args.size or ['640x480'])]
+    sizes = args.size or [(640, 480)]
     report = run_scale_fit_bench(sizes, args.anchor_points, 50 if args.runs is None else args.runs,
                                  5 if args.warmup is None else args.warmup)
     print(json.dumps(report, indent=2) if args.json else format_scale_fit_table(report))
