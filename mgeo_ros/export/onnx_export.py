@@ -21,7 +21,7 @@ import numpy as np
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.runtime.backends.base import INPUT_NAME
 from mgeo_ros.runtime.model_layout import FLOAT_FORM, TOKENS, UINT8_FORM, onnx_layout
-from mgeo_ros.runtime.preprocess import PATCH, PIXEL_SCALE, as_input_form, grid_tokens, network_size
+from mgeo_ros.runtime.preprocess import PATCH, as_input_form, grid_tokens, network_size
 from mgeo_ros.runtime.probe import mask_agreement, rel_l2, write_probe
 
 log = logging.getLogger('mgeo_ros.export')
@@ -132,7 +132,11 @@ def parity_check(model, onnx_path: str, image: np.ndarray, names: list[str], num
 
 def _ort_outputs(onnx_path: str, image: np.ndarray, num_tokens: int) -> dict[str, np.ndarray]:
     """ONNX Runtime (CPU) outputs of a MoGe ONNX on `image`; a dynamic graph also gets `num_tokens`."""
-    sess = _ort_session(onnx_path)
+    return _session_outputs(_ort_session(onnx_path), image, num_tokens)
+
+
+def _session_outputs(sess, image: np.ndarray, num_tokens: int) -> dict[str, np.ndarray]:
+    """`_ort_outputs` on an open session."""
     feed = {INPUT_NAME: _as_graph_input(sess, image)}
     if any(i.name == TOKENS for i in sess.get_inputs()):
         feed[TOKENS] = np.array(int(num_tokens), dtype=np.int64)
@@ -147,7 +151,7 @@ def _as_graph_input(sess, image: np.ndarray) -> np.ndarray:
 
 def quantized(image: np.ndarray) -> np.ndarray:
     """A float [N,3,H,W] frame in [0,1] rounded to whole bytes, as the host's preprocessing makes it from pixels."""
-    return np.multiply(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8), PIXEL_SCALE, dtype=np.float32)
+    return as_input_form(as_input_form(image, UINT8_FORM), FLOAT_FORM)
 
 
 def compare_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], names: list[str]) -> dict:
@@ -187,7 +191,7 @@ def _probe_outputs(onnx_path: str, dynamic_size: tuple[int, int] | None = None, 
     if uint8:
         frame = quantized(frame)  # the frame the graph sees, recorded as the float frame backends are handed
     if dynamic_size is not None:
-        return frame, _ort_outputs(onnx_path, frame, num_tokens)
+        return frame, _session_outputs(sess, frame, num_tokens)
     batch = int(shape[0]) if isinstance(shape[0], int) else 1  # a batch-N export: the probe is its first frame
     values = sess.run(None, {INPUT_NAME: _as_graph_input(sess, np.repeat(frame, batch, axis=0))})
     return frame, {o.name: v[:1] for o, v in zip(sess.get_outputs(), values, strict=True)}

@@ -120,7 +120,10 @@ def as_input_form(images: np.ndarray, form: str) -> np.ndarray:
         raise BadInputError(f'input form must be {FLOAT_FORM!r} or {UINT8_FORM!r}, got {form!r}')
     if not is_bytes:
         return images
-    return np.multiply(images.transpose(0, 3, 1, 2), PIXEL_SCALE, dtype=np.float32)
+    n, h, w, c = images.shape
+    out = np.empty((n, c, h, w), np.float32)
+    np.multiply(images.transpose(0, 3, 1, 2), PIXEL_SCALE, out=out, casting='unsafe')
+    return out
 
 
 def input_hw(images: np.ndarray) -> tuple[int, int]:
