@@ -367,9 +367,10 @@ def _cell(s: dict | None) -> str:
 def format_node_table(report: dict) -> str:
     """The table: per size, the rates, own CPU against the transport floor, latency, and the stages."""
     m = report['meta']
-    lines = [f"mgeo bench --node: mgeo_depth_node in one process, every output subscribed from another process that "
-             f"also plays the camera; model {m['model']} ({m['num_tokens']} tokens, outputs recorded on "
-             f"{m['recorded_with']}); params " + ', '.join(f'{k}={v}' for k, v in m['params'].items())]
+    lines = [f"mgeo bench --node: mgeo_depth_node in one process, its outputs (all, or a block's set) subscribed "
+             f"from another process that also plays the camera; model {m['model']} ({m['num_tokens']} tokens, "
+             f"outputs recorded on {m['recorded_with']}); params "
+             + ', '.join(f'{k}={v}' for k, v in m['params'].items())]
     for r in report['sizes']:
         chosen = ', '.join(f'{k}={v}' for k, v in r.get('param_set', {}).items())
         if r.get('outputs', 'all') != 'all':
