@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from mgeo_ros.errors import BadInputError, DepthCodecError, ImageDecodeError
-from mgeo_ros.image_codec import check_pixels, imdecode_unchanged
+from mgeo_ros.image_codec import check_pixels, imdecode_checked
 from mgeo_ros.image_header import read_header
 
 FORMATS = ('png', 'rvl')
@@ -195,7 +195,7 @@ def _decode_png(payload: memoryview, max_pixels: int | None) -> np.ndarray:
                                                'expected 16')
     check_pixels(header.width, header.height, max_pixels, 'the compressedDepth PNG')
     try:
-        image = imdecode_unchanged(np.frombuffer(payload, np.uint8), 'a 16-bit depth PNG', None)
+        image = imdecode_checked(np.frombuffer(payload, np.uint8), 'a 16-bit depth PNG', None)
     except ImageDecodeError as exc:
         raise DepthCodecError('png_decode', str(exc)) from exc
     if image.ndim != 2 or image.dtype != np.uint16:

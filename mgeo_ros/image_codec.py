@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
@@ -187,12 +188,13 @@ def _is_decoder_line(line: str) -> bool:
     return bool(_DECODER_LINE.search(line)) and not _ROS_LOG_LINE.match(line)
 
 
-def imdecode_unchanged(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:
-    """cv2.imdecode(IMREAD_UNCHANGED) whose failures (None, OpenCV asserts, the codec's own stderr lines) become one
+def imdecode_checked(data: np.ndarray, what: str, warn: Callable[[str], None] | None,
+                     flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """cv2.imdecode(flags) whose failures (None, OpenCV asserts, the codec's own stderr lines) become one
     ImageDecodeError; stderr lines of a decode that still produced an image go to `warn`."""
     with claim_stderr(_is_decoder_line) as said:
         try:
-            out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            out = cv2.imdecode(data, flags)
         except cv2.error as exc:
             out, said = None, said + [str(exc).strip().splitlines()[-1]]
     detail = '; '.join(dict.fromkeys(said))  # unique, in order
@@ -207,18 +209,9 @@ def imdecode_unchanged(data: np.ndarray, what: str, warn: Callable[[str], None] 
 _RGB_ORDER = ('rgb8', 'rgba8', 'rgb16', 'rgba16', 'bgr8', 'bgra8', 'bgr16', 'bgra16')
 
 
-def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[str], None] | None = None,
-                       ) -> np.ndarray:
-    """CompressedImage (jpeg or png) -> RGB uint8 H x W x 3, read the way compressed_image_transport's subscriber
-    reads it.
-
-    `format` is '<encoding>; <jpeg|png> compressed <stored order>': the decoded bytes are in BGR order when the
-    stored order says 'bgr', otherwise in RGB order for a colour encoding ('rgb8; png compressed rgb8'); a format
-    without ';' ('jpeg') is an ordinary file (BGR in OpenCV). 16-bit PNGs keep their 16 bits and are scaled like the
-    raw encoding (mono16 by bit depth, 16UC1 by the frame's peak).
-    max_pixels: refuse (ImageTooLargeError) from the PNG/JPEG header, before decoding. A damaged file raises
-    ImageDecodeError with what the codec said; codec warnings on a frame that still decodes go to `warn`.
-    """
+def _compressed_payload(msg: Any, max_pixels: int | None):
+    """The checks every CompressedImage decode makes first: (bytes, header or None, what it is, original encoding,
+    lowered compressed format)."""
     fmt = msg.format or ''
     original, compressed = split_format(fmt)
     lowered = compressed.lower()
@@ -233,7 +226,28 @@ def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[
         check_pixels(header.width, header.height, max_pixels, f'the {header.kind} image')
         if header.problem:
             raise ImageDecodeError(f'data ({data.size} bytes) is a damaged {header.kind}: {header.problem}')
-    image = imdecode_unchanged(data, what, warn)
+    return data, header, what, original, lowered
+
+
+def _stored_bgr(original: str, lowered: str) -> bool:
+    """Whether decoded colour bytes are in BGR order (compressed_image_transport's format rule)."""
+    return 'bgr' in lowered or not original or original not in _RGB_ORDER
+
+
+def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[str], None] | None = None,
+                       ) -> np.ndarray:
+    """CompressedImage (jpeg or png) -> RGB uint8 H x W x 3, read the way compressed_image_transport's subscriber
+    reads it.
+
+    `format` is '<encoding>; <jpeg|png> compressed <stored order>': the decoded bytes are in BGR order when the
+    stored order says 'bgr', otherwise in RGB order for a colour encoding ('rgb8; png compressed rgb8'); a format
+    without ';' ('jpeg') is an ordinary file (BGR in OpenCV). 16-bit PNGs keep their 16 bits and are scaled like the
+    raw encoding (mono16 by bit depth, 16UC1 by the frame's peak).
+    max_pixels: refuse (ImageTooLargeError) from the PNG/JPEG header, before decoding. A damaged file raises
+    ImageDecodeError with what the codec said; codec warnings on a frame that still decodes go to `warn`.
+    """
+    data, _header, what, original, lowered = _compressed_payload(msg, max_pixels)
+    image = imdecode_checked(data, what, warn)
     if image.ndim == 2 or image.shape[2] == 1:
         gray = image.reshape(image.shape[:2])
         if gray.dtype == np.uint16:
@@ -242,9 +256,8 @@ def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[
         return _gray3(gray.astype(np.uint8, copy=False))
     if image.dtype == np.uint16:  # rgb16 / bgr16 PNG: keep the colours, 8 bits are all the model takes
         image = _mono16_to_uint8(image)
-    stored_bgr = 'bgr' in lowered or not original or original not in _RGB_ORDER
     four = image.shape[2] == 4
-    if stored_bgr:
+    if _stored_bgr(original, lowered):
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if four else cv2.COLOR_BGR2RGB)
     return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB) if four else np.ascontiguousarray(image)
 
@@ -260,3 +273,94 @@ def depth_image_to_metres(msg: RawImage) -> np.ndarray:
     d = a.astype(np.float32) if encoding == '32FC1' else np.multiply(a, np.float32(1e-3), dtype=np.float32)
     d[~(np.isfinite(d) & (d > 0))] = np.nan
     return d
+
+
+# ---- decoding at a reduced size --------------------------------------------------------------------------------------
+REDUCTIONS = (8, 4, 2)  # libjpeg's DCT scaling factors that OpenCV exposes (IMREAD_REDUCED_COLOR_2/4/8)
+_JPEG_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+@dataclass(frozen=True)
+class ReducedFrame:
+    """A frame decoded at 1/factor of its size. `scale` maps frame pixels to `rgb` pixels with the pixel-centre
+    convention, x' = (x + 0.5)·sx − 0.5: hand it to `Intrinsics.resized(w, h, scale=scale)` so the intrinsics follow
+    the decoded pixels exactly."""
+
+    rgb: np.ndarray  # RGB uint8 h x w x 3
+    frame_size: tuple[int, int]  # (W, H) as sent
+    factor: int
+    scale: tuple[float, float]
+
+
+def reduced_size(width: int, height: int, factor: int) -> tuple[int, int]:
+    """(W, H) of a frame decoded at 1/factor: rounded up, as libjpeg's DCT scaling sizes its output."""
+    return -(-int(width) // factor), -(-int(height) // factor)
+
+
+def reduction_factor(width: int, height: int, need_width: int, need_height: int) -> int:
+    """The largest of 8, 4, 2 whose reduced frame is still at least need_width x need_height (the largest size the
+    frame is used at: the network input, the outputs); 1 when even halving is too small."""
+    for factor in REDUCTIONS:
+        w, h = reduced_size(width, height, factor)
+        if w >= need_width and h >= need_height:
+            return factor
+    return 1
+
+
+def _check_factor(factor: int) -> int:
+    if factor not in (1,) + REDUCTIONS:
+        raise BadInputError(f'reduction factor must be one of 1, 2, 4, 8, got {factor!r}')
+    return int(factor)
+
+
+def _area_reduced(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink by `factor` with INTER_AREA (every source pixel averaged once: the alias-free box filter)."""
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, reduced_size(w, h, factor), interpolation=cv2.INTER_AREA)
+
+
+def _reduced(rgb: np.ndarray, size: tuple[int, int], factor: int, dct: bool = False) -> ReducedFrame:
+    h, w = rgb.shape[:2]
+    # DCT scaling maps each factor x factor block to one pixel (the last one partial when the size is not a
+    # multiple); cv2.resize maps the whole frame onto the whole output.
+    scale = (1.0 / factor, 1.0 / factor) if dct else (w / size[0], h / size[1])
+    return ReducedFrame(rgb, size, factor, scale)
+
+
+def compressed_to_rgb8_reduced(msg: Any, factor: int, max_pixels: int | None = None,
+                               warn: Callable[[str], None] | None = None) -> ReducedFrame:
+    """CompressedImage -> RGB uint8 at 1/factor of its size (`reduced_size`), read like `compressed_to_rgb8`.
+
+    An 8-bit JPEG is decoded straight at the reduced size (libjpeg's DCT scaling: the full-size frame is never made);
+    a PNG (or a JPEG of another depth) is decoded whole, then shrunk with INTER_AREA. factor 1: the full decode."""
+    factor = _check_factor(factor)
+    data, header, what, original, lowered = _compressed_payload(msg, max_pixels)
+    if header is not None and header.kind == 'jpeg' and header.bit_depth == 8 and factor > 1:
+        image = imdecode_checked(data, what, warn, _JPEG_REDUCED[factor])  # always 3 channels, decoder order
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if _stored_bgr(original, lowered) else image
+        return _reduced(rgb, (header.width, header.height), factor, dct=True)
+    full = compressed_to_rgb8(msg, max_pixels, warn)
+    size = (full.shape[1], full.shape[0])
+    return _reduced(full if factor == 1 else _area_reduced(full, factor), size, factor)
+
+
+def image_to_rgb8_reduced(msg: RawImage, factor: int, max_pixels: int | None = None) -> ReducedFrame:
+    """Image -> RGB uint8 at 1/factor of its size (`reduced_size`), shrunk with INTER_AREA straight from the message
+    bytes (a strided view: no full-size copy); colour orders and yuv422 are converted after the shrink, where there
+    are factor² fewer pixels. Depth-like encodings (mono16, 16UC1, 32FC1) are converted first (their scaling reads
+    the whole frame), then shrunk. factor 1: `image_to_rgb8`."""
+    factor = _check_factor(factor)
+    size = (int(msg.width), int(msg.height))
+    encoding = msg.encoding
+    if factor == 1 or encoding not in ('rgb8',) + tuple(_TO_RGB) + UYVY_ENCODINGS + YUYV_ENCODINGS:
+        rgb = image_to_rgb8(msg, max_pixels)
+        return _reduced(rgb if factor == 1 else _area_reduced(rgb, factor), size, factor)
+    check_pixels(size[0], size[1], max_pixels)
+    arr = image_to_numpy(msg)
+    if encoding in UYVY_ENCODINGS + YUYV_ENCODINGS:
+        # chroma is shared by pixel pairs: convert whole rows (cheap, one pass), then shrink the RGB
+        return _reduced(_area_reduced(yuv422_to_rgb8(arr, encoding), factor), size, factor)
+    small = _area_reduced(arr, factor)
+    if encoding == 'rgb8':
+        return _reduced(small, size, factor)
+    return _reduced(cv2.cvtColor(small, _TO_RGB[encoding]), size, factor)

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from mgeo_ros.bench import backends
-from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int, size_wxh
+from mgeo_ros.cli_args import int_in, non_negative_int, num_tokens, positive_int, size_wxh
 from mgeo_ros.errors import MgeoError
 
 
@@ -58,6 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       'and latency median at each')
     node.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
                       help='--node: a node parameter (repeatable), on top of the bench\'s organized xyzrgb cloud')
+    node.add_argument('--param-set', action='append', default=[], metavar='NAME=VALUE[,NAME=VALUE...]',
+                      help='--node: measure each size once per set (repeatable), e.g. the outputs a client subscribes '
+                      'and their stride: publish_normals=false,points_stride=4; on top of --param')
+    node.add_argument('--outputs', action='append', default=[], metavar='NAME[,NAME...]',
+                      help='--node: the outputs the subscriber takes (repeatable: one measurement per set), from '
+                      'depth, info, points, mask, confidence, normals; the node makes only what is subscribed '
+                      '(default: all)')
+    node.add_argument('--compressed', choices=('jpeg',), default=None,
+                      help='--node: the camera sends JPEG CompressedImage frames (image/compressed; the node runs '
+                      'with image_transport:=compressed) instead of rgb8 Image')
+    node.add_argument('--jpeg-quality', type=int_in(1, 100), default=80,
+                      help='--node --compressed jpeg: the camera\'s JPEG quality (default 80)')
     node.add_argument('--frames', type=int, default=4, help='--node: distinct frames recorded and replayed (4)')
     node.add_argument('--live', type=float, default=0.0, metavar='SECONDS',
                       help='--node: instead, run the real node (subprocess, real model) fed at --rate for SECONDS '
@@ -73,14 +85,8 @@ def run_node(args) -> dict:
         args.default_model = True
     model, label = backends.resolve_model(args)
     sizes = args.size or ([(640, 480)] if args.live else [(640, 480), (1280, 720)])
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition('=')
-        if not sep:
-            raise MgeoError(f'--param wants NAME=VALUE, got {item!r}')
-        from mgeo_ros.bench.node import parse_value
-
-        params[name.strip()] = parse_value(value)
+    params = _assignments(args.param, '--param')
+    param_sets = [_assignments([a for a in item.split(',') if a.strip()], '--param-set') for item in args.param_set]
     params.setdefault('num_tokens', args.num_tokens)
     backend = (args.backend or ['auto'])[0]
     if args.live:
@@ -94,7 +100,21 @@ def run_node(args) -> dict:
     forward = None if args.forward_ms.strip() == 'real' else [float(v) for v in args.forward_ms.split(',')]
     rates = [float(v) for v in args.rates.split(',') if v.strip()]
     return run_node_bench(model, label, sizes, forward, args.seconds, args.camera_hz, rates, args.frames, backend,
-                          params)
+                          params, args.compressed, args.jpeg_quality, param_sets or None,
+                          [[n.strip() for n in item.split(',') if n.strip()] for item in args.outputs] or None)
+
+
+def _assignments(items: list[str], flag: str) -> dict:
+    """NAME=VALUE strings -> {name: value} (bool, int, float or string, like `-p key:=value`)."""
+    from mgeo_ros.bench.node import parse_value
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition('=')
+        if not sep or not name.strip():
+            raise MgeoError(f'{flag} wants NAME=VALUE, got {item!r}')
+        out[name.strip()] = parse_value(value)
+    return out
 
 
 def run_codec(args: argparse.Namespace) -> int:

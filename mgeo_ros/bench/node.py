@@ -4,9 +4,12 @@ For each frame size, the real `mgeo_depth_node` runs in this process (its parame
 camera, publishers; spun like `mgeo_depth_node` spins it). Its model is replaced by a replay of recorded network
 outputs (`bench.replay`): each forward waits `forward_ms` with the GIL released and hands back the outputs the real
 model gave for the frame, so everything around the network is the node's real work. A child process
-(`bench.sink`) plays the camera (rgb8 Image + CameraInfo, stamped when sent) and subscribes to every output.
+(`bench.sink`) plays the camera (rgb8 Image, or with `compressed` JPEG CompressedImage frames at `quality`, +
+CameraInfo, stamped when sent) and subscribes to every output. With `param_sets`, each size is measured once per set
+of node parameters (which outputs, their size, the cloud's stride...), on top of `params`.
 
-Reported per size: the published rate against the engine's 1000 / forward_ms; the node's own CPU time per frame
+Reported per size and set: the input form, the per-stage wall ms (decode, preprocess, forward, frame stage,
+publish), the published rate against the engine's 1000 / forward_ms; the node's own CPU time per frame
 (its two stages' thread CPU time, stage 1 + stage 2, per published frame: what the node computes, not the wait for
 the engine) and this process's CPU time over the run per published frame (adds DDS's own threads and the
 executor); the transport floor: the node's own output messages of one frame published again by a bare rclpy
@@ -19,6 +22,7 @@ node's own forward times.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -37,6 +41,7 @@ from rclpy.parameter import Parameter
 from mgeo_ros.bench.replay import ReplayBackend, record
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.geometry import Intrinsics
+from mgeo_ros.ros.camera_channel import OUTPUT_SPECS
 from mgeo_ros.ros.diagnostics import Timings, summarize
 from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.node import NODE_NAME, _DepthNodeParts
@@ -48,6 +53,12 @@ BENCH_PARAMS = {'points_color': True, 'points_organized': True, 'points_stride':
 STAGE_ORDER = ('queue_wait', 'decode', 'rectify', 'preprocess', 'forward', 'stage1', 'stage1_cpu', 'handover_wait',
                'postprocess', 'filter', 'publish', 'stage2', 'stage2_cpu', 'total', 'since_stamp')
 WARMUP_S = 2.0
+OUTPUT_NAMES = tuple(OUTPUT_SPECS)  # what `outputs` may name: depth, info, points, mask, confidence, normals
+_RUNS = itertools.count()  # each measurement's node gets a namespace of its own
+JPEG_QUALITY = 80  # `--compressed jpeg`: the quality the bench's camera encodes at
+# the per-frame stages a user weighs (`stage_ms`): the node's stage key for each
+STAGES = {'decode': 'decode', 'preprocess': 'preprocess', 'forward': 'forward', 'frame_stage': 'postprocess',
+          'publish': 'publish'}
 
 
 def ros_env() -> None:
@@ -148,10 +159,19 @@ class ServedNode:
     def channel(self):
         return self.node.channels[0]
 
-    def output_topics(self) -> list[tuple[str, str]]:
-        """(topic, type) of every output the node publishes."""
+    def output_topics(self, names: list[str] | None = None) -> list[tuple[str, str]]:
+        """(topic, type) of the outputs `names` (fields of camera_channel.Outputs: depth, info, points, mask,
+        confidence, normals), or of every output the node publishes."""
+        outputs = self.channel.outputs
+        if names is None:
+            pubs = outputs.all()
+        else:
+            unknown = sorted(set(names) - set(OUTPUT_NAMES))
+            if unknown:
+                raise MgeoError(f'--outputs: unknown output(s) {unknown}; choose from {", ".join(OUTPUT_NAMES)}')
+            pubs = tuple(getattr(outputs, n) for n in names)
         return sorted((pub.topic_name, f'{t.__module__.split(".")[0]}/msg/{t.__name__}')
-                      for pub, t in ((p, p.msg_type) for p in self.channel.outputs.all()))
+                      for pub, t in ((p, p.msg_type) for p in pubs))
 
     def close(self) -> None:
         self._running = False
@@ -164,8 +184,11 @@ class ServedNode:
 class SinkProcess:
     """The `bench.sink` child: the camera and the subscriber of every output."""
 
-    def __init__(self, topics: list[tuple[str, str]], camera: tuple[str, int, int]) -> None:
+    def __init__(self, topics: list[tuple[str, str]], camera: tuple[str, int, int], compressed: str | None = None,
+                 quality: int = JPEG_QUALITY) -> None:
         args = [sys.executable, '-m', 'mgeo_ros.bench.sink', '--camera', camera[0], str(camera[1]), str(camera[2])]
+        if compressed:
+            args += ['--compressed', compressed, '--quality', str(int(quality))]
         self.proc = subprocess.Popen(args + [f'{t}={ty}' for t, ty in topics], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=dict(os.environ))
         line = self.proc.stdout.readline().strip()
@@ -230,8 +253,11 @@ def transport_floor(node, messages: list, publishers: dict, frames: int, period:
 
 
 def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, params: dict, seconds: float,
-               camera_hz: float, rates: list[float], frames: int) -> dict:
-    """One frame size; see the module docstring. `forward_ms` None: `predictor` runs the real model."""
+               camera_hz: float, rates: list[float], frames: int, compressed: str | None = None,
+               quality: int = JPEG_QUALITY, param_set: dict | None = None, outputs: list[str] | None = None
+               ) -> dict:
+    """One frame size and parameter set; see the module docstring. `forward_ms` None: `predictor` runs the real
+    model."""
     from mgeo_ros.runtime import Predictor
 
     width, height = size
@@ -241,12 +267,14 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
                                 forward_ms=forward_ms)
         predictor = Predictor(backend, num_tokens=predictor.num_tokens,
                               mask_threshold=float(params.get('mask_threshold', 0.5)))
-    ns = f'/mgeo_bench_{os.getpid()}_{width}x{height}'
+    param_set = dict(param_set or {})
+    params = {**params, **param_set, **({'image_transport': 'compressed'} if compressed else {})}
+    ns = f'/mgeo_bench_{os.getpid()}_{width}x{height}_{next(_RUNS)}'
     served = ServedNode(ns, params, predictor)
     sink = None
     try:
-        topics = served.output_topics()
-        sink = SinkProcess(topics, (ns, width, height))
+        topics = served.output_topics(outputs)
+        sink = SinkProcess(topics, (ns, width, height), compressed, quality)
         _wait_subscribed(served, {t for t, _ in topics})
         stats = served.channel.stats
         sink.ask(f'stream {camera_hz} {WARMUP_S}')  # first-frame allocations, discovery
@@ -262,7 +290,9 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
         floor = transport_floor(served.node, served.last_messages, {
             name: getattr(served.channel.outputs, name) for name, _ in served.last_messages}, 50, period)
         result = {
-            'size': f'{width}x{height}', 'network_input': 'x'.join(map(str, predictor.network_size(width, height))),
+            'size': f'{width}x{height}', 'input': f'{compressed} q{int(quality)}' if compressed else 'rgb8',
+            'param_set': param_set, 'outputs': sorted(outputs) if outputs else 'all',
+            'network_input': 'x'.join(map(str, predictor.network_size(width, height))),
             'forward': 'replayed' if forward_ms is not None else f'real ({predictor.backend_name})',
             'forward_ms': forward_ms if forward_ms is not None else _median(forward), 'engine_hz': engine_hz,
             'camera_hz': camera_hz, 'seconds': seconds, 'sent': stream['sent'], 'published': stream['published'],
@@ -273,6 +303,7 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
             'latency_ms_median': _median(stream['latency_ms']),
             'stages': {k: dataclasses.asdict(v) for k, v in timings.summary().items()},
         }
+        result['stage_ms'] = {name: _median(timings.values(key)) for name, key in STAGES.items()}
         result['own_over_floor'] = result['own_ms_median'] / result['floor_ms_median']
         result['rates'] = [_rate_row(sink, rate, seconds, engine_hz, result) for rate in rates]
         result['received_by_sink'] = sink.ask('counts')
@@ -297,8 +328,11 @@ def _rate_row(sink: SinkProcess, rate: float, seconds: float, engine_hz: float, 
 
 
 def run_node_bench(model, label: str, sizes, forward_ms: list[float] | None, seconds: float, camera_hz: float,
-                   rates: list[float], frames: int, backend: str, params: dict) -> dict:
-    """Every size (forward_ms: one per size, or None for the real forward); rates at the first size only."""
+                   rates: list[float], frames: int, backend: str, params: dict, compressed: str | None = None,
+                   quality: int = JPEG_QUALITY, param_sets: list[dict] | None = None,
+                   output_sets: list[list[str]] | None = None) -> dict:
+    """Every size (forward_ms: one per size, or None for the real forward) x every output set (the outputs the
+    subscriber takes; none: all) x every parameter set (none: `params` alone); rates at the first of each only."""
     ros_env()
     merged = {**BENCH_PARAMS, **params}
     if forward_ms is not None and len(forward_ms) not in (1, len(sizes)):
@@ -312,12 +346,16 @@ def run_node_bench(model, label: str, sizes, forward_ms: list[float] | None, sec
         results = []
         for i, size in enumerate(sizes):
             ms = None if forward_ms is None else forward_ms[i if len(forward_ms) > 1 else 0]
-            results.append(bench_size(size, recorder, ms, merged, seconds, camera_hz, rates if i == 0 else [],
-                                      frames))
+            runs = itertools.product(output_sets or [None], param_sets or [{}])
+            for j, (outputs, param_set) in enumerate(runs):
+                results.append(bench_size(size, recorder, ms, merged, seconds, camera_hz,
+                                          rates if i == j == 0 else [], frames, compressed, quality, param_set,
+                                          outputs))
     finally:
         rclpy.try_shutdown()
     meta = {'model': label, 'recorded_with': f'{recorder.backend.name} ({recorder.backend.device})',
             'num_tokens': recorder.num_tokens, 'frames_recorded': frames, 'params': merged,
+            'input': f'{compressed} q{int(quality)}' if compressed else 'rgb8',
             'cpu_count': os.cpu_count(), 'load_avg': list(os.getloadavg())}
     return {'meta': meta, 'sizes': results}
 
@@ -329,11 +367,16 @@ def _cell(s: dict | None) -> str:
 def format_node_table(report: dict) -> str:
     """The table: per size, the rates, own CPU against the transport floor, latency, and the stages."""
     m = report['meta']
-    lines = [f"mgeo bench --node: mgeo_depth_node in one process, every output subscribed from another process that "
-             f"also plays the camera; model {m['model']} ({m['num_tokens']} tokens, outputs recorded on "
-             f"{m['recorded_with']}); params " + ', '.join(f'{k}={v}' for k, v in m['params'].items())]
+    lines = [f"mgeo bench --node: mgeo_depth_node in one process, its outputs (all, or a block's set) subscribed "
+             f"from another process that also plays the camera; model {m['model']} ({m['num_tokens']} tokens, "
+             f"outputs recorded on {m['recorded_with']}); params "
+             + ', '.join(f'{k}={v}' for k, v in m['params'].items())]
     for r in report['sizes']:
-        lines += ['', f"{r['size']} (network {r['network_input']}), forward {r['forward']} {r['forward_ms']:.1f} ms, "
+        chosen = ', '.join(f'{k}={v}' for k, v in r.get('param_set', {}).items())
+        if r.get('outputs', 'all') != 'all':
+            chosen = f"outputs {'+'.join(r['outputs'])}" + (f'; {chosen}' if chosen else '')
+        lines += ['', f"{r['size']} {r.get('input', 'rgb8')}" + (f" [{chosen}]" if chosen else '')
+                  + f" (network {r['network_input']}), forward {r['forward']} {r['forward_ms']:.1f} ms, "
                       f"camera {r['camera_hz']:g} Hz for {r['seconds']:g} s: {r['sent']} sent, {r['published']} "
                       f"published, {r['dropped']} dropped (newest wins)"]
         lines.append(f"  published {r['published_hz']:.2f} Hz = {r['published_hz'] / r['engine_hz']:.2f} x the "
@@ -343,6 +386,9 @@ def format_node_table(report: dict) -> str:
         lines.append(f"  transport floor (the same {len(r['floor_messages'])} messages, bare publisher) median "
                      f"{r['floor_ms_median']:.2f} ms; own / floor {r['own_over_floor']:.2f}")
         lines.append(f"  latency stamp -> depth received, median {r['latency_ms_median']:.1f} ms")
+        if 'stage_ms' in r:
+            lines.append('  per frame (ms, median): ' + ', '.join(f'{k.replace("_", " ")} {v:.2f}'
+                                                                    for k, v in r['stage_ms'].items()))
         head = f"  {'stage (ms)':<22} {'median':>8} {'p95':>8}"
         lines += [head, '  ' + '-' * (len(head) - 2)]
         stages = r['stages']

@@ -1,6 +1,7 @@
 """Bench child process: the camera and the consumer of a node under test, in a process of its own, so that the node's
 process does only the node's work. It subscribes to the given output topics serialized (raw: no deserialization, as
-little CPU as a C++ consumer takes) and, with --camera, publishes rgb8 Image + CameraInfo frames to the node.
+little CPU as a C++ consumer takes) and, with --camera, publishes rgb8 Image + CameraInfo frames to the node (with
+--compressed jpeg: JPEG CompressedImage frames on <ns>/image/compressed, encoded once at --quality).
 
 Prints `ready`, then answers one JSON line per command read from stdin:
   `stream RATE SECONDS`: publish frames at RATE Hz for SECONDS (each stamped with the wall clock when sent), wait for
@@ -8,7 +9,7 @@ Prints `ready`, then answers one JSON line per command read from stdin:
   `counts`: messages and bytes received so far per topic.
 End of stdin ends it.
 
-  python -m mgeo_ros.bench.sink [--camera NS WIDTH HEIGHT] /ns/depth/image=sensor_msgs/msg/Image ...
+  python -m mgeo_ros.bench.sink [--camera NS WIDTH HEIGHT [--compressed jpeg --quality Q]] TOPIC=TYPE ...
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import threading
 import time
 
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from mgeo_ros.ros.spin_thread import SpinThread
@@ -44,7 +45,8 @@ def _stamp_ns(data: bytes) -> int:
 class Sink:
     """Output subscriptions (counts, depth arrivals by stamp) and, optionally, the camera's publishers."""
 
-    def __init__(self, node, topics: list[str], camera: tuple[str, int, int] | None) -> None:
+    def __init__(self, node, topics: list[str], camera: tuple[str, int, int] | None, compressed: str | None = None,
+                 quality: int = 80) -> None:
         self.node = node
         self.lock = threading.Lock()
         self.counts: dict[str, list[int]] = {}
@@ -61,9 +63,14 @@ class Sink:
 
             ns, width, height = camera
             header = Header(frame_id='bench_optical')
-            self.frames = [convert.numpy_to_image(camera_image(width, height, s), 'rgb8', header) for s in range(4)]
+            images = [camera_image(width, height, s) for s in range(4)]
             self.info = convert.intrinsics_to_camera_info(bench_intrinsics(width, height), header)
-            self.image_pub = node.create_publisher(Image, f'{ns}/image', qos)
+            if compressed:
+                self.frames = [convert.rgb8_to_compressed(rgb, header, compressed, quality) for rgb in images]
+                self.image_pub = node.create_publisher(CompressedImage, f'{ns}/image/compressed', qos)
+            else:
+                self.frames = [convert.numpy_to_image(rgb, 'rgb8', header) for rgb in images]
+                self.image_pub = node.create_publisher(Image, f'{ns}/image', qos)
             self.info_pub = node.create_publisher(CameraInfo, f'{ns}/camera_info', qos)
 
     def _counter(self, topic: str):
@@ -106,11 +113,13 @@ class Sink:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--camera', nargs=3, metavar=('NS', 'WIDTH', 'HEIGHT'))
+    parser.add_argument('--compressed', choices=('jpeg',), default=None)
+    parser.add_argument('--quality', type=int, default=80)
     parser.add_argument('topics', nargs='*', metavar='TOPIC=TYPE')
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     ros = SpinThread('mgeo_bench_sink')
     camera = (args.camera[0], int(args.camera[1]), int(args.camera[2])) if args.camera else None
-    sink = Sink(ros.node, args.topics, camera)
+    sink = Sink(ros.node, args.topics, camera, args.compressed, args.quality)
     ros.start()
     print('ready', flush=True)
     try:

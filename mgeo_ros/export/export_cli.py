@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--dynamic', action='store_true',
                         help='dynamic layout (the authors\' recipe): any height/width, num_tokens an int64 input; one '
                              'ONNX/engine for cameras of several sizes (--size then only picks the parity input)')
+    parser.add_argument('--input-form', choices=('float', 'uint8'), default='float',
+                        help='what the graph takes: float (float32 Nx3xHxW in [0,1], the host converts the pixels; '
+                             'default, every backend) or uint8 (the resized frame\'s bytes NxHxWx3 RGB, converted '
+                             'inside the graph; ONNX Runtime only, not for TensorRT engines)')
     parser.add_argument('--output', '-o', required=True, help='ONNX file to write (its probe goes beside it as '
                                                               '<name>.probe.npz)')
     parser.add_argument('--size', type=size_wxh, default=None,
@@ -74,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.checkpoint:
             raise BadInputError('give either a checkpoint or --from-onnx, not both')
+        if args.input_form != 'float':
+            raise BadInputError('--input-form uint8 exports from a checkpoint; --from-onnx keeps the float form')
         report = convert_onnx(args.from_onnx, args.output, precision=args.precision or 'fp16',
                               size=args.size or (640, 480), num_tokens=args.num_tokens,
                               parity=not args.no_parity, probe=not args.no_probe)
@@ -86,14 +92,16 @@ def run(args: argparse.Namespace) -> int:
                              num_tokens=args.num_tokens, opset=args.opset, exact_size=args.exact_size,
                              parity=not args.no_parity, max_rel_l2=args.max_rel_l2, max_abs=args.max_abs,
                              verbose=args.verbose, precision=precision, min_mask_agree=args.min_mask_agree,
-                             probe=not args.no_probe, batch=args.batch, dynamic=args.dynamic)
+                             probe=not args.no_probe, batch=args.batch, dynamic=args.dynamic,
+                             input_form=args.input_form)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     w, h = report.input_size
     dynamic = report.metadata.get('dynamic') == '1'
     shape = f'dynamic Bx3xHxW + num_tokens (checked at {w}x{h}, {report.num_tokens} tokens)' if dynamic else \
-        f'{args.batch}x3x{h}x{w} ({report.num_tokens} tokens)'
+        (f'{args.batch}x{h}x{w}x3 uint8' if args.input_form == 'uint8' else f'{args.batch}x3x{h}x{w}') + \
+        f' ({report.num_tokens} tokens)'
     print(f'wrote {report.path}: {report.precision}, input {shape}, opset {report.opset}, outputs '
           f'{", ".join(report.outputs)}, {report.seconds:.1f} s')
     if report.fp16:

@@ -20,8 +20,8 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError, MgeoError
 from mgeo_ros.runtime.backends.base import INPUT_NAME
-from mgeo_ros.runtime.model_layout import TOKENS, onnx_layout
-from mgeo_ros.runtime.preprocess import PATCH, grid_tokens, network_size
+from mgeo_ros.runtime.model_layout import FLOAT_FORM, TOKENS, UINT8_FORM, onnx_layout
+from mgeo_ros.runtime.preprocess import PATCH, as_input_form, grid_tokens, network_size
 from mgeo_ros.runtime.probe import mask_agreement, rel_l2, write_probe
 
 log = logging.getLogger('mgeo_ros.export')
@@ -29,6 +29,7 @@ OPSETS = (17, 18, 19, 20)
 # parity budgets against the fp32 PyTorch forward, per precision: (max rel L2 per output, max abs per output,
 # min share of mask pixels on the same side of 0.5). FP16 budgets: measured errors (docs/deployment.md) times about 10.
 PARITY_BUDGETS = {'fp32': (1e-4, 1e-2, 0.999), 'fp16': (1e-2, float('inf'), 0.99)}
+INPUT_FORMS = (FLOAT_FORM, UINT8_FORM)
 
 
 class ParityError(MgeoError):
@@ -120,11 +121,26 @@ def parity_check(model, onnx_path: str, image: np.ndarray, names: list[str], num
 
 def _ort_outputs(onnx_path: str, image: np.ndarray, num_tokens: int) -> dict[str, np.ndarray]:
     """ONNX Runtime (CPU) outputs of a MoGe ONNX on `image`; a dynamic graph also gets `num_tokens`."""
-    sess = _ort_session(onnx_path)
-    feed = {INPUT_NAME: image}
+    return _session_outputs(_ort_session(onnx_path), image, num_tokens)
+
+
+def _session_outputs(sess, image: np.ndarray, num_tokens: int) -> dict[str, np.ndarray]:
+    """`_ort_outputs` on an open session."""
+    feed = {INPUT_NAME: _as_graph_input(sess, image)}
     if any(i.name == TOKENS for i in sess.get_inputs()):
         feed[TOKENS] = np.array(int(num_tokens), dtype=np.int64)
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed), strict=True))
+
+
+def _as_graph_input(sess, image: np.ndarray) -> np.ndarray:
+    """A float [N,3,H,W] frame in the form the session's `image` takes (bytes for a uint8-input graph)."""
+    kind = next(i.type for i in sess.get_inputs() if i.name == INPUT_NAME)
+    return as_input_form(image, UINT8_FORM if kind == 'tensor(uint8)' else FLOAT_FORM)
+
+
+def quantized(image: np.ndarray) -> np.ndarray:
+    """A float [N,3,H,W] frame in [0,1] rounded to whole bytes, as the host's preprocessing makes it from pixels."""
+    return as_input_form(as_input_form(image, UINT8_FORM), FLOAT_FORM)
 
 
 def compare_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], names: list[str]) -> dict:
@@ -155,14 +171,18 @@ def _probe_outputs(onnx_path: str, dynamic_size: tuple[int, int] | None = None, 
     Runtime (CPU) makes of it."""
     from mgeo_ros.runtime.probe import probe_frame
 
-    if dynamic_size is not None:
-        frame = probe_frame(*dynamic_size)
-        return frame, _ort_outputs(onnx_path, frame, num_tokens)
     sess = _ort_session(onnx_path)
-    shape = sess.get_inputs()[0].shape
-    frame = probe_frame(int(shape[3]), int(shape[2]))
+    image = sess.get_inputs()[0]
+    uint8 = image.type == 'tensor(uint8)'
+    shape = image.shape
+    frame = probe_frame(*dynamic_size) if dynamic_size is not None else \
+        probe_frame(int(shape[2 if uint8 else 3]), int(shape[1 if uint8 else 2]))
+    if uint8:
+        frame = quantized(frame)  # the frame the graph sees, recorded as the float frame backends are handed
+    if dynamic_size is not None:
+        return frame, _session_outputs(sess, frame, num_tokens)
     batch = int(shape[0]) if isinstance(shape[0], int) else 1  # a batch-N export: the probe is its first frame
-    values = sess.run(None, {INPUT_NAME: np.repeat(frame, batch, axis=0)})
+    values = sess.run(None, {INPUT_NAME: _as_graph_input(sess, np.repeat(frame, batch, axis=0))})
     return frame, {o.name: v[:1] for o, v in zip(sess.get_outputs(), values, strict=True)}
 
 
@@ -181,7 +201,7 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
                 exact_size: bool = False, parity: bool = True, max_rel_l2: float | None = None,
                 max_abs: float | None = None, verbose: bool = False, precision: str = 'fp32',
                 min_mask_agree: float | None = None, probe: bool = True, batch: int = 1,
-                dynamic: bool = False) -> ExportReport:
+                dynamic: bool = False, input_form: str = FLOAT_FORM) -> ExportReport:
     """Export a checkpoint (path or module) for camera frames of `size` = (W, H).
 
     The network input is the token grid for that aspect ratio and `num_tokens` (or `size` rounded to 14 px with
@@ -192,6 +212,8 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
     `mgeo_ros.runtime.probe`). `batch`: the static batch of the graph (N cameras through one forward; the runtime
     pads a short batch); the parity input is then N different pictures. `dynamic`: the authors' dynamic layout (any
     batch/height/width, `num_tokens` an int64 input); `size` then only picks the parity and probe input.
+    `input_form` 'uint8': the graph takes the resized frame's bytes (uint8 [N,H,W,3] RGB) and converts them to the
+    network's [0,1] floats itself (`uint8_input.to_uint8_input`); parity is then checked on byte-valued input.
     """
     import onnx
     import torch
@@ -202,6 +224,8 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
         raise BadInputError(f'batch must be in [1, 64], got {batch}')
     if precision not in PARITY_BUDGETS:
         raise BadInputError(f'precision must be one of {tuple(PARITY_BUDGETS)}, got {precision!r}')
+    if input_form not in INPUT_FORMS:
+        raise BadInputError(f'input_form must be one of {INPUT_FORMS}, got {input_form!r}')
     budget = PARITY_BUDGETS[precision]
     max_rel_l2 = budget[0] if max_rel_l2 is None else max_rel_l2
     max_abs = budget[1] if max_abs is None else max_abs
@@ -211,6 +235,8 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
     in_w, in_h = export_input_size(size, num_tokens, exact_size)
     tokens = grid_tokens(in_w, in_h)
     image = np.concatenate([parity_image(in_w, in_h, seed=i) for i in range(int(batch))])
+    if input_form == UINT8_FORM:
+        image = quantized(image)  # what the bytes the graph takes can express
     was_compatible = getattr(model, 'onnx_compatible_mode', False)
     model.onnx_compatible_mode = True
     try:
@@ -238,7 +264,7 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
                     'camera_width': str(size[0]), 'camera_height': str(size[1]), 'opset': str(opset),
                     'model_config_hash': config_hash(config), 'model_config': json.dumps(config, sort_keys=True),
                     'outputs': ','.join(names), 'onnx_compatible_mode': '1', 'precision': precision,
-                    'batch': str(int(batch)),
+                    'batch': str(int(batch)), **({'input_form': UINT8_FORM} if input_form == UINT8_FORM else {}),
                     'model_family': 'MoGe-3' if getattr(model, 'family', '') == 'moge-3' else 'MoGe-2'}
         fp16_report = None
         if precision == 'fp16':
@@ -246,6 +272,10 @@ def export_onnx(checkpoint, output: str, size: tuple[int, int], num_tokens: int 
 
             proto, rep = convert_to_fp16(proto)
             fp16_report = asdict(rep)
+        if input_form == UINT8_FORM:
+            from mgeo_ros.export.uint8_input import to_uint8_input
+
+            proto = to_uint8_input(proto)
         del proto.metadata_props[:]
         for k, v in metadata.items():
             entry = proto.metadata_props.add()

@@ -85,9 +85,12 @@ class Intrinsics:
         return 2.0 * math.sqrt(self.fx * self.fy) / math.hypot(self.width, self.height)
 
     # ---- transforms ---------------------------------------------------------------------------------------------
-    def resized(self, width: int, height: int) -> Intrinsics:
-        """The same camera after resizing the whole image to width x height (pixel-centre exact)."""
-        sx, sy = width / self.width, height / self.height
+    def resized(self, width: int, height: int, scale: tuple[float, float] | None = None) -> Intrinsics:
+        """The same camera after resizing the whole image to width x height (pixel-centre exact).
+
+        scale: (sx, sy) when it is not width/W, height/H: a JPEG decoded at 1/f of a size that is not a multiple of
+        f (libjpeg maps each f x f block to one pixel and rounds the size up; `image_codec.ReducedFrame.scale`)."""
+        sx, sy = (width / self.width, height / self.height) if scale is None else (float(scale[0]), float(scale[1]))
         return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
                           int(width), int(height))
 

@@ -44,7 +44,7 @@ from mgeo_ros.runtime.devices import (
     sidecar_path,
     tensorrt_flavour,
 )
-from mgeo_ros.runtime.model_layout import IMAGE, TOKENS, check_onnx_layout
+from mgeo_ros.runtime.model_layout import IMAGE, TOKENS, UINT8_FORM, check_onnx_layout
 
 log = logging.getLogger('mgeo_ros.runtime')
 PRECISIONS = ('fp16', 'fp32')
@@ -406,6 +406,10 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
         raise MgeoError(f'{onnx_path}: no such file (expected an .onnx from `mgeo export` or the MoGe authors); '
                         'check the path')
     layout = check_onnx_layout(onnx_path)
+    if layout.input_form == UINT8_FORM:
+        raise MgeoError(f'{onnx_path} takes the frame\'s bytes (image uint8 [N,H,W,3], `mgeo export --input-form '
+                        'uint8`), a form for ONNX Runtime; TensorRT engines are built from the float form: export '
+                        'the model again without --input-form uint8')
     profile = engine_profile(int(num_tokens or 1200), camera_sizes) if layout.dynamic else None
     if camera_sizes and not layout.dynamic:
         log.warning('%s has a fixed input size: camera sizes are ignored (the engine takes what the ONNX takes)',

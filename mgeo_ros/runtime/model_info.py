@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgeo_ros.errors import MgeoError
-from mgeo_ros.runtime.model_layout import TensorSpec, classify, onnx_layout, ort_specs
+from mgeo_ros.runtime.model_layout import UINT8_FORM, TensorSpec, classify, onnx_layout, ort_specs
 from mgeo_ros.runtime.probe import probe_path
 
 AUTHORS_ONNX = "MoGe authors' ONNX layout"
@@ -38,17 +38,27 @@ class ModelInfo:
     normal_head: bool | None = None
     probe: str | None = None
     notes: list[str] = field(default_factory=list)
+    input_form: str = 'float'  # model_layout.FLOAT_FORM or UINT8_FORM
+
+    @property
+    def input_form_text(self) -> str:
+        """What the host hands the model: normalized floats, or the frame's bytes."""
+        if self.input_form == UINT8_FORM:
+            return 'uint8 pixels [N,H,W,3] RGB (the graph converts them to [0,1] floats)'
+        return 'float32 [N,3,H,W] in [0,1] (the host converts the pixels)'
 
     def line(self) -> str:
         """One line: what the file is and how it will run."""
         normal = {True: 'normal head', False: 'no normal head', None: 'normal head unknown'}[self.normal_head]
         probe = 'probe yes' if self.probe else 'probe no'
+        form = 'uint8 input' if self.input_form == UINT8_FORM else 'float input'
         return (f'{Path(self.path).name}: {self.format}, {self.origin}; size {self.size}; tokens {self.num_tokens}; '
-                f'{self.precision}; {normal}; {probe}')
+                f'{self.precision}; {form}; {normal}; {probe}')
 
     def lines(self) -> list[str]:
         out = [f'{self.path}', f'  format      {self.format}', f'  origin      {self.origin}']
         out += [f'  input       {t.text()}' for t in self.inputs]
+        out += [f'  input form  {self.input_form_text}']
         out += [f'  output      {t.text()}' for t in self.outputs]
         out += [f'  size        {self.size}', f'  num_tokens  {self.num_tokens}', f'  precision   {self.precision}',
                 f'  normal head {"unknown" if self.normal_head is None else "yes" if self.normal_head else "no"}',
@@ -100,7 +110,7 @@ def describe_onnx(path: str, backend=None) -> ModelInfo:
         tokens = meta.get('num_tokens') or str((w // 14) * (h // 14))
     return ModelInfo(path=path, format='ONNX', origin=origin, inputs=list(layout.inputs),
                      outputs=list(layout.outputs), size=size, num_tokens=tokens, precision=precision,
-                     normal_head=layout.has_normal, probe=_probe(path))
+                     normal_head=layout.has_normal, probe=_probe(path), input_form=layout.input_form)
 
 
 def describe_engine(path: str) -> ModelInfo:

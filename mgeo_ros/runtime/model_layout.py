@@ -6,6 +6,9 @@ Two layouts run:
 - dynamic: `image` float32 [batch,3,height,width] with dynamic height/width plus a scalar int64 input `num_tokens`
   (the MoGe authors' ONNX recipe, also written by `mgeo export --dynamic`); the graph resizes to the token grid and
   back inside.
+Either layout's `image` may instead take the frame's bytes, uint8 [N,H,W,3] RGB (`mgeo export --input-form
+uint8`): the graph converts them to float [N,3,H,W] in [0,1] itself. Readers older than this form refuse such a file
+(their `image` must be float32), naming what they found.
 Outputs (both): `points` [B,H,W,3], `mask` [B,H,W], `metric_scale` [B], optionally `normal` [B,H,W,3], at the
 input size. Tensor types are given as numpy-style names ('float32', 'int64', ...). No onnx/torch import here.
 """
@@ -18,12 +21,14 @@ from mgeo_ros.errors import BackendUnavailableError, BadInputError
 
 IMAGE = 'image'
 TOKENS = 'num_tokens'
+FLOAT_FORM = 'float'  # image float32 [N,3,H,W] in [0,1]: the host converts the pixels
+UINT8_FORM = 'uint8'  # image uint8 [N,H,W,3] RGB: the graph converts them
 REQUIRED_OUTPUTS = ('points', 'mask', 'metric_scale')
 OPTIONAL_OUTPUTS = ('normal',)
 EXPECTED = ("expected the fixed layout (input image float32 [N,3,H,W] with fixed H, W, from `mgeo export`) or the "
             "dynamic layout (inputs image float32 [batch,3,height,width] and num_tokens int64 scalar, the MoGe "
-            "authors' ONNX recipe or `mgeo export --dynamic`); outputs points, mask, metric_scale and optionally "
-            "normal")
+            "authors' ONNX recipe or `mgeo export --dynamic`), either one's image also as uint8 [N,H,W,3] "
+            "(`mgeo export --input-form uint8`); outputs points, mask, metric_scale and optionally normal")
 
 
 class ModelLayoutError(BackendUnavailableError):
@@ -56,9 +61,17 @@ class ModelLayout:
         return next(t for t in self.inputs if t.name == IMAGE)
 
     @property
+    def input_form(self) -> str:
+        """FLOAT_FORM (float32 [N,3,H,W] in [0,1]) or UINT8_FORM (the frame's bytes, uint8 [N,H,W,3])."""
+        return UINT8_FORM if self.image.dtype == 'uint8' else FLOAT_FORM
+
+    @property
     def input_size(self) -> tuple[int, int] | None:
         """(W, H) of a fixed graph, None for a dynamic one."""
-        return None if self.dynamic else (int(self.image.shape[3]), int(self.image.shape[2]))
+        if self.dynamic:
+            return None
+        h, w = _spatial(self.image)
+        return int(w), int(h)
 
     @property
     def batch(self) -> int | None:
@@ -79,6 +92,19 @@ def _static(dim) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
+def _spatial(image: TensorSpec) -> tuple:
+    """The (H, W) axes of an image input of either form."""
+    return tuple(image.shape[1:3]) if image.dtype == 'uint8' else tuple(image.shape[2:])
+
+
+def _image_problem(image: TensorSpec) -> str:
+    if len(image.shape) == 4 and image.dtype == 'float32' and image.shape[1] == 3:
+        return ''
+    if len(image.shape) == 4 and image.dtype == 'uint8' and image.shape[3] == 3:
+        return ''
+    return f'input {IMAGE!r} is neither float32 [B,3,H,W] nor uint8 [B,H,W,3]'
+
+
 def found_text(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
     return ('found inputs ' + '; '.join(t.text() for t in inputs) + ' and outputs '
             + '; '.join(t.text() for t in outputs))
@@ -93,8 +119,8 @@ def classify(inputs: list[TensorSpec], outputs: list[TensorSpec], source: str) -
     image = next((t for t in inputs if t.name == IMAGE), None)
     if image is None:
         problems.append(f'no input named {IMAGE!r}')
-    elif len(image.shape) != 4 or image.shape[1] != 3 or image.dtype != 'float32':
-        problems.append(f'input {IMAGE!r} is not float32 [B,3,H,W]')
+    elif _image_problem(image):
+        problems.append(_image_problem(image))
     tokens = next((t for t in inputs if t.name == TOKENS), None)
     if tokens is not None and (tokens.dtype != 'int64' or len(tokens.shape) != 0):
         problems.append(f'input {TOKENS!r} is not an int64 scalar')
@@ -109,7 +135,7 @@ def classify(inputs: list[TensorSpec], outputs: list[TensorSpec], source: str) -
         problems.append(f'unexpected outputs {unknown}')
     dynamic = False
     if image is not None and not problems:
-        spatial_static = all(_static(d) for d in image.shape[2:])
+        spatial_static = all(_static(d) for d in _spatial(image))
         dynamic = not spatial_static
         if dynamic and tokens is None:
             problems.append(f'input {IMAGE!r} has a dynamic size {list(image.shape)} but there is no {TOKENS!r} '

@@ -148,3 +148,35 @@ def test_memory_bench_samples_the_node_rss_under_a_stream(tmp_path):
     assert r['rss_start_mib'] == r['samples'][0][1] and r['rss_end_mib'] == r['samples'][-1][1]
     assert r['growth_percent'] == pytest.approx(100 * (r['rss_end_mib'] / r['rss_start_mib'] - 1))
     assert memory.slope_mib_per_min([(0.0, 1.0), (60.0, 3.0), (120.0, 5.0)]) == pytest.approx(2.0)
+
+
+def test_bench_node_takes_a_jpeg_camera_and_measures_each_output_set(capsys):
+    """`--compressed jpeg`: the camera sends JPEG frames the node decodes; `--outputs` (repeated): one measurement
+    per set of subscribed outputs, each reporting the per-frame stages; the node publishes only what is subscribed."""
+    from mgeo_ros.bench.node import format_node_table
+
+    rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '96x64', '--num-tokens', '20', '--forward-ms', '20',
+                    '--seconds', '1.0', '--camera-hz', '20', '--compressed', 'jpeg', '--outputs', 'depth,info',
+                    '--outputs', 'depth,points', '--json'])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['meta']['input'] == 'jpeg q80'
+    first, second = report['sizes']
+    for row, names, topics in ((first, ['depth', 'info'], {'depth/image', 'depth/camera_info'}),
+                               (second, ['depth', 'points'], {'depth/image', 'points'})):
+        assert row['input'] == 'jpeg q80' and row['outputs'] == sorted(names) and row['size'] == '96x64'
+        assert 0 < row['published'] <= row['sent']
+        assert sorted(row['floor_messages']) == sorted(names)  # only the subscribed outputs were made
+        got = {t.split('/', 2)[2] for t, v in row['received_by_sink'].items() if v['messages']}
+        assert got == topics
+        assert set(row['stage_ms']) == {'decode', 'preprocess', 'forward', 'frame_stage', 'publish'}
+        assert all(v >= 0 for v in row['stage_ms'].values()) and row['stage_ms']['decode'] > 0
+    table = format_node_table(report)
+    assert '96x64 jpeg q80 [outputs depth+info]' in table and 'per frame (ms, median): decode' in table
+
+
+def test_bench_node_refuses_an_unknown_output_name(capsys):
+    rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '64x48', '--num-tokens', '20', '--forward-ms', '20',
+                    '--seconds', '0.5', '--outputs', 'depth,cloud'])
+    assert rc == 2
+    assert "unknown output(s) ['cloud']" in capsys.readouterr().err

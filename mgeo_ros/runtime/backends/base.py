@@ -45,10 +45,15 @@ class Backend(ABC):
     metadata: dict[str, str] = {}
     max_batch: int = 1  # frames one forward_batch call runs at once (several cameras); 1 = one after another
     threads: int | None = None  # intra-op CPU threads it was set to (None: the library's default, or not applicable)
+    # what `forward` is best handed: 'float' (float32 [N,3,h,w] in [0,1], `Preprocessor.__call__`) or 'uint8' (the
+    # resized frame's bytes [N,h,w,3], `Preprocessor.pixels`: the graph converts them). A backend whose form is
+    # 'uint8' also takes the float form (converted back to bytes), so older callers keep working.
+    input_form: str = 'float'
 
     @abstractmethod
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
-        """image: float32 [1,3,h,w]; num_tokens: the grid's token count (ignored by fixed-shape backends)."""
+        """image: float32 [1,3,h,w] (or uint8 [1,h,w,3] where `input_form` is 'uint8'); num_tokens: the grid's token
+        count (ignored by fixed-shape backends)."""
 
     def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
         """images: float32 [B,3,h,w] of one size -> one RawOutput per frame. This default runs them one by one;

@@ -2,7 +2,8 @@
 
 Both graph layouts of `model_layout` run: a fixed-size export (input size and token count baked in) and a dynamic one
 (the MoGe authors' ONNX release or `mgeo export --dynamic`), which gets each frame at its token-grid size and the
-token count as its `num_tokens` input.
+token count as its `num_tokens` input. A file of the uint8-input form (`mgeo export --input-form uint8`) is fed the
+resized frame's bytes; given the float form, the backend converts it (so every caller runs both kinds of file).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mgeo_ros.errors import BackendUnavailableError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, log, split_raw_outputs
 from mgeo_ros.runtime.devices import has_nvidia_gpu, resolve_threads
 from mgeo_ros.runtime.model_layout import IMAGE, TOKENS, classify, ort_specs
+from mgeo_ros.runtime.preprocess import as_input_form, input_hw
 
 
 def ort_cuda_available() -> bool:
@@ -68,6 +70,7 @@ class OnnxRuntimeBackend(Backend):
                                onnx_path)
         self._input_name = IMAGE
         self.input_size = self.layout.input_size
+        self.input_form = self.layout.input_form
         # `mgeo export --batch N` writes a static batch N: that many frames run per forward (fewer are padded)
         self.max_batch = self.layout.batch or 1
         self._output_names = list(self.layout.output_names)
@@ -79,11 +82,13 @@ class OnnxRuntimeBackend(Backend):
         return self.forward_batch(image, num_tokens)[0]
 
     def forward_batch(self, images: np.ndarray, num_tokens: int) -> list[RawOutput]:
-        """[B,3,h,w] in chunks of the model's batch; a short chunk is padded with its last frame (outputs dropped)."""
+        """[B,3,h,w] float or [B,h,w,3] uint8, in chunks of the model's batch; a short chunk is padded with its last
+        frame (outputs dropped)."""
         feed = {}
+        images = as_input_form(images, self.input_form)
         if self.layout.dynamic:
             feed[TOKENS] = np.array(int(num_tokens), dtype=np.int64)
-        elif images.shape[2:] != (self.input_size[1], self.input_size[0]):
+        elif input_hw(images) != (self.input_size[1], self.input_size[0]):
             raise ValueError(f'onnxruntime backend: input {images.shape} does not match the model {self.input_size}')
         results: list[RawOutput] = []
         for start in range(0, images.shape[0], self.max_batch):
