@@ -115,7 +115,7 @@ def test_engine_cache_with_fake_builder(tiny_onnx, tmp_path):
         f.write(b'x')
     with pytest.raises(EngineCacheError, match='no sidecar'):
         build_engine(tiny_onnx, orphan, **kw, rebuild=False)
-    key = engine_key(tiny_onnx, None, FakeTRT(), '8.7')
+    key = engine_key(tiny_onnx, FakeTRT(), '8.7')
     assert set(key) == {'onnx_sha256', 'tensorrt_module', 'tensorrt_version', 'tensorrt_major_minor', 'gpu_name',
                         'compute_capability', 'input_shape', 'precision', 'typing'}
     assert key['precision'] == 'fp32' and key['typing'] == 'strong'
