@@ -13,7 +13,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import runtime_models
 from node_harness import NodeHarness, serving, start_node
 from test_real_clients import huge_png_header, png_bytes
 
@@ -21,12 +20,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
 W, H = 160, 120
 NODE = 'mgeo_depth_node'
-
-
-@pytest.fixture(scope='module')
-def tiny_onnx(tmp_path_factory):
-    """Exported here with torch, or read from MGEO_RUNTIME_MODELS in the torch-free Jazzy job."""
-    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('clients_onnx'))
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import runtime_models
 from node_harness import NodeHarness, start_node, stop_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
@@ -25,12 +24,6 @@ def _no_torch_env(tmp_path) -> dict:
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([str(shim)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     return env
-
-
-@pytest.fixture(scope='module')
-def tiny_onnx(tmp_path_factory):
-    """Exported here with torch, or read from MGEO_RUNTIME_MODELS in the torch-free Jazzy job."""
-    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('node_onnx'))
 
 
 def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
