@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from node_harness import NodeHarness, serving, start_node
-from test_real_clients import huge_png_header, png_bytes
+from png_files import huge_png_header, png_bytes
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
