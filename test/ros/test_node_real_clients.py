@@ -1,4 +1,4 @@
-"""Issue 18 item 4 through the running node: what real cameras and image_transport publish, across processes.
+"""What real cameras and image_transport publish, through the running node across processes.
 
 The node runs as a subprocess (its console script) on a tiny ONNX model exported at 160 x 120 with compressed input;
 this process publishes real CompressedImage / CameraInfo messages and reads the node's outputs, /diagnostics, its

@@ -1,6 +1,5 @@
-"""The frame stage gives the node's outputs as the node computed them before the stage existed (reference arrays in
-test/data/frame_golden, captured from that path for the seeded frames below), reuses its buffers, and computes only
-what is wanted."""
+"""The frame stage gives the node's outputs equal to the reference arrays in test/data/frame_golden for the seeded
+frames below, reuses its buffers, and computes only what is wanted."""
 from __future__ import annotations
 
 from pathlib import Path
