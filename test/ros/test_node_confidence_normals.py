@@ -119,7 +119,7 @@ def test_sensor_msgs_py_read_points_parses_the_cloud(running):
 
 def test_min_confidence_and_the_flying_pixel_filter_apply_live(running):
     from mgeo_ros.ros import convert
-    from mgeo_ros.runtime.flying_pixels import depth_jump_mask
+    from mgeo_ros.runtime.flying_pixels import DepthJumpTest
 
     harness, _ = running
     results = harness.set_parameters(NODE, {'flying_pixel_max_jump': 0.0})
@@ -136,7 +136,7 @@ def test_min_confidence_and_the_flying_pixel_filter_apply_live(running):
     assert all(r.successful for r in harness.set_parameters(NODE, {'flying_pixel_max_jump': jump}))
     filtered = _publish(harness, 3, (2001, 2))
     depth1 = convert.image_to_numpy(filtered['depth/image'])
-    expect = np.isfinite(depth0) & ~depth_jump_mask(depth0, jump)
+    expect = np.isfinite(depth0) & ~DepthJumpTest()(depth0, jump)
     assert (np.isfinite(depth0) & ~expect).sum() > 0, 'nothing to remove: the test would not test the filter'
     np.testing.assert_array_equal(np.isfinite(depth1), expect)
     np.testing.assert_array_equal(convert.image_to_numpy(filtered['depth/mask']) == 255, expect)
