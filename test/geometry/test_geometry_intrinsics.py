@@ -144,7 +144,7 @@ def test_geometry_imports_without_rclpy_or_torch():
     """`from mgeo_ros.geometry import ...` works where rclpy cannot be imported, and loads no torch."""
     code = (
         "import sys; sys.modules['rclpy'] = None\n"
-        "from mgeo_ros.geometry import recover_focal_shift, Intrinsics, unproject, normals_from_points\n"
+        "from mgeo_ros.geometry import recover_focal_shift, Intrinsics, unproject, normals_from_depth\n"
         "import numpy as np\n"
         "i = Intrinsics.from_fov(1.0, 64, 48)\n"
         "p = unproject(np.full((48, 64), 2.0, np.float32), i)\n"
