@@ -17,6 +17,7 @@ from mgeo_ros.export.engine import (
     PrecisionMismatchError,
     build_engine,
     engine_key,
+    key_differences,
     onnx_precision,
     read_sidecar,
 )
@@ -135,6 +136,22 @@ def test_fp16_engine_from_fp32_onnx_is_refused_with_the_export_command(cli_onnx,
     msg = str(err.value)
     assert 'FP32 graph' in msg and 'mgeo export CHECKPOINT' in msg and '--precision fp16' in msg
     assert '--size 96x72 --num-tokens 40' in msg
+
+
+def test_the_key_carries_the_onnx_precision(cli_onnx, tmp_path, capsys):
+    """The key's precision is read from the ONNX, which a strongly typed engine computes in: an FP16 copy of the
+    same graph keys as fp16, so an FP32 engine cached for the other file is stale for it."""
+    half = str(tmp_path / 'tiny.fp16.onnx')
+    assert mgeo_main(['export', '--from-onnx', cli_onnx, '--output', half, '--precision', 'fp16']) == 0
+    capsys.readouterr()
+
+    class FakeTRT:
+        __name__ = 'tensorrt'
+        __version__ = '10.3.0'
+
+    k32, k16 = engine_key(cli_onnx, FakeTRT(), '8.7'), engine_key(half, FakeTRT(), '8.7')
+    assert (k32['precision'], k16['precision']) == ('fp32', 'fp16')
+    assert any(d.startswith("precision: cached 'fp32'") for d in key_differences(k32, k16))
 
 
 def test_tensorrt_before_10_is_refused(cli_onnx, tmp_path):
