@@ -6,10 +6,9 @@ optimization profile for a dynamic-size graph (`EngineProfile`, with `num_tokens
 `fixed_tokens_onnx`), an optional ahead-of-time compute capability, and the build phases printed as they run.
 
 One strongly typed build path (`NetworkDefinitionCreationFlag.STRONGLY_TYPED`) serves TensorRT 10.x, TensorRT 11
-(where strong typing is the only mode and the FP16/INT8 flags are gone) and TensorRT-RTX. A dynamic ONNX is built
-with `num_tokens` fixed (the input becomes a constant of a build copy of the graph) and one optimization profile
-over the network input sizes (min / opt / max): by default the token grids of every camera aspect ratio from 1:2 to
-2:1, or exactly those of given camera sizes. TensorRT < 10 is refused.
+(where strong typing is the only mode and the FP16/INT8 flags are gone) and TensorRT-RTX; TensorRT < 10 is refused.
+The profile (min / opt / max network input sizes) covers by default the token grids of every camera aspect ratio from
+1:2 to 2:1, or exactly those of given camera sizes.
 
 TensorRT is passed in as a module, so this module imports anywhere. The TensorRT-RTX builder
 `tensorrt_rtx_bindings` compiles ahead of time for a chosen compute capability without a GPU (the CI gate).
