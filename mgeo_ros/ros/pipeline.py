@@ -107,6 +107,10 @@ class FramePipeline:
             from mgeo_ros.runtime.model_info import model_line
 
             self.log.info(f'model: {model_line(path, self.predictor.backend)}')
+            from mgeo_ros.runtime.start_warnings import start_warnings
+
+            for warning in start_warnings(cfg['model'], cfg['num_tokens'], self.predictor.backend):
+                self.log.warning(warning)
         except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
             self.stats.model_status = 'error'
             self.stats.model_error = f'{type(exc).__name__}: {exc}'
