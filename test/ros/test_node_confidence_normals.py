@@ -31,14 +31,8 @@ def _rgb(seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope='module')
-def running(tmp_path_factory):
-    import torch
-
-    from mgeo_ros.model import build_model, preset, save_checkpoint
-
-    torch.manual_seed(0)
-    model = tmp_path_factory.mktemp('node_model') / 'tiny'
-    save_checkpoint(build_model(preset('tiny')), str(model))
+def running(tiny_checkpoint, tmp_path_factory):
+    model = tiny_checkpoint
     ns = f'/nc{os.getpid()}'
     log = tmp_path_factory.mktemp('node_log') / 'node.log'
     proc = start_node(ns, {'model': str(model), 'num_tokens': 300, 'diagnostics_period': 0.3, 'points_color': True,
@@ -166,8 +160,8 @@ def test_stage_two_builds_every_output_from_the_frame_stage(on_graph):
     every wanted output, one header, the same depth in the image, the cloud and behind the mask."""
     import time as _time
 
+    from stage_frames import raw_frame
     from std_msgs.msg import Header
-    from test_runtime_frame_stage import raw_frame
 
     from mgeo_ros.ros import convert
     from mgeo_ros.ros.diagnostics import NodeStats
