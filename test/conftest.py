@@ -32,3 +32,34 @@ def ros_env() -> dict:
     env = dict(os.environ)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     return env
+
+
+@pytest.fixture(scope='module')
+def tiny_onnx(tmp_path_factory) -> Path:
+    """The tiny model exported at runtime_models.TINY_SIZE: here with torch, or read from MGEO_RUNTIME_MODELS in the
+    torch-free Jazzy job."""
+    import runtime_models
+
+    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('tiny_onnx'))
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint folder of the tiny preset (seed 0), for the torch backend."""
+    import torch
+
+    from mgeo_ros.model import build_model, preset, save_checkpoint
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp('tiny_checkpoint') / 'tiny'
+    save_checkpoint(build_model(preset('tiny')), str(out))
+    return out
+
+
+@pytest.fixture(scope='module', params=['torchscript', 'dynamo'])
+def authors_file(request, model, tmp_path_factory) -> str:
+    """The module's `model` fixture exported in the MoGe authors' dynamic ONNX layout, by each of the two exporters."""
+    from authors_onnx import export_authors_layout
+
+    path = tmp_path_factory.mktemp('authors') / f'moge_{request.param}.onnx'
+    return str(export_authors_layout(model, path, request.param, opset=14))

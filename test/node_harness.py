@@ -27,6 +27,17 @@ def node_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, '-m', 'mgeo_ros.ros.node']
 
 
+def no_torch_env(tmp_path) -> dict:
+    """os.environ plus a `torch` package that refuses to import, first on the path."""
+    shim = tmp_path / 'no_torch'
+    (shim / 'torch').mkdir(parents=True)
+    (shim / 'torch' / '__init__.py').write_text(
+        "raise ImportError('torch is blocked: the ONNX Runtime node must run without it')\n")
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([str(shim)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    return env
+
+
 def start_node(ns: str, params: dict, env: dict | None = None, log_path: Path | None = None,
                extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     """mgeo_depth_node in namespace `ns`, camera topics remapped to `ns`/cam/..., with -p overrides."""

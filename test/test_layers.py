@@ -176,7 +176,7 @@ def import_cycles(package_dir: Path, under: str) -> list[list[str]]:
 
 
 def test_train_has_no_import_circle():
-    """batching -> config -> holdout -> batching was one; fit_sample now lives in train/data/fit.py."""
+    """No import circle inside train/ (such as batching -> config -> holdout -> batching)."""
     assert import_cycles(REPO / PACKAGE, f'{PACKAGE}.train') == []
 
 

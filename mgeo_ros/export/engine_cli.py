@@ -13,7 +13,7 @@ from mgeo_ros.errors import BadInputError
 
 def compute_capability(text: str) -> str:
     """argparse type: SM89 / 8.9, checked here so a typo is refused before TensorRT is imported."""
-    from mgeo_ros.runtime.engine_cache import parse_compute_capability
+    from mgeo_ros.runtime.engine_build import parse_compute_capability
 
     try:
         return parse_compute_capability(text)[0]

@@ -13,7 +13,6 @@ _LAZY = {
     'fov_x_from_focal': 'focal_shift',
     'intrinsics_from_focal': 'focal_shift',
     'normalized_intrinsics_from_focal': 'focal_shift',
-    'normals_from_points': 'normals',
     'normals_from_depth': 'normals',
     'align_scale': 'alignment',
     'align_points_scale': 'alignment',

@@ -371,71 +371,50 @@ def _weights_or_ones(weight, points):
     return _torch().ones_like(points[..., 0]) if weight is None else weight
 
 
+def _anchored_fit(src, tgt, weight, trunc, shift_dims: tuple[int, ...], max_anchors: int | None):
+    """The fit behind every scale-and-shift alignment: s*src + t ~ tgt with one scale s and a shift t on the
+    components `shift_dims`. src/tgt [..., N, D], weight [..., N] (None: all ones) -> (s [...], t [..., S]) with
+    S = len(shift_dims)."""
+    torch = _torch()
+    weight = _weights_or_ones(weight, src)
+    batch, (n, d) = src.shape[:-2], src.shape[-2:]
+    pinned = list(shift_dims)
+    if n == 0:
+        return src.sum((-2, -1)) * 0, src.sum(-2)[..., pinned] * 0
+    tr = _expand_points_trunc(trunc, src)
+    tr = tr.reshape(-1, n * d) if _is_tensor(tr) and tr.ndim >= 1 else tr
+    nb = math.prod(batch)
+    src, tgt, w = src.reshape(nb, n, d), tgt.reshape(nb, n, d), weight.reshape(nb, n)
+    anchor, idx, has = _anchored_search(src, tgt, w, tr, shift_dims, max_anchors)
+    s = _scale_from_pair(src, tgt, anchor, idx, shift_dims)
+    ar = torch.arange(nb, device=src.device)
+    t = tgt[ar, anchor][:, pinned] - s[:, None] * src[ar, anchor][:, pinned]
+    s = torch.where(has, s, torch.zeros_like(s))
+    t = torch.where(has[:, None], t, torch.zeros_like(t))
+    return s.reshape(batch), t.reshape(*batch, len(pinned))
+
+
 @_entry
 def align_points_scale_z_shift(points_src, points_tgt, weight=None, trunc=None, max_anchors: int | None = None):
     """Shared xyz scale s and z shift tz: s*src + (0,0,tz) ~ tgt. Points [..., N, 3] -> (s [...], tz [...]).
 
     `max_anchors` (default: all) limits the anchors tried per item to an even subset, trading exactness for speed.
     """
-    torch = _torch()
-    weight = _weights_or_ones(weight, points_src)
-    batch = points_src.shape[:-2]
-    n = points_src.shape[-2]
-    if n == 0:
-        zero = points_src.sum((-2, -1)) * 0
-        return zero, zero.clone()
-    nb = math.prod(batch)
-    src, tgt, w = points_src.reshape(nb, n, 3), points_tgt.reshape(nb, n, 3), weight.reshape(nb, n)
-    tr = _expand_points_trunc(trunc, points_src)
-    tr = tr.reshape(-1, n * 3) if _is_tensor(tr) and tr.ndim >= 1 else tr
-    anchor, idx, has = _anchored_search(src, tgt, w, tr, (2,), max_anchors)
-    s = _scale_from_pair(src, tgt, anchor, idx, (2,))
-    ar = torch.arange(src.shape[0], device=src.device)
-    tz = tgt[ar, anchor, 2] - s * src[ar, anchor, 2]
-    s, tz = torch.where(has, s, torch.zeros_like(s)), torch.where(has, tz, torch.zeros_like(tz))
-    return s.reshape(batch), tz.reshape(batch)
+    s, t = _anchored_fit(points_src, points_tgt, weight, trunc, (2,), max_anchors)
+    return s, t[..., 0]
 
 
 @_entry
 def align_points_scale_xyz_shift(points_src, points_tgt, weight=None, trunc=None, max_anchors: int | None = None):
     """Shared scale s and a 3-vector shift t: s*src + t ~ tgt. Points [..., N, 3] -> (s [...], t [..., 3])."""
-    torch = _torch()
-    weight = _weights_or_ones(weight, points_src)
-    batch = points_src.shape[:-2]
-    n = points_src.shape[-2]
-    if n == 0:
-        return points_src.sum((-2, -1)) * 0, points_src.sum(-2) * 0
-    nb = math.prod(batch)
-    src, tgt, w = points_src.reshape(nb, n, 3), points_tgt.reshape(nb, n, 3), weight.reshape(nb, n)
-    tr = _expand_points_trunc(trunc, points_src)
-    tr = tr.reshape(-1, n * 3) if _is_tensor(tr) and tr.ndim >= 1 else tr
-    anchor, idx, has = _anchored_search(src, tgt, w, tr, (0, 1, 2), max_anchors)
-    s = _scale_from_pair(src, tgt, anchor, idx, (0, 1, 2))
-    ar = torch.arange(src.shape[0], device=src.device)
-    t = tgt[ar, anchor] - s[:, None] * src[ar, anchor]
-    s = torch.where(has, s, torch.zeros_like(s))
-    t = torch.where(has[:, None], t, torch.zeros_like(t))
-    return s.reshape(batch), t.reshape(*batch, 3)
+    return _anchored_fit(points_src, points_tgt, weight, trunc, (0, 1, 2), max_anchors)
 
 
 @_entry
 def align_depth_affine(depth_src, depth_tgt, weight=None, trunc=None, max_anchors: int | None = None):
     """Scale and shift: s*src + t ~ tgt over the last dim ([..., N] -> (s [...], t [...]))."""
-    torch = _torch()
-    weight = torch.ones_like(depth_src) if weight is None else weight
-    batch, n = depth_src.shape[:-1], depth_src.shape[-1]
-    if n == 0:
-        zero = depth_src.sum(-1) * 0
-        return zero, zero.clone()
-    nb = math.prod(batch)
-    src, tgt, w = depth_src.reshape(nb, n, 1), depth_tgt.reshape(nb, n, 1), weight.reshape(nb, n)
-    tr = trunc.reshape(-1, n) if _is_tensor(trunc) and trunc.ndim >= 1 else trunc
-    anchor, idx, has = _anchored_search(src, tgt, w, tr, (0,), max_anchors)
-    s = _scale_from_pair(src, tgt, anchor, idx, (0,))
-    ar = torch.arange(src.shape[0], device=src.device)
-    t = tgt[ar, anchor, 0] - s * src[ar, anchor, 0]
-    s, t = torch.where(has, s, torch.zeros_like(s)), torch.where(has, t, torch.zeros_like(t))
-    return s.reshape(batch), t.reshape(batch)
+    s, t = _anchored_fit(depth_src[..., None], depth_tgt[..., None], weight, trunc, (0,), max_anchors)
+    return s, t[..., 0]
 
 
 @_entry

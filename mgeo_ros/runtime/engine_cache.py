@@ -1,5 +1,8 @@
 """ONNX -> TensorRT engine, with a cache that knows when an engine is stale.
 
+The build itself and its progress display are `mgeo_ros.runtime.engine_build`; this module decides whether to build
+(the key, the sidecar beside the engine), refuses what cannot be right, and leaves the engine's probe beside it.
+
 This lives in the runtime layer because the Predictor (and so the node) builds an engine from an .onnx on first
 start; `mgeo_ros.export.engine` re-exports it for `mgeo build-engine`.
 
@@ -7,20 +10,15 @@ The key (stored in a JSON sidecar `<engine>.json`) covers: ONNX sha256, TensorRT
 GPU name, compute capability, input shape, the typing mode, the *effective* precision and, for a dynamic-size ONNX
 (the MoGe authors' layout or `mgeo export --dynamic`), the optimization profile.
 
-A dynamic ONNX is built with `num_tokens` fixed at build time (the input becomes a constant of a build copy of the
-graph) and one optimization profile over the network input sizes (min / opt / max, `EngineProfile`): by default the
-token grids of every camera aspect ratio from 1:2 to 2:1, or exactly those of given camera sizes. Its probe is made
-at build time by ONNX Runtime on the ONNX at the profile's opt size. A cached engine whose key
-matches is reused; one that differs is rebuilt, or refused with the differences spelled out when rebuilding is
-disabled.
+A cached engine whose key matches is reused; one that differs is rebuilt, or refused with the differences spelled
+out when rebuilding is disabled. A dynamic ONNX's probe is made at build time by ONNX Runtime on the ONNX at the
+profile's opt size.
 
-One strongly typed build path (`NetworkDefinitionCreationFlag.STRONGLY_TYPED`) serves TensorRT 10.x, TensorRT 11
-(where strong typing is the only mode and the FP16/INT8 flags are gone) and TensorRT-RTX: the engine computes in the
-types of the ONNX, so its precision is the ONNX's (`onnx_precision`). FP16 comes from `mgeo export --precision
-fp16`; asking for an FP16 engine from an FP32 ONNX is refused with that command. TensorRT < 10 is refused.
+The engine computes in the types of the ONNX (a strongly typed build), so its precision is the ONNX's
+(`onnx_precision`). FP16 comes from `mgeo export --precision fp16`; asking for an FP16 engine from an FP32 ONNX is
+refused with that command.
 
-TensorRT is imported lazily, so this module imports anywhere. The TensorRT-RTX builder `tensorrt_rtx_bindings`
-compiles ahead of time for a chosen compute capability without a GPU (the CI gate).
+TensorRT is imported lazily, so this module imports anywhere.
 """
 from __future__ import annotations
 
@@ -28,21 +26,25 @@ import hashlib
 import json
 import logging
 import os
-import re
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mgeo_ros.errors import BackendUnavailableError, BadInputError, MgeoError
+from mgeo_ros.errors import BackendUnavailableError, MgeoError
 from mgeo_ros.runtime.devices import (
     check_tensorrt_version,
     cuda_device,
     import_tensorrt,
     sidecar_path,
     tensorrt_flavour,
+)
+from mgeo_ros.runtime.engine_build import (
+    EngineProfile,
+    engine_profile,
+    fixed_tokens_onnx,
+    parse_compute_capability,
+    trt_build,
 )
 from mgeo_ros.runtime.model_layout import IMAGE, TOKENS, UINT8_FORM, check_onnx_layout
 
@@ -83,62 +85,6 @@ def onnx_input_shape(onnx_path: str) -> list:
     """Shape of the image input (ints; a dynamic axis is its symbolic name); ModelLayoutError for a graph that is
     not a MoGe layout."""
     return list(check_onnx_layout(onnx_path).image.shape)
-
-
-@dataclass(frozen=True)
-class EngineProfile:
-    """The optimization profile of an engine built from a dynamic ONNX: network input sizes (W, H) it accepts
-    (min/max, per axis) and is tuned for (opt), and the token count fixed at build time."""
-
-    min: tuple[int, int]
-    opt: tuple[int, int]
-    max: tuple[int, int]
-    num_tokens: int
-
-    def key(self) -> dict:
-        return {'min': list(self.min), 'opt': list(self.opt), 'max': list(self.max), 'num_tokens': self.num_tokens}
-
-    def text(self) -> str:
-        return (f'{self.min[0]}x{self.min[1]} .. {self.max[0]}x{self.max[1]} (opt {self.opt[0]}x{self.opt[1]}), '
-                f'{self.num_tokens} tokens')
-
-
-DEFAULT_OPT_CAMERA = (640, 480)
-PROFILE_ASPECTS = (0.5, 2.0)  # default profile: every camera aspect ratio in [1:2, 2:1]
-
-
-def engine_profile(num_tokens: int, camera_sizes: list[tuple[int, int]] | None = None) -> EngineProfile:
-    """The profile for cameras of `camera_sizes` (W, H) at `num_tokens`: the token-grid network sizes the runtime
-    will feed (opt: the first camera's). None: every aspect ratio from 1:2 to 2:1 (opt: 4:3)."""
-    from mgeo_ros.runtime.preprocess import network_size
-
-    if num_tokens <= 0:
-        raise MgeoError(f'num_tokens must be positive, got {num_tokens}')
-    if camera_sizes:
-        sizes = [network_size(w, h, num_tokens) for w, h in camera_sizes]
-        opt = sizes[0]
-    else:
-        sizes = [network_size(round(1000 * a), 1000, num_tokens) for a in PROFILE_ASPECTS]  # tallest, widest
-        opt = network_size(*DEFAULT_OPT_CAMERA, num_tokens)
-    lo_w, lo_h = min(s[0] for s in sizes + [opt]), min(s[1] for s in sizes + [opt])
-    hi_w, hi_h = max(s[0] for s in sizes + [opt]), max(s[1] for s in sizes + [opt])
-    return EngineProfile(min=(lo_w, lo_h), opt=opt, max=(hi_w, hi_h), num_tokens=int(num_tokens))
-
-
-def fixed_tokens_onnx(onnx_path: str, num_tokens: int, out_path: str) -> str:
-    """A copy of a dynamic ONNX whose `num_tokens` input is the constant `num_tokens` (what the engine is built
-    from: TensorRT then sees the token grid as shape arithmetic on the image size only)."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(onnx_path)
-    keep = [i for i in model.graph.input if i.name != TOKENS]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
-    model.graph.initializer.append(numpy_helper.from_array(np.array(int(num_tokens), dtype=np.int64), TOKENS))
-    onnx.save(model, out_path)
-    return out_path
 
 
 def write_dynamic_probe(onnx_path: str, engine_path: str, profile: EngineProfile) -> str:
@@ -194,18 +140,6 @@ def export_command(onnx_path: str, precision: str) -> str:
     return command + (f' (or, without PyTorch: {from_onnx})' if precision == 'fp16' else '')
 
 
-def parse_compute_capability(text: str) -> tuple[str, str]:
-    """'SM89' or '8.9' -> ('SM89', '8.9'); anything else is a BadInputError saying which forms are accepted."""
-    t = text.strip().upper().replace('SM_', 'SM')
-    sm = re.fullmatch(r'SM(\d{1,2})(\d)', t)
-    dotted = re.fullmatch(r'(\d{1,2})\.(\d)', t)
-    if sm is None and dotted is None:
-        raise BadInputError(f'compute capability {text!r}: expected SM<major><minor> or <major>.<minor> (e.g. SM89 '
-                            'or 8.9 for an RTX 40xx/L4, SM90 or 9.0 for an H100)')
-    major, minor = (sm or dotted).groups()
-    return f'SM{major}{minor}', f'{major}.{minor}'
-
-
 def local_gpu() -> tuple[str, str]:
     """(GPU name, compute capability 'X.Y') of GPU 0, from cuda-python, torch when it is already imported, or
     nvidia-smi; BackendUnavailableError if none. Never imports torch: the TensorRT path must not need it."""
@@ -225,11 +159,11 @@ def local_gpu() -> tuple[str, str]:
                                   'ahead-of-time TensorRT-RTX build')
 
 
-def engine_key(onnx_path: str, precision: str | None, trt, compute_capability: str | None = None,
+def engine_key(onnx_path: str, trt, compute_capability: str | None = None,
                profile: EngineProfile | None = None) -> dict:
-    """The cache key of an engine built from `onnx_path` here (or for `compute_capability`, AOT); precision None
-    (or anything) is replaced by what the engine will really compute in: the ONNX's precision. A dynamic ONNX's
-    engine also keys on its optimization profile."""
+    """The cache key of an engine built from `onnx_path` here (or for `compute_capability`, AOT). Its precision is
+    what the engine will really compute in, the ONNX's (a strongly typed build keeps the graph's types), so it is
+    read from the ONNX and needs no argument. A dynamic ONNX's engine also keys on its optimization profile."""
     if compute_capability:
         sm, cc = parse_compute_capability(compute_capability)
         gpu = f'any {sm} (ahead-of-time)'
@@ -254,131 +188,6 @@ def read_sidecar(engine_path: str) -> dict | None:
 def key_differences(old: dict, new: dict) -> list[str]:
     return [f'{k}: cached {old.get(k)!r} != wanted {new[k]!r}' for k in new if old.get(k) != new[k]]
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# progress reporting
-class _Spinner:
-    """Fallback progress for TensorRT versions without IProgressMonitor: a ticking elapsed-time line."""
-
-    def __init__(self, label: str, stream=sys.stderr) -> None:
-        self.label, self.stream, self._stop = label, stream, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        t0, frames, i = time.perf_counter(), '|/-\\', 0
-        while not self._stop.wait(0.5):
-            self.stream.write(f'\r{self.label} {frames[i % 4]} {time.perf_counter() - t0:6.1f} s')
-            self.stream.flush()
-            i += 1
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.stream.write('\n')
-
-
-def _progress_monitor(trt, stream=sys.stderr):
-    """An IProgressMonitor printing nested build phases with step counts, or None when TensorRT lacks it."""
-    if not hasattr(trt, 'IProgressMonitor'):
-        return None
-
-    class PhasePrinter(trt.IProgressMonitor):
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-            self._phases: dict[str, tuple[int, int, float]] = {}  # name -> (depth, steps, start)
-
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            depth = self._phases[parent_phase][0] + 1 if parent_phase in self._phases else 0
-            self._phases[phase_name] = (depth, int(num_steps), time.perf_counter())
-            if depth <= 1:
-                stream.write(f"{'  ' * depth}[build] {phase_name} (0/{num_steps})\n")
-                stream.flush()
-
-        def step_complete(self, phase_name, step):
-            depth, steps, _ = self._phases.get(phase_name, (0, 0, 0.0))
-            if depth == 0 and steps:
-                stream.write(f"{'  ' * depth}[build] {phase_name} ({int(step) + 1}/{steps})\n")
-                stream.flush()
-            return True  # keep building
-
-        def phase_finish(self, phase_name):
-            depth, _, t0 = self._phases.pop(phase_name, (0, 0, time.perf_counter()))
-            if depth <= 1:
-                stream.write(f"{'  ' * depth}[build] {phase_name} done in {time.perf_counter() - t0:.1f} s\n")
-                stream.flush()
-
-    return PhasePrinter()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the build itself
-def trt_build(onnx_path: str, precision: str, trt, compute_capability: str | None = None,
-              workspace_mib: int | None = None, progress: bool = True,
-              profile: EngineProfile | None = None) -> tuple[bytes, str, dict]:
-    """Parse the ONNX into a strongly typed network and build a serialized engine; returns (bytes, effective
-    precision read from the network's convolution/matmul layer types, those types counted). No precision flag
-    is set: TensorRT 11 and TensorRT-RTX have none, and on TensorRT 10 a strongly typed network ignores them."""
-    check_tensorrt_version(trt)
-    flags = getattr(trt, 'NetworkDefinitionCreationFlag', None)
-    if flags is None or not hasattr(flags, 'STRONGLY_TYPED'):
-        raise MgeoError(f'{trt.__name__} {trt.__version__} has no strongly typed networks; use TensorRT >= 10')
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(flags.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(os.path.abspath(onnx_path)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        raise MgeoError(f'TensorRT ({trt.__name__}) cannot parse {onnx_path}: {errors}')
-    config = builder.create_builder_config()
-    counts = heavy_layer_types(network, trt)
-    effective = 'fp16' if counts.get('HALF', 0) * 2 > sum(counts.values()) else 'fp32'
-    log.info('strongly typed network: convolution/matmul layers by output type %s -> %s engine', counts, effective)
-    if profile is not None:  # a dynamic-size graph: batch 1, the network sizes of the profile
-        shapes = [(1, 3, size[1], size[0]) for size in (profile.min, profile.opt, profile.max)]
-        opt_profile = builder.create_optimization_profile()
-        opt_profile.set_shape(IMAGE, *shapes)
-        config.add_optimization_profile(opt_profile)
-    if workspace_mib:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    if compute_capability:
-        if not hasattr(config, 'set_compute_capability'):
-            raise MgeoError(f'{trt.__name__} {trt.__version__} cannot target a compute capability; build on the GPU')
-        sm, _ = parse_compute_capability(compute_capability)
-        if not hasattr(trt.ComputeCapability, sm):
-            raise MgeoError(f'{trt.__name__} cannot target {sm}; choose one of '
-                            f'{[n for n in dir(trt.ComputeCapability) if n.startswith("SM")]}')
-        config.num_compute_capabilities = 1
-        config.set_compute_capability(getattr(trt.ComputeCapability, sm), 0)
-    monitor = _progress_monitor(trt) if progress else None
-    if monitor is not None:
-        config.progress_monitor = monitor
-        serialized = builder.build_serialized_network(network, config)
-    elif progress:
-        with _Spinner(f'building {os.path.basename(onnx_path)}'):
-            serialized = builder.build_serialized_network(network, config)
-    else:
-        serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise MgeoError(f'TensorRT ({trt.__name__}) failed to build an engine from {onnx_path} (see its log above)')
-    return bytes(serialized), effective, counts
-
-
-def heavy_layer_types(network, trt) -> dict[str, int]:
-    """Output type name -> count over the convolution, deconvolution and matmul layers of a parsed network: in a
-    strongly typed network these are the types TensorRT will compute in."""
-    heavy = {getattr(trt.LayerType, n) for n in ('CONVOLUTION', 'DECONVOLUTION', 'MATRIX_MULTIPLY')
-             if hasattr(trt.LayerType, n)}
-    counts: dict[str, int] = {}
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type in heavy:
-            name = str(layer.get_output(0).dtype).split('.')[-1]
-            counts[name] = counts.get(name, 0) + 1
-    return counts
 
 
 Builder = Callable[..., tuple[bytes, str]]
@@ -428,7 +237,7 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
                                           f'({e}); install TensorRT (JetPack on Jetson, NVIDIA\'s pip index on '
                                           'desktop)') from e
     check_tensorrt_version(trt)
-    key = engine_key(onnx_path, precision, trt, compute_capability, profile)
+    key = engine_key(onnx_path, trt, compute_capability, profile)
     cached = read_sidecar(output) if os.path.isfile(output) else None
     if cached is not None and cached.get('key') == key:
         log.info('engine cache hit: %s', output)

@@ -11,7 +11,7 @@ depth change per pixel is 1 / (the pixel's distance to the plane's vanishing lin
 pixel further than 2r / max_rel_jump pixels from its vanishing line (25 px with the defaults 0.08 and r = 1),
 whatever its slant: a wall whose vanishing line lies outside the image keeps all its pixels. For a floor seen by a
 level camera h metres above it, that band is the part beyond z = max_rel_jump * h * f / (2 r): 6.3 m for
-h = 0.3 m, f = 525 px (see `floor_kept_to`). There a floor is as grazing as the ramp of a blurred edge, and goes too.
+h = 0.3 m, f = 525 px. There a floor is as grazing as the ramp of a blurred edge, and goes too.
 
 Optionally a grazing-angle test drops pixels whose surface normal is nearly perpendicular to the viewing ray (angle
 between ray and normal above `max_view_angle_deg`), given normals.
@@ -27,11 +27,6 @@ from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.projection import pixel_rays
 
 _BIG = 3.0e38  # stands for +inf in the min filter (float32 max is 3.4e38)
-
-
-def floor_kept_to(max_rel_jump: float, camera_height_m: float, focal_px: float, radius: int = 1) -> float:
-    """Depth (m) out to which a floor seen from `camera_height_m` keeps its pixels under the jump test."""
-    return max_rel_jump * camera_height_m * focal_px / (2 * radius)
 
 
 class DepthJumpTest:
@@ -70,11 +65,6 @@ class DepthJumpTest:
         return out
 
 
-def depth_jump_mask(depth: np.ndarray, max_rel_jump: float, radius: int = 1) -> np.ndarray:
-    """`DepthJumpTest` once (a new bool array; use a `DepthJumpTest` on hot paths)."""
-    return DepthJumpTest()(depth, max_rel_jump, radius).copy()
-
-
 def grazing_mask(normals: np.ndarray, intrinsics: Intrinsics, max_view_angle_deg: float) -> np.ndarray:
     """True where the angle between the viewing ray and the surface normal exceeds max_view_angle_deg (NaN normals
     are never flagged)."""
@@ -85,20 +75,3 @@ def grazing_mask(normals: np.ndarray, intrinsics: Intrinsics, max_view_angle_deg
     ray_norm = np.sqrt(ru[None, :] ** 2 + rv[:, None] ** 2 + 1.0)
     with np.errstate(invalid='ignore'):
         return np.abs(dot) < np.float32(math.cos(math.radians(max_view_angle_deg))) * ray_norm
-
-
-def flying_pixel_mask(depth: np.ndarray, max_rel_jump: float, radius: int = 1, normals: np.ndarray | None = None,
-                      intrinsics: Intrinsics | None = None, max_view_angle_deg: float = 0.0,
-                      jump_test: DepthJumpTest | None = None) -> np.ndarray:
-    """Pixels to invalidate: the relative-jump test (max_rel_jump <= 0 turns it off), or'ed with the grazing-angle
-    test when max_view_angle_deg > 0 and normals and intrinsics are given. Pass a `jump_test` to reuse its buffers
-    (the result may then be its buffer)."""
-    flagged = None
-    if max_rel_jump > 0:
-        flagged = (jump_test or DepthJumpTest())(depth, max_rel_jump, radius)
-    if max_view_angle_deg > 0 and normals is not None and intrinsics is not None:
-        grazing = grazing_mask(normals, intrinsics, max_view_angle_deg)
-        flagged = grazing if flagged is None else np.logical_or(flagged, grazing, out=flagged)
-    if flagged is None:
-        return np.zeros(np.shape(depth), bool)
-    return flagged

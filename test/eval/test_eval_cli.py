@@ -13,26 +13,18 @@ FAST = ['--backend', 'torch', '--num-tokens', '300', '--align-anchors', '32', '-
 
 
 @pytest.fixture(scope='module')
-def tiny_model(tmp_path_factory):
-    from mgeo_ros.model import build_model, preset, save_checkpoint
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp('model') / 'tiny'
-    save_checkpoint(build_model(preset('tiny')), out)
-    return out
-
-
-@pytest.fixture(scope='module')
 def frames():
     from mgeo_ros.train.data import render_sequence
     return render_sequence(11, 4, size=SIZE)
 
 
-def test_eval_bag_end_to_end(tiny_model, frames, tmp_path, capsys):
+def test_eval_bag_end_to_end(tiny_checkpoint, frames, tmp_path, capsys):
     from mgeo_ros.train.data import write_bag
     torch.set_num_threads(1)
     bag = write_bag(frames, tmp_path / 'bag')
     out = tmp_path / 'out'
-    assert main(['eval', str(tiny_model), '--data', str(bag), '--out', str(out), '--report-frames', '2', *FAST]) == 0
+    assert main(['eval', str(tiny_checkpoint), '--data', str(bag), '--out', str(out), '--report-frames', '2',
+                 *FAST]) == 0
     result = json.loads((out / 'metrics.json').read_text())
     assert result['num_frames'] == 4 and result['backend'] == 'torch'
     assert set(result['runs']) == {'gt_intrinsics', 'recovered_intrinsics'}
@@ -56,29 +48,29 @@ def test_eval_bag_end_to_end(tiny_model, frames, tmp_path, capsys):
     assert len({len(line) for line in table}) == 1                    # numbers of any size keep the table aligned
 
 
-def test_eval_folder_and_synth(tiny_model, frames, tmp_path):
+def test_eval_folder_and_synth(tiny_checkpoint, frames, tmp_path):
     from mgeo_ros.train.data import write_folder
     torch.set_num_threads(1)
     folder = tmp_path / 'folder'
     write_folder(frames[:3], folder)
     out = tmp_path / 'out_folder'
-    assert main(['eval', str(tiny_model), '--data', str(folder), '--out', str(out), '--no-gt-intrinsics',
+    assert main(['eval', str(tiny_checkpoint), '--data', str(folder), '--out', str(out), '--no-gt-intrinsics',
                  '--limit', '2', '--constant-depth', '3.0', *FAST]) == 0
     result = json.loads((out / 'metrics.json').read_text())
     assert list(result['runs']) == ['recovered_intrinsics'] and result['num_frames'] == 2
     assert result['constant_depth_m'] == 3.0 and 'temporal' not in result
     out = tmp_path / 'out_synth'
-    assert main(['eval', str(tiny_model), '--data', 'synth:2:5:96x72', '--out', str(out), '--gt-intrinsics',
+    assert main(['eval', str(tiny_checkpoint), '--data', 'synth:2:5:96x72', '--out', str(out), '--gt-intrinsics',
                  '--report-frames', '1', *FAST]) == 0
     result = json.loads((out / 'metrics.json').read_text())
     assert list(result['runs']) == ['gt_intrinsics'] and result['num_frames'] == 2
     assert len(list((out / 'report').glob('frame_*_input.png'))) == 1
 
 
-def test_eval_rejects_bad_data_specs(tiny_model, tmp_path, capsys):
-    assert main(['eval', str(tiny_model), '--data', 'synth:two', '--out', str(tmp_path), *FAST]) == 1
+def test_eval_rejects_bad_data_specs(tiny_checkpoint, tmp_path, capsys):
+    assert main(['eval', str(tiny_checkpoint), '--data', 'synth:two', '--out', str(tmp_path), *FAST]) == 1
     assert 'synth:COUNT:SEED' in capsys.readouterr().err
-    assert main(['eval', str(tiny_model), '--data', str(tmp_path / 'missing'), '--out', str(tmp_path), *FAST]) == 1
+    assert main(['eval', str(tiny_checkpoint), '--data', str(tmp_path / 'missing'), '--out', str(tmp_path), *FAST]) == 1
     assert 'does not exist' in capsys.readouterr().err
 
 
@@ -90,7 +82,7 @@ def _eval_metrics(model, bag, out, depth_topic):
     return mean, result
 
 
-def test_eval_reads_every_compressed_depth_form(tiny_model, frames, tmp_path):
+def test_eval_reads_every_compressed_depth_form(tiny_checkpoint, frames, tmp_path):
     """GT depth as compressedDepth (32FC1 and 16UC1, png and rvl) scores like the raw-depth bag: exactly for 16UC1
     (lossless millimetres) and for 32FC1 against a raw bag of the same quantized depth; against the unquantized
     raw depth within what one inverse-depth step can move AbsRel."""
@@ -104,19 +96,19 @@ def test_eval_reads_every_compressed_depth_form(tiny_model, frames, tmp_path):
     raw_topic, packed_topic = '/camera/depth/image_raw', '/camera/depth/image_raw/compressedDepth'
     means = {}
     for encoding in ('32FC1', '16UC1'):
-        means[encoding, 'raw'] = _eval_metrics(tiny_model, write_bag(frames, tmp_path / f'raw{encoding}',
+        means[encoding, 'raw'] = _eval_metrics(tiny_checkpoint, write_bag(frames, tmp_path / f'raw{encoding}',
                                                                       depth_encoding=encoding),
                                                tmp_path / f'o_raw{encoding}', raw_topic)[0]
         for fmt in ('png', 'rvl'):
             bag = write_bag(frames, tmp_path / f'{encoding}{fmt}', depth_encoding=encoding, compressed_depth=fmt,
                             compressed_depth_max=depth_max, compressed_depth_quantization=q)
-            means[encoding, fmt], result = _eval_metrics(tiny_model, bag, tmp_path / f'o{encoding}{fmt}',
+            means[encoding, fmt], result = _eval_metrics(tiny_checkpoint, bag, tmp_path / f'o{encoding}{fmt}',
                                                          packed_topic)
             assert result['gt_frames_refused'] == {} and result['num_frames'] == 2
     quantized = [Sample(f.rgb, decode_depth(*encode_depth(np.where(f.mask, f.depth, np.nan), '32FC1', 'rvl',
                                                           depth_max, q)),
                         f.intrinsics, f.mask, f.metric, f.source) for f in frames]
-    means['32FC1', 'quantized'] = _eval_metrics(tiny_model, write_bag(quantized, tmp_path / 'quantized'),
+    means['32FC1', 'quantized'] = _eval_metrics(tiny_checkpoint, write_bag(quantized, tmp_path / 'quantized'),
                                                 tmp_path / 'o_quantized', raw_topic)[0]
     for fmt in ('png', 'rvl'):
         assert means['16UC1', fmt] == means['16UC1', 'raw']

@@ -96,14 +96,15 @@ def test_from_onnx_refusals(model, dynamic_onnx, tmp_path, capsys):
 def test_cameras_of_mixed_sizes_share_one_dynamic_model(dynamic_onnx, model, tmp_path):
     """Two 4:3 and one 2:1 camera on one SharedModel of one dynamic ONNX: each camera gets its own size, and the
     network's answer equals that of a fixed-size export made for that camera."""
-    from test_runtime_batching import _frames, _run_cameras
+    from camera_threads import picture_frames, run_cameras
 
     from mgeo_ros.runtime.batching import SharedModel
 
-    frames = {'a': _frames(1, 128, 96)[0], 'b': _frames(2, 128, 96)[1], 'wide': _frames(1, 160, 80)[0]}
+    frames = {'a': picture_frames(1, 128, 96)[0], 'b': picture_frames(2, 128, 96)[1],
+              'wide': picture_frames(1, 160, 80)[0]}
     shared = SharedModel(Predictor(dynamic_onnx, backend='onnxruntime', num_tokens=TOKENS))
     try:
-        results = _run_cameras(shared, frames, target=3)
+        results = run_cameras(shared, frames, target=3)
     finally:
         shared.close()
     for name, rgb in frames.items():

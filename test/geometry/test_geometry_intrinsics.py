@@ -146,7 +146,7 @@ def test_geometry_imports_without_rclpy_or_torch():
     the camera every focal/shift pair on a line fits equally well)."""
     code = (
         "import sys; sys.modules['rclpy'] = None\n"
-        "from mgeo_ros.geometry import recover_focal_shift, Intrinsics, unproject, normals_from_points\n"
+        "from mgeo_ros.geometry import recover_focal_shift, Intrinsics, unproject, normals_from_depth\n"
         "import numpy as np\n"
         "i = Intrinsics.from_fov(1.0, 64, 48)\n"
         "yy, xx = np.mgrid[0:48, 0:64] / 48.0\n"

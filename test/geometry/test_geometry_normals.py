@@ -1,9 +1,9 @@
-"""normals_from_points: planes give their normal, oriented toward the camera; invalid pixels are NaN; torch twin."""
+"""normals_from_depth: equal to an independent float64 reference on the 3-D points, close to the mean of the
+triangles' unit normals where the surface is smooth, faces the camera, and keeps its buffers across frames."""
 import numpy as np
 import pytest
-import torch
 
-from mgeo_ros.geometry import Intrinsics, normals_from_points, unproject
+from mgeo_ros.geometry import Intrinsics, unproject
 
 
 def _plane_points(normal, offset, intr):
@@ -16,84 +16,8 @@ def _plane_points(normal, offset, intr):
     return unproject(z, intr).astype(np.float64), n
 
 
-@pytest.mark.parametrize('normal', [(0, 0, -1), (0.3, -0.2, -1.0), (-0.5, 0.4, -0.8), (0.0, -1.0, -0.6)])
-def test_plane_normal_is_recovered_and_faces_the_camera(normal):
-    intr = Intrinsics.from_fov(1.2, 64, 48)
-    pts, n = _plane_points(normal, 3.0, intr)
-    out = normals_from_points(pts)
-    assert out.shape == (48, 64, 3) and out.dtype == np.float32
-    assert np.isfinite(out).all()
-    np.testing.assert_allclose(out, np.broadcast_to(n, out.shape), atol=1e-5)
-    assert ((out * pts).sum(-1) < 0).all()
-    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, atol=1e-6)
-
-
-def test_orientation_does_not_depend_on_pixel_order():
-    """A mirrored image (reversed winding) still yields normals toward the camera."""
-    intr = Intrinsics.from_fov(1.0, 40, 30)
-    pts, n = _plane_points((0.2, 0.1, -1.0), 2.0, intr)
-    flipped = normals_from_points(pts[:, ::-1])
-    np.testing.assert_allclose(flipped, np.broadcast_to(n, flipped.shape), atol=1e-5)
-
-
-def test_invalid_pixels_are_nan_and_edges_use_remaining_triangles():
-    intr = Intrinsics.from_fov(1.0, 32, 24)
-    pts, n = _plane_points((0, 0, -1), 2.0, intr)
-    pts[5, 5] = np.nan
-    mask = np.ones((24, 32), dtype=bool)
-    mask[10, 10] = False
-    out = normals_from_points(pts, mask)
-    assert np.isnan(out[5, 5]).all() and np.isnan(out[10, 10]).all()
-    # neighbours of holes and border pixels still have a valid triangle and the right normal
-    for ij in [(5, 6), (4, 5), (10, 11), (0, 0), (23, 31)]:
-        np.testing.assert_allclose(out[ij], n, atol=1e-6)
-    lonely = np.zeros((24, 32), dtype=bool)
-    lonely[3, 3] = lonely[3, 4] = True                              # no triangle possible
-    assert np.isnan(normals_from_points(pts, lonely)).all()
-
-
-def test_torch_twin_matches_and_has_gradients():
-    intr = Intrinsics.from_fov(1.1, 24, 20)
-    rng = np.random.default_rng(0)
-    depth = 2.0 + 0.3 * rng.uniform(size=(20, 24))
-    pts = unproject(depth, intr).astype(np.float64)
-    mask = rng.uniform(size=(20, 24)) > 0.1
-    ref = normals_from_points(pts, mask)
-    p = torch.tensor(np.stack([pts, pts]), requires_grad=True)
-    out = normals_from_points(p, torch.tensor(np.stack([mask, mask])))
-    assert out.shape == (2, 20, 24, 3)
-    np.testing.assert_allclose(out[0].detach().numpy(), ref, atol=1e-5, equal_nan=True)
-    valid = torch.isfinite(out).all(-1)
-    loss = (out[valid] * torch.tensor([0.1, 0.2, 0.3], dtype=out.dtype)).sum()
-    loss.backward()
-    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
-
-
-def test_maps_larger_than_a_chunk_match_the_torch_twin_and_fill_out():
-    """The numpy path works chunk by chunk on the flattened padded map: a map spanning several chunks (with holes,
-    a step edge and rows crossing chunk boundaries) gives what the independent torch twin gives, into `out`."""
-    from mgeo_ros.geometry import normals as mod
-
-    h, w = 190, 3 * mod._CHUNK // 190  # > 2 chunks of padded pixels
-    intr = Intrinsics.from_fov(1.1, w, h)
-    rng = np.random.default_rng(3)
-    depth = (2.0 + 0.2 * np.sin(np.arange(w) / 9.0)[None, :] + (np.arange(h) > h // 2)[:, None]
-             + 0.01 * rng.uniform(size=(h, w))).astype(np.float32)
-    depth[rng.uniform(size=(h, w)) < 0.05] = np.nan
-    pts = unproject(depth, intr)
-    mask = rng.uniform(size=(h, w)) > 0.02
-    out = np.full((h, w, 3), 7.0, np.float32)
-    got = normals_from_points(pts, mask, out=out)
-    ref = mod._normals_torch(torch.from_numpy(pts), torch.from_numpy(mask)).numpy()
-    assert got is out
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
-    np.testing.assert_allclose(got, ref, atol=2e-5, equal_nan=True)
-    with pytest.raises(ValueError, match='out must be'):
-        normals_from_points(pts, mask, out=np.empty((h, w, 3), np.float64))
-
-
 NORMALS_FROM_DEPTH_ATOL = 2e-4  # per component: float32 rounding of the inverse-depth slopes against float64 3-D
-# The tolerance against the mean of the triangles' unit normals (normals_from_points): the two weightings agree on
+# The tolerance against the mean of the triangles' unit normals (test/normals_reference.py): the two weightings agree on
 # planes (up to float32 rounding) and within SMOOTH_DEG on >= SMOOTH_SHARE of the pixels of a smooth curved surface
 # with holes that are not next to a depth jump (a 4-neighbour more than JUMP relatively nearer or farther).
 SMOOTH_DEG, SMOOTH_SHARE, JUMP = 1.0, 0.99, 0.05
@@ -129,10 +53,10 @@ def test_normals_from_depth_equal_the_plane_sum_reference(roughness):
 
 
 def test_normals_from_depth_agree_with_the_mean_of_unit_normals_where_the_surface_is_smooth():
-    """Against normals_from_points on unproject(depth): exact on a plane (with holes: the one-sided differences),
-    within SMOOTH_DEG on >= SMOOTH_SHARE of the pixels of a curved surface with holes away from its step; same NaN
-    pixels everywhere."""
-    from normals_reference import angles_deg
+    """Against the mean of the triangles' unit normals on the 3-D points: exact on a plane (with holes: the
+    one-sided differences), within SMOOTH_DEG on >= SMOOTH_SHARE of the pixels of a curved surface with holes away
+    from its step; same NaN pixels everywhere."""
+    from normals_reference import angles_deg, mean_unit_normals
 
     from mgeo_ros.geometry.normals import normals_from_depth
 
@@ -143,14 +67,14 @@ def test_normals_from_depth_agree_with_the_mean_of_unit_normals_where_the_surfac
     plane, n = _plane_points((0.3, -0.2, -1.0), 2.5, intr)
     flat = np.where(holes, np.nan, plane[..., 2]).astype(np.float32)
     got = normals_from_depth(flat, intr)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(normals_from_points(unproject(flat, intr))))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(mean_unit_normals(flat, intr)))
     finite = np.isfinite(got).all(-1)
     np.testing.assert_allclose(got[finite], np.broadcast_to(n, got.shape)[finite], atol=5e-5)  # float32 slopes
     u, v = np.meshgrid(np.arange(w), np.arange(h))
     curved = (2.0 + 0.4 * np.sin(u / 17.0) * np.cos(v / 23.0) + 0.6 * (u > w // 2)).astype(np.float32)
     curved[holes] = np.nan
     got = normals_from_depth(curved, intr)
-    want = normals_from_points(unproject(curved, intr))
+    want = mean_unit_normals(curved, intr)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     pad = np.pad(curved, 1, constant_values=np.nan)
     with np.errstate(invalid='ignore'):

@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 import runtime_models
-from node_harness import NodeHarness, start_node, stop_node
-from test_node_transport import _no_torch_env
+from node_harness import NodeHarness, no_torch_env, start_node, stop_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
@@ -38,7 +37,7 @@ def test_node_runs_authors_file_without_torch(authors_onnx, tmp_path):
     ns = f'/nao{os.getpid()}'
     log = tmp_path / 'node.log'
     proc = start_node(ns, {'model': str(authors_onnx), 'backend': 'onnxruntime', 'num_tokens': 60},
-                      env=_no_torch_env(tmp_path), log_path=log)
+                      env=no_torch_env(tmp_path), log_path=log)
     harness = NodeHarness(ns, 'authors_harness')
     try:
         harness.wait_ready(proc, timeout=60)

@@ -31,14 +31,8 @@ def _rgb(seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope='module')
-def running(tmp_path_factory):
-    import torch
-
-    from mgeo_ros.model import build_model, preset, save_checkpoint
-
-    torch.manual_seed(0)
-    model = tmp_path_factory.mktemp('node_model') / 'tiny'
-    save_checkpoint(build_model(preset('tiny')), str(model))
+def running(tiny_checkpoint, tmp_path_factory):
+    model = tiny_checkpoint
     ns = f'/nc{os.getpid()}'
     log = tmp_path_factory.mktemp('node_log') / 'node.log'
     proc = start_node(ns, {'model': str(model), 'num_tokens': 300, 'diagnostics_period': 0.3, 'points_color': True,
@@ -119,7 +113,7 @@ def test_sensor_msgs_py_read_points_parses_the_cloud(running):
 
 def test_min_confidence_and_the_flying_pixel_filter_apply_live(running):
     from mgeo_ros.ros import convert
-    from mgeo_ros.runtime.flying_pixels import depth_jump_mask
+    from mgeo_ros.runtime.flying_pixels import DepthJumpTest
 
     harness, _ = running
     results = harness.set_parameters(NODE, {'flying_pixel_max_jump': 0.0})
@@ -136,7 +130,7 @@ def test_min_confidence_and_the_flying_pixel_filter_apply_live(running):
     assert all(r.successful for r in harness.set_parameters(NODE, {'flying_pixel_max_jump': jump}))
     filtered = _publish(harness, 3, (2001, 2))
     depth1 = convert.image_to_numpy(filtered['depth/image'])
-    expect = np.isfinite(depth0) & ~depth_jump_mask(depth0, jump)
+    expect = np.isfinite(depth0) & ~DepthJumpTest()(depth0, jump)
     assert (np.isfinite(depth0) & ~expect).sum() > 0, 'nothing to remove: the test would not test the filter'
     np.testing.assert_array_equal(np.isfinite(depth1), expect)
     np.testing.assert_array_equal(convert.image_to_numpy(filtered['depth/mask']) == 255, expect)
@@ -166,8 +160,8 @@ def test_stage_two_builds_every_output_from_the_frame_stage(on_graph):
     every wanted output, one header, the same depth in the image, the cloud and behind the mask."""
     import time as _time
 
+    from stage_frames import raw_frame
     from std_msgs.msg import Header
-    from test_runtime_frame_stage import raw_frame
 
     from mgeo_ros.ros import convert
     from mgeo_ros.ros.diagnostics import NodeStats

@@ -23,18 +23,6 @@ def test_the_shipped_profile_is_found_and_applied_only_when_unset(tmp_path):
         assert apply_default_profile(mine) == {} and mine == {name: str(tmp_path / 'mine.xml')}
 
 
-@pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from mgeo_ros.model import build_model, preset, save_checkpoint
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp('fastdds_model') / 'tiny'
-    save_checkpoint(build_model(preset('tiny')), str(out))
-    return out
-
-
 @pytest.mark.ros
 def test_a_node_started_without_the_variable_sends_640x480_depth_across_processes(tmp_path, ros_env, tiny_checkpoint):
     """The sender's profile is what counts (measured: a receiver's own profile does not rescue a stream sent

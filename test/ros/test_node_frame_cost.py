@@ -1,4 +1,4 @@
-"""The node's per-frame cost (issue 16): output bytes reused between frames and handed to rclpy without a copy, the
+"""The node's per-frame cost: output bytes reused between frames and handed to rclpy without a copy, the
 cloud interleaved in one pass, freed frame buffers kept by the allocator. Values must not change: each test compares
 with the plain way of computing the same thing."""
 import json

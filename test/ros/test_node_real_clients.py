@@ -1,4 +1,4 @@
-"""Issue 18 item 4 through the running node: what real cameras and image_transport publish, across processes.
+"""What real cameras and image_transport publish, through the running node across processes.
 
 The node runs as a subprocess (its console script) on a tiny ONNX model exported at 160 x 120 with compressed input;
 this process publishes real CompressedImage / CameraInfo messages and reads the node's outputs, /diagnostics, its
@@ -13,20 +13,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-import runtime_models
 from node_harness import NodeHarness, serving, start_node
-from test_real_clients import huge_png_header, png_bytes
+from png_files import huge_png_header, png_bytes
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
 W, H = 160, 120
 NODE = 'mgeo_depth_node'
-
-
-@pytest.fixture(scope='module')
-def tiny_onnx(tmp_path_factory):
-    """Exported here with torch, or read from MGEO_RUNTIME_MODELS in the torch-free Jazzy job."""
-    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('clients_onnx'))
 
 
 @pytest.fixture(scope='module')

@@ -26,18 +26,6 @@ def _rgb(seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from mgeo_ros.model import build_model, preset, save_checkpoint
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp('node_model') / 'tiny'
-    save_checkpoint(build_model(preset('tiny')), str(out))
-    return out
-
-
-@pytest.fixture(scope='module')
 def running(tiny_checkpoint, tmp_path_factory):
     """One node (torch backend, raw input) for the whole module, and the harness that talks to it."""
     ns = f'/nt{os.getpid()}'

@@ -26,11 +26,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 W, H = runtime_models.TINY_SIZE
 
 
-@pytest.fixture(scope='module')
-def tiny_onnx(tmp_path_factory):
-    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('stages_onnx'))
-
-
 def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx):
     """Stage 2 of frame k is held until the forward of frame k+1 has begun: a serial node would never get there
     (each wait would run into its bound and say False); two overlapped stages do, every time."""

@@ -7,15 +7,9 @@ import os
 import time
 
 import pytest
-import runtime_models
 from node_harness import start_node, stop_node
 
 pytestmark = [pytest.mark.ros]
-
-
-@pytest.fixture(scope='module')
-def fixed_onnx(tmp_path_factory):
-    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('start_warnings_node'))
 
 
 def _log_once_loaded(proc, log, timeout: float = 120.0) -> str:
@@ -32,11 +26,11 @@ def _log_once_loaded(proc, log, timeout: float = 120.0) -> str:
     return text
 
 
-def test_start_warnings_in_the_node_log(fixed_onnx, tmp_path, ros_env):
+def test_start_warnings_in_the_node_log(tiny_onnx, tmp_path, ros_env):
     tag = f'/nsw{os.getpid()}'
     demo_log, fixed_log = tmp_path / 'demo.log', tmp_path / 'fixed.log'
     demo = start_node(f'{tag}_demo', {}, env=ros_env, log_path=demo_log)
-    fixed = start_node(f'{tag}_fixed', {'model': str(fixed_onnx), 'backend': 'onnxruntime', 'num_tokens': 1200},
+    fixed = start_node(f'{tag}_fixed', {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'num_tokens': 1200},
                        env=ros_env, log_path=fixed_log)
     demo_text, fixed_text = _log_once_loaded(demo, demo_log), _log_once_loaded(fixed, fixed_log)
 

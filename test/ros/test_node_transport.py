@@ -8,29 +8,11 @@ import time
 
 import numpy as np
 import pytest
-import runtime_models
-from node_harness import NodeHarness, start_node, stop_node
+from node_harness import NodeHarness, no_torch_env, start_node, stop_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 
 W, H = 160, 120
-
-
-def _no_torch_env(tmp_path) -> dict:
-    """os.environ plus a `torch` package that refuses to import, first on the path."""
-    shim = tmp_path / 'no_torch'
-    (shim / 'torch').mkdir(parents=True)
-    (shim / 'torch' / '__init__.py').write_text(
-        "raise ImportError('torch is blocked: the ONNX Runtime node must run without it')\n")
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([str(shim)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
-    return env
-
-
-@pytest.fixture(scope='module')
-def tiny_onnx(tmp_path_factory):
-    """Exported here with torch, or read from MGEO_RUNTIME_MODELS in the torch-free Jazzy job."""
-    return runtime_models.tiny_onnx(tmp_path_factory.mktemp('node_onnx'))
 
 
 def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
@@ -41,7 +23,7 @@ def test_compressed_input_on_onnxruntime_without_torch(tiny_onnx, tmp_path):
     log = tmp_path / 'node.log'
     proc = start_node(ns, {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'image_transport': 'compressed',
                            'diagnostics_period': 0.3, 'points_color': True, 'scale_smoothing': 0.5},
-                      env=_no_torch_env(tmp_path), log_path=log)
+                      env=no_torch_env(tmp_path), log_path=log)
     harness = NodeHarness(ns, 'compressed_harness')
     try:
         harness.wait_ready(proc, timeout=60, compressed=True)
@@ -114,7 +96,7 @@ def test_corrupt_model_keeps_the_node_alive_and_says_why(tmp_path):
     ns = f'/ntb{os.getpid()}'
     log = tmp_path / 'node.log'
     proc = start_node(ns, {'model': str(bad), 'backend': 'onnxruntime', 'diagnostics_period': 0.3},
-                      env=_no_torch_env(tmp_path), log_path=log)
+                      env=no_torch_env(tmp_path), log_path=log)
     harness = NodeHarness(ns, 'corrupt_harness')
     try:
         assert harness.wait_for(lambda: harness.latest_diagnostics().get('model_status') == 'error', 60), \
@@ -145,7 +127,7 @@ def test_lifecycle_node_only_works_while_active(tiny_onnx, tmp_path):
     ns = f'/ntl{os.getpid()}'
     log = tmp_path / 'node.log'
     proc = start_node(ns, {'model': str(tiny_onnx), 'backend': 'onnxruntime', 'diagnostics_period': 0.3},
-                      env=_no_torch_env(tmp_path), log_path=log, extra_args=('--lifecycle',))
+                      env=no_torch_env(tmp_path), log_path=log, extra_args=('--lifecycle',))
     harness = NodeHarness(ns, 'lifecycle_harness')
     intr = Intrinsics(fx=150.0, fy=150.0, cx=79.5, cy=59.5, width=W, height=H)
     rgb = np.full((H, W, 3), 90, np.uint8)

@@ -1,18 +1,17 @@
-"""Issue 18 item 4, the parts that are not the node's own behaviour: what real cameras and image_transport send.
+"""What real cameras and image_transport send, apart from the node's own behaviour.
 
 Real sensor_msgs messages (CompressedImage, Image, CameraInfo) as compressed_image_transport and camera drivers fill
 them; real OpenCV codecs; the real `mgeo bench` command. The node's side is in test_node_real_clients.py.
 """
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
-import zlib
 
 import cv2
 import numpy as np
 import pytest
+from png_files import huge_png_header, png_bytes
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mgeo_ros.errors import BadInputError, ImageDecodeError, ImageTooLargeError
@@ -29,28 +28,6 @@ def _rgb() -> np.ndarray:
     """An asymmetric colour picture: red left, blue right, so a channel swap cannot go unnoticed."""
     y, x = np.mgrid[0:H, 0:W]
     return np.stack([255 - x * 255 // W, y * 255 // H, x * 255 // W], -1).astype(np.uint8)
-
-
-def png_bytes(width: int, height: int, channels: int = 1, depth: int = 8, rows: bytes | None = None) -> bytes:
-    """A valid PNG of `width` x `height` built by hand (zlib), all zero pixels unless `rows` is given: how a 61 KiB
-    file can claim 8000 x 8000 pixels."""
-    colour = {1: 0, 3: 2}[channels]
-    row = bytes(1 + width * channels * depth // 8)
-    raw = rows if rows is not None else row * height
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
-
-    ihdr = struct.pack('>IIBBBBB', width, height, depth, colour, 0, 0, 0)
-    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b'')
-
-
-def huge_png_header(width: int = 40000, height: int = 40000) -> bytes:
-    """A PNG whose header claims width x height (with a valid CRC) and whose pixel data is cut short."""
-    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-    body = b'IHDR' + ihdr
-    return (b'\x89PNG\r\n\x1a\n' + struct.pack('>I', 13) + body + struct.pack('>I', zlib.crc32(body))
-            + struct.pack('>I', 64) + b'IDAT' + bytes(16))
 
 
 # ---- compressed format strings (compressed_image_transport) ---------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from authors_onnx import export_authors_layout, wellposed_dynamic
+from authors_onnx import wellposed_dynamic
 
 from mgeo_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from mgeo_ros.runtime.model_layout import ModelLayoutError
@@ -24,12 +24,6 @@ DEPTH_P99_REL = 1e-4
 @pytest.fixture(scope='module')
 def model():
     return wellposed_dynamic(2)
-
-
-@pytest.fixture(scope='module', params=['torchscript', 'dynamo'])
-def authors_file(request, model, tmp_path_factory):
-    path = tmp_path_factory.mktemp('authors') / f'moge_tiny_{request.param}.onnx'
-    return export_authors_layout(model, path, request.param, opset=14)
 
 
 def _frame(w, h, seed=0):

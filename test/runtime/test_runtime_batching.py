@@ -2,12 +2,10 @@
 shared model's scheduling (batches formed, fair service, sizes kept apart) on real backends."""
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import onnx
 import pytest
+from camera_threads import picture_frames, run_cameras
 from runtime_wellposed import wellposed_tiny
 
 from mgeo_ros.runtime import Predictor
@@ -32,16 +30,6 @@ def exports(tiny_model, tmp_path_factory):
             for n in (1, 4)}
 
 
-def _frames(count: int, w: int = SIZE[0], h: int = SIZE[1]) -> list[np.ndarray]:
-    rng = np.random.default_rng(11)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(count):  # different pictures, so a mixed-up batch order would show
-        img = np.stack([np.sin(xx / (5.0 + i)), np.cos(yy / (4.0 + i)), np.sin((xx + yy) / (9.0 + 2 * i))], -1)
-        out.append(np.clip(img * 100 + 128 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8))
-    return out
-
-
 def test_batch4_export_matches_four_batch1_runs(exports):
     b4, b1 = exports[4], exports[1]
     graph = onnx.load(b4.path)
@@ -54,7 +42,7 @@ def test_batch4_export_matches_four_batch1_runs(exports):
     four = Predictor(b4.path, backend='onnxruntime')
     assert (one.backend.max_batch, four.backend.max_batch) == (1, 4)
     pre = Preprocessor(NUM_TOKENS, four.backend.input_size)
-    images = np.concatenate([pre(f).copy() for f in _frames(4)])
+    images = np.concatenate([pre(f).copy() for f in picture_frames(4)])
     tokens = int(four.num_tokens)
     batched = four.backend.forward_batch(images, tokens)
     singles = [one.backend.forward(images[i:i + 1], tokens) for i in range(4)]
@@ -69,7 +57,7 @@ def test_batch4_export_matches_four_batch1_runs(exports):
     short = four.backend.forward_batch(images[:3], tokens)
     assert len(short) == 3
     np.testing.assert_allclose(short[2].points, singles[2].points, rtol=1e-4, atol=1e-5)
-    frame = _frames(1)[0]
+    frame = picture_frames(1)[0]
     a, b = four.predict(frame), one.predict(frame)
     np.testing.assert_allclose(a.depth, b.depth, rtol=1e-4, atol=1e-5, equal_nan=True)
 
@@ -77,7 +65,7 @@ def test_batch4_export_matches_four_batch1_runs(exports):
 def test_torch_backend_runs_a_batch_natively(tiny_model):
     pred = Predictor(tiny_model, backend='torch', num_tokens=NUM_TOKENS)
     pre = Preprocessor(NUM_TOKENS)
-    images = np.concatenate([pre(f).copy() for f in _frames(3)])
+    images = np.concatenate([pre(f).copy() for f in picture_frames(3)])
     tokens = (images.shape[3] // 14) * (images.shape[2] // 14)
     batched = pred.backend.forward_batch(images, tokens)
     for i, raw in enumerate(batched):
@@ -86,34 +74,12 @@ def test_torch_backend_runs_a_batch_natively(tiny_model):
         assert raw.metric_scale == pytest.approx(single.metric_scale, rel=1e-5)
 
 
-def _run_cameras(shared: SharedModel, frames: dict[str, np.ndarray], target: int) -> dict[str, list]:
-    """One thread per camera, each predicting its frame as fast as the shared model lets it, until one camera has
-    `target` results (or 60 s pass)."""
-    results: dict[str, list] = {name: [] for name in frames}
-    stop = threading.Event()
-    deadline = time.monotonic() + 60
-
-    def camera(name: str) -> None:
-        view = shared.view(name)
-        while not stop.is_set() and time.monotonic() < deadline:
-            results[name].append(view.predict(frames[name]))
-            if len(results[name]) >= target:
-                stop.set()
-
-    threads = [threading.Thread(target=camera, args=(n,)) for n in frames]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
-
-
 def test_shared_model_batches_and_serves_every_camera_alike(exports):
     shared = SharedModel(Predictor(exports[4].path, backend='onnxruntime'))
     try:
         assert shared.max_batch == 4
-        frames = dict(zip([f'cam{i}' for i in range(6)], _frames(6), strict=True))  # more cameras than the batch
-        results = _run_cameras(shared, frames, target=15)
+        frames = dict(zip([f'cam{i}' for i in range(6)], picture_frames(6), strict=True))  # more cameras than the batch
+        results = run_cameras(shared, frames, target=15)
         counts = {n: len(r) for n, r in results.items()}
         assert min(counts.values()) >= 0.8 * max(counts.values()), counts  # nobody starves: within 20 %
         sizes = shared.stats.batch_sizes
@@ -135,9 +101,9 @@ def test_shared_model_batches_and_serves_every_camera_alike(exports):
 def test_shared_model_keeps_network_sizes_apart(tiny_model):
     shared = SharedModel(Predictor(tiny_model, backend='torch', num_tokens=NUM_TOKENS), max_batch=4)
     try:
-        wide = _frames(2, 128, 64)
-        frames = {'a': _frames(1)[0], 'b': wide[0], 'c': _frames(2)[1], 'd': wide[1]}
-        results = _run_cameras(shared, frames, target=6)
+        wide = picture_frames(2, 128, 64)
+        frames = {'a': picture_frames(1)[0], 'b': wide[0], 'c': picture_frames(2)[1], 'd': wide[1]}
+        results = run_cameras(shared, frames, target=6)
         for name, preds in results.items():
             assert preds and preds[-1].depth.shape == frames[name].shape[:2], name
         assert max(shared.stats.batch_sizes) <= 2  # two 4:3 and two 2:1 cameras: never one mixed batch
@@ -152,7 +118,7 @@ def test_a_backend_error_reaches_only_its_batch_and_the_model_keeps_serving(expo
         bad = shared.view('bad')
         with pytest.raises(ValueError):
             shared.run(np.zeros((1, 3, 14, 14), np.float32), 1, 'bad')  # wrong size for this model
-        good = shared.view('good').predict(_frames(1)[0])
+        good = shared.view('good').predict(picture_frames(1)[0])
         assert good.depth.shape == (SIZE[1], SIZE[0])
         assert shared.stats.errors == 1 and bad.camera == 'bad'
     finally:

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from authors_onnx import export_authors_layout, wellposed_dynamic
+from authors_onnx import wellposed_dynamic
 
 from mgeo_ros.cli import main as mgeo_main
 from mgeo_ros.errors import BackendUnavailableError
@@ -29,12 +29,6 @@ CAMERAS = [(160, 120), (120, 160)]
 @pytest.fixture(scope='module')
 def model():
     return wellposed_dynamic(4)
-
-
-@pytest.fixture(scope='module', params=['torchscript', 'dynamo'])
-def authors_file(request, model, tmp_path_factory):
-    path = tmp_path_factory.mktemp('dyn') / f'moge_{request.param}.onnx'
-    return str(export_authors_layout(model, path, request.param, opset=14))
 
 
 def test_default_profile_covers_aspect_ratios_1_2_to_2_1():

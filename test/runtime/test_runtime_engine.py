@@ -17,6 +17,7 @@ from mgeo_ros.export.engine import (
     PrecisionMismatchError,
     build_engine,
     engine_key,
+    key_differences,
     onnx_precision,
     read_sidecar,
 )
@@ -25,7 +26,7 @@ RTX = 'tensorrt_rtx_bindings'
 
 
 @pytest.fixture(scope='module')
-def tiny_onnx(tmp_path_factory):
+def cli_onnx(tmp_path_factory):
     """A saved tiny checkpoint exported through the `mgeo export` command (parity-checked)."""
     from mgeo_ros.model import build_model, save_checkpoint
     from mgeo_ros.model.configs import preset
@@ -40,10 +41,10 @@ def tiny_onnx(tmp_path_factory):
     return path
 
 
-def test_export_cli_report(tiny_onnx):
+def test_export_cli_report(cli_onnx):
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}
+    meta = {p.key: p.value for p in onnx.load(cli_onnx).metadata_props}
     assert meta['requested_num_tokens'] == '40' and meta['opset'] == '18'
     assert (meta['camera_width'], meta['camera_height']) == ('96', '72')
 
@@ -55,10 +56,10 @@ def test_export_cli_rejects_bad_size(capsys, tmp_path):
     assert 'WxH' in capsys.readouterr().err
 
 
-def test_tensorrt_rtx_parses_and_builds_exported_onnx(tiny_onnx, tmp_path):
+def test_tensorrt_rtx_parses_and_builds_exported_onnx(cli_onnx, tmp_path):
     trt = importlib.import_module(RTX)  # never skipped: CI installs tensorrt_rtx_bindings
     engine = str(tmp_path / 'tiny.engine')
-    result = build_engine(tiny_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM89',
+    result = build_engine(cli_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM89',
                           progress=False)
     assert result.built and os.path.getsize(engine) > 10_000
     side = read_sidecar(engine)
@@ -71,22 +72,22 @@ def test_tensorrt_rtx_parses_and_builds_exported_onnx(tiny_onnx, tmp_path):
     assert side['heavy_layer_types'] and set(side['heavy_layer_types']) == {'FLOAT'}
 
 
-def test_engine_cache_hit_rebuild_and_refusal(tiny_onnx, tmp_path):
+def test_engine_cache_hit_rebuild_and_refusal(cli_onnx, tmp_path):
     engine = str(tmp_path / 'cached.engine')
-    first = build_engine(tiny_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM89',
+    first = build_engine(cli_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM89',
                          progress=False)
     mtime = os.path.getmtime(engine)
-    again = build_engine(tiny_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM89')
+    again = build_engine(cli_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM89')
     assert first.built and not again.built and os.path.getmtime(engine) == mtime
     with pytest.raises(EngineCacheError, match='compute_capability'):
-        build_engine(tiny_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM86', rebuild=False)
-    rebuilt = build_engine(tiny_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM86',
+        build_engine(cli_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM86', rebuild=False)
+    rebuilt = build_engine(cli_onnx, engine, precision='fp32', trt_module=RTX, compute_capability='SM86',
                            progress=False)
     assert rebuilt.built and 'compute_capability' in rebuilt.reason
     assert read_sidecar(engine)['key']['compute_capability'] == '8.6'
 
 
-def test_engine_cache_with_fake_builder(tiny_onnx, tmp_path):
+def test_engine_cache_with_fake_builder(cli_onnx, tmp_path):
     """Key fields that need a real GPU/TensorRT to change (version, ONNX) exercised with a fake builder."""
     calls = []
 
@@ -100,13 +101,13 @@ def test_engine_cache_with_fake_builder(tiny_onnx, tmp_path):
 
     engine = str(tmp_path / 'fake.engine')
     kw = dict(trt=FakeTRT(), builder=fake_builder, compute_capability='8.7')
-    assert build_engine(tiny_onnx, engine, **kw).built
-    assert not build_engine(tiny_onnx, engine, precision='fp32', **kw).built
+    assert build_engine(cli_onnx, engine, **kw).built
+    assert not build_engine(cli_onnx, engine, precision='fp32', **kw).built
     newer = FakeTRT()
     newer.__version__ = '10.14.1'
     with pytest.raises(EngineCacheError, match='tensorrt_version'):
-        build_engine(tiny_onnx, engine, trt=newer, builder=fake_builder, compute_capability='8.7', rebuild=False)
-    assert build_engine(tiny_onnx, engine, trt=newer, builder=fake_builder, compute_capability='8.7').built
+        build_engine(cli_onnx, engine, trt=newer, builder=fake_builder, compute_capability='8.7', rebuild=False)
+    assert build_engine(cli_onnx, engine, trt=newer, builder=fake_builder, compute_capability='8.7').built
     assert calls == ['10.3.0', '10.14.1']
     with open(engine, 'rb') as f:
         assert f.read() == b'engine-10.14.1'
@@ -116,14 +117,14 @@ def test_engine_cache_with_fake_builder(tiny_onnx, tmp_path):
     with open(orphan, 'wb') as f:
         f.write(b'x')
     with pytest.raises(EngineCacheError, match='no sidecar'):
-        build_engine(tiny_onnx, orphan, **kw, rebuild=False)
-    key = engine_key(tiny_onnx, None, FakeTRT(), '8.7')
+        build_engine(cli_onnx, orphan, **kw, rebuild=False)
+    key = engine_key(cli_onnx, FakeTRT(), '8.7')
     assert set(key) == {'onnx_sha256', 'tensorrt_module', 'tensorrt_version', 'tensorrt_major_minor', 'gpu_name',
                         'compute_capability', 'input_shape', 'precision', 'typing'}
     assert key['precision'] == 'fp32' and key['typing'] == 'strong'
 
 
-def test_fp16_engine_from_fp32_onnx_is_refused_with_the_export_command(tiny_onnx, tmp_path):
+def test_fp16_engine_from_fp32_onnx_is_refused_with_the_export_command(cli_onnx, tmp_path):
     def never(*a, **k):
         raise AssertionError('must not build')
 
@@ -132,39 +133,55 @@ def test_fp16_engine_from_fp32_onnx_is_refused_with_the_export_command(tiny_onnx
         __version__ = '11.4.1'
 
     with pytest.raises(PrecisionMismatchError) as err:
-        build_engine(tiny_onnx, str(tmp_path / 'x.engine'), precision='fp16', trt=FakeTRT(), builder=never,
+        build_engine(cli_onnx, str(tmp_path / 'x.engine'), precision='fp16', trt=FakeTRT(), builder=never,
                      compute_capability='8.7')
     msg = str(err.value)
     assert 'FP32 graph' in msg and 'mgeo export CHECKPOINT' in msg and '--precision fp16' in msg
     assert '--size 96x72 --num-tokens 40' in msg
 
 
-def test_tensorrt_before_10_is_refused(tiny_onnx, tmp_path):
+def test_the_key_carries_the_onnx_precision(cli_onnx, tmp_path, capsys):
+    """The key's precision is read from the ONNX, which a strongly typed engine computes in: an FP16 copy of the
+    same graph keys as fp16, so an FP32 engine cached for the other file is stale for it."""
+    half = str(tmp_path / 'tiny.fp16.onnx')
+    assert mgeo_main(['export', '--from-onnx', cli_onnx, '--output', half, '--precision', 'fp16']) == 0
+    capsys.readouterr()
+
+    class FakeTRT:
+        __name__ = 'tensorrt'
+        __version__ = '10.3.0'
+
+    k32, k16 = engine_key(cli_onnx, FakeTRT(), '8.7'), engine_key(half, FakeTRT(), '8.7')
+    assert (k32['precision'], k16['precision']) == ('fp32', 'fp16')
+    assert any(d.startswith("precision: cached 'fp32'") for d in key_differences(k32, k16))
+
+
+def test_tensorrt_before_10_is_refused(cli_onnx, tmp_path):
     class OldTRT:
         __name__ = 'tensorrt'
         __version__ = '8.6.2'
 
     with pytest.raises(MgeoError, match='TensorRT 8.6.2 is too old.*>= 10'):
-        build_engine(tiny_onnx, str(tmp_path / 'old.engine'), trt=OldTRT(), builder=lambda *a, **k: (b'', 'fp32'),
+        build_engine(cli_onnx, str(tmp_path / 'old.engine'), trt=OldTRT(), builder=lambda *a, **k: (b'', 'fp32'),
                      compute_capability='8.7')
 
 
-def test_build_engine_cli(tiny_onnx, tmp_path, capsys):
+def test_build_engine_cli(cli_onnx, tmp_path, capsys):
     engine = str(tmp_path / 'cli.engine')
-    args = ['build-engine', tiny_onnx, '--output', engine, '--trt-module', RTX, '--compute-capability', 'SM89',
+    args = ['build-engine', cli_onnx, '--output', engine, '--trt-module', RTX, '--compute-capability', 'SM89',
             '--fp32', '--quiet', '--json']
     assert mgeo_main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out['built'] and out['key']['precision'] == 'fp32' and out['key']['typing'] == 'strong'
     assert mgeo_main(args) == 0 and not json.loads(capsys.readouterr().out)['built']
-    refused = ['build-engine', tiny_onnx, '--output', engine, '--trt-module', RTX, '--compute-capability', 'SM86',
+    refused = ['build-engine', cli_onnx, '--output', engine, '--trt-module', RTX, '--compute-capability', 'SM86',
                '--fp32', '--no-rebuild', '--quiet']
     assert mgeo_main(refused) == 3
     assert 'rebuilding is disabled' in capsys.readouterr().err
 
 
-def test_build_engine_cli_refuses_fp16_from_fp32_onnx(tiny_onnx, tmp_path, capsys):
-    args = ['build-engine', tiny_onnx, '--output', str(tmp_path / 'h.engine'), '--trt-module', RTX,
+def test_build_engine_cli_refuses_fp16_from_fp32_onnx(cli_onnx, tmp_path, capsys):
+    args = ['build-engine', cli_onnx, '--output', str(tmp_path / 'h.engine'), '--trt-module', RTX,
             '--compute-capability', 'SM86', '--precision', 'fp16', '--quiet']
     assert mgeo_main(args) == 3
     err = capsys.readouterr().err

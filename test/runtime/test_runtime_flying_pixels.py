@@ -9,13 +9,7 @@ import pytest
 
 from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.geometry.projection import pixel_rays
-from mgeo_ros.runtime.flying_pixels import (
-    DepthJumpTest,
-    depth_jump_mask,
-    floor_kept_to,
-    flying_pixel_mask,
-    grazing_mask,
-)
+from mgeo_ros.runtime.flying_pixels import DepthJumpTest, grazing_mask
 from mgeo_ros.runtime.postprocess import upsample_valid
 
 W, H = 640, 480
@@ -35,7 +29,7 @@ def _plane_depth(normal, distance: float) -> np.ndarray:
 
 def test_a_frontal_wall_keeps_every_pixel():
     depth = np.full((H, W), 2.5, np.float32)
-    assert not depth_jump_mask(depth, DEFAULT_JUMP).any()
+    assert not DepthJumpTest()(depth, DEFAULT_JUMP).any()
 
 
 @pytest.mark.parametrize('slant_deg', [30.0, 60.0, 75.0, 85.0])
@@ -49,7 +43,7 @@ def test_a_slanted_wall_keeps_every_pixel_away_from_its_vanishing_line(slant_deg
     depth = _plane_depth(normal, -2.0)  # the plane passes 2 m in front of the camera along the axis
     valid = np.isfinite(depth)
     assert valid.mean() > 0.3
-    flagged = depth_jump_mask(depth, DEFAULT_JUMP)
+    flagged = DepthJumpTest()(depth, DEFAULT_JUMP)
     # vanishing line: n . (u', v', 1) = 0
     coord = np.arange(W) - INTR.cx if axis == 'yaw' else np.arange(H) - INTR.cy
     vanish = INTR.fx * c / s
@@ -66,10 +60,11 @@ def test_a_slanted_wall_keeps_every_pixel_away_from_its_vanishing_line(slant_deg
 @pytest.mark.parametrize('camera_height', [0.3, 1.0])
 def test_a_floor_seen_from_a_robot_camera_keeps_its_pixels_out_to_the_documented_range(camera_height):
     """A level camera `camera_height` above the floor (y down: the floor is y = h): every floor pixel nearer than
-    floor_kept_to() survives (6.3 m at 0.3 m height), and the whole floor of a 10 m room does for the 1 m camera."""
+    the range of the module docstring, z = max_rel_jump * h * f / (2 r), survives (6.3 m at 0.3 m height), and the
+    whole floor of a 10 m room does for the 1 m camera."""
     depth = _plane_depth((0.0, 1.0, 0.0), camera_height)
-    kept_to = floor_kept_to(DEFAULT_JUMP, camera_height, INTR.fy)
-    flagged = depth_jump_mask(depth, DEFAULT_JUMP)
+    kept_to = DEFAULT_JUMP * camera_height * INTR.fy / 2
+    flagged = DepthJumpTest()(depth, DEFAULT_JUMP)
     near = np.isfinite(depth) & (depth < 0.95 * kept_to)
     assert near.sum() > 10000
     assert not (flagged & near).any(), f'floor pixels nearer than {kept_to:.1f} m removed'
@@ -77,8 +72,6 @@ def test_a_floor_seen_from_a_robot_camera_keeps_its_pixels_out_to_the_documented
     if kept_to > 10.0:
         assert not (flagged & room).any()
     assert not (flagged & (depth < 0.95 * kept_to)).any()
-    # what the docstring promises for h = 0.3 m, f = 525 px
-    assert abs(floor_kept_to(DEFAULT_JUMP, 0.3, 525.0) - 6.3) < 0.01
 
 
 def _step_edge(near: float, far: float, factor: int = 4) -> np.ndarray:
@@ -97,7 +90,7 @@ def test_the_midpoints_of_a_step_edge_are_removed(near, far, factor):
     depth = _step_edge(near, far, factor)
     flying = (depth > near * 1.05) & (depth < far / 1.05)  # more than 5 % from both sides
     assert flying.sum() >= H  # the upsampling really made flying pixels
-    flagged = depth_jump_mask(depth, DEFAULT_JUMP)
+    flagged = DepthJumpTest()(depth, DEFAULT_JUMP)
     assert flagged[flying].all(), f'{(~flagged[flying]).sum()} of {flying.sum()} midpoints kept'
     # and it stays local: nothing further than the window from the blended band goes
     cols = np.nonzero(flagged.any(0))[0]
@@ -109,21 +102,20 @@ def test_invalid_neighbours_are_not_an_edge_and_invalid_pixels_are_never_flagged
     depth = np.full((H, W), 2.0, np.float32)
     depth[:, 300:] = np.nan  # e.g. sky or beyond the mask
     depth[100:110, 100:110] = np.nan
-    flagged = depth_jump_mask(depth, DEFAULT_JUMP)
+    flagged = DepthJumpTest()(depth, DEFAULT_JUMP)
     assert not flagged.any()
 
 
 def test_a_lone_pixel_in_front_of_a_wall_goes_with_its_neighbours():
     depth = np.full((60, 80), 4.0, np.float32)
     depth[30, 40] = 2.0
-    flagged = depth_jump_mask(depth, DEFAULT_JUMP)
+    flagged = DepthJumpTest()(depth, DEFAULT_JUMP)
     assert flagged[30, 40] and flagged[29:32, 39:42].sum() == 9 and flagged.sum() == 9
 
 
-def test_zero_tolerance_off_and_radius_widens():
+def test_a_wider_window_flags_more():
     depth = _step_edge(1.0, 3.0)
-    assert not flying_pixel_mask(depth, 0.0).any()
-    assert depth_jump_mask(depth, DEFAULT_JUMP, radius=2).sum() > depth_jump_mask(depth, DEFAULT_JUMP).sum()
+    assert DepthJumpTest()(depth, DEFAULT_JUMP, radius=2).sum() > DepthJumpTest()(depth, DEFAULT_JUMP).sum()
 
 
 def test_reused_buffers_give_the_same_answer_for_a_new_size():
@@ -137,13 +129,12 @@ def test_reused_buffers_give_the_same_answer_for_a_new_size():
 
 
 def test_grazing_angle_test_flags_surfaces_seen_edge_on_only():
-    from mgeo_ros.geometry.normals import normals_from_points
-    from mgeo_ros.geometry.projection import unproject
+    from mgeo_ros.geometry.normals import normals_from_depth
 
     def normals_of(slant_deg):
         s, c = math.sin(math.radians(slant_deg)), math.cos(math.radians(slant_deg))
         depth = _plane_depth((s, 0.0, -c), -2.0)
-        return depth, normals_from_points(unproject(depth, INTR))
+        return depth, normals_from_depth(depth, INTR)
 
     depth, normals = normals_of(40.0)
     assert not grazing_mask(normals, INTR, 85.0)[np.isfinite(depth)].any()
@@ -152,5 +143,3 @@ def test_grazing_angle_test_flags_surfaces_seen_edge_on_only():
     centre[:, : W // 2 - 40] = False
     centre[:, W // 2 + 40:] = False  # rays near the optical axis meet the 89 deg plane at ~89 deg
     assert grazing_mask(normals, INTR, 85.0)[centre].mean() > 0.95
-    both = flying_pixel_mask(depth, 0.0, normals=normals, intrinsics=INTR, max_view_angle_deg=85.0)
-    assert both[centre].mean() > 0.95

@@ -1,6 +1,5 @@
-"""The frame stage gives the node's outputs as the node computed them before the stage existed (reference arrays in
-test/data/frame_golden, captured from that path for the seeded frames below), reuses its buffers, and computes only
-what is wanted."""
+"""The frame stage gives the node's outputs equal to the reference arrays in test/data/frame_golden for the seeded
+frames below, reuses its buffers, and computes only what is wanted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from stage_frames import NET, raw_frame
 
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.frame_stage import OUTPUTS, FrameSettings, FrameStage
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 GOLDEN = Path(__file__).resolve().parents[1] / 'data' / 'frame_golden' / 'frames.npz'
-NET = (21, 16)  # network W, H
 FRAME = (48, 36)
 CASES = {  # name: (settings, with a normal head, camera intrinsics or None)
     'plain': ({}, False, None),
@@ -45,26 +43,6 @@ NORMALS_FROM_DEPTH_ATOL = 2e-4
 # With the view-angle test on normals from depth, pixels near its threshold may be decided differently: measured
 # 1.8-3.4 % of the frame; everything else is compared where both validities agree.
 VIEW_ANGLE_FLIPS = 0.05
-
-
-def raw_frame(seed: int, with_normal: bool) -> RawOutput:
-    """A slanted plane with a box in front of it, some holes and a sky band: edges, flying pixels, invalid areas."""
-    rng = np.random.default_rng(seed)
-    w, h = NET
-    u = np.linspace(-0.6, 0.6, w, dtype=np.float32)[None, :]
-    v = np.linspace(-0.45, 0.45, h, dtype=np.float32)[:, None]
-    z = 1.5 + 0.8 * v + 0.3 * u + 0.05 * rng.standard_normal((h, w)).astype(np.float32)
-    z[5:11, 7:14] -= 0.7  # a box in front
-    points = np.stack([u * z, v * z, z - 0.2], axis=-1).astype(np.float32)  # shift 0.2 for the recovery to find
-    mask = np.clip(0.9 + 0.1 * rng.standard_normal((h, w)), 0, 1).astype(np.float32)
-    mask[:3] = 0.1  # sky
-    mask[rng.random((h, w)) < 0.05] = 0.3
-    points[12, 4] = np.nan
-    normal = None
-    if with_normal:
-        normal = rng.standard_normal((h, w, 3)).astype(np.float32) * 0.2 + np.array([0, 0, -1], np.float32)
-        normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-    return RawOutput(points, mask, 2.0 + 0.1 * seed, normal)
 
 
 def _stage(settings: dict) -> FrameStage:
