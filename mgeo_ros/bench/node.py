@@ -123,7 +123,7 @@ class ServedNode:
         node._create_outputs()
         self.last_messages: list = []
         for ch in node.channels:
-            ch.pipeline.predictor = predictor
+            ch.pipeline.session.predictor = predictor
             ch.stats.model_status = 'ready'
             ch.stats.timings = Timings(window=100_000)  # every frame of the run, not the diagnostics' window
             real = ch.pipeline.messages
@@ -151,7 +151,7 @@ class ServedNode:
     def output_topics(self) -> list[tuple[str, str]]:
         """(topic, type) of every output the node publishes."""
         return sorted((pub.topic_name, f'{t.__module__.split(".")[0]}/msg/{t.__name__}')
-                      for pub, t in ((p, p.msg_type) for p in self.channel.outputs.all()))
+                      for pub, t in ((p, p.msg_type) for p in self.channel.publishers.values()))
 
     def close(self) -> None:
         self._running = False
@@ -189,7 +189,7 @@ class SinkProcess:
 
 
 def _wait_subscribed(served: ServedNode, topics: set[str], timeout: float = 20.0) -> None:
-    pubs = [p for p in served.channel.outputs.all() if p.topic_name in topics]
+    pubs = [p for p in served.channel.publishers.values() if p.topic_name in topics]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(p.get_subscription_count() > 0 for p in pubs) and served.channel.image_sub.get_publisher_count() > 0:
@@ -260,7 +260,7 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
         engine_hz = 1000.0 / (forward_ms if forward_ms is not None else _median(forward))
         period = 1.0 / max(1.0, _rate(stream))
         floor = transport_floor(served.node, served.last_messages, {
-            name: getattr(served.channel.outputs, name) for name, _ in served.last_messages}, 50, period)
+            name: served.channel.publishers[name] for name, _ in served.last_messages}, 50, period)
         result = {
             'size': f'{width}x{height}', 'network_input': 'x'.join(map(str, predictor.network_size(width, height))),
             'forward': 'replayed' if forward_ms is not None else f'real ({predictor.backend_name})',

@@ -28,14 +28,14 @@ from rclpy.qos import QoSProfile
 from rclpy.utilities import remove_ros_args
 
 from mgeo_ros.ros import params as P
-from mgeo_ros.ros.camera_channel import OUTPUT_SPECS, CameraChannel
+from mgeo_ros.ros.camera_channel import CameraChannel
 from mgeo_ros.ros.diagnostics import NodeStats
 from mgeo_ros.ros.fastdds import apply_default_profile
 from mgeo_ros.ros.model_status import model_diagnostic_status
+from mgeo_ros.ros.outputs import TOPICS as OUTPUT_TOPICS
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
-OUTPUT_TOPICS = tuple(topic for _, topic in OUTPUT_SPECS.values())
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
               tuple: ParameterType.PARAMETER_STRING_ARRAY}
@@ -66,7 +66,7 @@ class _DepthNodeParts:
         self.channels = [CameraChannel(self, name) for name in (self.cfg['cameras'] or ('',))]
         for ch in self.channels:
             ch.stats.model_status = 'unconfigured' if lifecycle else 'loading'
-        self.shared = None  # runtime.batching.SharedModel when several cameras share the model
+        self.model = None  # runtime.camera_session.LoadedModel: the model every camera shares
         self._model_ready = threading.Event()
         self._loader: threading.Thread | None = None
         if self.multi and self.cfg['frame_id']:
@@ -104,27 +104,32 @@ class _DepthNodeParts:
         for ch in self.channels:
             ch.destroy_inputs()
 
-    def _load_model(self) -> None:
-        """Load the model once (the first channel's pipeline does it); several cameras share it through a
-        SharedModel, each with its own view. On failure the node stays up and every status says why."""
-        first = self.channels[0]
-        first.pipeline.load_model(self.cfg)
-        if not self.multi:
-            return
-        base = first.pipeline.predictor
-        if base is not None:
-            from mgeo_ros.runtime.batching import SharedModel
+    @property
+    def shared(self):
+        """The shared model's queue (runtime.batching.SharedModel) when several cameras share the model."""
+        return self.model.shared if self.model is not None else None
 
-            self.shared = SharedModel(base, self.cfg['max_batch'])
-            self.get_logger().info(f'one model serves {len(self.channels)} cameras, up to {self.shared.max_batch} '
-                                   'frames per forward')
+    def _load_model(self) -> None:
+        """Load the model once (runtime/camera_session.py) and attach every camera's session to it, each with its
+        own view and per-pixel placement. On failure the node stays up and every status says why."""
+        from mgeo_ros.runtime.camera_session import load_model
+
         for ch in self.channels:
+            ch.stats.model_status = 'loading'
+        status, error, label = 'ready', '', ''
+        try:
+            self.model = load_model(self.cfg, len(self.channels), self.get_logger())
+            label = self.model.label
+        except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
+            status, error = 'error', f'{type(exc).__name__}: {exc}'
+            named = self.cfg['model'] or 'the packaged default'
+            self.get_logger().error(f'cannot load model {named!r}: {error}. The node keeps running and '
+                                    'reports this in /diagnostics; fix the `model`/`backend` parameters and restart.')
+        for ch in self.channels:
+            ch.pipeline.attach(self.model, ch.name)
             with ch.stats.lock:
-                ch.stats.model_status = first.stats.model_status
-                ch.stats.model_error = first.stats.model_error
-                ch.stats.backend = first.stats.backend
-            if self.shared is not None:
-                ch.pipeline.predictor = self.shared.view(ch.name, warn=ch.pipeline.log.warning)
+                ch.stats.model_status, ch.stats.model_error = status, error
+                ch.stats.backend = label or ch.stats.backend
 
     def _load_then_release(self) -> None:
         try:
@@ -148,9 +153,12 @@ class _DepthNodeParts:
             ch.stop()
 
     def _close_model(self) -> None:
-        if self.shared is not None:
-            self.shared.close()
-        self.shared = None
+        for ch in self.channels:
+            if ch.pipeline is not None:
+                ch.pipeline.session.detach()
+        if self.model is not None:
+            self.model.close()
+        self.model = None
 
     # ---- parameters ---------------------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
