@@ -16,7 +16,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from mgeo_ros.ros.fastdds import apply_default_profile
-from mgeo_ros.ros.multi_camera_config import load_setup
+from mgeo_ros.ros.multi_camera_config import load_setup, setup_path
 
 ARGUMENTS = (
     ('setup_file', '', 'multi-camera setup YAML; empty = the packaged config/mgeo_multi_camera.yaml'),
@@ -31,7 +31,8 @@ def _node(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context)
 
     share = FindPackageShare('mgeo_ros').perform(context)
-    setup = load_setup(arg('setup_file') or share + '/config/mgeo_multi_camera.yaml')
+    setup = load_setup(setup_path(arg('setup_file')) if arg('setup_file') else
+                       share + '/config/mgeo_multi_camera.yaml')
     params_file = arg('params_file') or share + '/config/mgeo_depth.yaml'
     overrides = {name: arg(name) for name in ('model', 'backend') if arg(name)}
     return [Node(

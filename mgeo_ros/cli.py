@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'refine': ('mgeo_ros.train.refine_cli', 'refine real depth against a teacher (mismatch filter + Poisson fill)'),
     'distill': ('mgeo_ros.train.distill_cli', 'pseudo-label images with a teacher and train a student'),
     'eval': ('mgeo_ros.eval.eval_cli', 'evaluate a model on a folder dataset or a bag'),
-    'import-moge': ('mgeo_ros.model.import_cli', 'convert an official MoGe-2 model.pt to the project format'),
+    'import-moge': ('mgeo_ros.model.import_cli', 'convert an official MoGe-2 or MoGe-3 model.pt to the project format'),
     'export': ('mgeo_ros.export.export_cli', 'export a checkpoint to ONNX (with a parity check)'),
     'build-engine': ('mgeo_ros.export.engine_cli', 'build (and cache) a TensorRT engine from an ONNX file'),
     'check-engine': ('mgeo_ros.export.check_cli', 'check that an engine (or .onnx) reproduces its export probe'),

@@ -72,6 +72,14 @@ def size_wxh(text: str) -> tuple[int, int]:
     return w, h
 
 
+def size_list(text: str) -> tuple[tuple[int, int], ...]:
+    """argparse type: comma-separated frame sizes 'WxH,WxH', each as `size_wxh` takes it."""
+    items = [t.strip() for t in text.split(',') if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f'expected comma-separated sizes WxH (e.g. 640x480,1280x720), got {text!r}')
+    return tuple(size_wxh(t) for t in items)
+
+
 def choice_list(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
     """argparse type: a comma list whose items are all in `choices` (e.g. --kinds indoor,outdoor)."""
     def parse(text: str) -> tuple[str, ...]:

@@ -1,6 +1,8 @@
 """`mgeo demo`: the main job, end to end over real ROS 2.
 
-1. render a held-out synthetic camera sequence and write it as a bag (image, camera_info, GT depth);
+1. render a held-out synthetic camera sequence and write it as a bag (image, camera_info, GT depth, and the scale
+   anchors a robot's sensors would give: a sparse depth image on /camera/scale_anchor/depth, 300 GT pixels with 2 %
+   noise, 32FC1, and a LaserScan of one image row on /camera/scale_anchor/scan, its frame on /tf_static);
 2. export the model to ONNX for the bag's image size (ONNX Runtime is the CPU backend);
 3. start `mgeo_depth_node` as its own process;
 4. replay the bag into it over ROS 2 and record every output (depth, camera_info, points, mask, diagnostics);
@@ -74,6 +76,7 @@ class Steps:
 def render_bag(out: Path, seed: int, frames: int, size: tuple[int, int], rate: float):
     """A camera moving through one synthetic room, as a bag; returns (bag dir, samples)."""
     from mgeo_ros.train.data import render_sequence, write_bag
+    from mgeo_ros.train.data.synth.anchors import anchor_bag_topics
 
     samples = render_sequence(seed, frames, size=size, kinds=DEMO_KINDS)
     bag = out / 'input_bag'
@@ -81,8 +84,9 @@ def render_bag(out: Path, seed: int, frames: int, size: tuple[int, int], rate: f
         import shutil
 
         shutil.rmtree(bag)
+    anchor_topics, anchor_messages = anchor_bag_topics('camera_optical_frame', seed=seed)
     write_bag(samples, bag, storage='mcap', image_topic=IMAGE_TOPIC, depth_topic=GT_TOPIC, info_topic=INFO_TOPIC,
-              rate_hz=rate)
+              rate_hz=rate, extra_topics=anchor_topics, extra_messages=anchor_messages)
     return bag, samples
 
 

@@ -29,6 +29,16 @@ class ImageDecodeError(BadInputError):
     reason = 'image_decode'
 
 
+class DepthCodecError(BadInputError):
+    """compressedDepth data that cannot be read as what its format string says (short header, a PNG that is not
+    one 16-bit channel, an RVL stream that does not fill its frame...). `reason` is a short fixed word for counters
+    ('short_header', 'rvl_underfill', ...); the message says what was found and what was expected."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 DEBUG_ENV = 'MGEO_DEBUG'
 
 

@@ -187,7 +187,7 @@ def _is_decoder_line(line: str) -> bool:
     return bool(_DECODER_LINE.search(line)) and not _ROS_LOG_LINE.match(line)
 
 
-def _imdecode(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:
+def imdecode_unchanged(data: np.ndarray, what: str, warn: Callable[[str], None] | None) -> np.ndarray:
     """cv2.imdecode(IMREAD_UNCHANGED) whose failures (None, OpenCV asserts, the codec's own stderr lines) become one
     ImageDecodeError; stderr lines of a decode that still produced an image go to `warn`."""
     with claim_stderr(_is_decoder_line) as said:
@@ -233,7 +233,7 @@ def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[
         check_pixels(header.width, header.height, max_pixels, f'the {header.kind} image')
         if header.problem:
             raise ImageDecodeError(f'data ({data.size} bytes) is a damaged {header.kind}: {header.problem}')
-    image = _imdecode(data, what, warn)
+    image = imdecode_unchanged(data, what, warn)
     if image.ndim == 2 or image.shape[2] == 1:
         gray = image.reshape(image.shape[:2])
         if gray.dtype == np.uint16:
@@ -247,3 +247,16 @@ def compressed_to_rgb8(msg: Any, max_pixels: int | None = None, warn: Callable[[
     if stored_bgr:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if four else cv2.COLOR_BGR2RGB)
     return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB) if four else np.ascontiguousarray(image)
+
+
+def depth_image_to_metres(msg: RawImage) -> np.ndarray:
+    """A depth Image (REP 118: 32FC1 metres, 16UC1/mono16 millimetres) -> a new float32 H x W array in metres with
+    NaN wherever the sensor had no return (NaN, inf, 0 or negative)."""
+    encoding = msg.encoding
+    if encoding not in ('16UC1', 'mono16', '32FC1'):
+        raise BadInputError(f'depth Image.encoding {encoding!r}: expected 16UC1 (mm) or 32FC1 (m), as REP 118 says; '
+                            'publish the depth in one of those')
+    a = image_to_numpy(msg)
+    d = a.astype(np.float32) if encoding == '32FC1' else np.multiply(a, np.float32(1e-3), dtype=np.float32)
+    d[~(np.isfinite(d) & (d > 0))] = np.nan
+    return d

@@ -73,6 +73,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f['typo_config'].write_text('lr: 1e-3\nbatch_size: four\n')
     f['a_file'] = root / 'a_file'
     f['a_file'].write_text('x')
+    f['no_weights'] = root / 'no_weights'
+    f['no_weights'].mkdir()
+    (f['no_weights'] / 'config.json').write_text((f['model'] / 'config.json').read_text())
     f['run'] = root / 'run'
     f['run'].mkdir()
     (f['run'] / 'latest.txt').write_text('step_000010\n')
@@ -106,6 +109,13 @@ CASES = [
     ('tolerance-negative', ['data', 'extract', '{bag}', '--out', '{root}/x1', '--tolerance', '-1'], 2,
      ['--tolerance', 's']),
     ('demo-size', ['demo', '--size', '640'], 2, ['--size', 'WxH', '640x480']),
+    ('export-size-tiny', ['export', '{model}', '--output', '{root}/x.onnx', '--size', '4x4'], 2,
+     ['--size', 'at least 8x8', "'4x4'"]),
+    ('export-size-star', ['export', '{model}', '--output', '{root}/x.onnx', '--size', '640*480'], 2,
+     ['--size', 'WxH', "'640*480'"]),
+    ('engine-camera-sizes', ['build-engine', '{foreign_onnx}', '-o', '{root}/e.engine', '--camera-sizes',
+                             '640x480,4x4'], 2, ['--camera-sizes', 'at least 8x8', "'4x4'"]),
+    ('bench-size', ['bench', 'preset:tiny', '--size', '640*480'], 2, ['--size', 'WxH', "'640*480'"]),
     ('forgotten-config', ['train'], 2, ['config is required', 'tiny.yaml']),
     ('missing-required', ['eval', '{model}'], 2, ['--data', 'required']),
     # wrongly typed config values, a config that does not exist
@@ -137,6 +147,19 @@ CASES = [
     ('check-engine-wrong-kind', ['check-engine', '{typo_config}'], 1, ['typo.yaml', '.engine', '.onnx']),
     ('refine-missing-data', ['refine', '{root}/nodata', '--teacher', '{model}', '--out', '{root}/r2'], 1,
      ['nodata', 'does not exist', 'mgeo synth']),
+    ('build-engine-missing', ['build-engine', '{root}/missing.onnx', '-o', '{root}/m.engine'], 1,
+     ['missing.onnx', 'no such file', '.onnx', 'check the path']),
+    ('inspect-missing', ['inspect', '{root}/missing.onnx'], 1, ['missing.onnx', 'no such file', 'check the path']),
+    ('export-missing-checkpoint', ['export', '{root}/nomodel', '--output', '{root}/x.onnx', '--size', '64x48'], 1,
+     ['nomodel', 'no such file', 'model.pt', 'check the path']),
+    ('export-from-onnx-missing', ['export', '--from-onnx', '{root}/missing.onnx', '--output', '{root}/y.onnx'], 1,
+     ['missing.onnx', 'no such file', 'fp32', 'check the path']),
+    ('checkpoint-lacks-weights', ['export', '{no_weights}', '--output', '{root}/z.onnx', '--size', '64x48'], 1,
+     ['model.safetensors', 'mgeo import-moge']),
+    ('bench-missing-model', ['bench', '{root}/missing.onnx', '--runs', '1'], 2,
+     ['missing.onnx', 'no such file', 'preset:tiny']),
+    ('config-unknown-key-near', ['train', 'config/train/tiny.yaml', '--set', 'batch_sise=2'], 1,
+     ['batch_sise', 'did you mean', 'batch_size', '--print-config']),
     ('check-engine-garbage', ['check-engine', '{garbage_onnx}'], 1, ['garbage.onnx', 'not a readable ONNX']),
     ('build-engine-foreign', ['build-engine', '{foreign_onnx}', '-o', '{root}/f.engine'], 1,
      ['foreign.onnx', 'not a MoGe model', 'points']),
@@ -186,6 +209,25 @@ def test_yaml_exponent_is_a_number(files, capsys):
     path.write_text('lr: 1e-3\nmax_steps: 5\n')
     cfg = load_config(path)
     assert isinstance(cfg.lr, float) and cfg.lr == 1e-3
+
+
+def test_print_config_names_the_init_checkpoint_model(files, capsys):
+    """With --init the checkpoint's own model trains, not the preset: --print-config says which."""
+    import json
+
+    assert mgeo_main(['train', 'config/train/tiny.yaml', '--print-config', '--init', str(files['model'])]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed['model'].startswith(f'{files["model"]}: MoGe-2'), printed['model']
+    assert mgeo_main(['train', 'config/train/tiny.yaml', '--print-config']) == 0
+    assert json.loads(capsys.readouterr().out)['model'] == 'tiny'
+
+
+def test_import_moge_help_names_both_families(capsys):
+    with pytest.raises(SystemExit) as exc:
+        mgeo_main(['import-moge', '--help'])
+    assert exc.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'MoGe-2 or MoGe-3' in text
 
 
 def test_version_and_help_exit_cleanly():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from doc_commands import commands
 
 from mgeo_ros.ros import params as P
 
@@ -19,39 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 HISTORY = [r'\bissue \d+', r'\bissues? #?\d+', r'\b(first|second) part\b', r'\bfrozen copy\b', r'\bgoal was\b',
            r'\bbefore issue\b', r'\bcommit [0-9a-f]{7,}']
-# values a documented command leaves to the reader
-PLACEHOLDERS = {'$PWD': '/tmp', '$HOME': '/tmp'}
-
-
-def shell_blocks(text: str) -> list[str]:
-    return re.findall(r'^ *```bash\n(.*?)^ *```', text, flags=re.M | re.S)
-
-
-def commands(text: str) -> list[list[str]]:
-    """Each command line of the shell blocks as words: continuation lines joined, comments dropped, `$(python -m
-    mgeo_ros...)` replaced by what it prints."""
-    out = []
-    for block in shell_blocks(text):
-        joined = re.sub(r'\\\n', ' ', block)
-        for line in joined.splitlines():
-            for key, value in PLACEHOLDERS.items():
-                line = line.replace(key, value)
-            line = re.sub(r'\$\((python -m mgeo_ros[^)]*)\)', lambda m: _run_python_m(m.group(1)), line)
-            if '$(' in line:
-                continue   # a substitution of another tool (ros2 pkg prefix ...): not ours to run
-            words = shlex.split(line, comments=True)
-            if words:
-                out.append(words)
-    return out
-
-
-def _run_python_m(command: str) -> str:
-    words = shlex.split(command)
-    done = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, f'`{command}` failed: {done.stderr}'
-    return done.stdout
-
-
 def ours(words: list[str]) -> list[str] | None:
     """The words from the program name on, when the line runs one of ours (also after e.g. `torchrun ... -m`)."""
     for i, word in enumerate(words):
@@ -207,6 +175,16 @@ def test_the_params_yaml_matches_the_declaration():
             assert _comment_above(lines, i).startswith(P.SPECS[key].describe()), f'{key}: comment differs'
 
 
+def test_the_node_guide_shows_the_shipped_multi_camera_setup():
+    from doc_commands import section
+
+    text = section((REPO / 'docs' / 'node.md').read_text(), 'Several cameras, one model')
+    blocks = re.findall(r'^```yaml\n(.*?)^```', text, flags=re.M | re.S)
+    assert len(blocks) == 1
+    shipped = yaml.safe_load((REPO / 'config' / 'mgeo_multi_camera.yaml').read_text())
+    assert yaml.safe_load(blocks[0]) == shipped, 'docs/node.md: the YAML differs from config/mgeo_multi_camera.yaml'
+
+
 @pytest.mark.parametrize('name', ['nav2_mono_depth.yaml', 'mgeo_multi_camera.yaml'])
 def test_other_configs_set_only_real_parameters_with_valid_values(name):
     data = yaml.safe_load((REPO / 'config' / name).read_text())
@@ -219,6 +197,18 @@ def test_other_configs_set_only_real_parameters_with_valid_values(name):
         for key, value in section.items():
             assert key in P.SPECS, f'{name}: {key} is not a node parameter'
             assert P.validate(key, P.coerce(key, value)) is None, (name, P.validate(key, P.coerce(key, value)))
+
+
+def test_the_deployment_guides_outside_facts_name_their_source():
+    """What the guide says about TensorRT releases and other projects' results is someone else's word: each such
+    paragraph or table row links where it comes from."""
+    text = re.sub(r'^ *```.*?^ *```', '', (REPO / 'docs' / 'deployment.md').read_text(), flags=re.M | re.S)
+    claims = ('peer project', 'reported to', 'removed\nthe FP16', '≥ 11.4.1 for Jetson', 'TensorRT 11 with CUDA 13',
+              'TensorRT-RTX 1.x')
+    for part in re.split(r'\n\s*\n|\n(?=\|)', text):
+        for claim in claims:
+            if claim in part:
+                assert re.search(r'https://|`ComputeCapability` enum', part), f'{claim!r} without a source: {part}'
 
 
 # ---- shape and history --------------------------------------------------------------------------------------------

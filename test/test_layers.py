@@ -16,9 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = 'mgeo_ros'
 ARCHITECTURE = REPO / 'docs' / 'architecture.md'
-# top-level modules every layer may use: error types, the image codec, argument checks and bag opening (no layer of
-# their own)
-COMMON = {'errors', 'image_codec', 'cli_args', 'bag_files'}
+# top-level modules every layer may use: error types, the image and depth codecs, argument checks and bag opening (no
+# layer of their own)
+COMMON = {'errors', 'image_codec', 'depth_codec', 'cli_args', 'bag_files'}
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'geometry_msgs', 'rcl_interfaces',
                'builtin_interfaces', 'lifecycle_msgs', 'launch', 'launch_ros', 'ament_index_python')
 

@@ -27,6 +27,18 @@ def test_package_xml_is_format3_ament_python_with_declared_deps():
     assert 'python3-pytest' in {e.text for e in root.findall('test_depend')}
 
 
+def test_package_xml_pip_hint_is_the_deployment_guides():
+    """apt users read package.xml: its pip line is the one the deployment guide gives for apt ROS (keeps apt's numpy
+    1.x and OpenCV), never the wheel pins of requirements-runtime.txt (numpy 2, OpenCV 5)."""
+    text = (REPO / 'package.xml').read_text()
+    guide = (REPO / 'docs' / 'deployment.md').read_text()
+    assert 'requirements-runtime.txt' not in text
+    pips = re.findall(r'pip install ([^`]+)`', text)
+    assert pips, 'package.xml names no pip install line'
+    for args in pips:
+        assert f'pip install {args}' in guide, args
+
+
 def _setup_call() -> ast.Call:
     tree = ast.parse((REPO / 'setup.py').read_text())
     return next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', '') == 'setup')

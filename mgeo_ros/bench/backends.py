@@ -98,7 +98,8 @@ def resolve_model(args) -> tuple[object, str]:
         name = args.model.split(':', 1)[1]
         return build_model(preset(name)).eval(), f'{name} (random weights)'
     if not os.path.exists(args.model):
-        raise MgeoError(f'no model at {args.model}')
+        raise MgeoError(f'MODEL {args.model}: no such file (expected a checkpoint, .onnx, .engine or preset:NAME, '
+                        'e.g. preset:tiny); check the path')
     return args.model, os.path.basename(os.path.normpath(args.model))
 
 
@@ -149,9 +150,10 @@ def make_predictor(backend: str, model, label: str, size, args, precision: str):
     from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available
 
     if not tensorrt_available():
-        raise BackendUnavailableError('TensorRT (python package `tensorrt`) is not installed')
+        raise BackendUnavailableError('--backend tensorrt: TensorRT (python package `tensorrt`) is not installed; '
+                                      'install it (docs/deployment.md) or pick --backend onnxruntime')
     if not has_nvidia_gpu():
-        raise BackendUnavailableError('no NVIDIA GPU')
+        raise BackendUnavailableError('--backend tensorrt: no NVIDIA GPU found; pick --backend onnxruntime')
     if kind == 'engine':
         return Predictor(model, backend='tensorrt')
     onnx_path = model if kind == 'onnx' else onnx_for(model, label, size, args.num_tokens, args, precision)
@@ -258,7 +260,6 @@ def _torch_module(model):
 
 
 def run_bench(args) -> dict:
-    from mgeo_ros.export.onnx_export import parse_size
     from mgeo_ros.runtime.devices import has_nvidia_gpu, torch_cuda_available
     from mgeo_ros.runtime.predictor import model_kind
 
@@ -268,7 +269,7 @@ def run_bench(args) -> dict:
 
         torch.set_num_threads(args.threads)
         os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
-    sizes = [parse_size(s) for s in (args.size or ['640x480'])]
+    sizes = args.size or [(640, 480)]
     kind = model_kind(model)
     backends = args.backend or {'checkpoint': ['torch', 'onnxruntime', 'tensorrt'],
                                 'onnx': ['onnxruntime', 'tensorrt'], 'engine': ['tensorrt']}[kind]

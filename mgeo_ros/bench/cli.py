@@ -1,5 +1,6 @@
 """`mgeo bench`: its arguments and what runs: the backends table (`backends`), or with `--node` the node's own cost
-(`node`) or the node under a live stream (`live`)."""
+(`node`) or the node under a live stream (`live`), with `--codec` the compressedDepth codec (`codec`), or with
+`--scale-fit` the scale anchors' fit (`scale_fit`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import logging
 import sys
 
 from mgeo_ros.bench import backends
-from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int
+from mgeo_ros.cli_args import non_negative_int, num_tokens, positive_int, size_wxh
 from mgeo_ros.errors import MgeoError
 
 
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='use the packaged default model (share/mgeo_ros/models/default)')
     parser.add_argument('--backend', action='append', choices=('torch', 'onnxruntime', 'tensorrt'),
                         help='backend(s) to measure (repeatable; default: every one that is available)')
-    parser.add_argument('--size', action='append', help='frame size WxH (repeatable; default 640x480)')
+    parser.add_argument('--size', type=size_wxh, action='append', help='frame size WxH (repeatable; default 640x480)')
     parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--runs', type=positive_int, default=None, help='timed runs per row (default 10)')
     parser.add_argument('--warmup', type=non_negative_int, default=None,
@@ -30,6 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-baseline', action='store_true', help='skip the reference-pipeline baseline row')
     parser.add_argument('--cache-dir', default=None, help='where exported ONNX files and engines are cached')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
+    parser.add_argument('--codec', action='store_true',
+                        help='instead, the compressedDepth codec: bytes per frame of png (levels 1, 3) and rvl '
+                        'against raw, encode and decode ms, on the demo\'s synthetic depth (default sizes 640x480 '
+                        'and 1280x720; no model)')
+    fit = parser.add_argument_group('the scale anchors\' fit (--scale-fit; see mgeo_ros/bench/scale_fit.py)')
+    fit.add_argument('--scale-fit', action='store_true',
+                     help='time the per-frame scale fit of each anchor kind (cloud, sparse depth image, scan) and of '
+                     'the ground plane at --size (default 640x480); no model needed')
+    fit.add_argument('--anchor-points', type=positive_int, default=10_000,
+                     help='--scale-fit: anchor points per frame (default 10000)')
     node = parser.add_argument_group('the node as a robot runs it (--node; see mgeo_ros/bench/node.py)')
     node.add_argument('--node', action='store_true',
                       help='run mgeo_depth_node with its forward replayed from recorded network outputs after a '
@@ -58,12 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_node(args) -> dict:
     """`--node`: see bench/node.py (the node's own per-frame cost) and bench/live.py (`--live`)."""
-    from mgeo_ros.export.onnx_export import parse_size
-
     if not args.model:
         args.default_model = True
     model, label = backends.resolve_model(args)
-    sizes = [parse_size(s) for s in (args.size or (['640x480'] if args.live else ['640x480', '1280x720']))]
+    sizes = args.size or ([(640, 480)] if args.live else [(640, 480), (1280, 720)])
     params = {}
     for item in args.param:
         name, sep, value = item.partition('=')
@@ -88,8 +97,33 @@ def run_node(args) -> dict:
                           params)
 
 
+def run_codec(args: argparse.Namespace) -> int:
+    """`--codec`: see bench/codec.py."""
+    from mgeo_ros.bench.codec import format_codec_table, run_codec_bench
+
+    sizes = args.size or [(640, 480), (1280, 720)]
+    report = run_codec_bench(sizes, 10 if args.runs is None else args.runs, 2 if args.warmup is None else args.warmup)
+    print(json.dumps(report, indent=2) if args.json else format_codec_table(report))
+    return 0
+
+
+def run_scale_fit(args: argparse.Namespace) -> int:
+    """`--scale-fit`: see bench/scale_fit.py."""
+    from mgeo_ros.bench.scale_fit import format_scale_fit_table, run_scale_fit_bench
+
+    sizes = args.size or [(640, 480)]
+    report = run_scale_fit_bench(sizes, args.anchor_points, 50 if args.runs is None else args.runs,
+                                 5 if args.warmup is None else args.warmup)
+    print(json.dumps(report, indent=2) if args.json else format_scale_fit_table(report))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    if args.codec:
+        return run_codec(args)
+    if args.scale_fit:
+        return run_scale_fit(args)
     if args.node:
         try:
             report = run_node(args)

@@ -18,6 +18,7 @@ import numpy as np
 
 from mgeo_ros.bench.live import Camera, camera_frames, start_node, stop_node
 from mgeo_ros.bench.node import ros_env
+from mgeo_ros.cli_args import size_wxh
 
 
 def rss_mib(pid: int) -> float:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', required=True, help='model file or checkpoint directory the node loads')
     parser.add_argument('--backend', default='auto')
-    parser.add_argument('--size', default='640x480', help='frame size WxH (640x480)')
+    parser.add_argument('--size', type=size_wxh, default=(640, 480), help='frame size WxH (640x480)')
     parser.add_argument('--rate', type=float, default=10.0, help='camera rate, Hz (10)')
     parser.add_argument('--minutes', type=float, default=20.0, help='streaming time after the warm-up (20)')
     parser.add_argument('--every', type=float, default=10.0, help='seconds between RSS samples (10)')
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from mgeo_ros.bench.node import parse_value
 
     params = {k.strip(): parse_value(v) for k, _, v in (p.partition('=') for p in args.param)}
-    width, height = (int(v) for v in args.size.lower().split('x'))
+    width, height = args.size
     r = run(args.model, args.backend, (width, height), args.rate, args.minutes, args.every, args.warmup, params)
     if args.json:
         print(json.dumps(r, indent=2))

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--limit', type=positive_int, default=None, help='evaluate only the first N frames')
     parser.add_argument('--split', default=None, help='folder datasets: the split to read (e.g. val)')
     parser.add_argument('--image-topic', default=None, help='bags: image topic (default: the dataset reader\'s)')
-    parser.add_argument('--depth-topic', default=None, help='bags: GT depth topic (32FC1 m or 16UC1 mm)')
+    parser.add_argument('--depth-topic', default=None,
+                        help='bags: GT depth topic (Image 32FC1 m or 16UC1 mm, or compressedDepth)')
     parser.add_argument('--info-topic', default=None, help='bags: camera_info topic')
     parser.add_argument('--constant-depth', type=float_in(1e-6, unit='m'), default=None,
                         help='depth (m) of the constant baseline, e.g. the median of the training depths; default: '
@@ -119,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.quiet, max_anchors=max_anchors)
     result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
               'num_tokens': predictor.num_tokens, 'mask_threshold': args.mask_threshold, **result}
+    refused = getattr(getattr(dataset, 'report', None), 'refused_depths', None)
+    if refused is not None:   # bags: GT depth frames refused as malformed, by reason (not scored)
+        result['gt_frames_refused'] = dict(refused)
+        if refused:
+            print(f'{args.data}: {sum(refused.values())} GT depth frame(s) refused as malformed and not scored: '
+                  + ', '.join(f'{k}: {v}' for k, v in sorted(refused.items())))
     path = out_dir / 'metrics.json'
     path.write_text(json.dumps(_json_safe(result), indent=1))
     print(summary_table(result))

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from mgeo_ros.cli_args import num_tokens, positive_int
+from mgeo_ros.cli_args import num_tokens, positive_int, size_list
 from mgeo_ros.errors import BadInputError
 
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='ahead-of-time target such as SM89 (TensorRT-RTX only; no GPU needed)')
     parser.add_argument('--num-tokens', type=num_tokens, default=1200,
                         help='dynamic ONNX only: the token count fixed in the engine (default 1200)')
-    parser.add_argument('--camera-sizes', default=None,
+    parser.add_argument('--camera-sizes', type=size_list, default=None,
                         help='dynamic ONNX only: comma-separated camera sizes WxH the engine serves (its optimization '
                              'profile spans their token-grid input sizes, opt = the first); default: every aspect '
                              'ratio from 1:2 to 2:1, opt 640x480')
@@ -51,15 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from mgeo_ros.runtime.backends.tensorrt_backend import EngineProbeError
 
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    from mgeo_ros.export.onnx_export import parse_size
-
     precision = 'fp32' if args.fp32 else args.precision
     try:
-        cameras = [parse_size(t) for t in args.camera_sizes.split(',')] if args.camera_sizes else None
         result = build_engine(args.onnx, args.output, precision=precision, rebuild=not args.no_rebuild,
                               trt_module=args.trt_module, compute_capability=args.compute_capability,
                               workspace_mib=args.workspace_mib, progress=not args.quiet, num_tokens=args.num_tokens,
-                              camera_sizes=cameras)
+                              camera_sizes=list(args.camera_sizes) if args.camera_sizes else None)
     except (EngineCacheError, PrecisionMismatchError, EngineProbeError) as e:  # exit 3: documented refusals
         print(f'mgeo build-engine: error: {e}', file=sys.stderr)
         return 3

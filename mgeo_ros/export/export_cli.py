@@ -7,7 +7,7 @@ import json
 import logging
 import os
 
-from mgeo_ros.cli_args import float_in, int_in, num_tokens
+from mgeo_ros.cli_args import float_in, int_in, num_tokens, size_wxh
 from mgeo_ros.errors import BadInputError
 
 # what each deployment target gets when --precision is not given: engines want FP16 in the graph (TensorRT 11 and
@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'ONNX/engine for cameras of several sizes (--size then only picks the parity input)')
     parser.add_argument('--output', '-o', required=True, help='ONNX file to write (its probe goes beside it as '
                                                               '<name>.probe.npz)')
-    parser.add_argument('--size', default=None, help='camera frame size WxH (e.g. 640x480); the network input is '
-                                                     'the token grid for its aspect ratio (required for a fixed '
-                                                     'export; default 640x480 with --dynamic / --from-onnx)')
+    parser.add_argument('--size', type=size_wxh, default=None,
+                        help='camera frame size WxH, at least 8x8 (e.g. 640x480); the network input is the token grid '
+                             'for its aspect ratio (required for a fixed export; default 640x480 with --dynamic / '
+                             '--from-onnx)')
     parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
     parser.add_argument('--exact-size', action='store_true',
                         help='use --size itself (rounded to multiples of 14) as the network input')
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgeo_ros.export.onnx_export import export_onnx, parse_size
+    from mgeo_ros.export.onnx_export import export_onnx
 
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     if not args.verbose:
@@ -74,14 +75,14 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint:
             raise BadInputError('give either a checkpoint or --from-onnx, not both')
         report = convert_onnx(args.from_onnx, args.output, precision=args.precision or 'fp16',
-                              size=parse_size(args.size or '640x480'), num_tokens=args.num_tokens,
+                              size=args.size or (640, 480), num_tokens=args.num_tokens,
                               parity=not args.no_parity, probe=not args.no_probe)
     else:
         if not args.checkpoint:
             raise BadInputError('a checkpoint (or --from-onnx FILE) is required')
         if not args.size and not args.dynamic:
             raise BadInputError('--size WxH is required for a fixed-size export (or use --dynamic)')
-        report = export_onnx(args.checkpoint, args.output, parse_size(args.size or '640x480'),
+        report = export_onnx(args.checkpoint, args.output, args.size or (640, 480),
                              num_tokens=args.num_tokens, opset=args.opset, exact_size=args.exact_size,
                              parity=not args.no_parity, max_rel_l2=args.max_rel_l2, max_abs=args.max_abs,
                              verbose=args.verbose, precision=precision, min_mask_agree=args.min_mask_agree,

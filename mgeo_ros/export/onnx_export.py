@@ -60,17 +60,6 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x480' -> (640, 480)."""
-    try:
-        w, h = (int(v) for v in text.lower().split('x'))
-    except ValueError as e:
-        raise BadInputError(f'size must look like WxH (e.g. 640x480), got {text!r}') from e
-    if w <= 0 or h <= 0:
-        raise BadInputError(f'size must be positive, got {text!r}')
-    return w, h
-
-
 def export_input_size(size: tuple[int, int], num_tokens: int, exact: bool = False) -> tuple[int, int]:
     """Network input for a camera size: the token grid for its aspect ratio, or the size itself rounded to 14 px."""
     if exact:
@@ -292,7 +281,7 @@ def convert_onnx(source: str, output: str, precision: str = 'fp16', size: tuple[
     if precision != 'fp16':
         raise BadInputError(f'--from-onnx converts to fp16 only (the source is the fp32 form), got {precision!r}')
     if not os.path.isfile(source):
-        raise BadInputError(f'--from-onnx: no such file {source}')
+        raise BadInputError(f'--from-onnx {source}: no such file (expected an fp32 MoGe ONNX); check the path')
     t0 = time.perf_counter()
     src = onnx.load(source)
     layout = onnx_layout(src, source)

@@ -32,7 +32,10 @@ WEIGHTS_NAME = 'model.safetensors'
 def build_model(config: dict[str, Any]) -> MoGeModel:
     """A randomly initialised model for a model_config; a malformed config raises CheckpointError."""
     if not isinstance(config, dict) or 'encoder' not in config or 'neck' not in config:
-        raise CheckpointError('model_config must be a dict with at least "encoder" and "neck"')
+        found = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f'model_config must be a dict with at least "encoder" and "neck", found {found}; this '
+                              'is not a MoGe-2 / MoGe-3 checkpoint: use an official model.pt or a directory written '
+                              'by `mgeo import-moge` or `mgeo train`')
     if model_family(config) == 'moge-3':
         config = {**config, 'remap_output': None}  # MoGe-3's points head is always the `exp` parametrisation
     try:
@@ -56,7 +59,9 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     if misshaped:
         problems.append(f'mis-shaped keys: {_listing(misshaped)}')
     if problems:
-        raise CheckpointError('checkpoint does not match its model_config; ' + '; '.join(problems))
+        raise CheckpointError('checkpoint does not match its model_config; ' + '; '.join(problems)
+                              + '; the weights and the config come from different models or the file is damaged: '
+                              'import or copy it again')
 
 
 def _listing(keys: list[str], limit: int = 12) -> str:
@@ -142,16 +147,20 @@ def _load_project(directory: Path) -> tuple[dict, dict]:
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for p in (config_path, weights_path):
         if not p.is_file():
-            raise CheckpointError(f'{directory}: project checkpoint lacks {p.name}')
+            raise CheckpointError(f'{directory}: project checkpoint lacks {p.name} (expected {CONFIG_NAME} + '
+                                  f'{WEIGHTS_NAME}, as `mgeo import-moge` and `mgeo train` write them); give such a '
+                                  'directory or an official model.pt')
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f'{config_path}: unreadable JSON: {exc}') from exc
+        raise CheckpointError(f'{config_path}: unreadable JSON: {exc}; the checkpoint is damaged: write or copy it '
+                              'again') from exc
     config = config.get('model_config', config) if isinstance(config, dict) else config
     try:
         state = load_file(str(weights_path), device='cpu')
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f'{weights_path}: unreadable safetensors: {exc}') from exc
+        raise CheckpointError(f'{weights_path}: unreadable safetensors: {exc}; the checkpoint is damaged: write or '
+                              'copy it again') from exc
     return config, state
 
 
@@ -160,7 +169,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = 'cpu')
     Every key must match; the model is returned in eval mode on `device`."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f'{path}: no such file or directory')
+        raise CheckpointError(f'{path}: no such file or directory (expected a checkpoint directory or an official '
+                              'MoGe-2 / MoGe-3 model.pt); check the path')
     if path.is_dir():
         config, state = _load_project(path)
     elif path.name in (CONFIG_NAME, WEIGHTS_NAME) or path.suffix == '.safetensors':

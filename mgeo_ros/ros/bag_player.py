@@ -80,7 +80,8 @@ class BagPlayer:
             raise BadInputError(f'rate must be >= 0 (0 = as fast as possible), got {rate}')
         self.node, self.rate, self.bag_path = node, float(rate), Path(bag_path)
         if not self.bag_path.exists():
-            raise BadInputError(f'bag {str(self.bag_path)!r} does not exist')
+            raise BadInputError(f'bag {str(self.bag_path)!r} does not exist (expected a rosbag2 folder or its '
+                                '.mcap / .db3 file); check the path')
         if self.bag_path.is_file() and (self.bag_path.parent / 'metadata.yaml').is_file():
             self.bag_path = self.bag_path.parent  # a .db3/.mcap file inside a bag directory
         self.remap = dict(remap or {})

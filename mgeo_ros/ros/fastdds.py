@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import sys
 from pathlib import Path
+
+from mgeo_ros.ros.shipped import shipped_config
 
 NEW, OLD = 'FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'
 
@@ -39,20 +40,8 @@ PROFILE_NAME = 'fastdds_large_frames.xml'
 
 
 def profile_path() -> Path | None:
-    """The shipped large-frames profile: the colcon install's share directory, a pip install's
-    <prefix>/share/mgeo_ros/config, or config/ of a source checkout; None when none is found."""
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            candidates.append(Path(get_package_share_directory('mgeo_ros'), 'config', PROFILE_NAME))
-        except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (not a colcon install)
-            pass
-    except ImportError:
-        pass
-    candidates += [Path(sys.prefix, 'share', 'mgeo_ros', 'config', PROFILE_NAME),
-                   Path(__file__).resolve().parents[2] / 'config' / PROFILE_NAME]
-    return next((c for c in candidates if c.is_file()), None)
+    """The shipped large-frames profile (see ros/shipped.py for where it is looked for); None when none is found."""
+    return shipped_config(PROFILE_NAME)
 
 
 def apply_default_profile(environ=os.environ) -> dict[str, str]:

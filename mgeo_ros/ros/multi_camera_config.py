@@ -1,7 +1,7 @@
 """The multi-camera setup file (config/mgeo_multi_camera.yaml): which cameras one node serves, where each camera's
 topics are, and node parameters. Read by launch/mgeo_multi_camera.launch.py, and by
-`python -m mgeo_ros.ros.multi_camera_config FILE`, which prints the equivalent `--ros-args` for machines without
-`launch` (plain Python: no rclpy, so it is testable anywhere).
+`python -m mgeo_ros.ros.multi_camera_config FILE` (a path, or the bare name of a shipped setup), which prints the
+equivalent `--ros-args` for machines without `launch` (plain Python: no rclpy, so it is testable anywhere).
 
 The printed arguments are meant for `mgeo_depth_node $(python -m mgeo_ros.ros.multi_camera_config FILE)`: the shell
 splits them on white space and expands glob patterns but never removes quotes, so they hold no quoting and no
@@ -20,6 +20,7 @@ import yaml
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.ros import params as P
+from mgeo_ros.ros.shipped import shipped_config
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,19 @@ def write_params_file(setup: MultiCameraSetup, folder: str | Path | None = None)
     return path
 
 
+def setup_path(text: str | Path) -> Path:
+    """The setup file a command names: a path (relative to the current directory), or the bare name of a shipped
+    one (`mgeo_multi_camera.yaml`), found in the install whatever the current directory."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    shipped = shipped_config(path.name) if path.name == str(text) else None
+    if shipped is not None:
+        return shipped
+    raise BadInputError(f'setup file {text}: no such file; expected a path to a setup YAML or the name of a shipped '
+                        'one (mgeo_multi_camera.yaml); give the path, e.g. an absolute one')
+
+
 def load_setup(path: str | Path) -> MultiCameraSetup:
     """Read and check the file: camera names valid and distinct, each with image and camera_info topics, every
     parameter a real node parameter with a valid value (BadInputError names the problem)."""
@@ -101,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     """Print the `--ros-args` of a setup file: `mgeo_depth_node $(python -m mgeo_ros.ros.multi_camera_config F)`."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print('usage: python -m mgeo_ros.ros.multi_camera_config config/mgeo_multi_camera.yaml', file=sys.stderr)
+        print('usage: python -m mgeo_ros.ros.multi_camera_config SETUP.yaml (a path, or mgeo_multi_camera.yaml for '
+              'the shipped example)', file=sys.stderr)
         return 2
     try:
-        setup = load_setup(argv[0])
+        setup = load_setup(setup_path(argv[0]))
         args = setup.ros_arguments(write_params_file(setup))
         unsafe = [a for a in args if any(c.isspace() or c in '*?[]\'"$\\' for c in a)]
         if unsafe:

@@ -95,6 +95,10 @@ def load_model(cfg: Mapping, cameras: int, log) -> LoadedModel:
     from mgeo_ros.runtime.model_info import model_line
 
     log.info(f'model: {model_line(path, predictor.backend)}')
+    from mgeo_ros.runtime.start_warnings import start_warnings
+
+    for warning in start_warnings(cfg['model'], cfg['num_tokens'], predictor.backend):
+        log.warning(warning)
     model = LoadedModel(predictor, path, label)
     if cameras > 1:
         from mgeo_ros.runtime.batching import SharedModel

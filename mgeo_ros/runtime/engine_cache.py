@@ -403,7 +403,8 @@ def build_engine(onnx_path: str, output: str, precision: str | None = None, rebu
     if precision is not None and precision not in PRECISIONS:
         raise MgeoError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     if not os.path.isfile(onnx_path):
-        raise MgeoError(f'no ONNX file at {onnx_path}')
+        raise MgeoError(f'{onnx_path}: no such file (expected an .onnx from `mgeo export` or the MoGe authors); '
+                        'check the path')
     layout = check_onnx_layout(onnx_path)
     profile = engine_profile(int(num_tokens or 1200), camera_sizes) if layout.dynamic else None
     if camera_sizes and not layout.dynamic:

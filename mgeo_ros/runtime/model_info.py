@@ -218,7 +218,8 @@ def describe_model(path: str | os.PathLike, backend=None) -> ModelInfo:
     read)."""
     path = str(path)
     if not os.path.exists(path):
-        raise MgeoError(f'{path}: no such file or directory')
+        raise MgeoError(f'{path}: no such file or directory (expected a checkpoint directory, .pt, .onnx or '
+                        '.engine); check the path')
     suffix = Path(path).suffix.lower()
     if suffix == '.onnx':
         return describe_onnx(path, backend)

@@ -126,7 +126,8 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
         raise BadInputError(f'backend must be one of {BACKENDS}, got {backend!r}')
     kind = model_kind(model_path)
     if kind != 'checkpoint' and not os.path.exists(model_path):
-        raise BadInputError(f'model_path: no such file {model_path}')
+        raise BadInputError(f'model {model_path}: no such file (expected a checkpoint directory, .pt, .onnx or '
+                            '.engine); check the path')
     chosen = choose_backend(kind) if backend == 'auto' else backend
     if backend == 'auto':  # torch is asked about only for checkpoints: the ONNX/engine path never imports it
         cuda = torch_cuda_available() if kind == 'checkpoint' else 'not asked'
@@ -134,7 +135,8 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
                  tensorrt_available(), has_nvidia_gpu(), cuda)
     if chosen == 'torch':
         if kind != 'checkpoint':
-            raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path})')
+            raise BackendUnavailableError(f'torch backend needs a checkpoint, got a {kind} file ({model_path}); run '
+                                          'it with backend onnxruntime or tensorrt (or auto)')
         from mgeo_ros.runtime.backends.torch_backend import TorchBackend
 
         return TorchBackend(model_path, device=device, precision=precision, reference_mode=torch_reference_mode,

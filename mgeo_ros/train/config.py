@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mgeo_ros.cli_args import NUM_TOKENS_MAX, NUM_TOKENS_MIN
+from mgeo_ros.cli_args import NUM_TOKENS_MAX, NUM_TOKENS_MIN, nearest
 from mgeo_ros.errors import BadInputError
 
 
@@ -77,8 +77,8 @@ class TrainConfig:
                                               "(None = the preset's 1.0). Small gains (0.1) keep the residual stream "
                                               'close to the patch embedding early on, so the tokens do not collapse '
                                               'to one vector (the image then stops mattering) on small runs')
-    init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 model.pt; '
-                                           'its own model_config wins over `model`)')
+    init_checkpoint: str | None = _f(None, 'start from this checkpoint (project dir or official MoGe-2 / MoGe-3 '
+                                           'model.pt; its own model_config wins over `model`)')
     # output / schedule
     out: str = _f('runs/train', 'output directory (checkpoints, logs, plots)')
     max_steps: int = _f(1000, 'optimizer steps to train (a step = grad_accum micro-batches)', low=0)
@@ -213,6 +213,12 @@ def _check_pair(name: str, value: Any, low: int, high: int) -> list[int]:
     return list(value)
 
 
+def _near(unknown, known) -> str:
+    """' (did you mean lr?)' for misspelled keys that are close to a known one; '' when none is."""
+    hints = [f'{word} -> {near}' for word in sorted(unknown) if (near := nearest(word, known))]
+    return f' (did you mean {", ".join(hints)}?)' if hints else ''
+
+
 def _to_dataset(item: Any) -> DatasetSpec:
     if isinstance(item, DatasetSpec):
         return item
@@ -226,11 +232,12 @@ def _to_dataset(item: Any) -> DatasetSpec:
     if spec.type not in ('synthetic', 'folder'):
         raise BadInputError(f"datasets.type must be 'synthetic' or 'folder', got {spec.type!r}")
     if spec.type == 'folder' and not spec.root:
-        raise BadInputError('datasets.root is required for a folder dataset')
+        raise BadInputError('datasets.root is required for a folder dataset, got none; set it (e.g. '
+                            '--set datasets.0.root=runs/my_bag/frames)')
     if spec.label_type not in ('A', 'B', 'C'):
         raise BadInputError(f"datasets.label_type must be 'A', 'B' or 'C', got {spec.label_type!r}")
     if spec.weight <= 0:
-        raise BadInputError('datasets.weight must be > 0')
+        raise BadInputError(f'datasets.weight must be > 0, got {spec.weight}; give each dataset a positive weight')
     return spec
 
 
@@ -240,7 +247,8 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(data) - known
     if unknown:
-        raise BadInputError(f'train config: unknown keys {sorted(unknown)}')
+        raise BadInputError(f'train config: unknown keys {sorted(unknown)}{_near(unknown, known)}; '
+                            '`mgeo train --print-config` lists every key')
     if 'datasets' in data:
         if not isinstance(data['datasets'], (list, tuple)):
             raise BadInputError(f'datasets: expected a list of mappings (type: ..., weight: ...), got '
@@ -250,7 +258,8 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
         loss_known = {f.name for f in dataclasses.fields(LossConfig)}
         bad = set(data['loss']) - loss_known
         if bad:
-            raise BadInputError(f'loss: unknown keys {sorted(bad)}')
+            raise BadInputError(f'loss: unknown keys {sorted(bad)}{_near(bad, loss_known)}; '
+                                '`mgeo train --print-config` lists every key')
         loss = LossConfig(**_check_fields(LossConfig, data['loss'], 'loss.'))
         loss.local_patches = {int(k): int(v) for k, v in loss.local_patches.items()}
         loss.local_resolution = {int(k): int(v) for k, v in loss.local_resolution.items()}
@@ -315,14 +324,15 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise BadInputError(f'config: no such file {p}')
+            raise BadInputError(f'config: no such file {p}; check the path (shipped configs: config/train/*.yaml)')
         try:
             data = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise BadInputError(f'config {p} is not valid YAML: {str(exc).splitlines()[0]} '
                                 f'({getattr(exc, "problem_mark", "") or "see the file"})') from exc
         if not isinstance(data, dict):
-            raise BadInputError(f'config: {p} must hold a mapping')
+            raise BadInputError(f'config: {p} must hold a mapping (key: value lines), got a '
+                                f'{type(data).__name__}; `mgeo train --print-config` shows the form')
     base = to_dict(TrainConfig())
     base.update(data)
     if 'datasets' in data:

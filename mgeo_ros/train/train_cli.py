@@ -29,13 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--resume', action='store_true', help='continue from OUT/latest.txt (model + optimizer)')
     parser.add_argument('--overwrite', action='store_true',
                         help='train into an output directory that already holds a run (without --resume)')
-    parser.add_argument('--init', default=None, help='fine-tune from this checkpoint (project dir or MoGe-2 .pt)')
+    parser.add_argument('--init', default=None,
+                        help='fine-tune from this checkpoint (project dir, or an official MoGe-2 / MoGe-3 .pt)')
     parser.add_argument('--print-config', action='store_true', help='print the resolved config and exit')
     add_override_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgeo_ros.train.config import save_config, to_dict
+    from mgeo_ros.train.config import save_config
 
     if args.config is None and not args.print_config:
         print('usage: mgeo train CONFIG.yaml [--max-steps N] [--out DIR] [--resume] [--set KEY=VALUE ...]\n'
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, args, max_minutes=args.max_minutes, out=args.out,
                           init_checkpoint=args.init or None)
     if args.print_config:
-        print(json.dumps(to_dict(cfg), indent=2, default=str))
+        print(json.dumps(printed_config(cfg), indent=2, default=str))
         return 0
     if not args.resume and not args.overwrite and (Path(cfg.out) / 'latest.txt').exists():
         raise BadInputError(f'output {cfg.out} already holds a training run (latest.txt); continue it with --resume, '
@@ -58,6 +59,21 @@ def run(args: argparse.Namespace) -> int:
         save_config(cfg, cfg.out + '/config.yaml')
         print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def printed_config(cfg) -> dict:
+    """The resolved config as it will train: with an init checkpoint its own model replaces the preset, so `model`
+    names that checkpoint and what it was read as (the preset fields are then unused)."""
+    from mgeo_ros.train.config import to_dict
+
+    out = to_dict(cfg)
+    if cfg.init_checkpoint:
+        from mgeo_ros.model.checkpoint import describe_family, load_checkpoint
+
+        model = load_checkpoint(cfg.init_checkpoint)
+        out['model'] = (f'{cfg.init_checkpoint}: {describe_family(model, model.refiner_tensors_set_aside)}, '
+                        f'{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters')
+    return out
 
 
 main = standalone_main('mgeo train', __doc__, add_arguments, run)

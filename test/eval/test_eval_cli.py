@@ -80,3 +80,49 @@ def test_eval_rejects_bad_data_specs(tiny_model, tmp_path, capsys):
     assert 'synth:COUNT:SEED' in capsys.readouterr().err
     assert main(['eval', str(tiny_model), '--data', str(tmp_path / 'missing'), '--out', str(tmp_path), *FAST]) == 1
     assert 'does not exist' in capsys.readouterr().err
+
+
+def _eval_metrics(model, bag, out, depth_topic):
+    assert main(['eval', str(model), '--data', str(bag), '--out', str(out), '--gt-intrinsics', '--limit', '2',
+                 '--report-frames', '0', '--depth-topic', depth_topic, *FAST]) == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    mean = {k: v for k, v in result['runs']['gt_intrinsics']['mean'].items() if k != 'time_ms'}   # all but timing
+    return mean, result
+
+
+def test_eval_reads_every_compressed_depth_form(tiny_model, frames, tmp_path):
+    """GT depth as compressedDepth (32FC1 and 16UC1, png and rvl) scores like the raw-depth bag: exactly for 16UC1
+    (lossless millimetres) and for 32FC1 against a raw bag of the same quantized depth; against the unquantized
+    raw depth within what one inverse-depth step can move AbsRel."""
+    import numpy as np
+
+    from mgeo_ros.depth_codec import decode_depth, encode_depth
+    from mgeo_ros.train.data import Sample, write_bag
+    torch.set_num_threads(1)
+    top = max(float(np.nanmax(np.where(f.mask, f.depth, np.nan))) for f in frames)
+    depth_max, q = top * 1.01 + 1.0, 150.0                   # every GT pixel inside the code's range, finest steps
+    raw_topic, packed_topic = '/camera/depth/image_raw', '/camera/depth/image_raw/compressedDepth'
+    means = {}
+    for encoding in ('32FC1', '16UC1'):
+        means[encoding, 'raw'] = _eval_metrics(tiny_model, write_bag(frames, tmp_path / f'raw{encoding}',
+                                                                      depth_encoding=encoding),
+                                               tmp_path / f'o_raw{encoding}', raw_topic)[0]
+        for fmt in ('png', 'rvl'):
+            bag = write_bag(frames, tmp_path / f'{encoding}{fmt}', depth_encoding=encoding, compressed_depth=fmt,
+                            compressed_depth_max=depth_max, compressed_depth_quantization=q)
+            means[encoding, fmt], result = _eval_metrics(tiny_model, bag, tmp_path / f'o{encoding}{fmt}',
+                                                         packed_topic)
+            assert result['gt_frames_refused'] == {} and result['num_frames'] == 2
+    quantized = [Sample(f.rgb, decode_depth(*encode_depth(np.where(f.mask, f.depth, np.nan), '32FC1', 'rvl',
+                                                          depth_max, q)),
+                        f.intrinsics, f.mask, f.metric, f.source) for f in frames]
+    means['32FC1', 'quantized'] = _eval_metrics(tiny_model, write_bag(quantized, tmp_path / 'quantized'),
+                                                tmp_path / 'o_quantized', raw_topic)[0]
+    for fmt in ('png', 'rvl'):
+        assert means['16UC1', fmt] == means['16UC1', 'raw']
+        assert means['32FC1', fmt] == means['32FC1', 'quantized']
+        # GT moves by at most one step, d/A of itself (top/A here): AbsRel by at most (1 + AbsRel) * that, twice
+        # for the step's curvature and float32
+        eps = top / (q * (q + 1))
+        raw = means['32FC1', 'raw']['depth_metric/abs_rel']
+        assert abs(means['32FC1', fmt]['depth_metric/abs_rel'] - raw) <= 2 * (1 + raw) * eps

@@ -77,6 +77,23 @@ def test_printed_arguments_survive_the_shells_word_splitting():
     assert params == load_setup(SETUP).node_parameters()
 
 
+def test_the_shipped_setup_is_found_by_name_from_any_directory(tmp_path):
+    """The documented command names the shipped file, not a path from the repository root: it works wherever it
+    is typed; a name that is neither a file nor shipped is refused with what to give instead."""
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    done = subprocess.run([sys.executable, '-m', 'mgeo_ros.ros.multi_camera_config', 'mgeo_multi_camera.yaml'],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split()
+    params = yaml.safe_load(Path(out[out.index('--params-file') + 1]).read_text())['/**']['ros__parameters']
+    assert params == load_setup(SETUP).node_parameters()
+    missing = subprocess.run([sys.executable, '-m', 'mgeo_ros.ros.multi_camera_config', 'no_such_setup.yaml'],
+                             capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert missing.returncode == 1
+    for word in ('no_such_setup.yaml', 'no such file', 'mgeo_multi_camera.yaml', 'give the path'):
+        assert word in missing.stderr, (word, missing.stderr)
+
+
 @pytest.mark.ros
 def test_a_node_started_from_the_setup_subscribes_every_camera_and_publishes_under_its_name(tmp_path, ros_env):
     """Started as the docs print it: `mgeo_depth_node $(python -m ...multi_camera_config FILE) -p model:=...`."""

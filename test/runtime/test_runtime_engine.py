@@ -49,7 +49,9 @@ def test_export_cli_report(tiny_onnx):
 
 
 def test_export_cli_rejects_bad_size(capsys, tmp_path):
-    assert mgeo_main(['export', str(tmp_path), '--output', str(tmp_path / 'x.onnx'), '--size', '640by480']) == 1
+    with pytest.raises(SystemExit) as exc:   # refused by the parser (exit 2), before the checkpoint is read
+        mgeo_main(['export', str(tmp_path), '--output', str(tmp_path / 'x.onnx'), '--size', '640by480'])
+    assert exc.value.code == 2
     assert 'WxH' in capsys.readouterr().err
 
 

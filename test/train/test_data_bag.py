@@ -84,3 +84,65 @@ def test_distortion_is_reported(tmp_path):
     assert clean.report.notes == []
     bent = BagDataset(write_bag(_samples(2), tmp_path / 'b', distortion=(0.1, -0.02, 0.0, 0.0, 0.0)))
     assert len(bent) == 2 and any('distortion' in n for n in bent.report.notes)
+
+
+def _depth_bag(path, samples, depth_messages):
+    """A bag of the samples' colour and camera_info, with the given depth messages (one per sample, or None) on
+    /camera/depth/image_raw/compressedDepth."""
+    from rosbags.rosbag2 import Writer
+
+    from mgeo_ros.train.data.bag_writer import COMPRESSED, IMAGE, INFO, TYPESTORE, camera_info_msg, image_msg
+    with Writer(path, version=8) as writer:
+        c_img = writer.add_connection('/camera/image_raw', IMAGE, typestore=TYPESTORE)
+        c_depth = writer.add_connection('/camera/depth/image_raw/compressedDepth', COMPRESSED, typestore=TYPESTORE)
+        c_info = writer.add_connection('/camera/camera_info', INFO, typestore=TYPESTORE)
+        for i, (s, depth) in enumerate(zip(samples, depth_messages)):
+            stamp = 1_700_000_000_000_000_000 + i * 100_000_000
+            writer.write(c_info, stamp, TYPESTORE.serialize_cdr(camera_info_msg(s.intrinsics, stamp, 'cam'), INFO))
+            writer.write(c_img, stamp, TYPESTORE.serialize_cdr(image_msg(s.rgb, 'rgb8', stamp, 'cam'), IMAGE))
+            if depth is not None:
+                fmt, data = depth
+                t = TYPESTORE.types
+                header = t['std_msgs/msg/Header'](stamp=t['builtin_interfaces/msg/Time'](
+                    sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id='cam')
+                msg = t[COMPRESSED](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+                writer.write(c_depth, stamp, TYPESTORE.serialize_cdr(msg, COMPRESSED))
+    return path
+
+
+@pytest.mark.parametrize('encoding,fmt', [('32FC1', 'png'), ('32FC1', 'rvl'), ('16UC1', 'png'), ('16UC1', 'rvl'),
+                                          ('32FC1', 'bare')])
+def test_compressed_depth_ground_truth(tmp_path, encoding, fmt):
+    from mgeo_ros.depth_codec import depth_step, encode_depth
+    ss = _samples(3)
+    messages = []
+    for s in ss:
+        f, data = encode_depth(s.depth, encoding, 'png' if fmt == 'bare' else fmt, depth_max=25.0)
+        messages.append(('32FC1; compressedDepth' if fmt == 'bare' else f, data))
+    ds = BagDataset(_depth_bag(tmp_path / 'bag', ss, messages))
+    assert ds.depth_topic.endswith('/compressedDepth') and len(ds) == 3     # guessed, every frame read
+    for s, ref in zip((ds[i] for i in range(3)), ss):
+        assert np.array_equal(s.mask, ref.mask)                            # NaN stays NaN, nothing else does
+        err = np.abs(s.depth - ref.depth)[ref.mask]
+        # 16UC1: rounding to a millimetre; 32FC1: one inverse-depth step (float32: 1e-5 relative)
+        bound = 0.0005 + 1e-6 if encoding == '16UC1' else depth_step(ref.depth[ref.mask], 25.0) * (1 + 1e-5)
+        assert np.all(err <= bound)
+
+
+def test_malformed_compressed_depth_is_refused_and_counted(tmp_path, capsys):
+    from mgeo_ros.depth_codec import encode_depth
+    ss = _samples(5)
+    good = [encode_depth(s.depth, '32FC1', 'rvl', depth_max=25.0) for s in ss]
+    messages = [good[0], (good[1][0], good[1][1][:-8]), (good[2][0], good[2][1][:9]), good[3],
+                ('32FC1; compressedDepth zstd', good[4][1])]
+    bag = _depth_bag(tmp_path / 'bag', ss, messages)
+    ds = BagDataset(bag)
+    assert len(ds) == 2 and ds.report.paired == 2
+    assert ds.report.refused_depths == {'rvl_underfill': 1, 'short_header': 1, 'unknown_format': 1}
+    assert 'refused' in str(ds.report) and any('refused as malformed' in n for n in ds.report.notes)
+    assert np.array_equal(ds[1].mask, ss[3].mask)                          # the good frames keep their own depth
+    assert mgeo_main(['data', 'extract', str(bag), '--out', str(tmp_path / 'out')]) == 0
+    assert '3 depth frame(s) refused (rvl_underfill: 1, short_header: 1, unknown_format: 1)' in capsys.readouterr().out
+    broken = _depth_bag(tmp_path / 'broken', ss[:2], [messages[1], messages[2]])
+    with pytest.raises(BadInputError, match='every one of the 2 depth frame'):
+        BagDataset(broken)

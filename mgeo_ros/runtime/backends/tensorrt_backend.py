@@ -120,7 +120,9 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError(f'tensorrt backend: needs NVIDIA cuda-python for device buffers ({e}); '
                                           'pip install cuda-python') from e
         if not os.path.isfile(engine_path):
-            raise BackendUnavailableError(f'tensorrt backend: no engine file at {engine_path}')
+            raise BackendUnavailableError(f'tensorrt backend: no engine file at {engine_path}; build one with `mgeo '
+                                          'build-engine MODEL.onnx -o ENGINE`, or give the .onnx (the node builds '
+                                          'and caches the engine)')
         try:
             check_tensorrt_version(trt)
         except Exception as e:

@@ -34,7 +34,7 @@ class TorchBackend(Backend):
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device.startswith('cuda') and not torch.cuda.is_available():
             raise BackendUnavailableError(f'torch backend: device {device!r} asked for but CUDA is not available '
-                                          '(CPU-only PyTorch build or no NVIDIA GPU/driver)')
+                                          '(CPU-only PyTorch build or no NVIDIA GPU/driver); use device cpu')
         self._device = torch.device(device)
         if isinstance(model, torch.nn.Module):
             self.model = model.to(self._device).eval()

@@ -1,5 +1,6 @@
 """Rosbag dataset (sqlite3 or mcap, read with rosbags — no ROS needed): colour image (raw or compressed) + depth
-registered to the colour camera (16UC1 mm or 32FC1 m) + camera_info, paired by header stamp within a tolerance."""
+registered to the colour camera (Image 16UC1 mm or 32FC1 m, or CompressedImage compressedDepth: 32FC1 or 16UC1, png
+or rvl) + camera_info, paired by header stamp within a tolerance."""
 from __future__ import annotations
 
 import bisect
@@ -10,9 +11,10 @@ import cv2
 import numpy as np
 
 from mgeo_ros.bag_files import open_bag, read_messages, require_topic
-from mgeo_ros.errors import BadInputError
+from mgeo_ros.depth_codec import decode_depth_metres
+from mgeo_ros.errors import BadInputError, DepthCodecError
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.image_codec import compressed_to_rgb8, image_to_numpy, image_to_rgb8
+from mgeo_ros.image_codec import compressed_to_rgb8, depth_image_to_metres, image_to_rgb8
 from mgeo_ros.train.data.bag_writer import COMPRESSED, IMAGE, INFO, TYPESTORE
 from mgeo_ros.train.data.sample import Sample
 
@@ -25,23 +27,24 @@ def image_to_rgb(msg) -> np.ndarray:
 
 
 def depth_to_metres(msg) -> np.ndarray:
-    """Depth Image (16UC1/mono16 millimetres, 32FC1 metres) or compressedDepth png -> float32 metres, NaN invalid."""
+    """Depth Image (16UC1/mono16 millimetres, 32FC1 metres) or CompressedImage (compressedDepth 32FC1/16UC1 png/rvl,
+    or the compressed transport's 16-bit png of millimetres) -> float32 metres, NaN invalid. A malformed
+    compressedDepth frame raises DepthCodecError, whose `reason` names the fault."""
     if hasattr(msg, 'format'):
+        fmt = msg.format or ''
+        if 'compressedDepth' in fmt or ';' not in fmt:   # no ';': compressedDepth png as older bags write it
+            return decode_depth_metres(fmt, msg.data)
         data = np.asarray(msg.data, dtype=np.uint8)
-        raw = cv2.imdecode(data[12:] if 'compressedDepth' in msg.format else data, cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16:
-            raise BadInputError(f'CompressedImage depth ({msg.format!r}) is not a 16-bit png')
+        raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise DepthCodecError('png_decode', f'CompressedImage depth ({fmt!r}, {data.size} bytes) is not a png')
+        if raw.dtype != np.uint16 or raw.ndim != 2:
+            raise DepthCodecError('png_channels', f'CompressedImage depth ({fmt!r}) is {raw.dtype} {raw.shape}: '
+                                                  'expected one 16-bit channel of millimetres')
         d = raw.astype(np.float32) * 1e-3
-    else:
-        a = image_to_numpy(msg)
-        if msg.encoding in ('16UC1', 'mono16'):
-            d = a.astype(np.float32) * 1e-3
-        elif msg.encoding == '32FC1':
-            d = a.astype(np.float32)
-        else:
-            raise BadInputError(f'depth Image.encoding {msg.encoding!r} must be 16UC1 (mm) or 32FC1 (m)')
-    d[~np.isfinite(d) | (d <= 0)] = np.nan
-    return d
+        d[~np.isfinite(d) | (d <= 0)] = np.nan
+        return d
+    return depth_image_to_metres(msg)
 
 
 def stamp_ns(msg) -> int:
@@ -87,10 +90,31 @@ class PairingReport:
     unpaired_depths: int = 0
     camera_infos: int = 0
     notes: list = field(default_factory=list)
+    refused_depths: dict = field(default_factory=dict)   # reason -> depth frames refused as malformed
 
     def __str__(self) -> str:
-        return (f'{self.paired} paired, {self.unpaired_images} image(s) and {self.unpaired_depths} depth frame(s) '
+        text = (f'{self.paired} paired, {self.unpaired_images} image(s) and {self.unpaired_depths} depth frame(s) '
                 f'unpaired, {self.camera_infos} camera_info message(s)')
+        if self.refused_depths:
+            text += f', {sum(self.refused_depths.values())} depth frame(s) refused ({refusal_text(self)})'
+        return text
+
+
+def refusal_text(report: PairingReport) -> str:
+    """'rvl_underfill: 2, short_header: 1': why depth frames were refused, most frequent first."""
+    return ', '.join(f'{k}: {v}' for k, v in sorted(report.refused_depths.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def depth_refusal(msgtype: str, raw: bytes) -> str | None:
+    """Why a depth message cannot be read (a DepthCodecError's reason, 'bad_image' for a malformed Image), or
+    None when it decodes."""
+    try:
+        depth_to_metres(TYPESTORE.deserialize_cdr(raw, msgtype))
+    except DepthCodecError as exc:
+        return exc.reason
+    except BadInputError:
+        return 'bad_image'
+    return None
 
 
 def pair_stamps(image_ns: list[int], depth_ns: list[int], tolerance_ns: int) -> list[tuple[int, int]]:
@@ -115,7 +139,9 @@ def pair_stamps(image_ns: list[int], depth_ns: list[int], tolerance_ns: int) -> 
 class BagDataset:
     """Map-style dataset of the paired frames of a bag. One pass at construction keeps the raw bytes of the colour
     and depth messages in memory (fine for test/eval bags; use `mgeo data extract` for big ones) and decodes lazily.
-    `report` says how many frames were paired and how many were left unpaired."""
+    Each paired depth frame is decoded once at construction: a malformed one (e.g. a compressedDepth frame cut
+    short) drops its pair and is counted by reason. `report` says how many frames were paired, left unpaired and
+    refused."""
 
     def __init__(self, path, image_topic: str | None = None, depth_topic: str | None = None,
                  info_topic: str | None = None, tolerance_s: float = 0.02, metric: bool = True) -> None:
@@ -149,12 +175,28 @@ class BagDataset:
         infos.sort(key=lambda x: x[0])
         self._info_ns, self._infos = [s for s, _ in infos], [i for _, i in infos]
         pairs = pair_stamps([s for s, _, _ in images], [s for s, _, _ in depths], int(round(tolerance_s * 1e9)))
-        self._frames = [(images[i], depths[j]) for i, j in pairs]
-        self.report = PairingReport(len(pairs), len(images) - len(pairs), len(depths) - len(pairs), len(infos))
+        refused: dict[str, int] = {}
+        kept = []
+        for i, j in pairs:
+            reason = depth_refusal(depths[j][1], depths[j][2])
+            if reason is None:
+                kept.append((i, j))
+            else:
+                refused[reason] = refused.get(reason, 0) + 1
+        self._frames = [(images[i], depths[j]) for i, j in kept]
+        self.report = PairingReport(len(kept), len(images) - len(pairs), len(depths) - len(pairs), len(infos),
+                                    refused_depths=refused)
         if not pairs:
             raise BadInputError(f'bag {self.path}: no colour/depth pairs within {tolerance_s} s ({len(images)} '
                                 f'image(s) on {image_topic}, {len(depths)} depth frame(s) on {depth_topic}); check '
                                 'the topics and raise the tolerance if the stamps are further apart')
+        if not kept:
+            raise BadInputError(f'bag {self.path}: every one of the {len(pairs)} depth frame(s) on {depth_topic} '
+                                f'paired with an image is malformed ({refusal_text(self.report)}); check that the '
+                                'topic holds depth (Image 16UC1/32FC1 or CompressedImage compressedDepth)')
+        if refused:
+            self.report.notes.append(f'{depth_topic}: {sum(refused.values())} depth frame(s) refused as malformed '
+                                     f'({refusal_text(self.report)}); their frames are left out')
         if distorted:
             self.report.notes.append(f'{info_topic}: non-zero distortion; images are used as if rectified '
                                      '(record image_rect topics for exact geometry)')

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument('--overwrite', action='store_true', help='write into a non-empty --out')
     e.add_argument('--image-topic', help='colour Image or CompressedImage topic (default: guessed)')
     e.add_argument('--depth-topic',
-                   help='depth Image topic, 16UC1 mm or 32FC1 m, registered to colour (default: guessed)')
+                   help='depth topic registered to colour: Image 16UC1 mm or 32FC1 m, or CompressedImage '
+                   'compressedDepth (default: guessed)')
     e.add_argument('--info-topic', help='CameraInfo topic of the colour camera (default: guessed)')
     e.add_argument('--tolerance', type=float_in(1e-9, unit='s'), default=0.02,
                    help='max stamp difference for a pair, seconds (0.02)')

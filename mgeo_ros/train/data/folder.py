@@ -147,7 +147,9 @@ def list_names(root: Path, split: str | None = None) -> list[str]:
     if split is not None:
         p = root / 'splits' / f'{split}.txt'
         if not p.is_file():
-            raise BadInputError(f'{p}: split {split!r} not found')
+            have = sorted(q.stem for q in (root / 'splits').glob('*.txt'))
+            raise BadInputError(f'{p}: split {split!r} not found (splits here: {have or "none"}); give one of them '
+                                'or leave the split out for every frame')
         return [line.strip() for line in p.read_text().splitlines() if line.strip()]
     rgb = root / 'rgb'
     if not root.exists():

@@ -11,11 +11,12 @@ import numpy as np
 
 from mgeo_ros.train.data.sample import Sample
 from mgeo_ros.train.data.synth.render import SynthBatch, render_frames
-from mgeo_ros.train.data.synth.scene import Pose, Scene, sample_setup
+from mgeo_ros.train.data.synth.scene import CameraMount, Pose, Scene, sample_setup
 
 KINDS = ('indoor', 'outdoor')
 
-__all__ = ['KINDS', 'Pose', 'Scene', 'SynthBatch', 'render_batch', 'render_scene', 'render_sequence', 'sample_setup']
+__all__ = ['KINDS', 'CameraMount', 'Pose', 'Scene', 'SynthBatch', 'render_batch', 'render_scene', 'render_sequence',
+           'sample_setup']
 
 
 def render_batch(seeds: Sequence[int], size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS,
@@ -37,11 +38,13 @@ def render_scene(seed: int, size: tuple[int, int] = (160, 120), kinds: Sequence[
 
 def render_sequence(seed: int, n_frames: int, size: tuple[int, int] = (160, 120), kinds: Sequence[str] = KINDS,
                     device='cpu', step_m: float = 0.05, shadow_samples: int = 1,
-                    batch_size: int = 8) -> list[Sample]:
+                    batch_size: int = 8, mount: CameraMount | None = None) -> list[Sample]:
     """n_frames of one scene while the camera moves smoothly (about step_m metres per frame indoors, 3x outdoors,
-    turning gently). The returned Samples' `source` is 'synth:SEED:FRAME'."""
+    turning gently). With a `mount` the camera is a robot's: fixed height, pitch and roll, the floor in view (the
+    scene is the same one). The returned Samples' `source` is 'synth:SEED:FRAME'."""
     _check(size, kinds)
-    scene, poses, intr = sample_setup(int(seed), size[0], size[1], tuple(kinds), n_frames=n_frames, step_m=step_m)
+    scene, poses, intr = sample_setup(int(seed), size[0], size[1], tuple(kinds), n_frames=n_frames, step_m=step_m,
+                                      mount=mount)
     out: list[Sample] = []
     for s in range(0, n_frames, batch_size):
         frames = [(scene, pose, intr) for pose in poses[s:s + batch_size]]

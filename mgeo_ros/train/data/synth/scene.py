@@ -47,6 +47,19 @@ class Pose:
     rotation: np.ndarray
 
 
+@dataclass(frozen=True)
+class CameraMount:
+    """A camera fixed on a ground robot: height above the floor (m), pitch (deg, down positive) and roll (deg, about
+    the optical axis, as in `camera_rotation`). A sequence with a mount keeps them constant while it drives."""
+
+    height: float = 0.4
+    pitch_deg: float = 15.0
+    roll_deg: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {'camera_height': self.height, 'camera_pitch': self.pitch_deg, 'camera_roll': self.roll_deg}
+
+
 def camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """World-from-optical rotation: looking along yaw (from +x, CCW), pitch > 0 looks down, roll about the axis."""
     cy, sy = math.cos(yaw), math.sin(yaw)
@@ -115,13 +128,17 @@ def add_material(scene: Scene, rng: np.random.Generator, family: str) -> int:
 
 
 # ---- camera paths -----------------------------------------------------------------------------------------------
-def _path(rng, start_xy, lo_xy, hi_xy, height, n_frames, step_m, look_at=None):
+def _path(rng, start_xy, lo_xy, hi_xy, height, n_frames, step_m, look_at=None, mount: CameraMount | None = None):
     """n_frames poses moving smoothly from start towards a random goal (clamped to the box lo..hi), turning gently.
-    With look_at (x, y), the first view faces within ±70° of it (indoors: into the room rather than at a wall)."""
+    With look_at (x, y), the first view faces within ±70° of it (indoors: into the room rather than at a wall).
+    With a mount, height, pitch and roll stay the mount's (a robot driving on the floor); the random draws are the
+    same either way, so the scene does not change."""
     yaw0 = rng.uniform(-math.pi, math.pi)
     if look_at is not None:
         yaw0 = math.atan2(look_at[1] - start_xy[1], look_at[0] - start_xy[0]) + rng.uniform(-1.2, 1.2)
     pitch0, roll0 = (math.radians(rng.uniform(-TILT_DEG, TILT_DEG)) for _ in range(2))
+    if mount is not None:
+        height, pitch0, roll0 = mount.height, math.radians(mount.pitch_deg), math.radians(mount.roll_deg)
     if n_frames == 1:
         return [Pose(np.array([*start_xy, height]), camera_rotation(yaw0, pitch0, roll0))]
     heading = yaw0 + rng.uniform(-0.6, 0.6)
@@ -129,13 +146,14 @@ def _path(rng, start_xy, lo_xy, hi_xy, height, n_frames, step_m, look_at=None):
     goal = np.clip(start_xy + length * np.array([math.cos(heading), math.sin(heading)]), lo_xy, hi_xy)
     dyaw = rng.uniform(-0.8, 0.8)
     wobble = math.radians(rng.uniform(0.0, 4.0))
+    wobble, bob, fade = (0.0, 0.0, 0.0) if mount is not None else (wobble, 0.02, 0.3)
     poses = []
     for i in range(n_frames):
         s = i / (n_frames - 1)
         e = s * s * (3.0 - 2.0 * s)
         xy = (1.0 - e) * start_xy + e * goal
-        z = height + 0.02 * math.sin(2.0 * math.pi * s)
-        pose = camera_rotation(yaw0 + dyaw * e, pitch0 + wobble * math.sin(math.pi * s), roll0 * (1.0 - 0.3 * e))
+        z = height + bob * math.sin(2.0 * math.pi * s)
+        pose = camera_rotation(yaw0 + dyaw * e, pitch0 + wobble * math.sin(math.pi * s), roll0 * (1.0 - fade * e))
         poses.append(Pose(np.array([xy[0], xy[1], z]), pose))
     return poses
 
@@ -146,7 +164,8 @@ def _clear_of(path_xy: np.ndarray, x: float, y: float, radius: float, margin: fl
 
 
 # ---- indoor -----------------------------------------------------------------------------------------------------
-def _indoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Scene, list[Pose]]:
+def _indoor(rng: np.random.Generator, n_frames: int, step_m: float,
+            mount: CameraMount | None = None) -> tuple[Scene, list[Pose]]:
     s = Scene('indoor')
     w, l = rng.uniform(*ROOM_SIZE_M, size=2)
     h = rng.uniform(*ROOM_HEIGHT_M)
@@ -168,7 +187,7 @@ def _indoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sce
     start = rng.uniform([margin, margin], [w - margin, l - margin])
     cam_h = rng.uniform(CAMERA_HEIGHT_M[0], min(CAMERA_HEIGHT_M[1], h - 0.3))
     poses = _path(rng, start, np.array([margin, margin]), np.array([w - margin, l - margin]), cam_h, n_frames, step_m,
-                  look_at=(w / 2, l / 2))
+                  look_at=(w / 2, l / 2), mount=mount)
     path_xy = np.array([p.position[:2] for p in poses])
 
     def place(radius):  # a footprint centre inside the room, clear of the camera path, or None
@@ -240,11 +259,12 @@ def _indoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sce
 
 
 # ---- outdoor ----------------------------------------------------------------------------------------------------
-def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Scene, list[Pose]]:
+def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float,
+             mount: CameraMount | None = None) -> tuple[Scene, list[Pose]]:
     s = Scene('outdoor')
     s.surf_mat = {'ground': add_material(s, rng, ['asphalt', 'grass', 'concrete', 'tile'][rng.integers(4)])}
     cam_h = rng.uniform(*CAMERA_HEIGHT_M)
-    poses = _path(rng, np.zeros(2), np.full(2, -15.0), np.full(2, 15.0), cam_h, n_frames, step_m * 3.0)
+    poses = _path(rng, np.zeros(2), np.full(2, -15.0), np.full(2, 15.0), cam_h, n_frames, step_m * 3.0, mount=mount)
     path_xy = np.array([p.position[:2] for p in poses])
     for _ in range(int(rng.integers(4, 14))):
         hx, hy, hz = rng.uniform(3, 15), rng.uniform(3, 15), rng.uniform(2, 20)
@@ -284,10 +304,11 @@ def _outdoor(rng: np.random.Generator, n_frames: int, step_m: float) -> tuple[Sc
 
 
 def sample_setup(seed: int, width: int, height: int, kinds=('indoor', 'outdoor'), n_frames: int = 1,
-                 step_m: float = 0.05) -> tuple[Scene, list[Pose], Intrinsics]:
-    """Everything random about scene `seed`: the scene, n_frames camera poses (a smooth path), the intrinsics."""
+                 step_m: float = 0.05, mount: CameraMount | None = None) -> tuple[Scene, list[Pose], Intrinsics]:
+    """Everything random about scene `seed`: the scene, n_frames camera poses (a smooth path; with a mount, at its
+    fixed height, pitch and roll), the intrinsics."""
     rng = np.random.default_rng(int(seed))
     kind = kinds[int(rng.integers(len(kinds)))]
     intr = sample_intrinsics(rng, width, height)
-    scene, poses = (_indoor if kind == 'indoor' else _outdoor)(rng, n_frames, step_m)
+    scene, poses = (_indoor if kind == 'indoor' else _outdoor)(rng, n_frames, step_m, mount)
     return scene, poses, intr

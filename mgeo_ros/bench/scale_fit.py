@@ -1,0 +1,98 @@
+"""`mgeo bench --scale-fit`: the per-frame cost of the scale anchors' fit at a frame size, for each kind of anchor
+(a cloud through extrinsics, a sparse registered depth image, a scan) and for the ground plane, on synthetic data
+whose true scale is known (the table also shows that each fit found it)."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.geometry.projection import unproject
+from mgeo_ros.geometry.rigid import RigidTransform
+from mgeo_ros.runtime.scale_anchors import (
+    fit_anchors,
+    fit_ground,
+    pixel_anchors_from_depth,
+    point_anchors,
+    point_anchors_from_scan,
+)
+
+TRUE_SCALE = 1.7
+PITCH_DEG = 20.0
+HEIGHT_M = 0.5
+
+
+def _frame(width: int, height: int, seed: int):
+    """A floor under a wall 4 m ahead, seen from HEIGHT_M pitched PITCH_DEG down, with 1 % depth noise."""
+    intr = Intrinsics.from_fov(math.radians(70), width, height)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    rays = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones_like(u)], -1)
+    p = math.radians(PITCH_DEG)
+    up = np.array([0.0, -math.cos(p), -math.sin(p)])
+    down = -(rays @ up)
+    t = np.minimum(np.where(down > 1e-6, HEIGHT_M / np.maximum(down, 1e-6), np.inf), 4.0)
+    depth = (t * np.exp(np.random.default_rng(seed).normal(0.0, 0.01, t.shape))).astype(np.float32)
+    return intr, depth
+
+
+def _time(fn, runs: int, warmup: int) -> tuple[float, object]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    result = None
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e3, result
+
+
+def _size_rows(width: int, height: int, points: int, runs: int, warmup: int, rng: np.random.Generator) -> list[dict]:
+    intr, truth = _frame(width, height, int(rng.integers(1 << 30)))
+    predicted = truth / TRUE_SCALE
+    valid = np.isfinite(predicted)
+    cloud = unproject(truth, intr).reshape(-1, 3)
+    cloud = cloud[rng.choice(cloud.shape[0], size=min(points, cloud.shape[0]), replace=False)]
+    lidar = RigidTransform(np.eye(3), np.array([0.05, -0.1, 0.0]))   # a LiDAR beside the camera
+    cloud = cloud - lidar.translation                                 # its points in its own frame
+    floor_points = unproject(predicted, intr)
+    sparse = np.full(truth.shape, np.nan, np.float32)
+    pick = rng.choice(truth.size, size=min(points, truth.size), replace=False)
+    sparse.reshape(-1)[pick] = truth.reshape(-1)[pick]
+    laser = RigidTransform.from_xyz_quaternion([0, 0, 0, 0.5, -0.5, 0.5, 0.5])
+    beams = np.linspace(-0.6, 0.6, min(points, 1081))
+    col = np.clip(np.rint(intr.cx - intr.fx * np.tan(beams)), 0, width - 1).astype(int)
+    ranges = truth[int(round(intr.cy)), col] / np.cos(beams)
+    cases = {
+        'points (cloud, extrinsics)': lambda: fit_anchors(point_anchors(cloud, lidar), intr, predicted, valid, 20),
+        'depth (sparse image)': lambda: fit_anchors(pixel_anchors_from_depth(sparse), intr, predicted, valid, 20),
+        'scan': lambda: fit_anchors(point_anchors_from_scan(ranges, beams[0], beams[1] - beams[0], 0.05, 30.0, laser),
+                                    intr, predicted, valid, 20),
+        'ground plane': lambda: fit_ground(floor_points, valid, HEIGHT_M, PITCH_DEG),
+    }
+    rows = []
+    for name, fn in cases.items():
+        ms, fit = _time(fn, runs, warmup)
+        rows.append({'size': f'{width}x{height}', 'anchors': name, 'ms': ms, 'matched': fit.matched,
+                     'scale': fit.scale, 'true_scale': TRUE_SCALE, 'reason': fit.reason})
+    return rows
+
+
+def run_scale_fit_bench(sizes: list[tuple[int, int]], points: int = 10_000, runs: int = 50, warmup: int = 5,
+                        seed: int = 0) -> dict:
+    """Median ms per frame of each fit (anchors -> matching -> robust fit; ground: the plane search on the
+    predicted points) and the scale it found."""
+    rng = np.random.default_rng(seed)
+    rows = [row for width, height in sizes for row in _size_rows(width, height, points, runs, warmup, rng)]
+    return {'rows': rows, 'points': points, 'runs': runs}
+
+
+def format_scale_fit_table(report: dict) -> str:
+    lines = [f"scale fit per frame ({report['points']} anchor points, median of {report['runs']} runs)",
+             f"{'size':<10}{'anchors':<30}{'ms':>8}{'matched':>9}{'scale':>9}  (true {TRUE_SCALE})"]
+    for r in report['rows']:
+        scale = f"{r['scale']:.4f}" if r['scale'] is not None else r['reason']
+        lines.append(f"{r['size']:<10}{r['anchors']:<30}{r['ms']:>8.3f}{r['matched']:>9}{scale:>9}")
+    return '\n'.join(lines)
