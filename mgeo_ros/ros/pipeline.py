@@ -131,8 +131,9 @@ class FramePipeline:
         rgb, wanted, timings, cfg = frame.rgb, frame.wanted, frame.timings, frame.cfg
         height, width = rgb.shape[:2]
         t0 = time.perf_counter()
+        stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
         res = self.session.outputs(frame.raw, (width, height), frame.intrinsics, outputs.stage_arrays(wanted, cfg),
-                                   cfg, frame.scale_reset)
+                                   cfg, frame.scale_reset, stamp)
         timings['postprocess'] = _ms(t0)
         for stage, ms in res.timings_ms.items():
             timings[f'postprocess/{stage}'] = ms

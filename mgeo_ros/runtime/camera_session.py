@@ -12,6 +12,7 @@ range sensors) replaces the model's for a frame, before the scale filter and the
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,9 +29,10 @@ from mgeo_ros.runtime.frame_stage import FrameOutputs, FrameSettings, FrameStage
 from mgeo_ros.runtime.predictor import Predictor, choose_backend, default_cache_dir, default_model_path, model_kind
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
-# A frame's metric scale from another source than the network: given the frame's recovery (the network's depth on
-# its own grid, the intrinsics, the model's scale), the scale to use, or None to keep the model's.
-ScaleSource = Callable[[RawOutput, Recovery], 'float | None']
+# A frame's metric scale from another source than the network (runtime/scale_source.py's ScaleAnchoring): given the
+# frame's stamp (seconds; None when it has none), its network outputs and their recovery (shift, mask, intrinsics,
+# the model's scale), the scale to use, or None to keep the model's.
+ScaleSource = Callable[['float | None', RawOutput, Recovery], 'float | None']
 
 
 @dataclass
@@ -170,18 +172,20 @@ class CameraSession:
         return reset
 
     def outputs(self, raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None,
-                wanted: Iterable[str], cfg: Mapping, reset: str = '') -> FrameOutputs:
+                wanted: Iterable[str], cfg: Mapping, reset: str = '', stamp: float | None = None) -> FrameOutputs:
         """Stage 2: the frame stage's arrays for `wanted` (frame_stage.STAGE_ARRAYS names) with the settings in
-        `cfg`; a post graph that fails hands the work to numpy for good (said in the log)."""
+        `cfg`, for the frame stamped `stamp` (seconds; what `scale_source` is asked about); a post graph that fails
+        hands the work to numpy for good (said in the log)."""
         if reset:
             self.log.debug(f'metric scale smoothing restarts: {reset}')
             self.scale.reset()
         self.stage.settings = FrameSettings.from_mapping(cfg)
+        source = None if self.scale_source is None else functools.partial(self.scale_source, stamp)
         try:
-            return self.stage.run(raw, frame_size, intrinsics, wanted, self.scale_source)
+            return self.stage.run(raw, frame_size, intrinsics, wanted, source)
         except Exception as exc:
             if self.stage.post is None:
                 raise
             self.log.error(f'post graph failed ({type(exc).__name__}: {exc}); per-pixel work moves to the CPU')
             self.stage.post = None
-            return self.stage.run(raw, frame_size, intrinsics, wanted, self.scale_source)
+            return self.stage.run(raw, frame_size, intrinsics, wanted, source)

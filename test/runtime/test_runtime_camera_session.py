@@ -81,12 +81,14 @@ def test_a_scale_from_outside_the_network_replaces_the_models(tiny_onnx):
     session.attach(model)
     raw = _plane_raw()
     own = session.outputs(raw, (160, 120), None, {'depth'}, CFG).depth.copy()
-    session.scale_source = lambda raw, rec: 2.0 * rec.metric_scale
-    doubled = session.outputs(raw, (160, 120), None, {'depth'}, CFG)
+    asked = []
+    session.scale_source = lambda stamp, raw, rec: asked.append(stamp) or 2.0 * rec.metric_scale
+    doubled = session.outputs(raw, (160, 120), None, {'depth'}, CFG, stamp=12.5)
+    assert asked == [12.5]
     assert doubled.scale.raw == pytest.approx(2.0 * raw.metric_scale)
     np.testing.assert_array_equal(np.isfinite(doubled.depth), np.isfinite(own))  # relative tests: same pixels
     valid = np.isfinite(own)
     assert valid.mean() > 0.5
     np.testing.assert_allclose(doubled.depth[valid], 2.0 * own[valid], rtol=1e-6)  # float32 products in order
-    session.scale_source = lambda raw, rec: None  # no fit for this frame: the model's scale
+    session.scale_source = lambda stamp, raw, rec: None  # no fit for this frame: the model's scale
     np.testing.assert_array_equal(session.outputs(raw, (160, 120), None, {'depth'}, CFG).depth, own)
