@@ -18,7 +18,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= $(shell echo $$(( ($$$$ % 90) + 5 )))
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_large_frames.xml
 
-.PHONY: venv venv-jazzy test lint pytest colcon test-jazzy demo bench clean
+.PHONY: venv venv-jazzy test lint pytest test-numerics colcon test-jazzy demo bench clean
 
 venv:
 	@if [ ! -x $(PY) ] || [ "$$(cat $(STAMP) 2>/dev/null)" != "$(REQ_HASH)" ]; then \
@@ -51,6 +51,25 @@ lint: venv
 pytest: venv
 	$(PY) -m pytest -q -ra -m "not colcon and not runtime_venv" test
 
+# The numeric tests (geometry, frame stage, post graph, model goldens, eval metrics, losses) once more with other CPU
+# kernels (test/kernel_env.py: OpenBLAS core, numpy's SIMD, torch, OpenCV), so that a result which holds only with
+# this CPU's kernels fails here rather than on the next machine: the SSE level, then the AVX2 level where the CPU has it.
+NUMERIC_TESTS := test/geometry test/runtime/test_runtime_frame_stage.py test/runtime/test_runtime_flying_pixels.py \
+	test/runtime/test_runtime_confidence.py test/runtime/test_runtime_post_graph.py test/runtime/test_runtime_predictor.py \
+	test/model/test_model_golden.py test/model/test_model_forward.py test/eval/test_eval_metrics.py \
+	test/eval/test_eval_flying_pixels.py test/eval/test_eval_evaluate.py test/train/test_train_losses.py \
+	test/train/test_train_refine.py
+test-numerics: venv
+	@set -eo pipefail; start=$$(date +%s); \
+	  for level in sse avx2; do \
+	    vars=$$($(PY) test/kernel_env.py --show $$level); \
+	    if [ -z "$$vars" ]; then echo "[mgeo] numeric tests: this CPU has no $$level level"; continue; fi; \
+	    echo "[mgeo] numeric tests with $$level kernels: $$vars"; \
+	    env $$vars $(PY) -m pytest -q -ra -p no:cacheprovider -m "not colcon and not runtime_venv and not ros" \
+	      $(NUMERIC_TESTS); \
+	  done; \
+	  echo "[mgeo] numeric tests under other CPU kernels: $$(( $$(date +%s) - start )) s"
+
 colcon: venv
 	@set -e; source .venv/bin/activate; export AMENT_PREFIX_PATH=$$VIRTUAL_ENV; \
 	  rm -rf build install log; \
@@ -68,7 +87,7 @@ test-jazzy: venv venv-jazzy
 	    -m "ros_runtime or runtime_venv" $$(grep -rl --include='test_*.py' -E 'ros_runtime|runtime_venv' test); \
 	  echo "[mgeo] Jazzy job (model export + torch-free tests): $$(( $$(date +%s) - start )) s"
 
-test: lint pytest colcon test-jazzy
+test: lint pytest test-numerics colcon test-jazzy
 
 demo: venv
 	$(PY) -m mgeo_ros.cli demo --out demo_out

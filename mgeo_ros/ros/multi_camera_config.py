@@ -6,11 +6,13 @@ equivalent `--ros-args` for machines without `launch` (plain Python: no rclpy, s
 The printed arguments are meant for `mgeo_depth_node $(python -m mgeo_ros.ros.multi_camera_config FILE)`: the shell
 splits them on white space and expands glob patterns but never removes quotes, so they hold no quoting and no
 brackets. The parameters therefore go into a params file written beside the system's temporary files (named by its
-content), and only the namespace, the remaps and that file's path are printed.
+user and content), and only the namespace, the remaps and that file's path are printed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -64,12 +66,28 @@ class MultiCameraSetup:
 
 
 def write_params_file(setup: MultiCameraSetup, folder: str | Path | None = None) -> Path:
-    """Write the setup's parameters to `folder` (default: the temporary directory), named by their content."""
+    """Write the setup's parameters to `folder` (default: the temporary directory), named by the user and the content.
+
+    Several processes may write and read it at once (nodes started together from one setup): it appears whole,
+    written to a private file and renamed into place, and is never removed, so a node reads it whenever it starts.
+    """
     text = setup.params_yaml()
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = Path(folder or tempfile.gettempdir()) / f'mgeo_multi_camera_{digest}.yaml'
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+    folder = Path(folder or tempfile.gettempdir())
+    path = folder / f'mgeo_multi_camera_{os.getuid()}_{digest}.yaml'
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text() == text:
+            return path
+    handle, private = tempfile.mkstemp(dir=folder, prefix='.mgeo_multi_camera_', suffix='.tmp')
+    try:
+        with os.fdopen(handle, 'w') as f:
+            f.write(text)
+        os.chmod(private, 0o644)
+        os.replace(private, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(private)
+        raise
     return path
 
 

@@ -143,11 +143,11 @@ def test_uses_exactly_the_legacy_nearest_64x64_samples():
     ref = recover_focal_shift(pts, mask)
     junk = pts.copy()
     junk[~sampled] = rng.normal(size=(int((~sampled).sum()), 3)) * 100
-    if (~sampled).any():
-        assert recover_focal_shift(junk, mask) == ref
+    if (~sampled).any():  # the same samples in other buffers: equal up to the order a BLAS kernel sums them in
+        assert recover_focal_shift(junk, mask) == pytest.approx(ref, rel=1e-12, abs=1e-12)
     junk2 = pts.copy()
     junk2[sampled] += rng.normal(size=(int(sampled.sum()), 3)) * 0.05
-    assert recover_focal_shift(junk2, mask) != ref
+    assert recover_focal_shift(junk2, mask) != pytest.approx(ref, rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.parametrize('size', [(240, 320), (47, 61), (64, 64), (30, 200), (1080, 1920)])

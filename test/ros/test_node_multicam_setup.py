@@ -94,6 +94,50 @@ def test_the_shipped_setup_is_found_by_name_from_any_directory(tmp_path):
         assert word in missing.stderr, (word, missing.stderr)
 
 
+# one writer or reader process: for each of ROUNDS fresh folders, write the params file there (w) or wait until one
+# appears and read it (r); any missing or partial file is printed and fails the process
+CONCURRENT = """
+import sys, time
+from pathlib import Path
+from mgeo_ros.ros.multi_camera_config import load_setup, write_params_file
+role, base, rounds = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+setup = load_setup(sys.argv[4])
+text = setup.params_yaml()
+for k in range(rounds):
+    folder = base / str(k)
+    if role == 'w':
+        path = write_params_file(setup, folder)
+    else:
+        deadline = time.monotonic() + 60
+        while not (found := list(folder.glob('mgeo_multi_camera_*.yaml'))) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        assert found, f'round {k}: no params file'
+        path = found[0]
+    got = path.read_text()
+    assert got == text, f'round {k}: {len(got)} of {len(text)} characters'
+print('ok')
+"""
+
+
+def test_params_file_is_whole_and_stays_while_processes_write_and_read_it_at_once(tmp_path):
+    """Nodes started together from one setup each write the same params file while others read it: every reader
+    sees the whole file, no process ever finds it missing, and none is left half-written or removed."""
+    rounds, writers, readers = 150, 4, 4
+    for k in range(rounds):
+        (tmp_path / str(k)).mkdir()
+    procs = [subprocess.Popen([sys.executable, '-c', CONCURRENT, role, str(tmp_path), str(rounds), str(SETUP)],
+                              cwd=REPO, env={**os.environ, 'PYTHONPATH': str(REPO)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for role in 'w' * writers + 'r' * readers]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 and out.strip().endswith('ok') for p, out in zip(procs, outputs, strict=True)), \
+        [out[-600:] for out in outputs if not out.strip().endswith('ok')]
+    text = load_setup(SETUP).params_yaml()
+    for k in range(rounds):
+        left = sorted(p.name for p in (tmp_path / str(k)).iterdir())
+        assert len(left) == 1 and (tmp_path / str(k) / left[0]).read_text() == text, left  # no private files left
+
+
 @pytest.mark.ros
 def test_a_node_started_from_the_setup_subscribes_every_camera_and_publishes_under_its_name(tmp_path, ros_env):
     """Started as the docs print it: `mgeo_depth_node $(python -m ...multi_camera_config FILE) -p model:=...`."""

@@ -29,6 +29,9 @@ CASES = {  # name: (settings, with a normal head, camera intrinsics or None)
 # float32 rounding: depth is (z + shift) * smoothed scale, upsampled, where the reference upsampled (z + shift) * raw
 # scale and multiplied by smoothed / raw afterwards.
 RTOL = 2e-6
+# The focal and shift are a solver's result: its stopping rule (relative cost change 1e-14) and the BLAS kernel that
+# sums its moments move their last digits (measured 1.2e-9 relative between kernels), far below float32 depth's 6e-8.
+SCALARS_RTOL = 1e-7
 NORMALS_ATOL = 1e-4  # the head's normals; the post graph's normals against the numpy path's
 # Normals from depth against the reference path's: the reference averaged the triangles' unit normals, the stage sums
 # their plane vectors (geometry/normals.py; equal on planes, within 1 degree on smooth surfaces: test_geometry_normals).
@@ -91,7 +94,7 @@ def test_outputs_equal_the_reference_path(case):
         np.testing.assert_allclose(out.points[agree], ref['cloud'][i][agree], rtol=RTOL, atol=1e-7, equal_nan=True)
         k = out.intrinsics
         np.testing.assert_allclose([k.fx, k.fy, k.cx, k.cy, out.scale.raw, out.scale.smoothed, out.shift],
-                                   ref['scalars'][i], rtol=1e-9)
+                                   ref['scalars'][i], rtol=SCALARS_RTOL)
         want = ref['normals'][i]
         if head:
             np.testing.assert_array_equal(np.isnan(out.normals), np.isnan(want))
