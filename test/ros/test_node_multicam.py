@@ -191,7 +191,11 @@ def test_lifecycle_node_with_cameras_loads_one_shared_model_per_configure(batch2
 
 def test_every_camera_gets_the_same_per_pixel_placement(batch2_onnx, monkeypatch):
     """With `cameras` set, each camera's frame stage runs its per-pixel work where the placement puts it: the
-    placement here (forced, as a GPU backend would get it) is the post graph on ONNX Runtime's CPU provider."""
+    placement here (forced, as a GPU backend would get it) is the post graph on ONNX Runtime's CPU provider. Cleanup
+    lets go of the backend and the graphs."""
+    import gc
+    import weakref
+
     import rclpy
 
     from mgeo_ros.ros.node import MgeoDepthLifecycleNode
@@ -208,6 +212,11 @@ def test_every_camera_gets_the_same_per_pixel_placement(batch2_onnx, monkeypatch
         posts = [c.pipeline.session.stage.post for c in node.channels]
         assert all(isinstance(p, post_graph.PostGraph) for p in posts), posts
         assert len({id(p) for p in posts}) == 3  # one per camera: each keeps its own graph and buffers
+        held = [weakref.ref(p) for p in posts] + [weakref.ref(node.model.predictor.backend)]
+        del posts
+        node.trigger_cleanup()  # frees what configure made: the backend's session and every camera's post graph
+        gc.collect()
+        assert [r() for r in held] == [None] * len(held)
     finally:
         node.shutdown()
         node.destroy_node()
