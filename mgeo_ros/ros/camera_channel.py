@@ -79,8 +79,9 @@ class CameraChannel:
     # ---- publishers and the per-frame pipeline
     def create_outputs(self) -> None:
         cfg = self.node.cfg
-        qos = make_qos(cfg['output_qos'], cfg['output_qos_depth'])
-        self.publishers = {o.name: self.node.create_publisher(o.msg_type, self.topic(o.topic), qos) for o in OUTPUTS}
+        self.publishers = {o.name: self.node.create_publisher(o.msg_type, self.topic(o.topic),
+                                                              make_qos(cfg[o.qos[0]], cfg[o.qos[1]]))
+                           for o in OUTPUTS}
         self.pipeline = FramePipeline(cfg, self.log, self.stats, self.log_bad)
 
     def destroy_outputs(self) -> None:

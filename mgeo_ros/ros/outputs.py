@@ -1,7 +1,8 @@
 """The node's outputs, one row each: name, topic (relative to the camera's prefix), message type, the frame stage's
-arrays it is made of, its message builder and what docs/node.md says of it. The camera channel makes one publisher
-per row and asks each row's publisher whether anyone subscribes; stage 2 asks the frame stage for the arrays the
-subscribed rows need and builds their messages; the docs' topic table is checked against these rows.
+arrays it is made of, its message builder, the parameters of its QoS and what docs/node.md says of it. The camera
+channel makes one publisher per row and asks each row's publisher whether anyone subscribes; stage 2 asks the frame
+stage for the arrays the subscribed rows need and builds their messages; the docs' topic table is checked against
+these rows.
 
 Adding an output is a row here and its builder (a function of the frame's `Frame` -> message).
 """
@@ -65,6 +66,7 @@ class Output:
     build: Callable[[Frame], object]
     notes: str  # the docs' notes column
     needs_if: Callable[[Mapping], frozenset] = lambda cfg: frozenset()  # more arrays, by the frame's parameters
+    qos: tuple[str, str] = ('output_qos', 'output_qos_depth')  # the parameters of its QoS: reliability, depth
 
 
 def _image(name: str, encoding: str) -> Callable[[Frame], Image]:
