@@ -1,11 +1,5 @@
-"""compressedDepth codec against an independent reading of the published format.
-
-The reference coder below is written from the wire format of image_transport's compressed_depth_image_transport
-(12-byte header int32 0 / float32 A / float32 B; 16-bit PNG or RVL: uint32 cols, rows, then 32-bit little-endian
-words of nibbles, first nibble in the top bits, 3 data bits per nibble with 0x8 = more follows, zero-run /
-non-zero-run pairs and zigzag deltas against the previous non-zero value), with plain loops, so that the project's
-vectorized coder is checked against something that shares none of its code.
-"""
+"""compressedDepth codec against an independent reading of the published format (test/depth_codec_reference.py:
+plain loops written from the wire format, sharing none of the project's vectorized coder)."""
 from __future__ import annotations
 
 import struct
@@ -13,103 +7,10 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from depth_codec_reference import ref_decode, ref_quantize, ref_rvl_decode, ref_rvl_encode
 
 from mgeo_ros import depth_codec as dc
 from mgeo_ros.errors import BadInputError, DepthCodecError, ImageTooLargeError
-
-# --- the independent reference -------------------------------------------------------------------------------------
-
-def ref_rvl_encode(image: np.ndarray) -> bytes:
-    flat = [int(v) for v in image.reshape(-1)]
-    words, state = [], {'word': 0, 'count': 0}
-
-    def put(value: int) -> None:
-        while True:
-            nibble = value & 7
-            value >>= 3
-            if value:
-                nibble |= 8
-            state['word'] = ((state['word'] << 4) | nibble) & 0xFFFFFFFF
-            state['count'] += 1
-            if state['count'] == 8:
-                words.append(state['word'])
-                state['word'], state['count'] = 0, 0
-            if not value:
-                return
-
-    i, previous, n = 0, 0, len(flat)
-    while i < n:
-        start = i
-        while i < n and flat[i] == 0:
-            i += 1
-        put(i - start)
-        start = i
-        while i < n and flat[i] != 0:
-            i += 1
-        put(i - start)
-        for value in flat[start:i]:
-            delta = value - previous
-            put((delta << 1) ^ (delta >> 31) if delta >= 0 else ((-delta) << 1) - 1)
-            previous = value
-    if state['count']:
-        words.append((state['word'] << 4 * (8 - state['count'])) & 0xFFFFFFFF)
-    return struct.pack('<II', image.shape[1], image.shape[0]) + struct.pack(f'<{len(words)}I', *words)
-
-
-def ref_rvl_decode(payload: bytes) -> np.ndarray:
-    cols, rows = struct.unpack_from('<II', payload)
-    words = struct.unpack_from(f'<{(len(payload) - 8) // 4}I', payload, 8)
-    nibbles = [(w >> (28 - 4 * k)) & 0xF for w in words for k in range(8)]
-    pos = 0
-
-    def get() -> int:
-        nonlocal pos
-        value, shift = 0, 0
-        while True:
-            nibble = nibbles[pos]
-            pos += 1
-            value |= (nibble & 7) << shift
-            shift += 3
-            if not nibble & 8:
-                return value
-
-    out, previous = [], 0
-    while len(out) < cols * rows:
-        out += [0] * get()
-        for _ in range(get()):
-            p = get()
-            previous = (previous + ((p >> 1) ^ -(p & 1))) & 0xFFFF
-            out.append(previous)
-    return np.array(out, np.uint16).reshape(rows, cols)
-
-
-def ref_quantize(depth: np.ndarray, depth_max: float, q: float) -> tuple[np.ndarray, float, float]:
-    """The published 32FC1 formula, float32, pixel by pixel: v = trunc(A/d + B) for 0 < d < depth_max, clamped to
-    16 bits; 0 otherwise."""
-    a = np.float32(np.float32(q) * (np.float32(q) + np.float32(1)))
-    b = np.float32(np.float32(1) - a / np.float32(depth_max))
-    out = np.zeros(depth.shape, np.uint16)
-    for idx, d in np.ndenumerate(depth.astype(np.float32)):
-        if np.isfinite(d) and 0 < d < np.float32(depth_max):
-            with np.errstate(over='ignore', divide='ignore'):
-                v = np.float32(a / d) + b
-            out[idx] = int(min(v, np.float32(65535)))
-    return out, float(a), float(b)
-
-
-def ref_decode(fmt: str, data: bytes):
-    """(encoding, A, B, 16-bit codes) of a compressedDepth message, read with struct and OpenCV's PNG reader."""
-    encoding, kind = fmt.split(';')[0].strip(), fmt.split()[-1]
-    zero, a, b = struct.unpack_from('<iff', data)
-    assert zero == 0
-    payload = data[12:]
-    if kind == 'png':
-        codes = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
-        assert codes.dtype == np.uint16 and codes.ndim == 2
-    else:
-        codes = ref_rvl_decode(payload)
-    return encoding, a, b, codes
-
 
 # --- fixtures ------------------------------------------------------------------------------------------------------
 

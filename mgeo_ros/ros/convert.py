@@ -137,10 +137,15 @@ def rgb8_to_compressed(rgb: np.ndarray, header: Header | None = None, fmt: str =
     ok, encoded = cv2.imencode('.jpg' if fmt == 'jpeg' else '.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise BadInputError(f'rgb could not be encoded as {fmt}')
+    return compressed_image(f'rgb8; {fmt} compressed bgr8', encoded, header)
+
+
+def compressed_image(fmt: str, data: bytes | np.ndarray, header: Header | None = None) -> CompressedImage:
+    """A CompressedImage of already encoded bytes and image_transport's `format` string for them."""
     msg = CompressedImage()
     msg.header = _header(header)
-    msg.format = f'rgb8; {fmt} compressed bgr8'
-    msg.data = _to_byte_array(encoded)
+    msg.format = fmt
+    msg.data = _to_byte_array(np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data)
     return msg
 
 

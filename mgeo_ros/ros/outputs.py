@@ -8,12 +8,14 @@ Adding an output is a row here and its builder (a function of the frame's `Frame
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from mgeo_ros import depth_codec
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.ros import cloud, convert
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
@@ -67,12 +69,45 @@ class Output:
     notes: str  # the docs' notes column
     needs_if: Callable[[Mapping], frozenset] = lambda cfg: frozenset()  # more arrays, by the frame's parameters
     qos: tuple[str, str] = ('output_qos', 'output_qos_depth')  # the parameters of its QoS: reliability, depth
+    timing: str = ''  # its build's stage name in the frame's timings (latency_ms.<timing> in /diagnostics); '' = none
 
 
 def _image(name: str, encoding: str) -> Callable[[Frame], Image]:
     def build(f: Frame) -> Image:
         return convert.image_around(f.res.data[name], *f.size, encoding, f.header)
     return build
+
+
+def _depth(f: Frame) -> Image:
+    """depth/image in `depth_encoding`: the stage's 32FC1 metres as they are, or 16UC1 millimetres (0 invalid)."""
+    if f.cfg['depth_encoding'] != '16UC1':
+        return convert.image_around(f.res.data['depth'], *f.size, '32FC1', f.header)
+    data, millimetres = f.buffers.take('depth_16uc1', f.size, np.uint16)
+    millimetres[...] = depth_codec.metres_to_millimetres(f.res.depth)
+    return convert.image_around(data, *f.size, '16UC1', f.header)
+
+
+OPEN_RANGE_DEPTH_MAX = 100.0  # m: the compressed depth's range when neither compressed_depth_max nor max_depth is set
+
+
+def compressed_depth_max(cfg: Mapping) -> float:
+    """The depth (m) at and beyond which the compressed depth is invalid (see the compressed_depth_max parameter)."""
+    return float(cfg['compressed_depth_max'] or cfg['max_depth'] or OPEN_RANGE_DEPTH_MAX)
+
+
+def _compressed_depth(f: Frame) -> CompressedImage:
+    """depth/image/compressedDepth: the stage's depth as image_transport's compressedDepth (depth_codec.py)."""
+    cfg = f.cfg
+    fmt, data = depth_codec.encode_depth(f.res.depth, cfg['depth_encoding'], cfg['compressed_depth_format'],
+                                         compressed_depth_max(cfg), cfg['compressed_depth_quantization'],
+                                         cfg['compressed_depth_png_level'])
+    return convert.compressed_image(fmt, data, f.header)
+
+
+def _mask_compressed(f: Frame) -> CompressedImage:
+    """depth/mask/compressed: the mask as image_transport's `compressed` png (mono8)."""
+    return convert.compressed_image(*depth_codec.encode_mask_png(f.res.valid, f.cfg['compressed_depth_png_level']),
+                                    f.header)
 
 
 def _mask(f: Frame) -> Image:
@@ -106,15 +141,24 @@ OUTPUTS: tuple[Output, ...] = (
            _image('confidence', '32FC1'),
            "0..1, the mask head's probability at the size of `depth/image` (same header); finite everywhere, also "
            'where depth is invalid (see Behaviour)'),
-    Output('depth', 'depth/image', Image, 'sensor_msgs/Image 32FC1', frozenset({'depth'}), _image('depth', '32FC1'),
+    Output('depth', 'depth/image', Image, 'sensor_msgs/Image 32FC1 (16UC1)', frozenset({'depth'}), _depth,
            'metres along the optical z axis at the camera resolution; NaN invalid, +Inf beyond `max_depth` if '
-           '`inf_beyond_max_depth` (REP 117/118)'),
+           '`inf_beyond_max_depth` (REP 117/118); with `depth_encoding: 16UC1` millimetres, 0 invalid'),
+    Output('compressed_depth', 'depth/image/compressedDepth', CompressedImage, 'sensor_msgs/CompressedImage',
+           frozenset({'depth'}), _compressed_depth, timing='encode_depth', notes=
+           "`depth/image` as image_transport's compressedDepth (format `32FC1; compressedDepth png`, or `rvl`, or "
+           '16UC1 with `depth_encoding`), invalid beyond `compressed_depth_max`; encoded only while subscribed; '
+           'same header'),
     Output('info', 'depth/camera_info', CameraInfo, 'sensor_msgs/CameraInfo', frozenset(),
            lambda f: f.camera_info(f.res.intrinsics, f.header),
            'same header and size as `depth/image`; K and P = the intrinsics used (given or recovered)'),
     Output('mask', 'depth/mask', Image, 'sensor_msgs/Image mono8', frozenset({'valid'}), _mask,
            '255 where depth is valid (model mask, finite, within `max_depth`, not a flying pixel, confidence ≥ '
            '`min_confidence`), 0 elsewhere'),
+    Output('mask_compressed', 'depth/mask/compressed', CompressedImage, 'sensor_msgs/CompressedImage',
+           frozenset({'valid'}), _mask_compressed, timing='encode_mask', notes=
+           "`depth/mask` as image_transport's compressed png (format `mono8; png compressed `); encoded only while "
+           'subscribed; same header'),
     Output('points', 'points', PointCloud2, 'sensor_msgs/PointCloud2', frozenset({'points'}), _points,
            'x, y, z (+ rgb) (+ normal_x, normal_y, normal_z with `points_normals`) float32 in the optical frame; '
            'organized H×W (or decimated by `points_stride`) with NaN invalid, `is_dense=false`; or only valid '
@@ -134,9 +178,17 @@ def stage_arrays(wanted: Iterable[str], cfg: Mapping) -> frozenset:
     return frozenset(names)
 
 
-def build(wanted: frozenset, frame: Frame) -> list[tuple[str, object]]:
-    """(name, message) of every wanted output, in publishing order."""
-    return [(o.name, o.build(frame)) for o in OUTPUTS if o.name in wanted]
+def build(wanted: frozenset, frame: Frame, timings: dict | None = None) -> list[tuple[str, object]]:
+    """(name, message) of every wanted output, in publishing order; the build time (ms) of each timed row into
+    `timings` under its `timing` name."""
+    built = []
+    for o in OUTPUTS:
+        if o.name in wanted:
+            t0 = time.perf_counter()
+            built.append((o.name, o.build(frame)))
+            if o.timing and timings is not None:
+                timings[o.timing] = (time.perf_counter() - t0) * 1000.0
+    return built
 
 
 def markdown_rows() -> list[str]:

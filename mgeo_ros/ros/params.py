@@ -111,6 +111,22 @@ PARAMS: tuple[ParamSpec, ...] = (
               '0..1) is below this are invalid in the depth image, the mask and the point cloud; 0 = off. Acts on '
               'the published grid after upsampling; mask_threshold decides which network pixels count at all.',
               live=True, min=0.0, max=1.0),
+    # ---- live: depth encoding and the compressed outputs (depth/image/compressedDepth, depth/mask/compressed) --------
+    ParamSpec('depth_encoding', '32FC1', 'Encoding of depth/image and depth/image/compressedDepth: 32FC1 = metres, '
+              'NaN invalid; 16UC1 = millimetres, 0 invalid (REP 118), for consumers that take only that; depth '
+              'beyond 65.535 m, NaN and +Inf are 0.', live=True, choices=('32FC1', '16UC1')),
+    ParamSpec('compressed_depth_format', 'png', 'Format of depth/image/compressedDepth (image_transport\'s '
+              'compressedDepth: a 12-byte header, then a 16-bit PNG or an RVL stream). rvl is faster to encode, png '
+              'smaller on smooth depth.', live=True, choices=('png', 'rvl')),
+    ParamSpec('compressed_depth_max', 0.0, 'Depth at or beyond this is invalid on depth/image/compressedDepth (NaN '
+              'once decoded; 0 with 16UC1). 0 = max_depth when it is set, else 100 m (outdoor scenes keep their '
+              'depth out to 100 m; 16UC1 also stops at 65.535 m).', unit='m', live=True, min=0.0, max=1000.0),
+    ParamSpec('compressed_depth_quantization', 100.0, 'Inverse-depth quantization of a 32FC1 compressedDepth: one '
+              'code step is about d^2 / (q (q + 1)) metres at depth d (1 cm at 10 m, 1 m at 100 m with 100).',
+              live=True, min=1.0, max=150.0),
+    ParamSpec('compressed_depth_png_level', 1, 'zlib level of the png compressedDepth and of depth/mask/compressed '
+              '(0 = none, 9 = smallest); 1 encodes depth much faster than the plugin\'s 3 for a slightly '
+              'larger message.', live=True, min=0, max=9),
     # ---- live: flying-pixel removal ------------------------------------------------------------------------------
     ParamSpec('flying_pixel_max_jump', 0.08, 'Flying-pixel removal: a pixel is invalid when the depth range of its '
               'valid neighbours (window of flying_pixel_radius) exceeds this fraction of its depth. 0 = off. A plane '

@@ -138,7 +138,8 @@ class FramePipeline:
         for stage, ms in res.timings_ms.items():
             timings[f'postprocess/{stage}'] = ms
         self._report(res, width, height)
-        return outputs.build(wanted, outputs.Frame(res, rgb, frame.header, cfg, self.buffers, self.camera_info))
+        return outputs.build(wanted, outputs.Frame(res, rgb, frame.header, cfg, self.buffers, self.camera_info),
+                             timings)
 
     def _report(self, res, width: int, height: int) -> None:
         """The frame's scalars into the diagnostics."""
