@@ -176,10 +176,10 @@ class NodeHarness:
         self.received: dict[str, dict] = defaultdict(dict)  # topic -> stamp -> msg
         self.arrival: dict[str, dict] = defaultdict(dict)  # topic -> stamp -> monotonic time
         self.diagnostics: list = []
-        types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2, 'depth/mask': Image,
-                 'depth/confidence': Image, 'depth/normals': Image}
-        self.subs = [self.node.create_subscription(types[t], f'{ns}/{t}', self._collector(t), QoSProfile(depth=100))
-                     for t in self.OUTPUTS]
+        self._types = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2,
+                       'depth/mask': Image, 'depth/confidence': Image, 'depth/normals': Image,
+                       'depth/image/compressedDepth': CompressedImage, 'depth/mask/compressed': CompressedImage}
+        self.subs = [self._subscription(t) for t in self.OUTPUTS]
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, QoSProfile(depth=50))
         self._ros.start()
 
@@ -191,6 +191,23 @@ class NodeHarness:
                 self.received[topic][key] = msg
                 self.arrival[topic][key] = now
         return store
+
+    def _subscription(self, topic: str):
+        from rclpy.qos import QoSProfile
+
+        return self.node.create_subscription(self._types[topic], f'{self.ns}/{topic}', self._collector(topic),
+                                             QoSProfile(depth=100))
+
+    def subscribe(self, topic: str) -> None:
+        """Start collecting one more output; wait_outputs and wait_ready include it from here on."""
+        self.OUTPUTS = (*self.OUTPUTS, topic)
+        self.subs.append(self._subscription(topic))
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop collecting an output (the node sees no subscriber to it any more, once discovery has told it)."""
+        index = self.OUTPUTS.index(topic)
+        self.OUTPUTS = self.OUTPUTS[:index] + self.OUTPUTS[index + 1:]
+        self.node.destroy_subscription(self.subs.pop(index))
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
