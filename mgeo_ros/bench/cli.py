@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       'and their stride: publish_normals=false,points_stride=4; on top of --param')
     node.add_argument('--outputs', action='append', default=[], metavar='NAME[,NAME...]',
                       help='--node: the outputs the subscriber takes (repeatable: one measurement per set), from '
-                      'depth, info, points, mask, confidence, normals; the node makes only what is subscribed '
-                      '(default: all)')
+                      'depth, info, points, mask, confidence, normals, compressed_depth, mask_compressed; the node '
+                      'makes only what is subscribed (default: all but the two compressed forms)')
     node.add_argument('--compressed', choices=('jpeg',), default=None,
                       help='--node: the camera sends JPEG CompressedImage frames (image/compressed; the node runs '
                       'with image_transport:=compressed) instead of rgb8 Image')

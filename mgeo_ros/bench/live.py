@@ -65,7 +65,9 @@ class Camera:
                 found = self.node.get_publisher_names_and_types_by_node(NODE_NAME, self.ns)
             except Exception:  # rclpy raises NodeNameNonExistentError until discovery has seen the node
                 found = []
-            topics = sorted((t, ty[0]) for t, ty in found if t.startswith(self.ns + '/') and '/cam/' not in t)
+            # every output but the compressed forms (CompressedImage: a client takes those instead of the raw ones)
+            topics = sorted((t, ty[0]) for t, ty in found if t.startswith(self.ns + '/') and '/cam/' not in t
+                            and ty[0] != 'sensor_msgs/msg/CompressedImage')
             if any(t.endswith('/depth/image') for t, _ in topics) and self.status.get('model_status') == 'ready':
                 break
             if self.status.get('model_status') == 'error':

@@ -44,7 +44,7 @@ from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.ros.diagnostics import Timings, summarize
 from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.node import NODE_NAME, _DepthNodeParts
-from mgeo_ros.ros.outputs import OUTPUTS
+from mgeo_ros.ros.outputs import COMPRESSED, OUTPUTS
 from mgeo_ros.runtime.preprocess import grid_tokens
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ BENCH_PARAMS = {'points_color': True, 'points_organized': True, 'points_stride':
 STAGE_ORDER = ('queue_wait', 'decode', 'rectify', 'preprocess', 'forward', 'stage1', 'stage1_cpu', 'handover_wait',
                'postprocess', 'filter', 'publish', 'stage2', 'stage2_cpu', 'total', 'since_stamp')
 WARMUP_S = 2.0
-OUTPUT_NAMES = tuple(o.name for o in OUTPUTS)  # what `outputs` may name: depth, info, points, mask, confidence, normals
+OUTPUT_NAMES = tuple(o.name for o in OUTPUTS)  # what `outputs` may name (ros/outputs.py's rows)
 _RUNS = itertools.count()  # each measurement's node gets a namespace of its own
 JPEG_QUALITY = 80  # `--compressed jpeg`: the quality the bench's camera encodes at
 # the per-frame stages a user weighs (`stage_ms`): the node's stage key for each
@@ -161,10 +161,10 @@ class ServedNode:
 
     def output_topics(self, names: list[str] | None = None) -> list[tuple[str, str]]:
         """(topic, type) of the outputs `names` (rows of ros/outputs.OUTPUTS: depth, info, points, mask,
-        confidence, normals, ...), or of every output the node publishes."""
+        confidence, normals, compressed_depth, ...), or of every output but the compressed forms."""
         publishers = self.channel.publishers
         if names is None:
-            pubs = tuple(publishers.values())
+            pubs = tuple(pub for name, pub in publishers.items() if name not in COMPRESSED)
         else:
             unknown = sorted(set(names) - set(OUTPUT_NAMES))
             if unknown:

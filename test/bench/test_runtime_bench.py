@@ -157,13 +157,14 @@ def test_bench_node_takes_a_jpeg_camera_and_measures_each_output_set(capsys):
 
     rc = mgeo_main(['bench', '--node', 'preset:tiny', '--size', '96x64', '--num-tokens', '20', '--forward-ms', '20',
                     '--seconds', '1.0', '--camera-hz', '20', '--compressed', 'jpeg', '--outputs', 'depth,info',
-                    '--outputs', 'depth,points', '--json'])
+                    '--outputs', 'depth,points,compressed_depth', '--json'])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report['meta']['input'] == 'jpeg q80'
     first, second = report['sizes']
     for row, names, topics in ((first, ['depth', 'info'], {'depth/image', 'depth/camera_info'}),
-                               (second, ['depth', 'points'], {'depth/image', 'points'})):
+                               (second, ['depth', 'points', 'compressed_depth'],
+                                {'depth/image', 'points', 'depth/image/compressedDepth'})):
         assert row['input'] == 'jpeg q80' and row['outputs'] == sorted(names) and row['size'] == '96x64'
         assert 0 < row['published'] <= row['sent']
         assert sorted(row['floor_messages']) == sorted(names)  # only the subscribed outputs were made
