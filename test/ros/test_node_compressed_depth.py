@@ -1,7 +1,8 @@
 """mgeo_depth_node's compressed outputs across processes: depth/image/compressedDepth in each format and encoding and
 depth/mask/compressed, decoded by the independent reference reader (test/depth_codec_reference.py) to the node's own
-depth/image and depth/mask; the compressed topic recorded into a real bag (rosbags) decodes the same; nothing is
-encoded while nobody subscribes. Real rclpy, real ONNX Runtime."""
+depth/image and depth/mask (16UC1 depth/image the millimetres of the 32FC1 one, the cloud the same in either
+encoding); the compressed topic recorded into a real bag (rosbags) decodes the same; nothing is encoded while
+nobody subscribes. Real rclpy, real ONNX Runtime."""
 from __future__ import annotations
 
 import os
@@ -34,11 +35,14 @@ def _status_after(harness, frames: int) -> tuple[int, int, int]:
     return _encode_counts(harness)
 
 
-def _check_32fc1(decoded: np.ndarray, depth: np.ndarray, depth_max: float, quantization: float) -> None:
+def _check_32fc1(fmt: str, data, depth: np.ndarray, depth_max: float, quantization: float) -> None:
     """The decoded inverse-depth code is the node's depth within one code step; NaN (and beyond depth_max) NaN."""
-    a = quantization * (quantization + 1)
+    _, a, b, _ = ref_decode(fmt, bytes(data))
+    assert a == pytest.approx(quantization * (quantization + 1), rel=1e-6)  # float32 header
+    assert b == pytest.approx(1 - a / depth_max, rel=1e-5, abs=1e-5)  # B carries the depth_max the node used
+    decoded = ref_depth_metres(fmt, data)
     inside = np.isfinite(depth) & (depth < depth_max)
-    assert inside.mean() > 0.5
+    assert inside.any()
     np.testing.assert_array_equal(np.isfinite(decoded), inside)
     # decoded = A/(v - B) with v = trunc(A/d + B): d lies within A/((v - B)(v + 1 - B)) <= decoded^2/A below it;
     # 1e-4 relative for float32 rounding of A/d and the decode
@@ -78,20 +82,25 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
         assert depth.dtype == np.float32
         assert _status_after(harness, 1)[1:] == (0, 0), 'nobody subscribes: nothing may be encoded'
 
-        for topic in (COMPRESSED, MASK, 'depth/mask'):
+        for topic in (COMPRESSED, MASK, 'depth/mask', 'points'):
             harness.subscribe(topic)
         recorder = BagRecorder(harness.node, bag, [f'{ns}/{COMPRESSED}:sensor_msgs/msg/CompressedImage'],
                                storage='mcap')
         assert recorder.wait_ready(10)
         harness.wait_ready(proc, timeout=10)
 
-        combos = [('png', '32FC1', 0.0, 100.0), ('rvl', '32FC1', 8.0, 60.0), ('png', '16UC1', 0.0, 100.0),
-                  ('rvl', '16UC1', 5.0, 100.0)]
+        # the tiny model's depth of this frame spans a few centimetres: cut_at lies inside it
+        cut_at = float(np.round(np.quantile(depth, 0.5), 3))
+        # (format, encoding, compressed_depth_max, quantization, max_depth with +Inf beyond it)
+        combos = [('png', '32FC1', 0.0, 100.0, 0.0), ('rvl', '32FC1', cut_at, 60.0, 0.0),
+                  ('png', '16UC1', 0.0, 100.0, 0.0), ('rvl', '16UC1', cut_at, 100.0, 0.0),
+                  ('png', '32FC1', 0.0, 100.0, cut_at)]
         node_depth: dict[tuple, tuple] = {}  # stamp -> (depth/image as published, encoding, its depth_max, q)
-        for i, (fmt, encoding, depth_max, q) in enumerate(combos, start=1):
+        clouds: list[np.ndarray] = []
+        for i, (fmt, encoding, depth_max, q, max_depth) in enumerate(combos, start=1):
             results = harness.set_parameters('mgeo_depth_node', {
                 'compressed_depth_format': fmt, 'depth_encoding': encoding, 'compressed_depth_max': depth_max,
-                'compressed_depth_quantization': q})
+                'compressed_depth_quantization': q, 'max_depth': max_depth, 'inf_beyond_max_depth': True})
             assert all(r.successful for r in results), results
             key = (7000, i)
             harness.publish(rgb, key, intrinsics=intr)
@@ -100,16 +109,26 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
             assert image.encoding == encoding and compressed.format == f'{encoding}; compressedDepth {fmt}'
             assert compressed.header == image.header
             published = convert.image_to_numpy(image)
-            wire_max = depth_max or MAX_DEPTH
-            if encoding == '32FC1':
+            wire_max = depth_max or max_depth or MAX_DEPTH
+            if max_depth:  # +Inf beyond max_depth: invalid on the wire, as far as compressed_depth_max follows it
+                finite = np.isfinite(published)
+                assert np.isposinf(published).any() and finite.any()
+                np.testing.assert_array_equal(published[finite], depth[finite])
+                _check_32fc1(compressed.format, compressed.data, published, wire_max, q)
+            elif encoding == '32FC1':
                 np.testing.assert_array_equal(published, depth)  # the same frame: the same depth
-                _check_32fc1(ref_depth_metres(compressed.format, compressed.data), published, wire_max, q)
+                _check_32fc1(compressed.format, compressed.data, published, wire_max, q)
             else:
                 # REP 118 millimetres of the node's 32FC1 depth of the same frame; NaN -> 0
                 expected = np.rint(np.nan_to_num(depth.astype(np.float64), nan=0.0) * 1000).astype(np.uint16)
                 np.testing.assert_array_equal(published, expected)
                 _check_16uc1(compressed.format, bytes(compressed.data), published, wire_max)
+            if wire_max < MAX_DEPTH:
+                assert (depth >= wire_max).any(), 'the cut should drop part of the frame'
             node_depth[key] = (published, encoding, wire_max, q)
+            if not max_depth:  # the cloud: the same in either encoding
+                clouds.append(convert.pointcloud2_to_numpy(out['points'])[0])
+                np.testing.assert_array_equal(clouds[-1], clouds[0])
             mask = convert.image_to_numpy(out['depth/mask'])
             assert out[MASK].format == 'mono8; png compressed '
             np.testing.assert_array_equal(
@@ -141,7 +160,7 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
     for msg in frames:
         published, encoding, wire_max, q = node_depth[(msg.header.stamp.sec, msg.header.stamp.nanosec)]
         if encoding == '32FC1':
-            _check_32fc1(ref_depth_metres(msg.format, msg.data), published, wire_max, q)
+            _check_32fc1(msg.format, msg.data, published, wire_max, q)
         else:
             _check_16uc1(msg.format, bytes(msg.data), published, wire_max)
             decoded = ref_depth_metres(msg.format, msg.data)
