@@ -41,10 +41,10 @@ from rclpy.parameter import Parameter
 from mgeo_ros.bench.replay import ReplayBackend, record
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.geometry import Intrinsics
-from mgeo_ros.ros.camera_channel import OUTPUT_SPECS
 from mgeo_ros.ros.diagnostics import Timings, summarize
 from mgeo_ros.ros.fastdds import NEW, profile_env
 from mgeo_ros.ros.node import NODE_NAME, _DepthNodeParts
+from mgeo_ros.ros.outputs import OUTPUTS
 from mgeo_ros.runtime.preprocess import grid_tokens
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ BENCH_PARAMS = {'points_color': True, 'points_organized': True, 'points_stride':
 STAGE_ORDER = ('queue_wait', 'decode', 'rectify', 'preprocess', 'forward', 'stage1', 'stage1_cpu', 'handover_wait',
                'postprocess', 'filter', 'publish', 'stage2', 'stage2_cpu', 'total', 'since_stamp')
 WARMUP_S = 2.0
-OUTPUT_NAMES = tuple(OUTPUT_SPECS)  # what `outputs` may name: depth, info, points, mask, confidence, normals
+OUTPUT_NAMES = tuple(o.name for o in OUTPUTS)  # what `outputs` may name: depth, info, points, mask, confidence, normals
 _RUNS = itertools.count()  # each measurement's node gets a namespace of its own
 JPEG_QUALITY = 80  # `--compressed jpeg`: the quality the bench's camera encodes at
 # the per-frame stages a user weighs (`stage_ms`): the node's stage key for each
@@ -134,7 +134,7 @@ class ServedNode:
         node._create_outputs()
         self.last_messages: list = []
         for ch in node.channels:
-            ch.pipeline.predictor = predictor
+            ch.pipeline.session.predictor = predictor
             ch.stats.model_status = 'ready'
             ch.stats.timings = Timings(window=100_000)  # every frame of the run, not the diagnostics' window
             real = ch.pipeline.messages
@@ -160,16 +160,16 @@ class ServedNode:
         return self.node.channels[0]
 
     def output_topics(self, names: list[str] | None = None) -> list[tuple[str, str]]:
-        """(topic, type) of the outputs `names` (fields of camera_channel.Outputs: depth, info, points, mask,
-        confidence, normals), or of every output the node publishes."""
-        outputs = self.channel.outputs
+        """(topic, type) of the outputs `names` (rows of ros/outputs.OUTPUTS: depth, info, points, mask,
+        confidence, normals, ...), or of every output the node publishes."""
+        publishers = self.channel.publishers
         if names is None:
-            pubs = outputs.all()
+            pubs = tuple(publishers.values())
         else:
             unknown = sorted(set(names) - set(OUTPUT_NAMES))
             if unknown:
                 raise MgeoError(f'--outputs: unknown output(s) {unknown}; choose from {", ".join(OUTPUT_NAMES)}')
-            pubs = tuple(getattr(outputs, n) for n in names)
+            pubs = tuple(publishers[n] for n in names)
         return sorted((pub.topic_name, f'{t.__module__.split(".")[0]}/msg/{t.__name__}')
                       for pub, t in ((p, p.msg_type) for p in pubs))
 
@@ -212,7 +212,7 @@ class SinkProcess:
 
 
 def _wait_subscribed(served: ServedNode, topics: set[str], timeout: float = 20.0) -> None:
-    pubs = [p for p in served.channel.outputs.all() if p.topic_name in topics]
+    pubs = [p for p in served.channel.publishers.values() if p.topic_name in topics]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(p.get_subscription_count() > 0 for p in pubs) and served.channel.image_sub.get_publisher_count() > 0:
@@ -288,7 +288,7 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
         engine_hz = 1000.0 / (forward_ms if forward_ms is not None else _median(forward))
         period = 1.0 / max(1.0, _rate(stream))
         floor = transport_floor(served.node, served.last_messages, {
-            name: getattr(served.channel.outputs, name) for name, _ in served.last_messages}, 50, period)
+            name: served.channel.publishers[name] for name, _ in served.last_messages}, 50, period)
         result = {
             'size': f'{width}x{height}', 'input': f'{compressed} q{int(quality)}' if compressed else 'rgb8',
             'param_set': param_set, 'outputs': sorted(outputs) if outputs else 'all',

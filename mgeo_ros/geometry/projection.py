@@ -13,6 +13,12 @@ def pixel_rays(intrinsics: Intrinsics, dtype=np.float32) -> tuple[np.ndarray, np
     return u.astype(dtype), v.astype(dtype)
 
 
+def decimated_shape(height: int, width: int, stride: int) -> tuple[int, int]:
+    """Rows and columns kept when every `stride`-th row and column (starting at 0) is kept (`Intrinsics.decimated`'s
+    grid)."""
+    return -(-height // stride), -(-width // stride)
+
+
 def unproject(depth: np.ndarray, intrinsics: Intrinsics, out: np.ndarray | None = None) -> np.ndarray:
     """H×W z-depth (metres, NaN/inf allowed) -> H×W×3 float32 points; `out` reuses a buffer on hot paths."""
     depth = np.asarray(depth)

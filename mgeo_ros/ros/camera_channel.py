@@ -3,52 +3,27 @@ pipeline and its two stages, one thread each: stage 1 runs the model on the newe
 publishes the outputs of the frame before it (`_stage1`, `_stage2`). The channel owns the publishers: it asks which
 outputs are subscribed, hands that set to the pipeline and publishes the messages the pipeline builds.
 
-The node (node.py) owns the parameters and the model; everything that is per camera lives here, so N cameras are N
-channels sharing one model, and the single-camera node is the one channel without a name (plain topic names). A bad
-frame or CameraInfo on one channel is counted and logged on that channel only.
+The node (node.py) owns the parameters and the model; everything that is per camera lives here (the model-side part
+in the pipeline's session, runtime/camera_session.py), so N cameras are N channels sharing one model, and the
+single-camera node is the one channel without a name (plain topic names). A bad frame or CameraInfo on one channel
+is counted and logged on that channel only.
 """
 from __future__ import annotations
 
 import collections
 import threading
 import time
-from dataclasses import dataclass, fields
 
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePacer
+from mgeo_ros.ros.outputs import OUTPUTS
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
 from mgeo_ros.ros.qos import make_qos
 
 STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
-
-
-@dataclass
-class Outputs:
-    """One camera's publishers (names relative, so namespaces and remaps apply)."""
-
-    depth: object
-    info: object
-    points: object
-    mask: object
-    confidence: object
-    normals: object
-
-    def all(self) -> tuple:
-        return tuple(getattr(self, f.name) for f in fields(self))
-
-
-# Outputs field -> (message type, topic relative to the camera's prefix)
-OUTPUT_SPECS: dict[str, tuple[type, str]] = {
-    'depth': (Image, 'depth/image'),
-    'info': (CameraInfo, 'depth/camera_info'),
-    'points': (PointCloud2, 'points'),
-    'mask': (Image, 'depth/mask'),
-    'confidence': (Image, 'depth/confidence'),
-    'normals': (Image, 'depth/normals'),
-}
 
 
 class CameraInfoCache:
@@ -94,7 +69,7 @@ class CameraChannel:
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
         self.pipeline: FramePipeline | None = None
-        self.outputs: Outputs | None = None
+        self.publishers: dict[str, object] = {}  # output name (outputs.OUTPUTS) -> its publisher
         self.image_sub = self.info_sub = None
         self._threads: list[threading.Thread] = []
 
@@ -104,16 +79,17 @@ class CameraChannel:
     # ---- publishers and the per-frame pipeline
     def create_outputs(self) -> None:
         cfg = self.node.cfg
-        qos = make_qos(cfg['output_qos'], cfg['output_qos_depth'])
-        self.outputs = Outputs(**{f: self.node.create_publisher(kind, self.topic(t), qos)
-                                  for f, (kind, t) in OUTPUT_SPECS.items()})
+        self.publishers = {o.name: self.node.create_publisher(o.msg_type, self.topic(o.topic),
+                                                              make_qos(cfg[o.qos[0]], cfg[o.qos[1]]))
+                           for o in OUTPUTS}
         self.pipeline = FramePipeline(cfg, self.log, self.stats, self.log_bad)
 
     def destroy_outputs(self) -> None:
-        if self.outputs is not None:
-            for pub in self.outputs.all():
-                self.node.destroy_publisher(pub)
-        self.outputs = self.pipeline = None
+        for pub in self.publishers.values():
+            self.node.destroy_publisher(pub)
+        if self.pipeline is not None:
+            self.pipeline.session.detach()
+        self.publishers, self.pipeline = {}, None
 
     # ---- subscriptions (the executor thread: callbacks stay O(1))
     def create_inputs(self) -> None:
@@ -234,9 +210,8 @@ class CameraChannel:
 
     # ---- one frame: the subscribed outputs, stage 1, stage 2, publish
     def wanted(self) -> frozenset:
-        """The outputs (OUTPUT_SPECS names) somebody subscribes to, asked once per frame."""
-        outputs = self.outputs
-        return frozenset(name for name in OUTPUT_SPECS if getattr(outputs, name).get_subscription_count() > 0)
+        """The outputs (outputs.OUTPUTS names) somebody subscribes to, asked once per frame."""
+        return frozenset(name for name, pub in self.publishers.items() if pub.get_subscription_count() > 0)
 
     def _infer(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> InferredFrame | None:
         """Stage 1 of one frame, or None when nobody subscribes or the frame is skipped."""
@@ -259,9 +234,9 @@ class CameraChannel:
         self.pacer.stage2_started(t0)
         timings = frame.timings
         timings['handover_wait'] = (t0 - frame.started) * 1000.0 - timings['stage1']
-        outputs = self.outputs
+        publishers = self.publishers
         for name, msg in pipeline.messages(frame):
-            getattr(outputs, name).publish(msg)
+            publishers[name].publish(msg)
         t1 = time.perf_counter()
         self.pacer.stage2_done(t1 - t0)
         timings['publish'] = (t1 - t0) * 1000.0 - timings.get('postprocess', 0.0)  # the frame stage's part apart

@@ -110,11 +110,6 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     return out
 
 
-def decimated_shape(height: int, width: int, stride: int) -> tuple[int, int]:
-    """Rows and columns kept when every `stride`-th row and column (starting at 0) is kept."""
-    return -(-height // stride), -(-width // stride)
-
-
 def _field_view(buffer: np.ndarray, height: int, width: int, row_step: int, step: int, field: Field,
                 big_endian: bool) -> np.ndarray:
     """Zero-copy H x W view of one scalar field inside the raw cloud bytes."""

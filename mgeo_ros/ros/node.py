@@ -11,6 +11,7 @@ or `python -m mgeo_ros.ros.node --ros-args ...`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import threading
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.srv import SetParameters
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
@@ -28,14 +30,14 @@ from rclpy.qos import QoSProfile
 from rclpy.utilities import remove_ros_args
 
 from mgeo_ros.ros import params as P
-from mgeo_ros.ros.camera_channel import OUTPUT_SPECS, CameraChannel
+from mgeo_ros.ros.camera_channel import CameraChannel
 from mgeo_ros.ros.diagnostics import NodeStats
 from mgeo_ros.ros.fastdds import apply_default_profile
 from mgeo_ros.ros.model_status import model_diagnostic_status
+from mgeo_ros.ros.outputs import TOPICS as OUTPUT_TOPICS
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
-OUTPUT_TOPICS = tuple(topic for _, topic in OUTPUT_SPECS.values())
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
               tuple: ParameterType.PARAMETER_STRING_ARRAY}
@@ -66,7 +68,7 @@ class _DepthNodeParts:
         self.channels = [CameraChannel(self, name) for name in (self.cfg['cameras'] or ('',))]
         for ch in self.channels:
             ch.stats.model_status = 'unconfigured' if lifecycle else 'loading'
-        self.shared = None  # runtime.batching.SharedModel when several cameras share the model
+        self.model = None  # runtime.camera_session.LoadedModel: the model every camera shares
         self._model_ready = threading.Event()
         self._loader: threading.Thread | None = None
         if self.multi and self.cfg['frame_id']:
@@ -74,6 +76,11 @@ class _DepthNodeParts:
                                       'frame_id')
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', QoSProfile(depth=10))
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Changes apply once rclpy has taken the whole batch (every value validated first, by _on_set_parameters).
+        self._apply_after_set = hasattr(self, 'add_post_set_parameters_callback')
+        if self._apply_after_set:
+            self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._validate_set_parameters_requests()
         self._diag_timer = self.create_timer(self.cfg['diagnostics_period'], self._publish_diagnostics)
 
     @property
@@ -104,27 +111,32 @@ class _DepthNodeParts:
         for ch in self.channels:
             ch.destroy_inputs()
 
-    def _load_model(self) -> None:
-        """Load the model once (the first channel's pipeline does it); several cameras share it through a
-        SharedModel, each with its own view. On failure the node stays up and every status says why."""
-        first = self.channels[0]
-        first.pipeline.load_model(self.cfg)
-        if not self.multi:
-            return
-        base = first.pipeline.predictor
-        if base is not None:
-            from mgeo_ros.runtime.batching import SharedModel
+    @property
+    def shared(self):
+        """The shared model's queue (runtime.batching.SharedModel) when several cameras share the model."""
+        return self.model.shared if self.model is not None else None
 
-            self.shared = SharedModel(base, self.cfg['max_batch'])
-            self.get_logger().info(f'one model serves {len(self.channels)} cameras, up to {self.shared.max_batch} '
-                                   'frames per forward')
+    def _load_model(self) -> None:
+        """Load the model once (runtime/camera_session.py) and attach every camera's session to it, each with its
+        own view and per-pixel placement. On failure the node stays up and every status says why."""
+        from mgeo_ros.runtime.camera_session import load_model
+
         for ch in self.channels:
+            ch.stats.model_status = 'loading'
+        status, error, label = 'ready', '', ''
+        try:
+            self.model = load_model(self.cfg, len(self.channels), self.get_logger())
+            label = self.model.label
+        except Exception as exc:  # missing/corrupt model, backend absent: keep the node alive and say why
+            status, error = 'error', f'{type(exc).__name__}: {exc}'
+            named = self.cfg['model'] or 'the packaged default'
+            self.get_logger().error(f'cannot load model {named!r}: {error}. The node keeps running and '
+                                    'reports this in /diagnostics; fix the `model`/`backend` parameters and restart.')
+        for ch in self.channels:
+            ch.pipeline.attach(self.model, ch.name)
             with ch.stats.lock:
-                ch.stats.model_status = first.stats.model_status
-                ch.stats.model_error = first.stats.model_error
-                ch.stats.backend = first.stats.backend
-            if self.shared is not None:
-                ch.pipeline.predictor = self.shared.view(ch.name, warn=ch.pipeline.log.warning)
+                ch.stats.model_status, ch.stats.model_error = status, error
+                ch.stats.backend = label or ch.stats.backend
 
     def _load_then_release(self) -> None:
         try:
@@ -148,9 +160,12 @@ class _DepthNodeParts:
             ch.stop()
 
     def _close_model(self) -> None:
-        if self.shared is not None:
-            self.shared.close()
-        self.shared = None
+        for ch in self.channels:
+            if ch.pipeline is not None:
+                ch.pipeline.session.detach()
+        if self.model is not None:
+            self.model.close()
+        self.model = None
 
     # ---- parameters ---------------------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
@@ -175,28 +190,58 @@ class _DepthNodeParts:
             cfg[spec.name] = value
         return cfg
 
-    def _on_set_parameters(self, changes) -> SetParametersResult:
-        """Validate every change first (all or nothing); safe ones apply at once, the others are refused."""
-        updates = {}
+    def _refusal(self, changes) -> str | None:
+        """Why a batch of changes is refused (the first refused value's reason), or None when all may apply."""
         for p in changes:
-            if p.name not in P.SPECS:  # rclpy's own (use_sim_time, qos_overrides...): rclpy handles them
-                continue
-            value = P.coerce(p.name, p.value)
-            reason = P.check_change(p.name, self.cfg.get(p.name), value)
-            if reason is not None:
-                self.get_logger().warning(f'parameter change refused: {reason}')
-                return SetParametersResult(successful=False, reason=reason)
-            updates[p.name] = value
-        if self.cfg:  # empty while declaring: the initial values are handled by _declare_parameters
-            self.cfg = {**self.cfg, **updates}  # one atomic swap: the worker sees all or none of the changes
-            for ch in self.channels:
-                ch.log_bad.period = self.cfg['log_throttle']
-                if ch.pipeline is not None:
-                    ch.pipeline.on_config_changed(self.cfg, updates)
-            if updates:
-                applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
-                self.get_logger().info(f'parameters applied live: {applied}')
+            if p.name in P.SPECS:  # rclpy's own (use_sim_time, qos_overrides...): rclpy handles them
+                reason = P.check_change(p.name, self.cfg.get(p.name), P.coerce(p.name, p.value))
+                if reason is not None:
+                    return reason
+        return None
+
+    def _validate_set_parameters_requests(self) -> None:
+        """A set_parameters request (`ros2 param set` with several values, `ros2 param load`) is one batch: rclpy
+        sets its values one at a time, so the whole request is validated first, and one refused value refuses
+        every value of it (nothing applies)."""
+        for srv in self.services:
+            if srv.srv_type is SetParameters and srv.srv_name.endswith('/set_parameters'):
+                srv.callback = functools.partial(self._on_set_parameters_request, srv.callback)
+
+    def _on_set_parameters_request(self, set_each, request, response):
+        reason = self._refusal([Parameter.from_parameter_msg(p) for p in request.parameters])
+        if reason is None:
+            return set_each(request, response)
+        self.get_logger().warning(f'parameter change refused: {reason}; no value of the request applied')
+        response.results = [SetParametersResult(successful=False, reason=reason) for _ in request.parameters]
+        return response
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        """Validate every change of a batch before any applies: one refused value refuses the batch, and nothing of
+        it applies. Valid batches apply after rclpy has stored them (`_on_parameters_set`); where rclpy has no
+        post-set callback, here, once all are validated."""
+        reason = self._refusal(changes)
+        if reason is not None:
+            self.get_logger().warning(f'parameter change refused: {reason}')
+            return SetParametersResult(successful=False, reason=reason)
+        if not self._apply_after_set:
+            self._apply({p.name: P.coerce(p.name, p.value) for p in changes if p.name in P.SPECS})
         return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, changes) -> None:
+        """rclpy has stored a validated batch: apply it."""
+        self._apply({p.name: P.coerce(p.name, p.value) for p in changes if p.name in P.SPECS})
+
+    def _apply(self, updates: dict) -> None:
+        """Apply validated changes to the running node in one step."""
+        if not self.cfg or not updates:  # empty while declaring: _declare_parameters handles the initial values
+            return
+        self.cfg = {**self.cfg, **updates}  # one atomic swap: the worker sees all or none of the changes
+        for ch in self.channels:
+            ch.log_bad.period = self.cfg['log_throttle']
+            if ch.pipeline is not None:
+                ch.pipeline.on_config_changed(self.cfg, updates)
+        applied = ', '.join(f'{k}={v!r}' for k, v in updates.items())
+        self.get_logger().info(f'parameters applied live: {applied}')
 
     def _publish_diagnostics(self) -> None:
         """One status per camera, plus one for the shared model when there are several cameras."""

@@ -1,8 +1,8 @@
 """Several cameras, one model: a thread-safe front of one `Predictor` that runs frames waiting from different cameras
 as one batch, fairly.
 
-Policy. Each camera talks to the model through its own `CameraPredictor` and blocks until its frame is done, so a
-camera has at most one frame in the queue. The model thread takes the oldest waiting frame together with the next
+Policy. Each camera talks to the model through its own view (`SharedModel.view`) and blocks until its frame is done,
+so a camera has at most one frame in the queue. The model thread takes the oldest waiting frame together with the next
 waiting frames of the same network input size, up to the batch limit (the backend's `max_batch`, or less if asked);
 frames of another size keep their place for the next forward. A camera re-queues only after its frame is served, so
 the queue order is a round-robin over the cameras that have a frame waiting: no camera starves, and a frame waits at
@@ -20,7 +20,6 @@ Preprocessing and postprocessing run on the cameras' own threads; only `Backend.
 from __future__ import annotations
 
 import collections
-import copy
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,6 @@ import numpy as np
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.predictor import Predictor
-from mgeo_ros.runtime.preprocess import Preprocessor
 
 
 @dataclass
@@ -80,9 +78,22 @@ class SharedModel:
         self._thread = threading.Thread(target=self._loop, name='mgeo_shared_model', daemon=True)
         self._thread.start()
 
-    def view(self, camera: str, warn: Callable[[str], None] | None = None) -> CameraPredictor:
-        """The Predictor one camera uses (its own preprocessing buffers, mask threshold and warnings)."""
-        return CameraPredictor(self, camera, warn)
+    def view(self, camera: str, warn: Callable[[str], None] | None = None) -> Predictor:
+        """The Predictor one camera uses: the shared backend through this queue, with the camera's own preprocessing
+        buffers, mask threshold and warnings; its timings gain `batch_wait` (queued behind other cameras' frames;
+        `forward` is then the whole batch's). One per camera thread: not thread-safe."""
+        base = self.predictor
+        return Predictor.on_backend(base.backend, base.num_tokens, base.preprocessor.input_size, base.mask_threshold,
+                                    warn if warn is not None else base.warn,
+                                    run=lambda image, tokens: self.forward(image, tokens, camera))
+
+    def forward(self, image: np.ndarray, tokens: int, camera: str) -> RawOutput:
+        """One camera's preprocessed frame through the queue: its RawOutput, with `batch_wait` and the batch's
+        `forward` time in its timings."""
+        request = self.run(image, tokens, camera)
+        raw = request.raw
+        raw.timings_ms = {'batch_wait': request.wait_ms, 'forward': request.forward_ms}
+        return raw
 
     def run(self, image: np.ndarray, tokens: int, camera: str) -> _Request:
         """Queue one preprocessed frame and wait for its RawOutput (raises what the backend raised)."""
@@ -171,33 +182,3 @@ class SharedModel:
                 r.wait_ms = (t0 - r.queued) * 1e3
                 r.forward_ms, r.batch_size = ms, len(batch)
                 r.done.set()
-
-
-class CameraPredictor(Predictor):
-    """A `Predictor` for one camera whose forward goes through a `SharedModel`; timings gain `batch_wait` (queued
-    behind other cameras' frames; `forward` is then the whole batch's). One per camera thread: not thread-safe."""
-
-    def __init__(self, shared: SharedModel, camera: str, warn: Callable[[str], None] | None = None) -> None:
-        # No Predictor.__init__ (that would load another model): take the loaded one's settings, with this camera's
-        # own preprocessing buffers, warning state and (if given) warning sink.
-        base = shared.predictor
-        own = {k: copy.copy(v) if isinstance(v, (set, dict, list)) else v for k, v in vars(base).items()}
-        self.__dict__.update(own)
-        self.preprocessor = Preprocessor(base.num_tokens, base.preprocessor.input_size)
-        if warn is not None:
-            self.warn = warn
-        self.shared = shared
-        self.camera = camera
-        self._last: _Request | None = None
-
-    def _forward(self, image: np.ndarray, tokens: int) -> RawOutput:
-        self._last = self.shared.run(image, tokens, self.camera)
-        return self._last.raw
-
-    def forward(self, rgb: np.ndarray) -> RawOutput:
-        raw = super().forward(rgb)
-        last = self._last
-        if last is not None:
-            raw.timings_ms['batch_wait'] = last.wait_ms
-            raw.timings_ms['forward'] = last.forward_ms  # the batch's forward, shared with its other frames
-        return raw

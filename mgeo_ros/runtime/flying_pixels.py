@@ -26,7 +26,7 @@ import numpy as np
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.projection import pixel_rays
 
-_BIG = 3.0e38  # stands for +inf in the min filter (float32 max is 3.4e38)
+BIG = 3.0e38  # stands for +inf in the min filter (float32 max is 3.4e38; the post graph's too)
 
 
 class DepthJumpTest:
@@ -56,7 +56,7 @@ class DepthJumpTest:
         cv2.patchNaNs(a, 0.0)  # invalid -> 0: never the max of positive depths
         cv2.dilate(a, kernel, dst=b, borderType=cv2.BORDER_REPLICATE)
         np.copyto(a, d)
-        cv2.patchNaNs(a, _BIG)  # invalid -> huge: never the min
+        cv2.patchNaNs(a, BIG)  # invalid -> huge: never the min
         cv2.erode(a, kernel, dst=c, borderType=cv2.BORDER_REPLICATE)
         np.subtract(b, c, out=b)  # the window's depth range
         np.multiply(d, np.float32(max_rel_jump), out=a)

@@ -18,27 +18,32 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
-import cv2
 import numpy as np
 
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.normals import DepthNormals
-from mgeo_ros.geometry.projection import pixel_rays
+from mgeo_ros.geometry.projection import decimated_shape, pixel_rays, unproject
 from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.flying_pixels import DepthJumpTest, grazing_mask
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
 from mgeo_ros.runtime.post_graph import GraphShape, PostGraph, cos_view_angle
-from mgeo_ros.runtime.postprocess import _upsample_valid, network_depth, recover, unit_normals_at, upsample_confidence
+from mgeo_ros.runtime.postprocess import (
+    Recovery,
+    _upsample_valid,
+    network_depth,
+    recover,
+    unit_normals_at,
+    upsample_confidence,
+)
 from mgeo_ros.runtime.scale_filter import ScaleFilter, ScaleUpdate
 
-# What run() can be asked for: depth, valid (the validity mask), confidence, normals, points (the cloud's xyz at
-# points_stride), point_planes (the same as three x, y, z planes, for a packer that interleaves them itself in one
-# pass), points_normals (the cloud's normals at points_stride).
-OUTPUTS = frozenset({'depth', 'valid', 'confidence', 'normals', 'points', 'points_normals'})
-CLOUD = frozenset({'points', 'point_planes', 'points_normals'})
+# The arrays run() can be asked for (each output of the node's table names the ones it needs): depth, valid (the
+# validity mask), confidence, normals, points (the organized cloud's xyz at points_stride), points_normals (the
+# cloud's normals at points_stride).
+STAGE_ARRAYS = frozenset({'depth', 'valid', 'confidence', 'normals', 'points', 'points_normals'})
 
 
 @dataclass
@@ -68,8 +73,7 @@ class FrameOutputs:
     depth_valid: float32, the same with NaN also past max_depth: what points and normals are made from.
     valid: bool, the published validity. confidence: float32 [0, 1] or None. normals: float32 H×W×3 unit, NaN
     invalid, or None. points: float32 h×w×3 organized cloud xyz at `points_stride` (NaN invalid) or None;
-    point_planes: (x, y, z) h×w planes of the same points when asked (the numpy path; the post graph gives
-    `points`); points_normals: its normals or None. intrinsics: the camera used (given or recovered).
+    points_normals: its normals or None. intrinsics: the camera used (given or recovered).
     scale: the metric scale's update (raw, smoothed, reset); shift: the recovered z shift.
     """
 
@@ -83,7 +87,6 @@ class FrameOutputs:
     confidence: np.ndarray | None = None
     normals: np.ndarray | None = None
     points: np.ndarray | None = None
-    point_planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     points_normals: np.ndarray | None = None
     network_valid: np.ndarray | None = field(default=None, repr=False)  # the validity on the network's grid
     coverage: np.ndarray | None = field(default=None, repr=False)  # its bilinear coverage at H×W (None: same size)
@@ -100,9 +103,22 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one frame computes, decided once from the wanted arrays and the settings (both kernels follow it)."""
+
+    stride: int  # the cloud's points_stride (0: no cloud)
+    full_normals: bool  # frame-size normals are made (wanted, or what the cloud's normals are taken from)
+    head_normals: bool  # the normal head's normals are upsampled (wanted, or for the view-angle test)
+
+
 class FrameStage:
     """Stage 2 of a frame: RawOutput (+ the frame's intrinsics) -> FrameOutputs, with the state kept across frames
-    (the scale filter, the buffers). One per camera; see the module docstring for the buffer contract."""
+    (the scale filter, the buffers). One per camera; see the module docstring for the buffer contract.
+
+    The per-pixel work is one of two kernels, numpy/OpenCV (`_numpy`) or the post graph (`_graph`, where the network
+    runs): both write the same named arrays (depth, valid, beyond, confidence, normals, points) into the stage's
+    buffers, and one assembly step (`_assemble`) makes the frame's outputs of them."""
 
     def __init__(self, settings: FrameSettings | None = None, scale: ScaleFilter | None = None,
                  post: PostGraph | None = None) -> None:
@@ -115,23 +131,43 @@ class FrameStage:
         self._cloud_normals = DepthNormals()
 
     def run(self, raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,
-            wanted: Iterable[str] = OUTPUTS) -> FrameOutputs:
+            wanted: Iterable[str] = STAGE_ARRAYS,
+            scale_source: Callable[[RawOutput, Recovery], float | None] | None = None) -> FrameOutputs:
         """One frame: `raw` at the network size, `frame_size` = (W, H) of the camera image, `intrinsics` for it
-        (None: recovered from the model), `wanted` a subset of OUTPUTS (other names are ignored)."""
+        (None: recovered from the model), `wanted` a subset of STAGE_ARRAYS (other names are ignored).
+        `scale_source(raw, recovery)`: a metric scale for this frame from outside the network (None: the model's),
+        used in place of the model's before the scale filter and the per-pixel work."""
         s, wanted = self.settings, frozenset(wanted)
         width, height = frame_size
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         rec = recover(raw, frame_size, intrinsics, s.mask_threshold)
-        update = self.scale.update(rec.metric_scale)
+        metric = rec.metric_scale
+        if scale_source is not None:
+            fitted = scale_source(raw, rec)
+            if fitted is not None:
+                metric = float(fitted)
+        update = self.scale.update(metric)
         timings['recover'] = _ms(t0)
-        if self.post is not None:
-            return self._run_graph(raw, rec, update, width, height, wanted, timings)
+        stride = max(1, int(s.points_stride))
+        angle = s.flying_pixel_max_view_angle > 0
+        head = raw.normal is not None
+        cloud = bool(wanted & {'points', 'points_normals'})
+        plan = _Plan(stride if cloud else 0,
+                     'normals' in wanted or ('points_normals' in wanted and (stride == 1 or angle or head)),
+                     head and (bool(wanted & {'normals', 'points_normals'}) or angle))
+        kernel = self._numpy if self.post is None else self._graph
+        arrays = kernel(raw, rec, update.smoothed, width, height, plan, wanted, timings)
+        return self._assemble(arrays, rec, update, plan, wanted, timings)
 
+    # ---- the two kernels: the same named arrays, in the stage's buffers ---------------------------------------------
+    def _numpy(self, raw: RawOutput, rec: Recovery, scale: float, width: int, height: int, plan: _Plan,
+               wanted: frozenset, timings: dict) -> dict:
+        s = self.settings
         t0 = time.perf_counter()
-        depth, valid, coverage, valid_n = self._depth_at_frame(raw, rec, update.smoothed, width, height)
+        depth, valid, coverage, valid_n = self._depth_at_frame(raw, rec, scale, width, height)
         head = None
-        if raw.normal is not None and (wanted & {'normals', 'points_normals'} or s.flying_pixel_max_view_angle > 0):
+        if plan.head_normals:
             head = unit_normals_at(raw.normal, valid, width, height,
                                    out=self._array('head_normals', (height, width, 3)))
         confidence = None
@@ -153,7 +189,7 @@ class FrameStage:
             if head is not None:
                 normals = head
             else:  # every model-valid pixel (also past max_depth): a flying pixel is not kept for lack of its far side
-                normals = self._normals(depth, rec.intrinsics, valid, out=self._normals_out(wanted, height, width))
+                normals = self._normals(depth, rec.intrinsics, valid, out=self._array('normals', (height, width, 3)))
             grazing = grazing_mask(normals, rec.intrinsics, s.flying_pixel_max_view_angle)
             removed = grazing if removed is None else np.logical_or(removed, grazing, out=removed)
         if removed is not None:
@@ -167,97 +203,79 @@ class FrameStage:
         timings['filter'] = _ms(t0)
 
         t0 = time.perf_counter()
-        out = FrameOutputs(rec.intrinsics, rec.recovered, update, rec.shift, valid, depth, confidence=confidence,
-                           network_valid=valid_n, coverage=coverage)
-        if 'depth' in wanted:
-            out.depth = depth
-            if s.inf_beyond_max_depth and beyond is not None and beyond.any():
-                data, shown = self.buffers.take('depth_shown', (height, width))
-                np.copyto(shown, depth)
-                shown[beyond] = np.inf
-                out.depth, out.data['depth'] = shown, data
-            else:
-                out.data['depth'] = self.buffers.take('depth', (height, width))[0]
-        if confidence is not None:
-            out.data['confidence'] = self.buffers.take('confidence', (height, width))[0]
-        stride = max(1, int(s.points_stride))
-        full_normals = 'normals' in wanted or ('points_normals' in wanted and (stride == 1 or normals is not None
-                                                                                or head is not None))
-        if full_normals:
+        if plan.full_normals:
             normals = self._finished_normals(head, normals, depth, valid, rec.intrinsics, height, width)
-            if 'normals' in wanted:
-                out.normals, out.data['normals'] = normals, self.buffers.take('normals', (height, width, 3))[0]
         timings['normals'] = _ms(t0)
         t0 = time.perf_counter()
-        if wanted & CLOUD:
-            self._cloud(out, depth, valid, rec.intrinsics, stride, normals if full_normals else None, wanted)
+        points = self._points(depth, rec.intrinsics, plan.stride) if plan.stride else None
         timings['points'] = _ms(t0)
-        out.timings_ms = timings
-        return out
+        return {'depth': depth, 'valid': valid, 'beyond': beyond, 'confidence': confidence,
+                'normals': normals if plan.full_normals else None, 'points': points, 'network_valid': valid_n,
+                'coverage': coverage}
 
-    def _run_graph(self, raw: RawOutput, rec, update: ScaleUpdate, width: int, height: int, wanted: frozenset,
-                   timings: dict) -> FrameOutputs:
+    def _graph(self, raw: RawOutput, rec: Recovery, scale: float, width: int, height: int, plan: _Plan,
+               wanted: frozenset, timings: dict) -> dict:
         """The per-pixel work as the post graph, its outputs written into the stage's buffers."""
         s = self.settings
         t0 = time.perf_counter()
-        stride = max(1, int(s.points_stride))
-        want_points = bool(wanted & CLOUD)
-        head = raw.normal is not None
-        angle = s.flying_pixel_max_view_angle > 0
-        full_normals = 'normals' in wanted or ('points_normals' in wanted and (stride == 1 or angle or head))
         nh, nw = raw.mask.shape
-        shape = GraphShape((nw, nh), (width, height), head, int(s.flying_pixel_radius), s.flying_pixel_max_jump > 0,
-                           angle, full_normals, stride if want_points else 0)
+        shape = GraphShape((nw, nh), (width, height), raw.normal is not None, int(s.flying_pixel_radius),
+                           s.flying_pixel_max_jump > 0, s.flying_pixel_max_view_angle > 0, plan.full_normals,
+                           plan.stride)
         intr = rec.intrinsics
         ray_x, ray_y = pixel_rays(intr)
-        params = np.array([rec.shift, update.smoothed, intr.fx, intr.fy,
-                           s.max_depth if s.max_depth > 0 else np.inf, s.flying_pixel_max_jump,
-                           cos_view_angle(s.flying_pixel_max_view_angle), s.min_confidence], np.float32)
+        params = np.array([rec.shift, scale, intr.fx, intr.fy, s.max_depth if s.max_depth > 0 else np.inf,
+                           s.flying_pixel_max_jump, cos_view_angle(s.flying_pixel_max_view_angle), s.min_confidence],
+                          np.float32)
         inputs = {'z': raw.points[..., 2], 'probability': raw.mask, 'mask': rec.mask, 'params': params,
                   'ray_x': ray_x, 'ray_y': ray_y[:, None]}
-        if head:
+        if shape.head:
             inputs['normal'] = raw.normal
         if shape.stride:
-            cloud_x, cloud_y = pixel_rays(intr.decimated(stride))
+            cloud_x, cloud_y = pixel_rays(intr.decimated(plan.stride))
             inputs.update(cloud_ray_x=cloud_x, cloud_ray_y=cloud_y[:, None])
-        depth = self._array('depth', (height, width))
-        valid = self._array('valid', (height, width), bool)
-        beyond = self._array('beyond', (height, width), bool)
-        outputs = {'depth': depth, 'valid': valid, 'beyond': beyond}
-        want_conf = 'confidence' in wanted
-        if want_conf:
-            outputs['confidence'] = self._array('confidence', (height, width))
-        if full_normals:
-            outputs['normals'] = self._array('normals', (height, width, 3))
+        arrays = {'depth': self._array('depth', (height, width)), 'valid': self._array('valid', (height, width), bool),
+                  'beyond': self._array('beyond', (height, width), bool)}
+        if 'confidence' in wanted:
+            arrays['confidence'] = self._array('confidence', (height, width))
+        if plan.full_normals:
+            arrays['normals'] = self._array('normals', (height, width, 3))
         if shape.stride:
-            rows, cols = -(-height // stride), -(-width // stride)
-            outputs['points'] = self._array('points', (rows, cols, 3))
-        self.post.run(shape, inputs, outputs)
+            arrays['points'] = self._array('points', (*decimated_shape(height, width, plan.stride), 3))
+        self.post.run(shape, inputs, arrays)
         timings['post_graph'] = _ms(t0)
-        out = FrameOutputs(intr, rec.recovered, update, rec.shift, valid, depth,
-                           confidence=outputs.get('confidence'))
-        if want_conf:
-            out.data['confidence'] = self.buffers.take('confidence', (height, width))[0]
+        return arrays
+
+    # ---- one assembly for both kernels ------------------------------------------------------------------------------
+    def _assemble(self, arrays: dict, rec: Recovery, update: ScaleUpdate, plan: _Plan, wanted: frozenset,
+                  timings: dict) -> FrameOutputs:
+        """The frame's outputs of the kernel's arrays: depth shown +Inf past max_depth when asked, the published
+        buffers' bytes, the cloud's normals (the full-size ones decimated, else made on the cloud's own grid)."""
+        s = self.settings
+        t0 = time.perf_counter()
+        depth, valid = arrays['depth'], arrays['valid']
+        height, width = depth.shape
+        out = FrameOutputs(rec.intrinsics, rec.recovered, update, rec.shift, valid, depth,
+                           network_valid=arrays.get('network_valid'), coverage=arrays.get('coverage'))
         if 'depth' in wanted:
             out.depth, out.data['depth'] = depth, self.buffers.take('depth', (height, width))[0]
-            if s.inf_beyond_max_depth and s.max_depth > 0 and beyond.any():
+            beyond = arrays.get('beyond')
+            if s.inf_beyond_max_depth and s.max_depth > 0 and beyond is not None and beyond.any():
                 data, shown = self.buffers.take('depth_shown', (height, width))
                 np.copyto(shown, depth)
                 shown[beyond] = np.inf
                 out.depth, out.data['depth'] = shown, data
-        normals = outputs.get('normals')
+        if 'confidence' in wanted:
+            out.confidence, out.data['confidence'] = (arrays['confidence'],
+                                                      self.buffers.take('confidence', (height, width))[0])
+        normals = arrays.get('normals')
         if 'normals' in wanted:
             out.normals, out.data['normals'] = normals, self.buffers.take('normals', (height, width, 3))[0]
-        if shape.stride:
-            out.points = outputs['points']
+        if plan.stride:
+            out.points = arrays['points']
             if 'points_normals' in wanted:
-                if normals is not None:
-                    out.points_normals = normals[::stride, ::stride]
-                else:
-                    d = np.ascontiguousarray(depth[::stride, ::stride])
-                    v = np.ascontiguousarray(valid[::stride, ::stride])
-                    out.points_normals = self._cloud_normals(d, intr.decimated(stride), v,
-                                                             out=self._array('points_normals', (*d.shape, 3)))
+                out.points_normals = self._points_normals(depth, valid, normals, rec.intrinsics, plan.stride)
+        timings['assemble'] = _ms(t0)
         out.timings_ms = timings
         return out
 
@@ -289,10 +307,6 @@ class FrameStage:
             np.copyto(conf, got)
         return conf
 
-    def _normals_out(self, wanted: frozenset, height: int, width: int) -> np.ndarray:
-        """Where normals made from the depth go: the published normals' buffer."""
-        return self._array('normals', (height, width, 3))
-
     def _finished_normals(self, head, made, depth, valid, intr, height, width) -> np.ndarray:
         """The published normals (NaN where invalid), in the 'normals' buffer: the head's, those the view-angle
         test made, or made now from the finished depth."""
@@ -304,29 +318,24 @@ class FrameStage:
         np.copyto(out, np.float32(np.nan), where=~valid[..., None])
         return out
 
-    def _cloud(self, out: FrameOutputs, depth, valid, intr: Intrinsics, stride: int, normals, wanted: frozenset):
-        """The organized cloud's xyz (and normals) at `stride`, as planes and/or interleaved: normals made on the
-        cloud's own decimated grid when no full-size ones are at hand (stride² fewer pixels)."""
-        d, v, small = depth, valid, intr
-        if stride > 1:
-            d, v, small = depth[::stride, ::stride], valid[::stride, ::stride], intr.decimated(stride)
-        rows, cols = d.shape
-        ray_x, ray_y = pixel_rays(small)
-        x = np.multiply(d, ray_x[None, :], out=self._array('points_x', (rows, cols)))
-        y = np.multiply(d, ray_y[:, None], out=self._array('points_y', (rows, cols)))
-        z = d
-        if stride > 1:
-            z = self._array('points_z', (rows, cols))
-            np.copyto(z, d)
-        out.point_planes = (x, y, z)
-        if 'points' in wanted:
-            out.points = cv2.merge([x, y, z], dst=self._array('points', (rows, cols, 3)))
-        if 'points_normals' in wanted:
-            if normals is not None:
-                out.points_normals = normals[::stride, ::stride]
-            else:
-                out.points_normals = self._cloud_normals(z, small, np.ascontiguousarray(v),
-                                                         out=self._array('points_normals', (rows, cols, 3)))
+    def _points(self, depth: np.ndarray, intr: Intrinsics, stride: int) -> np.ndarray:
+        """The organized cloud's xyz at `stride` (NaN invalid), written channel by channel into its buffer."""
+        d = depth[::stride, ::stride] if stride > 1 else depth
+        points = self._array('points', (*d.shape, 3))
+        unproject(d, intr.decimated(stride) if stride > 1 else intr, out=points)
+        return points
+
+    def _points_normals(self, depth, valid, normals, intr: Intrinsics, stride: int) -> np.ndarray:
+        """The cloud's normals: the full-size normals at `stride`, or made on the cloud's own decimated grid when
+        there are none (stride² fewer pixels)."""
+        if normals is not None:
+            return normals[::stride, ::stride]
+        rows, cols = decimated_shape(*depth.shape, stride)
+        d = self._array('cloud_depth', (rows, cols))
+        v = self._array('cloud_valid', (rows, cols), bool)
+        np.copyto(d, depth[::stride, ::stride])
+        np.copyto(v, valid[::stride, ::stride])
+        return self._cloud_normals(d, intr.decimated(stride), v, out=self._array('points_normals', (rows, cols, 3)))
 
 
 def postprocess(raw: RawOutput, frame_size: tuple[int, int], intrinsics: Intrinsics | None = None,

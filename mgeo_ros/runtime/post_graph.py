@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mgeo_ros.runtime.flying_pixels import BIG
+
 # params input, in this order (float32): z shift, metric scale, fx, fy, max_depth (+inf: none), flying-pixel max
 # relative jump, cos(max view angle), min_confidence
 PARAMS = ('shift', 'scale', 'fx', 'fy', 'max_depth', 'max_jump', 'cos_view_angle', 'min_confidence')
 OUTPUT_NAMES = ('depth', 'valid', 'beyond', 'confidence', 'normals', 'points')
-_BIG = 3.0e38  # stands for +inf in the min filter, as in runtime/flying_pixels.py
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def build_post_graph(shape: GraphShape):
         pool = {'kernel_shape': [k, k], 'pads': [shape.radius] * 4}
         as4 = b.const([0, 1], np.int64)
         high = b.op('MaxPool', b.op('Unsqueeze', b.nan_to(depth, 0.0), as4), **pool)
-        low = b.op('Neg', b.op('MaxPool', b.op('Unsqueeze', b.op('Neg', b.nan_to(depth, _BIG)), as4), **pool))
+        low = b.op('Neg', b.op('MaxPool', b.op('Unsqueeze', b.op('Neg', b.nan_to(depth, BIG)), as4), **pool))
         spread = b.op('Squeeze', b.op('Sub', high, low), as4)
         flying = b.op('Greater', spread, b.op('Mul', depth, b.param(params, 'max_jump')))
         valid = b.op('And', valid, b.op('Not', flying))

@@ -196,9 +196,27 @@ class Predictor:
             raise BadInputError(f'precision must be fp32 or fp16, got {precision!r}')
         if not 0.0 <= mask_threshold <= 1.0:
             raise BadInputError(f'mask_threshold must be in [0, 1], got {mask_threshold}')
-        self.backend = create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir,
-                                      torch_reference_mode=torch_reference_mode, threads=threads,
-                                      engine_fallback=engine_fallback, num_tokens=num_tokens)
+        self._setup(create_backend(model_path, backend, device=device, precision=precision, cache_dir=cache_dir,
+                                   torch_reference_mode=torch_reference_mode, threads=threads,
+                                   engine_fallback=engine_fallback, num_tokens=num_tokens),
+                    num_tokens, input_size, mask_threshold, warn)
+        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d threads=%s', self.backend.name,
+                 self.backend.device, self.backend.precision, self.preprocessor.input_size or 'per-frame token grid',
+                 self.num_tokens, self.backend.threads or 'library default')
+
+    @classmethod
+    def on_backend(cls, backend: Backend, num_tokens: int, input_size: tuple[int, int] | None = None,
+                   mask_threshold: float = 0.5, warn: Callable[[str], None] | None = None,
+                   run: Callable[[np.ndarray, int], RawOutput] | None = None) -> Predictor:
+        """A Predictor on a loaded `backend` (nothing loaded again), with its own preprocessing buffers and
+        warnings: one per camera of a shared model. `run(image, tokens)` runs the network (default: the backend's
+        forward; a shared model's queue for a camera) and may leave timings of its own in the RawOutput."""
+        self = cls.__new__(cls)
+        self._setup(backend, num_tokens, input_size, mask_threshold, warn, run)
+        return self
+
+    def _setup(self, backend: Backend, num_tokens: int, input_size, mask_threshold: float, warn, run=None) -> None:
+        self.backend = backend
         fixed = self.backend.input_size or (None if input_size is None else tuple(input_size))
         if fixed is not None and (fixed[0] % 14 or fixed[1] % 14):
             raise BadInputError(f'input_size must be multiples of 14 (the ViT patch), got {fixed[0]}x{fixed[1]}')
@@ -207,10 +225,8 @@ class Predictor:
         self.mask_threshold = float(mask_threshold)
         self.preprocessor = Preprocessor(self.num_tokens, fixed)
         self.warn = warn if warn is not None else log.warning
+        self._run = run  # None: the backend's own forward
         self._sizes_seen: set[tuple[int, int]] = set()
-        log.info('Predictor: backend=%s device=%s precision=%s input=%s num_tokens=%d threads=%s', self.backend.name,
-                 self.backend.device, self.backend.precision, fixed or 'per-frame token grid', self.num_tokens,
-                 self.backend.threads or 'library default')
 
     @property
     def backend_name(self) -> str:
@@ -229,8 +245,10 @@ class Predictor:
         nh, nw = image.shape[2:]
         self._warn_aspect(w, h, nw, nh)
         t1 = time.perf_counter()
-        raw = self._forward(image, grid_tokens(nw, nh))
-        raw.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (time.perf_counter() - t1) * 1e3}
+        raw = (self._run or self.backend.forward)(image, grid_tokens(nw, nh))
+        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept
+        raw.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (time.perf_counter() - t1) * 1e3,
+                          **raw.timings_ms}
         return raw
 
     def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Prediction:
@@ -245,10 +263,6 @@ class Predictor:
         t3 = time.perf_counter()
         timings = {**raw.timings_ms, 'postprocess': (t3 - t2) * 1e3, 'total': (t3 - t0) * 1e3}
         return Prediction(timings_ms=timings, **fields)
-
-    def _forward(self, image: np.ndarray, tokens: int):
-        """The network on one preprocessed frame (a camera of a shared model goes through its queue instead)."""
-        return self.backend.forward(image, tokens)
 
     def _warn_aspect(self, w: int, h: int, nw: int, nh: int) -> None:
         """Once per new frame size: warn through `warn` when a fixed-size model stretches the frame."""

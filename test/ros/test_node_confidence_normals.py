@@ -173,7 +173,7 @@ def test_stage_two_builds_every_output_from_the_frame_stage(on_graph):
            'points_normals': True}
     pipeline = FramePipeline(cfg, logging.getLogger('test'), NodeStats(), lambda reason, text: None)
     if on_graph:
-        pipeline.stage.post = PostGraph()
+        pipeline.session.stage.post = PostGraph()
     wanted = frozenset({'depth', 'info', 'points', 'mask', 'confidence', 'normals'})
     rgb = np.zeros((36, 48, 3), np.uint8)
     header = Header(frame_id='cam')

@@ -88,6 +88,18 @@ def test_the_node_guide_documents_every_parameter_and_topic():
     assert not missing, f'docs/node.md lacks {missing}'
 
 
+def test_the_node_guides_topic_table_has_the_outputs_rows_of_the_table():
+    """docs/node.md's outputs are the rows of ros/outputs.py (topic, type, notes), in its order, and no others."""
+    from mgeo_ros.ros.outputs import OUTPUTS, markdown_rows
+    from mgeo_ros.runtime.frame_stage import STAGE_ARRAYS
+
+    lines = (REPO / 'docs' / 'node.md').read_text().splitlines()
+    documented = [line for line in lines if line.startswith('| `') and ' | out | ' in line
+                  and not line.startswith('| `/diagnostics`')]
+    assert documented == markdown_rows(), 'docs/node.md: paste ros.outputs.markdown_rows() into the topic table'
+    assert all(o.needs <= STAGE_ARRAYS for o in OUTPUTS)  # every output is made of arrays the frame stage makes
+
+
 def test_rviz_config_shows_the_node_outputs():
     from mgeo_ros.ros.node import OUTPUT_TOPICS
 

@@ -161,7 +161,6 @@ def test_lifecycle_node_with_cameras_loads_one_shared_model_per_configure(batch2
     import rclpy
 
     from mgeo_ros.ros.node import MgeoDepthLifecycleNode
-    from mgeo_ros.runtime.batching import CameraPredictor
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -173,9 +172,10 @@ def test_lifecycle_node_with_cameras_loads_one_shared_model_per_configure(batch2
         assert all(c.stats.model_status == 'unconfigured' for c in node.channels)
         node.trigger_configure()
         assert node.shared is not None and node.shared.max_batch == 2
-        assert all(isinstance(c.pipeline.predictor, CameraPredictor) and c.stats.model_status == 'ready'
-                   for c in node.channels)
-        assert {c.pipeline.predictor.camera for c in node.channels} == {'a', 'b'}
+        predictors = [c.pipeline.session.predictor for c in node.channels]
+        assert all(c.stats.model_status == 'ready' for c in node.channels)
+        assert all(p.backend is node.model.predictor.backend for p in predictors)  # one backend, loaded once
+        assert predictors[0].preprocessor is not predictors[1].preprocessor  # each camera its own buffers
         node.trigger_activate()
         assert all(c.image_sub is not None and c.image_sub.topic_name.endswith(f'/{c.name}/image')
                    for c in node.channels)
@@ -183,6 +183,40 @@ def test_lifecycle_node_with_cameras_loads_one_shared_model_per_configure(batch2
         assert all(c.image_sub is None for c in node.channels)
         node.trigger_cleanup()
         assert node.shared is None and all(c.stats.model_status == 'unconfigured' for c in node.channels)
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_every_camera_gets_the_same_per_pixel_placement(batch2_onnx, monkeypatch):
+    """With `cameras` set, each camera's frame stage runs its per-pixel work where the placement puts it: the
+    placement here (forced, as a GPU backend would get it) is the post graph on ONNX Runtime's CPU provider. Cleanup
+    lets go of the backend and the graphs."""
+    import gc
+    import weakref
+
+    import rclpy
+
+    from mgeo_ros.ros.node import MgeoDepthLifecycleNode
+    from mgeo_ros.runtime import post_graph
+
+    monkeypatch.setattr(post_graph, 'post_graph_for', lambda backend, cache_dir: post_graph.PostGraph('cpu'))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MgeoDepthLifecycleNode(context=context, cli_args=[
+        '--ros-args', '-r', f'__ns:=/pp{os.getpid()}', '-p', 'cameras:=[a,b,c]', '-p', f'model:={batch2_onnx}',
+        '-p', 'backend:=onnxruntime'])
+    try:
+        node.trigger_configure()
+        posts = [c.pipeline.session.stage.post for c in node.channels]
+        assert all(isinstance(p, post_graph.PostGraph) for p in posts), posts
+        assert len({id(p) for p in posts}) == 3  # one per camera: each keeps its own graph and buffers
+        held = [weakref.ref(p) for p in posts] + [weakref.ref(node.model.predictor.backend)]
+        del posts
+        node.trigger_cleanup()  # frees what configure made: the backend's session and every camera's post graph
+        gc.collect()
+        assert [r() for r in held] == [None] * len(held)
     finally:
         node.shutdown()
         node.destroy_node()

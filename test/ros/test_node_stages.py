@@ -42,7 +42,7 @@ def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx
     with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
         assert settled_model_status(node, 60) == 'ready'
         channel = node.channels[0]
-        pipeline, backend = channel.pipeline, channel.pipeline.predictor.backend
+        pipeline, backend = channel.pipeline, channel.pipeline.session.predictor.backend
         cond = threading.Condition()
         state = {'forwards': 0, 'in_stage2': 0}
         overlapped: list[bool] = []
@@ -84,7 +84,7 @@ def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx
 
             poll = NodeHarness.wait_for
             assert poll(None, lambda: image_pub.get_subscription_count() > 0
-                        and channel.outputs.depth.get_subscription_count() > 0, 20)
+                        and channel.publishers["depth"].get_subscription_count() > 0, 20)
             rgb = smooth_rgb(W, H)
             intr = camera_intrinsics(W, H)
             for k in range(frames):

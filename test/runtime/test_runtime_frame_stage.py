@@ -10,7 +10,7 @@ import pytest
 from stage_frames import NET, raw_frame
 
 from mgeo_ros.geometry.intrinsics import Intrinsics
-from mgeo_ros.runtime.frame_stage import OUTPUTS, FrameSettings, FrameStage
+from mgeo_ros.runtime.frame_stage import STAGE_ARRAYS, FrameSettings, FrameStage
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 
 GOLDEN = Path(__file__).resolve().parents[1] / 'data' / 'frame_golden' / 'frames.npz'
@@ -60,7 +60,7 @@ def test_outputs_equal_the_reference_path(case):
     stage = _stage(dict(settings))
     angle_test = bool(settings.get('flying_pixel_max_view_angle'))
     for i in range(3):
-        out = stage.run(raw_frame(i, head), FRAME, intr, OUTPUTS)
+        out = stage.run(raw_frame(i, head), FRAME, intr, STAGE_ARRAYS)
         agree = out.valid == ref['mask'][i]
         if angle_test and not head:
             assert (~agree).mean() <= VIEW_ANGLE_FLIPS
@@ -111,9 +111,8 @@ def test_the_stride_cloud_carries_its_normals():
     from mgeo_ros.geometry.normals import normals_from_depth
 
     stage = _stage({'points_stride': 3})
-    out = stage.run(raw_frame(2, False), FRAME, None, {'points', 'point_planes', 'points_normals'})
+    out = stage.run(raw_frame(2, False), FRAME, None, {'points', 'points_normals'})
     assert out.points.shape == (12, 16, 3) and out.normals is None
-    np.testing.assert_array_equal(np.stack(out.point_planes, axis=-1), out.points)
     d = np.ascontiguousarray(out.depth_valid[::3, ::3])
     small = out.intrinsics.decimated(3)
     np.testing.assert_array_equal(out.points[..., 2], d)
@@ -141,8 +140,8 @@ def test_post_graph_on_onnxruntime_gives_the_numpy_outputs(case):
     numpy_stage, graph_stage = _stage(dict(settings)), _stage(dict(settings))
     graph_stage.post = PostGraph()
     for i in range(3):
-        want = numpy_stage.run(raw_frame(i, head), frame, intr, OUTPUTS)
-        got = graph_stage.run(raw_frame(i, head), frame, intr, OUTPUTS)
+        want = numpy_stage.run(raw_frame(i, head), frame, intr, STAGE_ARRAYS)
+        got = graph_stage.run(raw_frame(i, head), frame, intr, STAGE_ARRAYS)
         assert graph_stage.post.providers == ['CPUExecutionProvider']
         np.testing.assert_array_equal(got.valid, want.valid)
         assert got.valid.any() and not got.valid.all()

@@ -11,7 +11,7 @@ import pytest
 from test_runtime_frame_stage import FRAME, GRAPH_CASES, NORMALS_ATOL, RTOL, _stage, raw_frame
 
 from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available
-from mgeo_ros.runtime.frame_stage import OUTPUTS
+from mgeo_ros.runtime.frame_stage import STAGE_ARRAYS
 from mgeo_ros.runtime.post_graph import GraphShape, build_post_engine, post_graph_for
 
 RTX = 'tensorrt_rtx_bindings'
@@ -28,8 +28,8 @@ def _assert_equal_to_numpy(post, case: str) -> None:
     numpy_stage, device_stage = _stage(dict(settings)), _stage(dict(settings))
     device_stage.post = post
     for i in range(3):
-        want = numpy_stage.run(raw_frame(i, head), FRAME, intr, OUTPUTS)
-        got = device_stage.run(raw_frame(i, head), FRAME, intr, OUTPUTS)
+        want = numpy_stage.run(raw_frame(i, head), FRAME, intr, STAGE_ARRAYS)
+        got = device_stage.run(raw_frame(i, head), FRAME, intr, STAGE_ARRAYS)
         np.testing.assert_array_equal(got.valid, want.valid)
         for name in ('depth', 'confidence', 'points'):
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=RTOL, atol=1e-6,
