@@ -121,9 +121,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('compressed_depth_max', 0.0, 'Depth at or beyond this is invalid on depth/image/compressedDepth (NaN '
               'once decoded; 0 with 16UC1). 0 = max_depth when it is set, else 100 m (outdoor scenes keep their '
               'depth out to 100 m; 16UC1 also stops at 65.535 m).', unit='m', live=True, min=0.0, max=1000.0),
-    ParamSpec('compressed_depth_quantization', 100.0, 'Inverse-depth quantization of a 32FC1 compressedDepth: one '
-              'code step is about d^2 / (q (q + 1)) metres at depth d (1 cm at 10 m, 1 m at 100 m with 100).',
-              live=True, min=1.0, max=150.0),
+    ParamSpec('compressed_depth_quantization', 100.0, 'Inverse-depth quantization q of a 32FC1 compressedDepth, '
+              'the depth where one code step is about 1 m: a step is about d^2 / (q (q + 1)) metres at depth d (1 cm '
+              'at 10 m with 100).', unit='m', live=True, min=1.0, max=150.0),
     ParamSpec('compressed_depth_png_level', 1, 'zlib level of the png compressedDepth and of depth/mask/compressed '
               '(0 = none, 9 = smallest); 1 encodes depth much faster than the plugin\'s 3 for a slightly '
               'larger message.', live=True, min=0, max=9),
