@@ -95,12 +95,19 @@ def compressed_depth_max(cfg: Mapping) -> float:
     return float(cfg['compressed_depth_max'] or cfg['max_depth'] or OPEN_RANGE_DEPTH_MAX)
 
 
+# Stock decoders refuse a 32FC1 rvl message whose pixels outnumber 5 x its bytes (their check against corrupt data),
+# which a mostly invalid frame reaches: such a frame goes out as png, which every decoder reads.
+RVL_STOCK_PIXELS_PER_BYTE = 5
+
+
 def _compressed_depth(f: Frame) -> CompressedImage:
     """depth/image/compressedDepth: the stage's depth as image_transport's compressedDepth (depth_codec.py)."""
     cfg = f.cfg
-    fmt, data = depth_codec.encode_depth(f.res.depth, cfg['depth_encoding'], cfg['compressed_depth_format'],
-                                         compressed_depth_max(cfg), cfg['compressed_depth_quantization'],
-                                         cfg['compressed_depth_png_level'])
+    args = (f.res.depth, cfg['depth_encoding'], cfg['compressed_depth_format'], compressed_depth_max(cfg),
+            cfg['compressed_depth_quantization'], cfg['compressed_depth_png_level'])
+    fmt, data = depth_codec.encode_depth(*args)
+    if fmt == '32FC1; compressedDepth rvl' and f.res.depth.size > RVL_STOCK_PIXELS_PER_BYTE * len(data):
+        fmt, data = depth_codec.encode_depth(*args[:2], 'png', *args[3:])
     return convert.compressed_image(fmt, data, f.header)
 
 

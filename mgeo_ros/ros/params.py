@@ -117,7 +117,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'beyond 65.535 m, NaN and +Inf are 0.', live=True, choices=('32FC1', '16UC1')),
     ParamSpec('compressed_depth_format', 'png', 'Format of depth/image/compressedDepth (image_transport\'s '
               'compressedDepth: a 12-byte header, then a 16-bit PNG or an RVL stream). rvl is faster to encode, png '
-              'smaller on smooth depth.', live=True, choices=('png', 'rvl')),
+              'smaller on smooth depth; a mostly invalid 32FC1 frame, whose rvl stock decoders refuse, goes out as '
+              'png.', live=True, choices=('png', 'rvl')),
     ParamSpec('compressed_depth_max', 0.0, 'Depth at or beyond this is invalid on depth/image/compressedDepth (NaN '
               'once decoded; 0 with 16UC1). 0 = max_depth when it is set, else 100 m (outdoor scenes keep their '
               'depth out to 100 m; 16UC1 also stops at 65.535 m).', unit='m', live=True, min=0.0, max=1000.0),

@@ -94,7 +94,9 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
         # (format, encoding, compressed_depth_max, quantization, max_depth with +Inf beyond it)
         combos = [('png', '32FC1', 0.0, 100.0, 0.0), ('rvl', '32FC1', cut_at, 60.0, 0.0),
                   ('png', '16UC1', 0.0, 100.0, 0.0), ('rvl', '16UC1', cut_at, 100.0, 0.0),
-                  ('png', '32FC1', 0.0, 100.0, cut_at)]
+                  ('png', '32FC1', 0.0, 100.0, cut_at),
+                  # 95 % invalid: too small an rvl for stock decoders, so it goes out as png
+                  ('rvl', '32FC1', float(np.round(np.quantile(depth, 0.05), 3)), 100.0, 0.0)]
         node_depth: dict[tuple, tuple] = {}  # stamp -> (depth/image as published, encoding, its depth_max, q)
         clouds: list[np.ndarray] = []
         for i, (fmt, encoding, depth_max, q, max_depth) in enumerate(combos, start=1):
@@ -106,7 +108,8 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
             harness.publish(rgb, key, intrinsics=intr)
             out = harness.wait_outputs(key)
             image, compressed = out['depth/image'], out[COMPRESSED]
-            assert image.encoding == encoding and compressed.format == f'{encoding}; compressedDepth {fmt}'
+            sent_as = 'png' if i == len(combos) else fmt
+            assert image.encoding == encoding and compressed.format == f'{encoding}; compressedDepth {sent_as}'
             assert compressed.header == image.header
             published = convert.image_to_numpy(image)
             wire_max = depth_max or max_depth or MAX_DEPTH
