@@ -24,7 +24,8 @@ from mgeo_ros.runtime.backends.base import Backend, RawOutput, log
 from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available, torch_cuda_available
 from mgeo_ros.runtime.frame_stage import postprocess
 from mgeo_ros.runtime.prediction import Prediction
-from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens
+from mgeo_ros.runtime.model_layout import FLOAT_FORM, UINT8_FORM
+from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens, input_hw
 
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
 ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
@@ -240,9 +241,14 @@ class Predictor:
         """Stage 1 of a frame: preprocess + the network on RGB uint8 H×W×3 -> RawOutput at the network size, its
         `timings_ms` holding 'preprocess' and 'forward'. Stage 2 is a `FrameStage` (runtime/frame_stage.py)."""
         t0 = time.perf_counter()
-        image = self.preprocessor(rgb)  # validates the frame
+        # a uint8-input model (`mgeo export --input-form uint8`) takes the resized bytes and does uint8 -> float and
+        # the normalization in its graph, where it runs; a float-input model gets the float tensor made here
+        if getattr(self.backend, 'input_form', FLOAT_FORM) == UINT8_FORM:
+            image = self.preprocessor.pixels(rgb)  # validates the frame
+        else:
+            image = self.preprocessor(rgb)
         h, w = rgb.shape[:2]
-        nh, nw = image.shape[2:]
+        nh, nw = input_hw(image)
         self._warn_aspect(w, h, nw, nh)
         t1 = time.perf_counter()
         raw = (self._run or self.backend.forward)(image, grid_tokens(nw, nh))
