@@ -242,6 +242,7 @@ class CameraChannel:
         timings['publish'] = (t1 - t0) * 1000.0 - timings.get('postprocess', 0.0)  # the frame stage's part apart
         timings['stage2'] = (t1 - t0) * 1000.0
         timings['stage2_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        timings['publish_cpu'] = timings['stage2_cpu'] - timings.get('postprocess_cpu', 0.0)
         timings['total'] = (t1 - frame.started) * 1000.0 + timings['queue_wait']
         stamp = frame.header.stamp
         age = self.node.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)

@@ -159,14 +159,16 @@ class FramePipeline:
         timings['postprocess'], timings['postprocess_cpu'] = _ms(t0), _cpu_ms(cpu0)
         for stage, ms in res.timings_ms.items():
             timings[f'postprocess/{stage}'] = ms
-        self._report(res, width, height)
+        self._report(res, width, height, rgb)
         return outputs.build(wanted, outputs.Frame(res, rgb, frame.header, cfg, self.buffers, self.camera_info))
 
-    def _report(self, res, width: int, height: int) -> None:
+    def _report(self, res, width: int, height: int, rgb: np.ndarray) -> None:
         """The frame's scalars into the diagnostics."""
         fov_x, fov_y = fov_degrees(res.intrinsics)
         with self.stats.lock:
             self.stats.resolution = f'{width}x{height}'
+            self.stats.decoded = f'{rgb.shape[1]}x{rgb.shape[0]}'
+            self.stats.output_size = '{}x{}'.format(*res.size)
             self.stats.scale_raw = res.scale.raw
             self.stats.scale_smoothed = res.scale.smoothed
             self.stats.scale_resets = self.session.scale.reset_count

@@ -240,7 +240,7 @@ class Predictor:
     def forward(self, rgb: np.ndarray) -> RawOutput:
         """Stage 1 of a frame: preprocess + the network on RGB uint8 H×W×3 -> RawOutput at the network size, its
         `timings_ms` holding 'preprocess' and 'forward'. Stage 2 is a `FrameStage` (runtime/frame_stage.py)."""
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         # a uint8-input model (`mgeo export --input-form uint8`) takes the resized bytes and does uint8 -> float and
         # the normalization in its graph, where it runs; a float-input model gets the float tensor made here
         if getattr(self.backend, 'input_form', FLOAT_FORM) == UINT8_FORM:
@@ -250,10 +250,12 @@ class Predictor:
         h, w = rgb.shape[:2]
         nh, nw = input_hw(image)
         self._warn_aspect(w, h, nw, nh)
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.thread_time()
         raw = (self._run or self.backend.forward)(image, grid_tokens(nw, nh))
-        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept
+        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept. *_cpu: this
+        # thread's CPU ms (a forward on a GPU or another thread costs this one only its hand-over)
         raw.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (time.perf_counter() - t1) * 1e3,
+                          'preprocess_cpu': (cpu1 - cpu0) * 1e3, 'forward_cpu': (time.thread_time() - cpu1) * 1e3,
                           **raw.timings_ms}
         return raw
 
