@@ -117,8 +117,8 @@ OUTPUTS: tuple[Output, ...] = (
            "0..1, the mask head's probability at the size of `depth/image` (same header); finite everywhere, also "
            'where depth is invalid (see Behaviour)'),
     Output('depth', 'depth/image', Image, 'sensor_msgs/Image 32FC1', frozenset({'depth'}), _image('depth', '32FC1'),
-           'metres along the optical z axis at the camera resolution times `output_scale`; NaN invalid, +Inf beyond `max_depth` if '
-           '`inf_beyond_max_depth` (REP 117/118)'),
+           'metres along the optical z axis at the camera resolution times `output_scale`; NaN invalid, +Inf beyond '
+           '`max_depth` if `inf_beyond_max_depth` (REP 117/118)'),
     Output('info', 'depth/camera_info', CameraInfo, 'sensor_msgs/CameraInfo', frozenset(),
            lambda f: f.camera_info(f.res.intrinsics, f.header),
            'same header and size as `depth/image`; K and P = the intrinsics used (given or recovered), scaled by '

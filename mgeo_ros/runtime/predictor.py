@@ -23,8 +23,8 @@ from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, log
 from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available, torch_cuda_available
 from mgeo_ros.runtime.frame_stage import postprocess
-from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.model_layout import FLOAT_FORM, UINT8_FORM
+from mgeo_ros.runtime.prediction import Prediction
 from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens, input_hw
 
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
