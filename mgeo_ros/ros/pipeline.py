@@ -15,8 +15,13 @@ import numpy as np
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.output_scale import output_size, scaled_intrinsics
-from mgeo_ros.image_codec import ReducedFrame, compressed_to_rgb8_reduced, image_to_rgb8_reduced, reduction_factor
-from mgeo_ros.image_header import read_header
+from mgeo_ros.image_codec import (
+    ReducedFrame,
+    compressed_size,
+    compressed_to_rgb8_reduced,
+    image_to_rgb8_reduced,
+    reduction_factor,
+)
 from mgeo_ros.ros import convert, outputs, rectify, serialized
 from mgeo_ros.runtime.camera_session import CameraSession, LoadedModel
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
@@ -64,10 +69,7 @@ def _cpu_ms(t0: float) -> float:
 def sent_size(kind: str, msg) -> tuple[int, int] | None:
     """(W, H) of a parsed Image / CompressedImage as sent, read from its fields or its PNG/JPEG header without
     decoding; None when the header does not say."""
-    if kind != 'compressed':
-        return int(msg.width), int(msg.height)
-    header = read_header(np.frombuffer(msg.data, np.uint8), check=False)
-    return None if header is None else (int(header.width), int(header.height))
+    return compressed_size(msg) if kind == 'compressed' else (int(msg.width), int(msg.height))
 
 
 class FramePipeline:
