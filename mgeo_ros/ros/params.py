@@ -152,6 +152,25 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+# ---- per camera: with `cameras`, `<camera>.<name>` sets one of these for that camera alone -----------------------
+PER_CAMERA = ('output_scale',)
+
+
+def spec_name(name: str) -> str:
+    """The declared parameter a name sets: itself, or NAME for a camera's own `<camera>.NAME` (NAME in PER_CAMERA)."""
+    camera, _, tail = name.rpartition('.')
+    return tail if camera and tail in PER_CAMERA else name
+
+
+def camera_parameters(cameras: tuple[str, ...], cfg: dict) -> dict:
+    """Each camera's own per-camera parameters, `<camera>.NAME`, at the node-wide value unless set."""
+    return {f'{camera}.{name}': cfg[name] for camera in cameras for name in PER_CAMERA}
+
+
+def for_camera(cfg: dict, camera: str) -> dict:
+    """The parameters one camera's frames run with: `cfg` with the camera's own per-camera values."""
+    own = {name: cfg[f'{camera}.{name}'] for name in PER_CAMERA if f'{camera}.{name}' in cfg}
+    return {**cfg, **own} if own else cfg
 
 
 def defaults() -> dict[str, bool | int | float | str]:
@@ -163,8 +182,8 @@ _TYPE_WORDS = {bool: 'a boolean (true or false)', int: 'an integer', float: 'a n
 
 
 def validate(name: str, value) -> str | None:
-    """Why `value` is not acceptable for parameter `name`, or None when it is."""
-    spec = SPECS.get(name)
+    """Why `value` is not acceptable for parameter `name` (or a camera's own `<camera>.NAME`), or None when it is."""
+    spec = SPECS.get(spec_name(name))
     if spec is None:
         return f'unknown parameter {name!r}'
     kind = spec.kind
@@ -216,7 +235,7 @@ def check_change(name: str, old, new) -> str | None:
     reason = validate(name, new)
     if reason is not None:
         return reason
-    spec = SPECS[name]
+    spec = SPECS[spec_name(name)]
     if not spec.live and new != old:
         return (f'{name} cannot change while the node runs (it sets up the model or the topics); '
                 f'set it at start (params file or -p {name}:=...) and restart')
@@ -226,9 +245,10 @@ def check_change(name: str, old, new) -> str | None:
 def coerce(name: str, value):
     """ROS delivers an integer for a float parameter set as `-p x:=2`, a list for a string array and None for an
     empty one; make it the declared type."""
-    if SPECS[name].kind is tuple:
+    kind = SPECS[spec_name(name)].kind
+    if kind is tuple:
         return () if value is None else tuple(value) if isinstance(value, list) else value
-    if SPECS[name].kind is float and isinstance(value, int) and not isinstance(value, bool):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
 
