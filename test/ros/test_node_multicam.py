@@ -232,7 +232,7 @@ def test_output_scale_is_per_camera(running):
     assert not refused.successful and 'output_scale' in refused.reason
     try:
         assert harness.set_parameters(NODE, {f'{cam}.output_scale': 0.5})[0].successful
-        keys = {cam: (300, 1), other: (300, 2)}
+        keys = {cam: (900, 1), other: (900, 2)}  # stamps no other test of the module sends
         for i, name in enumerate((cam, other)):
             harness.publish(name, _rgb(i), keys[name], f'{name}_optical', intrinsics=_intrinsics(i))
         small, full = harness.wait_outputs(cam, keys[cam]), harness.wait_outputs(other, keys[other])
