@@ -264,7 +264,7 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
     images = [camera_image(width, height, seed) for seed in range(frames)]
     if forward_ms is not None:
         backend = ReplayBackend(record_outputs(predictor, images), input_size=predictor.backend.input_size,
-                                forward_ms=forward_ms)
+                                forward_ms=forward_ms, input_form=getattr(predictor.backend, 'input_form', 'float'))
         predictor = Predictor(backend, num_tokens=predictor.num_tokens,
                               mask_threshold=float(params.get('mask_threshold', 0.5)))
     param_set = dict(param_set or {})
