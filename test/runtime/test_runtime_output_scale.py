@@ -54,3 +54,22 @@ def test_the_reduced_cloud_is_the_reduced_depth_unprojected_with_the_published_c
     expected = np.stack([(u - camera.cx) * z / camera.fx, (v - camera.cy) * z / camera.fy, z], -1)
     np.testing.assert_allclose(out.points, expected, rtol=1e-6, atol=1e-6)  # float32 unprojection vs float64
     assert out.intrinsics is camera
+
+
+def test_the_post_graph_makes_the_reduced_outputs_as_numpy_does():
+    """Where the network runs on a GPU the per-pixel work is the post graph (here on ONNX Runtime's CPU provider): at
+    the output size it gives the numpy path's arrays (float32 rounding of the same operations in another order: the
+    frame stage's graph test holds 2e-6; 1e-5 leaves room for other CPUs' kernels)."""
+    pytest.importorskip('onnxruntime')
+    from mgeo_ros.runtime.post_graph import PostGraph
+
+    size, camera = output_size(W, H, 0.5), scaled_intrinsics(CAMERA, 0.5)
+    wanted = ('depth', 'valid', 'confidence', 'points')
+    settings = FrameSettings(flying_pixel_max_jump=0.05, points_stride=2)
+    want = FrameStage(settings).run(raw_frame(1, False), size, camera, wanted)
+    graph = FrameStage(settings, post=PostGraph())
+    got = graph.run(raw_frame(1, False), size, camera, wanted)
+    assert got.depth.shape == (size[1], size[0]) and got.points.shape == (size[1] // 2, size[0] // 2, 3)
+    np.testing.assert_array_equal(got.valid, want.valid)
+    for name in ('depth', 'confidence', 'points'):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-6, equal_nan=True)
