@@ -1,8 +1,8 @@
 """mgeo_depth_node's compressed outputs across processes: depth/image/compressedDepth in each format and encoding and
 depth/mask/compressed, decoded by the independent reference reader (test/depth_codec_reference.py) to the node's own
 depth/image and depth/mask (16UC1 depth/image the millimetres of the 32FC1 one, the cloud the same in either
-encoding); the compressed topic recorded into a real bag (rosbags) decodes the same; nothing is encoded while
-nobody subscribes. Real rclpy, real ONNX Runtime."""
+encoding), also at a reduced `output_scale`; the compressed topic recorded into a real bag (rosbags) decodes the
+same; nothing is encoded while nobody subscribes. Real rclpy, real ONNX Runtime."""
 from __future__ import annotations
 
 import os
@@ -136,8 +136,22 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
             assert out[MASK].format == 'mono8; png compressed '
             np.testing.assert_array_equal(
                 cv2.imdecode(np.frombuffer(bytes(out[MASK].data), np.uint8), cv2.IMREAD_UNCHANGED), mask)
-        _, depth_encodes, mask_encodes = _status_after(harness, 1 + len(combos))
-        assert depth_encodes == mask_encodes == len(combos)
+        # output_scale: the compressed forms at the outputs' size (the last combo left 32FC1, q 100)
+        results = harness.set_parameters('mgeo_depth_node', {'output_scale': 0.5, 'compressed_depth_max': 0.0,
+                                                              'max_depth': 0.0})
+        assert all(r.successful for r in results), results
+        harness.publish(rgb, (7000, 8), intrinsics=intr)
+        out = harness.wait_outputs((7000, 8))
+        small = convert.image_to_numpy(out['depth/image'])
+        assert small.shape == (H // 2, W // 2)
+        _check_32fc1(out[COMPRESSED].format, out[COMPRESSED].data, small, MAX_DEPTH, 100.0)
+        node_depth[(7000, 8)] = (small, '32FC1', MAX_DEPTH, 100.0)
+        np.testing.assert_array_equal(
+            cv2.imdecode(np.frombuffer(bytes(out[MASK].data), np.uint8), cv2.IMREAD_UNCHANGED),
+            convert.image_to_numpy(out['depth/mask']))
+        encoded = len(combos) + 1
+        _, depth_encodes, mask_encodes = _status_after(harness, 1 + encoded)
+        assert depth_encodes == mask_encodes == encoded
 
         harness.unsubscribe(COMPRESSED)
         harness.unsubscribe(MASK)
@@ -146,7 +160,7 @@ def test_compressed_outputs_decode_to_the_node_depth_and_record_into_a_bag(tiny_
         time.sleep(1.0)  # the node's side of discovery sees the subscriptions gone
         harness.publish(rgb, (7000, 9), intrinsics=intr)
         harness.wait_outputs((7000, 9))
-        assert _status_after(harness, 2 + len(combos))[1:] == (len(combos), len(combos)), \
+        assert _status_after(harness, 2 + encoded)[1:] == (encoded, encoded), \
             'unsubscribed: nothing more may be encoded'
     finally:
         if recorder is not None and not recorder.closed:
