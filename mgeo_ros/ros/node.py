@@ -29,7 +29,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from rclpy.utilities import remove_ros_args
 
-from mgeo_ros.ros import params as P
+from mgeo_ros import node_params as P
 from mgeo_ros.ros.camera_channel import CameraChannel
 from mgeo_ros.ros.diagnostics import NodeStats
 from mgeo_ros.ros.fastdds import apply_default_profile
