@@ -23,10 +23,11 @@ def test_lifecycle_cycles_under_a_stream_leave_memory_threads_and_fds_flat():
     samples = r['samples']
     assert [s['cycle'] for s in samples] == list(range(1, CYCLES + 1))
     assert sum(s['depth_received'] for s in samples) >= CYCLES // 2, summary(r)  # frames flowed while active
-    # the bounds the managed node is held to: < 5 % from cycle 2 to the last, and no upward trend: the last third
-    # at most 2 % above the middle third (measured here: within 1 %, the allocator's page-granular noise)
+    # the bounds the managed node is held to: < 5 % from cycle 2 to the last, and no upward trend: the line fitted
+    # to cycles 2..N rises less than 3 % over the run (measured here 0.1-1.4 %: single-sample dips and steps of a few
+    # MiB from the allocator; a cleanup that leaves the model to the frame in flight: +25 %)
     assert r['rss']['growth_percent'] < 5.0, summary(r)
-    assert r['rss']['last_vs_middle_third_percent'] < 2.0, summary(r)
+    assert r['rss']['slope_percent_over_run'] < 3.0, summary(r)
     assert samples[-1]['threads'] == samples[1]['threads'], summary(r)
     assert samples[-1]['fds'] == samples[1]['fds'], summary(r)
     assert trend([100.0, 100.0, 102.0, 104.0])['growth_percent'] == pytest.approx(4.0)
