@@ -47,6 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'node; 0 scores every pixel with positive depth, like MoGe\'s apply_mask=False)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the backend\'s best)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
+    anchors = parser.add_argument_group('scale anchors (also scores the depth at the scale the robot\'s sensors give)')
+    anchors.add_argument('--scale-anchor', action='append', default=[], metavar='SOURCE:TOPIC',
+                         help='depth:TOPIC, scan:TOPIC, points:TOPIC, range:TOPIC (bags) or '
+                              'ground:HEIGHT[,PITCH[,ROLL]] (m, deg); repeat it for a fallback order (the model\'s '
+                              'own scale always last), as the node\'s scale_source')
+    anchors.add_argument('--scale-anchor-extrinsics', default=None, metavar='X,Y,Z,QX,QY,QZ,QW',
+                         help='the scan/points/range sensor\'s pose in the camera\'s optical frame (default: the '
+                              'bag\'s /tf_static from the message frame_id, identity when it is the camera\'s)')
+    anchors.add_argument('--scale-anchor-min-points', type=positive_int, default=20,
+                         help='matched anchors a fit needs (default 20; a range reading needs 1)')
+    anchors.add_argument('--scale-anchor-max-age', type=float_in(1e-3, unit='s'), default=0.1,
+                         help='largest stamp difference between a frame and its anchors (s, default 0.1)')
 
 
 def is_bag(path: Path) -> bool:
@@ -94,6 +106,20 @@ def _json_safe(value):
     return value
 
 
+def _scale_anchors(args: argparse.Namespace, dataset, bag: bool):
+    """(AnchorSources, frame index -> stamp s) for --scale-anchor, or (None, None) without it."""
+    if not args.scale_anchor:
+        return None, None
+    from mgeo_ros.eval.anchored import AnchorSources, image_frame_id, parse_extrinsics
+
+    extrinsics = parse_extrinsics(args.scale_anchor_extrinsics)
+    camera_frame = image_frame_id(args.data, dataset.image_topic) if bag else ''
+    sources = AnchorSources.from_specs(args.scale_anchor, args.data if bag else None, camera_frame, extrinsics,
+                                       args.scale_anchor_min_points, args.scale_anchor_max_age)
+    stamp_s = (lambda i: dataset.stamp_ns(i) * 1e-9) if bag else None
+    return sources, stamp_s
+
+
 def run(args: argparse.Namespace) -> int:
     from mgeo_ros.eval import metrics
     from mgeo_ros.eval.evaluate import evaluate, summary_table
@@ -115,9 +141,11 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError(f'--out {out_dir} is an existing file, expected a folder for metrics.json and report/')
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = is_sequence if args.sequence is None else bool(args.sequence)
+    scale_anchors, stamp_s = _scale_anchors(args, dataset, is_bag(Path(args.data)))
     result = evaluate(predictor, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,
                       sequence=sequence, report_dir=out_dir / 'report', report_frames=args.report_frames,
-                      progress=not args.quiet, max_anchors=max_anchors)
+                      progress=not args.quiet, max_anchors=max_anchors, scale_anchors=scale_anchors,
+                      stamp_s=stamp_s)
     result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
               'num_tokens': predictor.num_tokens, 'mask_threshold': args.mask_threshold, **result}
     refused = getattr(getattr(dataset, 'report', None), 'refused_depths', None)
@@ -132,5 +160,9 @@ def run(args: argparse.Namespace) -> int:
     if sequence and 'temporal' in result:
         for mode, values in result['temporal'].items():
             print(f'temporal ({mode}): ' + ', '.join(f'{k}={v:.4f}' for k, v in values.items()))
+    for mode, anchored in result.get('anchored', {}).items():
+        counts = ', '.join(f'{k} {v}' for k, v in anchored['frames_per_source'].items())
+        reasons = '; '.join(f'{k}: {v}' for k, v in anchored['last_reasons'].items() if v)
+        print(f'anchored ({mode}): frames per source: {counts}' + (f' (last not usable: {reasons})' if reasons else ''))
     print(f'wrote {path} and {out_dir / "report"}')
     return 0
