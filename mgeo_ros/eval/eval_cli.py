@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     max_anchors = metrics.MAX_ALIGN_ANCHORS
     if args.align_anchors is not None:
         max_anchors = None if args.align_anchors <= 0 else int(args.align_anchors)
+    scale_anchors, stamp_s = _scale_anchors(args, dataset, is_bag(Path(args.data)))  # its mistakes before the model
     predictor = Predictor(args.model, backend=args.backend, num_tokens=args.num_tokens, device=args.device,
                           mask_threshold=args.mask_threshold)
     out_dir = Path(args.out)
@@ -141,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError(f'--out {out_dir} is an existing file, expected a folder for metrics.json and report/')
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = is_sequence if args.sequence is None else bool(args.sequence)
-    scale_anchors, stamp_s = _scale_anchors(args, dataset, is_bag(Path(args.data)))
     result = evaluate(predictor, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,
                       sequence=sequence, report_dir=out_dir / 'report', report_frames=args.report_frames,
                       progress=not args.quiet, max_anchors=max_anchors, scale_anchors=scale_anchors,
