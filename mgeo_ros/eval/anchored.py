@@ -32,16 +32,11 @@ def image_frame_id(bag: str | Path, topic: str) -> str:
 
 
 def parse_extrinsics(text: str | None) -> RigidTransform | None:
-    """'x,y,z,qx,qy,qz,qw' (commas or spaces) -> RigidTransform; None/empty -> None (the bag's /tf_static)."""
-    if not text or not text.strip():
-        return None
-    words = text.replace(',', ' ').split()
+    """--scale-anchor-extrinsics 'x,y,z,qx,qy,qz,qw' -> RigidTransform; None/empty -> None (the bag's /tf_static)."""
     try:
-        values = [float(w) for w in words]
-    except ValueError:
-        raise BadInputError(f'--scale-anchor-extrinsics {text!r}: expected 7 numbers x,y,z,qx,qy,qz,qw (the '
-                            'sensor\'s pose in the camera\'s optical frame)') from None
-    return RigidTransform.from_xyz_quaternion(values)
+        return RigidTransform.from_text(text or '')
+    except BadInputError as exc:
+        raise BadInputError(f'--scale-anchor-extrinsics: {exc}') from None
 
 
 @dataclass

@@ -231,20 +231,13 @@ def anchor_extrinsics(value: str):
     """scale_anchor_extrinsics as a RigidTransform, or None when empty (raises BadInputError when malformed)."""
     from mgeo_ros.geometry.rigid import RigidTransform
 
-    words = value.replace(',', ' ').split()
-    if not words:
-        return None
-    try:
-        numbers = [float(w) for w in words]
-    except ValueError:
-        numbers = words
-    return RigidTransform.from_xyz_quaternion(numbers)
+    return RigidTransform.from_text(value)
 
 
 def _check_extrinsics(value: str) -> str | None:
     try:
         anchor_extrinsics(value)
-    except (BadInputError, TypeError, ValueError) as exc:
+    except BadInputError as exc:
         return f'scale_anchor_extrinsics {value!r}: {exc}'
     return None
 

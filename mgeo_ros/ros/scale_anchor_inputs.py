@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
 from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Range
 
 from mgeo_ros.depth_codec import decode_depth_metres

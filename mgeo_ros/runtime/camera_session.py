@@ -28,8 +28,8 @@ from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.runtime import post_graph
 from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.frame_stage import FrameOutputs, FrameSettings, FrameStage, Recovery
-from mgeo_ros.runtime.predictor import Predictor, choose_backend, default_cache_dir, default_model_path, model_kind
 from mgeo_ros.runtime.postprocess import network_depth
+from mgeo_ros.runtime.predictor import Predictor, choose_backend, default_cache_dir, default_model_path, model_kind
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 from mgeo_ros.runtime.scale_source import ScaleAnchoring
 

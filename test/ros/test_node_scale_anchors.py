@@ -237,3 +237,54 @@ def test_extrinsics_parameter_is_the_lidar_pose():
     tf = anchor_extrinsics(EXTRINSICS)
     np.testing.assert_allclose(tf.rotation, LIDAR_IN_OPTICAL, atol=1e-8)  # 9-digit quaternion text
     assert isinstance(tf, RigidTransform)
+
+
+def test_mgeo_replay_plays_the_anchor_topics_with_their_stamps(tmp_path):
+    """`mgeo replay` (its own process) plays a bag's anchor topics; this process receives every depth and scan
+    anchor with the stamp it was recorded with, as the node would."""
+    import subprocess
+    import threading
+    import time
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image, LaserScan
+
+    from mgeo_ros.ros.spin_thread import SpinThread
+    from mgeo_ros.train.data import render_sequence, write_bag
+    from mgeo_ros.train.data.bag import stamp_ns
+    from mgeo_ros.train.data.synth.anchors import ANCHOR_DEPTH_TOPIC, ANCHOR_SCAN_TOPIC, anchor_bag_topics
+
+    frames = render_sequence(3, 4, size=(64, 48))
+    topics, messages = anchor_bag_topics('camera_optical_frame', seed=3, count=100)
+    bag = write_bag(frames, tmp_path / 'bag', storage='mcap', rate_hz=10.0, extra_topics=topics,
+                    extra_messages=messages)
+    prefix = f'/rpa{os.getpid()}'
+    got: dict[str, list[int]] = {'depth': [], 'scan': []}
+    lock = threading.Lock()
+    spin = SpinThread(f'anchor_replay_{os.getpid()}')
+    qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+
+    def keep(name):
+        def store(msg):
+            with lock:
+                got[name].append(stamp_ns(msg))
+        return store
+    spin.node.create_subscription(Image, prefix + ANCHOR_DEPTH_TOPIC, keep('depth'), qos)
+    spin.node.create_subscription(LaserScan, prefix + ANCHOR_SCAN_TOPIC, keep('scan'), qos)
+    spin.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, '-m', 'mgeo_ros.cli', 'replay', str(bag), '--rate', '0', '--no-progress',
+             '--topics', ANCHOR_DEPTH_TOPIC, ANCHOR_SCAN_TOPIC,
+             '--remap', f'{ANCHOR_DEPTH_TOPIC}:={prefix}{ANCHOR_DEPTH_TOPIC}',
+             '--remap', f'{ANCHOR_SCAN_TOPIC}:={prefix}{ANCHOR_SCAN_TOPIC}', '--wait-subscribers', '1',
+             '--wait-timeout', '30'], capture_output=True, text=True, timeout=90, env=dict(os.environ))
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and min(len(v) for v in got.values()) < len(frames):
+            time.sleep(0.05)
+    finally:
+        spin.close()
+    start = 1_700_000_000_000_000_000
+    expected = [start + i * 100_000_000 for i in range(len(frames))]
+    assert sorted(got['depth']) == expected and sorted(got['scan']) == expected, got
