@@ -303,7 +303,8 @@ def usage(node_name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> 
              '',
              'topics (relative: remap with -r, or put the node in a namespace; with `cameras` they sit under '
              '<name>/):',
-             '  subscribed:  ' + ', '.join(inputs) + ' (image/compressed with image_transport:=compressed)',
+             '  subscribed:  ' + ', '.join(inputs) + ' (image/compressed with image_transport:=compressed),',
+             '               scale_anchor/{depth,scan,points,range} for the sources listed in scale_source',
              '  published:   ' + ', '.join(outputs) + ', /diagnostics',
              '',
              'parameters (set with -p NAME:=VALUE or a params file; `ros2 param describe` shows the same):']
