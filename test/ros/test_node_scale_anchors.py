@@ -288,3 +288,41 @@ def test_mgeo_replay_plays_the_anchor_topics_with_their_stamps(tmp_path):
     start = 1_700_000_000_000_000_000
     expected = [start + i * 100_000_000 for i in range(len(frames))]
     assert sorted(got['depth']) == expected and sorted(got['scan']) == expected, got
+
+
+def test_each_camera_has_its_own_anchors_in_its_namespace(tiny_onnx, tmp_path):
+    """Two cameras, `scale_source: depth`: anchors on <ns>/front/scale_anchor/depth set front's scale only; rear,
+    with no anchor messages, keeps the model's scale and says why."""
+    import time
+
+    from node_harness import MultiCameraHarness, start_multi_node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    ns = f'/sam{os.getpid()}'
+    log = tmp_path / 'node.log'
+    cams = ['front', 'rear']
+    proc = start_multi_node(ns, cams, {'model': str(tiny_onnx), 'diagnostics_period': 0.2,
+                                       'flying_pixel_max_jump': 0.0, 'scale_source': 'depth'}, log_path=log)
+    with serving(proc, MultiCameraHarness(ns, cams, name='anchor_cams', outputs=('depth/image',)), log) as (h, _, _):
+        pub = h.node.create_publisher(Image, f'{ns}/front/scale_anchor/depth',
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        h.wait_ready(proc)
+        assert h.wait_for(lambda: pub.get_subscription_count() > 0, 30)
+        rgb, intr = smooth_rgb(W, H, 0), camera_intrinsics(W, H)
+        base = {}
+        for cam in cams:
+            h.publish(cam, rgb, (30, 0), 'cam_optical', intr)
+            base[cam] = _depth_of(h.wait_outputs(cam, (30, 0)))
+        pub.publish(_sparse_depth_image(base['front'], (31, 0)))
+        time.sleep(0.3)
+        got = {}
+        for cam in cams:
+            h.publish(cam, rgb, (31, 0), 'cam_optical', intr)
+            got[cam] = _depth_of(h.wait_outputs(cam, (31, 0)))
+        assert abs(_ratio(got['front'], base['front']) - 2.0) < 2.0 * RATIO_TOL
+        assert abs(_ratio(got['rear'], base['rear']) - 1.0) < 1e-4  # the model's own scale (float32 round trips)
+        assert h.wait_for(lambda: h.status('front depth').get('scale_source.frames.depth') == '1', 10), \
+            h.status('front depth')
+        rear = h.status('rear depth')
+        assert rear['scale_source'] == 'model' and rear['scale_source.depth.reason'] == 'no messages', rear
