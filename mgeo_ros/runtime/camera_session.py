@@ -160,12 +160,13 @@ class CameraSession:
         if stamp is None:
             return None
         depth, valid = network_depth(raw, rec, 1.0)
-        nh, nw = depth.shape
-        points = functools.partial(unproject, np.where(valid, depth, np.float32(np.nan)),
-                                   rec.intrinsics.resized(nw, nh))
+
+        def points() -> np.ndarray:  # made only when the ground source is asked
+            nh, nw = depth.shape
+            return unproject(np.where(valid, depth, np.float32(np.nan)), rec.intrinsics.resized(nw, nh))
+
         model = rec.metric_scale if math.isfinite(rec.metric_scale) and rec.metric_scale > 0 else 1.0
-        choice = self.anchoring.choose(float(stamp), rec.intrinsics, depth, valid,
-                                       points, model)
+        choice = self.anchoring.choose(float(stamp), rec.intrinsics, depth, valid, points, model)
         for event in choice.events:  # one call site per severity: rclpy's logger refuses a site that changes it
             if event.usable:
                 self.log.info(event.message)

@@ -133,3 +133,21 @@ def test_anchors_give_the_scale_and_a_change_of_source_restarts_the_smoothing(ca
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count('scale source depth: usable') == 1
     assert sum(m.startswith('scale source depth: not usable') for m in messages) == 2  # at start, then stale
+
+
+def test_the_ground_source_gets_the_frames_points():
+    """`ground` asks for the predicted points (made only then): a tilted plane and a box are no level floor, so the
+    plane search refuses them with its reason and the model's scale stays."""
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.runtime.scale_source import AnchorSettings, ScaleAnchoring
+
+    cfg = {**CFG, 'flying_pixel_max_jump': 0.0}
+    session = CameraSession(cfg, LOG)
+    anchoring = ScaleAnchoring(AnchorSettings(('ground', 'model'), camera_height=1.0, ground_max_tilt=5.0))
+    session.use_anchors(anchoring)
+    intr = Intrinsics(fx=100.0, fy=100.0, cx=79.5, cy=59.5, width=160, height=120)
+    res = session.outputs(_plane_raw(), (160, 120), intr, {'depth'}, cfg, stamp=1.0)
+    assert anchoring.last.source == 'model'
+    reason = anchoring.chooser.reasons['ground']
+    assert reason.startswith('plane not found'), reason
+    assert res.scale.raw == pytest.approx(1.3)
