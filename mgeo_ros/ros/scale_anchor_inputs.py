@@ -51,6 +51,11 @@ def unusable(source: str, stamp: float, reason: str) -> Anchors:
     return PointAnchors(np.zeros((0, 3)), RigidTransform.identity(), stamp, source, reason)
 
 
+def _why(exc: Exception) -> str:
+    """The error's own message; its type where it is not one of ours (a fault the message caused in numpy)."""
+    return str(exc) if isinstance(exc, BadInputError) else f'{type(exc).__name__}: {exc}'
+
+
 class TfPoses:
     """Anchor frames' poses in the camera's optical frame from TF (tf2_ros), or a reason when TF is not there."""
 
@@ -140,11 +145,10 @@ class ScaleAnchorInputs:
     def _on_compressed_depth(self, msg: CompressedImage) -> None:
         stamp = stamp_seconds(msg)
         try:
-            depth = decode_depth_metres(msg.format, msg.data)
-        except BadInputError as exc:
-            self._store('depth', unusable('depth', stamp, f'compressedDepth anchor not decoded: {exc}'))
-            return
-        self._store('depth', pixel_anchors_from_depth(depth, stamp))
+            anchors = pixel_anchors_from_depth(decode_depth_metres(msg.format, msg.data), stamp)
+        except Exception as exc:  # noqa: BLE001 (any malformed message: the executor must keep spinning)
+            anchors = unusable('depth', stamp, f'compressedDepth anchor not decoded: {_why(exc)}')
+        self._store('depth', anchors)
 
     def add(self, source: str, msg) -> None:
         """One anchor message -> its anchors (or an empty set with the reason) in the camera's buffer."""
@@ -155,8 +159,8 @@ class ScaleAnchorInputs:
             return
         try:
             anchors = anchors_from_message(source, msg, extrinsics)
-        except (BadInputError, ValueError) as exc:
-            anchors = unusable(source, stamp, f'{MESSAGE_CLASSES[source].__name__} anchor not read: {exc}')
+        except Exception as exc:  # noqa: BLE001 (any malformed message: the executor must keep spinning)
+            anchors = unusable(source, stamp, f'{MESSAGE_CLASSES[source].__name__} anchor not read: {_why(exc)}')
         self._store(source, anchors)
 
     def _store(self, source: str, anchors: Anchors) -> None:

@@ -326,3 +326,45 @@ def test_each_camera_has_its_own_anchors_in_its_namespace(tiny_onnx, tmp_path):
             h.status('front depth')
         rear = h.status('rear depth')
         assert rear['scale_source'] == 'model' and rear['scale_source.depth.reason'] == 'no messages', rear
+
+
+@pytest.mark.parametrize('fmt', ['png', 'rvl'])
+def test_compressed_depth_anchors_and_broken_messages_become_anchors_or_reasons(fmt):
+    """The anchor callbacks on real rclpy messages: a compressedDepth image decodes to its anchors; a cut one, a
+    wrong encoding and a cloud without z become an empty set with the reason (the frame falls back; nothing raises
+    into the executor)."""
+    import logging
+    from types import SimpleNamespace
+
+    from sensor_msgs.msg import CompressedImage, PointCloud2
+
+    from mgeo_ros.depth_codec import encode_depth
+    from mgeo_ros.ros import params as P
+    from mgeo_ros.ros.scale_anchor_inputs import ScaleAnchorInputs
+
+    cfg = {**P.defaults(), 'scale_source': 'depth,points', 'scale_anchor_transport': 'compressedDepth'}
+    channel = SimpleNamespace(node=None, log=logging.getLogger('anchor_inputs'), camera_frame=lambda: 'cam_optical')
+    inputs = ScaleAnchorInputs(channel, cfg)
+    depth = np.full((H, W), np.nan, np.float32)
+    depth[::10, ::10] = 2.5
+    form, data = encode_depth(depth, '32FC1', fmt)
+    msg = CompressedImage(header=_header((40, 0), 'cam_optical'), format=form, data=data)
+    inputs._on_compressed_depth(msg)
+    anchors, reason = inputs.anchoring.buffers['depth'].nearest(40.0)
+    assert reason == '' and len(anchors) == 12 * 16
+    np.testing.assert_allclose(anchors.depth, 2.5, rtol=1e-3)  # the inverse-depth code's step at 2.5 m
+
+    msg.data = data[:20]
+    msg.header.stamp.sec = 41
+    inputs._on_compressed_depth(msg)
+    anchors, _ = inputs.anchoring.buffers['depth'].nearest(41.0)
+    assert len(anchors) == 0 and anchors.invalid_reason.startswith('compressedDepth anchor not decoded')
+
+    inputs.add('depth', _sparse_depth_image(depth, (42, 0), encoding='rgb8'))
+    anchors, _ = inputs.anchoring.buffers['depth'].nearest(42.0)
+    assert 'encoding' in anchors.invalid_reason
+
+    cloud = PointCloud2(header=_header((43, 0), 'cam_optical'), height=1, width=0, point_step=12)
+    inputs.add('points', cloud)
+    anchors, _ = inputs.anchoring.buffers['points'].nearest(43.0)
+    assert "lack ['x', 'y', 'z']" in anchors.invalid_reason
