@@ -278,7 +278,11 @@ def test_mgeo_replay_plays_the_anchor_topics_with_their_stamps(tmp_path):
              '--topics', ANCHOR_DEPTH_TOPIC, ANCHOR_SCAN_TOPIC,
              '--remap', f'{ANCHOR_DEPTH_TOPIC}:={prefix}{ANCHOR_DEPTH_TOPIC}',
              '--remap', f'{ANCHOR_SCAN_TOPIC}:={prefix}{ANCHOR_SCAN_TOPIC}', '--wait-subscribers', '1',
-             '--wait-timeout', '30'], capture_output=True, text=True, timeout=90, env=dict(os.environ))
+             '--wait-timeout', '30',
+             # recording one of them keeps the player up for --linger after the last message, so that the reliable
+             # messages still in flight are delivered before its publishers go
+             '--record', str(tmp_path / 'recorded'), '--record-topics', prefix + ANCHOR_SCAN_TOPIC, '--linger', '1'],
+            capture_output=True, text=True, timeout=90, env=dict(os.environ))
         assert result.returncode == 0, result.stdout + result.stderr
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and min(len(v) for v in got.values()) < len(frames):
