@@ -292,6 +292,13 @@ class ReducedFrame:
     scale: tuple[float, float]
 
 
+def compressed_size(msg: Any) -> tuple[int, int] | None:
+    """(W, H) of a CompressedImage from its PNG/JPEG header, without decoding (None when the header does not
+    say): what `reduction_factor` is asked with before the decode."""
+    header = read_header(np.frombuffer(msg.data, np.uint8), check=False)
+    return None if header is None else (int(header.width), int(header.height))
+
+
 def reduced_size(width: int, height: int, factor: int) -> tuple[int, int]:
     """(W, H) of a frame decoded at 1/factor: rounded up, as libjpeg's DCT scaling sizes its output."""
     return -(-int(width) // factor), -(-int(height) // factor)

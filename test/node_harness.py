@@ -307,6 +307,7 @@ class MultiCameraHarness:
     collector for each output under <ns>/<camera>/...; diagnostics by status name."""
 
     OUTPUTS = NodeHarness.OUTPUTS + ('depth/confidence', 'depth/normals')  # every output of every camera
+    set_parameters = NodeHarness.set_parameters  # the node's standard service, as for one camera
 
     def __init__(self, ns: str, cameras: list[str], name: str = 'multi_harness',
                  outputs: tuple[str, ...] | None = None) -> None:

@@ -82,7 +82,7 @@ def check_node(argv: list[str]) -> None:
             assert (REPO / ros[i + 1]).is_file() or Path(ros[i + 1]).is_file(), ros[i + 1]
 
 
-CHEAP = ('mgeo_ros.ros.params', 'mgeo_ros.ros.multi_camera_config')
+CHEAP = ('mgeo_ros.ros.params', 'mgeo_ros.ros.multi_camera_config', 'mgeo_ros.bench.sizing')
 
 
 @pytest.mark.parametrize('where, cmd', DOCUMENTED, ids=[f'{w}:{" ".join(c)[:60]}' for w, c in DOCUMENTED])

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from mgeo_ros.bench import backends
 from mgeo_ros.cli_args import int_in, non_negative_int, num_tokens, positive_int, size_wxh
@@ -65,9 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='--node: the outputs the subscriber takes (repeatable: one measurement per set), from '
                       'depth, info, points, mask, confidence, normals; the node makes only what is subscribed '
                       '(default: all)')
-    node.add_argument('--compressed', choices=('jpeg',), default=None,
-                      help='--node: the camera sends JPEG CompressedImage frames (image/compressed; the node runs '
-                      'with image_transport:=compressed) instead of rgb8 Image')
+    node.add_argument('--compressed', choices=('raw', 'jpeg'), action='append', default=None,
+                      help='--node: jpeg = the camera sends JPEG CompressedImage frames (image/compressed; the node '
+                      'runs with image_transport:=compressed), raw = rgb8 Image (the default); repeatable: each '
+                      'size is measured with each')
+    node.add_argument('--save', default=None, metavar='FILE',
+                      help='--node: also write the JSON report to FILE (the sizing guide\'s table is made of it: '
+                      'python -m mgeo_ros.bench.sizing)')
     node.add_argument('--jpeg-quality', type=int_in(1, 100), default=80,
                       help='--node --compressed jpeg: the camera\'s JPEG quality (default 80)')
     node.add_argument('--frames', type=int, default=4, help='--node: distinct frames recorded and replayed (4)')
@@ -99,8 +104,9 @@ def run_node(args) -> dict:
 
     forward = None if args.forward_ms.strip() == 'real' else [float(v) for v in args.forward_ms.split(',')]
     rates = [float(v) for v in args.rates.split(',') if v.strip()]
+    inputs = [None if c == 'raw' else c for c in args.compressed or ['raw']]
     return run_node_bench(model, label, sizes, forward, args.seconds, args.camera_hz, rates, args.frames, backend,
-                          params, args.compressed, args.jpeg_quality, param_sets or None,
+                          params, inputs, args.jpeg_quality, param_sets or None,
                           [[n.strip() for n in item.split(',') if n.strip()] for item in args.outputs] or None)
 
 
@@ -150,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
         except MgeoError as e:
             print(f'mgeo bench --node: {e}', file=sys.stderr)
             return 2
+        if getattr(args, 'save', None):
+            Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.save).write_text(json.dumps(report, indent=2) + '\n')
         if args.json:
             print(json.dumps(report, indent=2))
         else:

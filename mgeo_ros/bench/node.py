@@ -8,8 +8,8 @@ model gave for the frame, so everything around the network is the node's real wo
 CameraInfo, stamped when sent) and subscribes to every output. With `param_sets`, each size is measured once per set
 of node parameters (which outputs, their size, the cloud's stride...), on top of `params`.
 
-Reported per size and set: the input form, the per-stage wall ms (decode, preprocess, forward, frame stage,
-publish), the published rate against the engine's 1000 / forward_ms; the node's own CPU time per frame
+Reported per size and set: the input form, the per-stage wall ms and thread CPU ms (decode, preprocess, forward,
+frame stage, publish), the published rate against the engine's 1000 / forward_ms; the node's own CPU time per frame
 (its two stages' thread CPU time, stage 1 + stage 2, per published frame: what the node computes, not the wait for
 the engine) and this process's CPU time over the run per published frame (adds DDS's own threads and the
 executor); the transport floor: the node's own output messages of one frame published again by a bare rclpy
@@ -264,7 +264,7 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
     images = [camera_image(width, height, seed) for seed in range(frames)]
     if forward_ms is not None:
         backend = ReplayBackend(record_outputs(predictor, images), input_size=predictor.backend.input_size,
-                                forward_ms=forward_ms)
+                                forward_ms=forward_ms, input_form=getattr(predictor.backend, 'input_form', 'float'))
         predictor = Predictor(backend, num_tokens=predictor.num_tokens,
                               mask_threshold=float(params.get('mask_threshold', 0.5)))
     param_set = dict(param_set or {})
@@ -304,6 +304,7 @@ def bench_size(size: tuple[int, int], predictor, forward_ms: float | None, param
             'stages': {k: dataclasses.asdict(v) for k, v in timings.summary().items()},
         }
         result['stage_ms'] = {name: _median(timings.values(key)) for name, key in STAGES.items()}
+        result['stage_cpu_ms'] = {name: _median(timings.values(f'{key}_cpu')) for name, key in STAGES.items()}
         result['own_over_floor'] = result['own_ms_median'] / result['floor_ms_median']
         result['rates'] = [_rate_row(sink, rate, seconds, engine_hz, result) for rate in rates]
         result['received_by_sink'] = sink.ask('counts')
@@ -328,12 +329,14 @@ def _rate_row(sink: SinkProcess, rate: float, seconds: float, engine_hz: float, 
 
 
 def run_node_bench(model, label: str, sizes, forward_ms: list[float] | None, seconds: float, camera_hz: float,
-                   rates: list[float], frames: int, backend: str, params: dict, compressed: str | None = None,
-                   quality: int = JPEG_QUALITY, param_sets: list[dict] | None = None,
-                   output_sets: list[list[str]] | None = None) -> dict:
-    """Every size (forward_ms: one per size, or None for the real forward) x every output set (the outputs the
-    subscriber takes; none: all) x every parameter set (none: `params` alone); rates at the first of each only."""
+                   rates: list[float], frames: int, backend: str, params: dict,
+                   compressed: str | list[str | None] | None = None, quality: int = JPEG_QUALITY,
+                   param_sets: list[dict] | None = None, output_sets: list[list[str]] | None = None) -> dict:
+    """Every size (forward_ms: one per size, or None for the real forward) x every camera input (`compressed`: one
+    of None = rgb8 and 'jpeg', or a list of them) x every output set (the outputs the subscriber takes; none: all) x
+    every parameter set (none: `params` alone); rates at the first of each only."""
     ros_env()
+    inputs = compressed if isinstance(compressed, list) else [compressed]
     merged = {**BENCH_PARAMS, **params}
     if forward_ms is not None and len(forward_ms) not in (1, len(sizes)):
         raise MgeoError(f'--forward-ms: give one value or one per size ({len(sizes)}), got {forward_ms}')
@@ -346,17 +349,17 @@ def run_node_bench(model, label: str, sizes, forward_ms: list[float] | None, sec
         results = []
         for i, size in enumerate(sizes):
             ms = None if forward_ms is None else forward_ms[i if len(forward_ms) > 1 else 0]
-            runs = itertools.product(output_sets or [None], param_sets or [{}])
-            for j, (outputs, param_set) in enumerate(runs):
+            runs = itertools.product(inputs, output_sets or [None], param_sets or [{}])
+            for j, (camera, outputs, param_set) in enumerate(runs):
                 results.append(bench_size(size, recorder, ms, merged, seconds, camera_hz,
-                                          rates if i == j == 0 else [], frames, compressed, quality, param_set,
+                                          rates if i == j == 0 else [], frames, camera, quality, param_set,
                                           outputs))
     finally:
         rclpy.try_shutdown()
     meta = {'model': label, 'recorded_with': f'{recorder.backend.name} ({recorder.backend.device})',
             'num_tokens': recorder.num_tokens, 'frames_recorded': frames, 'params': merged,
-            'input': f'{compressed} q{int(quality)}' if compressed else 'rgb8',
-            'cpu_count': os.cpu_count(), 'load_avg': list(os.getloadavg())}
+            'input': ' + '.join(f'{c} q{int(quality)}' if c else 'rgb8' for c in inputs), 'seconds': seconds,
+            'camera_hz': camera_hz, 'cpu_count': os.cpu_count(), 'load_avg': list(os.getloadavg())}
     return {'meta': meta, 'sizes': results}
 
 
@@ -389,6 +392,9 @@ def format_node_table(report: dict) -> str:
         if 'stage_ms' in r:
             lines.append('  per frame (ms, median): ' + ', '.join(f'{k.replace("_", " ")} {v:.2f}'
                                                                     for k, v in r['stage_ms'].items()))
+        if 'stage_cpu_ms' in r:
+            lines.append('  CPU per frame (thread ms, median): ' + ', '.join(
+                f'{k.replace("_", " ")} {v:.2f}' for k, v in r['stage_cpu_ms'].items()))
         head = f"  {'stage (ms)':<22} {'median':>8} {'p95':>8}"
         lines += [head, '  ' + '-' * (len(head) - 2)]
         stages = r['stages']

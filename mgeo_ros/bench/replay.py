@@ -14,6 +14,7 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.runtime.backends.base import Backend, RawOutput
+from mgeo_ros.runtime.preprocess import input_hw
 
 
 def _copied(raw: RawOutput) -> RawOutput:
@@ -35,7 +36,7 @@ class ReplayBackend(Backend):
     name = 'replay'
 
     def __init__(self, outputs: Sequence[RawOutput], input_size: tuple[int, int] | None = None,
-                 label: str = 'recorded outputs', forward_ms: float = 0.0) -> None:
+                 label: str = 'recorded outputs', forward_ms: float = 0.0, input_form: str = 'float') -> None:
         if not outputs:
             raise BadInputError('ReplayBackend needs at least one recorded output')
         self.outputs = list(outputs)
@@ -45,14 +46,16 @@ class ReplayBackend(Backend):
         self._next = 0
         self._shape = self.outputs[0].mask.shape
         self.forward_s = max(0.0, float(forward_ms)) / 1e3
+        self.input_form = input_form  # the recording model's (a uint8-input file is handed the resized bytes)
 
     def seek(self, index: int) -> None:
         """The next `forward` returns recorded output `index` (mod their count): two paths compared on one frame."""
         self._next = index % len(self.outputs)
 
     def forward(self, image: np.ndarray, num_tokens: int) -> RawOutput:
-        if tuple(image.shape[2:]) != self._shape:
-            raise BadInputError(f'replay: input {image.shape[3]}x{image.shape[2]} but the outputs were recorded at '
+        h, w = input_hw(image)
+        if (h, w) != self._shape:
+            raise BadInputError(f'replay: input {w}x{h} but the outputs were recorded at '
                                 f'{self._shape[1]}x{self._shape[0]}')
         raw = self.outputs[self._next]
         self._next = (self._next + 1) % len(self.outputs)

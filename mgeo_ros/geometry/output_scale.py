@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from mgeo_ros.errors import BadInputError
+from mgeo_ros.geometry.intrinsics import Intrinsics
 
 
 def check_output_scale(scale: float) -> float:
@@ -47,3 +48,13 @@ def scale_camera_matrices(k, p, scale_x: float, scale_y: float) -> tuple[np.ndar
     p_out[[0, 2, 3]] *= scale_x
     p_out[[5, 6]] *= scale_y
     return k_out, p_out
+
+
+def scaled_intrinsics(intr: Intrinsics, scale: float) -> Intrinsics:
+    """The camera of the outputs at `scale` (`output_size`), as image_proc's resize publishes it: fx, fy, cx, cy
+    times s (`scale_camera_matrices`). `intr` itself at scale 1."""
+    s = check_output_scale(scale)
+    if s == 1.0:
+        return intr
+    width, height = output_size(intr.width, intr.height, s)
+    return Intrinsics(intr.fx * s, intr.fy * s, intr.cx * s, intr.cy * s, width, height)

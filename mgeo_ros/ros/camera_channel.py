@@ -16,6 +16,7 @@ import time
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from mgeo_ros.ros import params as P
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePacer
@@ -175,6 +176,8 @@ class CameraChannel:
 
     def _frame_cfg(self) -> dict:
         cfg = self.node.cfg
+        if self.name:  # the camera's own per-camera values (`<camera>.output_scale`)
+            cfg = P.for_camera(cfg, self.name)
         if self.name and cfg['frame_id']:  # one frame_id cannot name several cameras: keep each image's own
             cfg = {**cfg, 'frame_id': ''}
         return cfg
@@ -258,6 +261,7 @@ class CameraChannel:
         timings['publish'] = (t1 - t0) * 1000.0 - timings.get('postprocess', 0.0)  # the frame stage's part apart
         timings['stage2'] = (t1 - t0) * 1000.0
         timings['stage2_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        timings['publish_cpu'] = timings['stage2_cpu'] - timings.get('postprocess_cpu', 0.0)
         timings['total'] = (t1 - frame.started) * 1000.0 + timings['queue_wait']
         stamp = frame.header.stamp
         age = self.node.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)

@@ -234,17 +234,23 @@ def _sensor_window(msg: CameraInfo) -> tuple[int, int, int, int]:
     return 0, 0, int(msg.width), int(msg.height)
 
 
-def resize_camera_info(msg: CameraInfo, width: int, height: int) -> CameraInfo:
+def resize_camera_info(msg: CameraInfo, width: int, height: int,
+                       scale: tuple[float, float] | None = None) -> CameraInfo:
     """The CameraInfo of the same camera after resizing its image to width x height (pixel-centre exact).
 
     K and P (with Tx/Ty) map through the same pixel transform; D, R and the distortion model carry over; an ROI and
-    binning in `msg` are folded in (the result has none)."""
+    binning in `msg` are folded in (the result has none). `scale`: (sx, sy) from the image's pixels to the target's
+    when it is not width/W, height/H (a JPEG decoded at a reduced size: `image_codec.ReducedFrame.scale`)."""
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
         raise BadInputError(f'resize target width x height must be positive, got {width} x {height}')
-    target = camera_info_intrinsics(msg, 'K')[0].resized(width, height)
     x0, y0, window_w, window_h = _sensor_window(msg)
-    ax, ay = width / window_w, height / window_h  # calibrated-sensor pixels -> target pixels
+    if scale is None:
+        ax, ay = width / window_w, height / window_h  # calibrated-sensor pixels -> target pixels
+    else:
+        ax = float(scale[0]) * int(msg.width) / window_w
+        ay = float(scale[1]) * int(msg.height) / window_h
+    target = camera_info_intrinsics(msg, 'K')[0].resized(width, height, None if scale is None else (ax, ay))
     out = CameraInfo()
     out.header = msg.header
     out.width, out.height = width, height

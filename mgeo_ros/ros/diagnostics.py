@@ -88,6 +88,8 @@ class NodeStats:
     fov_y_deg: float = math.nan
     intrinsics_source: str = 'none yet'
     resolution: str = 'none yet'
+    decoded: str = 'none yet'  # WxH the frame was decoded at (smaller than resolution with output_scale < 1)
+    output_size: str = 'none yet'  # WxH of the outputs
     model_status: str = 'loading'  # unconfigured (lifecycle) | loading | ready | error
     active: bool = False  # subscribed to the camera (a lifecycle node is not until activated)
     model_error: str = ''
@@ -158,6 +160,8 @@ class NodeStats:
                 ('fov_x_deg', f'{self.fov_x_deg:.2f}'),
                 ('fov_y_deg', f'{self.fov_y_deg:.2f}'),
                 ('resolution', self.resolution),
+                ('decoded', self.decoded),
+                ('output_size', self.output_size),
                 ('model_status', self.model_status),
                 ('active', self.active),
                 ('backend', self.backend),

@@ -32,6 +32,7 @@ class CameraTopics:
     name: str
     image: str
     camera_info: str
+    parameters: tuple[tuple[str, object], ...] = ()  # the camera's own values of params.PER_CAMERA (output_scale)
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ class MultiCameraSetup:
         return out
 
     def node_parameters(self) -> dict:
-        """The node's parameters: the file's `parameters` plus `cameras`."""
-        return {**self.parameters, 'cameras': [c.name for c in self.cameras]}
+        """The node's parameters: the file's `parameters` plus `cameras`, and each camera's own values as
+        `<camera>.NAME`."""
+        own = {f'{c.name}.{key}': value for c in self.cameras for key, value in c.parameters}
+        return {**self.parameters, 'cameras': [c.name for c in self.cameras], **own}
 
     def params_yaml(self) -> str:
         """The node's parameters as a ROS params file (applies to the node whatever its namespace)."""
@@ -115,7 +118,18 @@ def load_setup(path: str | Path) -> MultiCameraSetup:
     for entry in entries:
         if not isinstance(entry, dict) or not {'name', 'image', 'camera_info'} <= set(entry):
             raise BadInputError(f'{path}: each camera needs name, image and camera_info; got {entry!r}')
-        cameras.append(CameraTopics(str(entry['name']), str(entry['image']), str(entry['camera_info'])))
+        own = []
+        for key, value in entry.items():
+            if key in ('name', 'image', 'camera_info'):
+                continue
+            if key not in P.PER_CAMERA:
+                raise BadInputError(f'{path}: camera {entry["name"]!r}: {key!r} cannot be set per camera (per '
+                                    f'camera: {", ".join(P.PER_CAMERA)}; node-wide values go under `parameters`)')
+            reason = P.validate(key, P.coerce(key, value))
+            if reason:
+                raise BadInputError(f'{path}: camera {entry["name"]!r}: {reason}')
+            own.append((key, P.coerce(key, value)))
+        cameras.append(CameraTopics(str(entry['name']), str(entry['image']), str(entry['camera_info']), tuple(own)))
     reason = P.validate('cameras', tuple(c.name for c in cameras))
     if reason:
         raise BadInputError(f'{path}: {reason}')

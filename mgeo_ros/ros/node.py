@@ -43,8 +43,9 @@ _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_I
               tuple: ParameterType.PARAMETER_STRING_ARRAY}
 
 
-def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.kind], description=spec.describe())
+def _descriptor(spec: P.ParamSpec, name: str = '') -> ParameterDescriptor:
+    """`name`: a camera's own `<camera>.NAME` declared with NAME's spec (default: the spec's own name)."""
+    d = ParameterDescriptor(name=name or spec.name, type=_ROS_TYPES[spec.kind], description=spec.describe())
     if spec.choices:
         d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
     # rclpy does not check the type: params.validate does, and its refusal names the parameter and the type it wants
@@ -188,12 +189,21 @@ class _DepthNodeParts:
                 kind = Parameter.Type.STRING_ARRAY if spec.kind is tuple else None
                 self.set_parameters([Parameter(spec.name, kind, list(value) if kind else value)])
             cfg[spec.name] = value
+        for name, default in P.camera_parameters(cfg['cameras'], cfg).items():  # a camera's own <camera>.NAME
+            spec = P.SPECS[P.spec_name(name)]
+            value = P.coerce(name, self.declare_parameter(name, default, _descriptor(spec, name)).value)
+            reason = P.validate(name, value)
+            if reason is not None:
+                self.get_logger().error(f'invalid start value: {name}: {reason}; using {default!r}')
+                value = default
+                self.set_parameters([Parameter(name, value=value)])
+            cfg[name] = value
         return cfg
 
     def _refusal(self, changes) -> str | None:
         """Why a batch of changes is refused (the first refused value's reason), or None when all may apply."""
         for p in changes:
-            if p.name in P.SPECS:  # rclpy's own (use_sim_time, qos_overrides...): rclpy handles them
+            if P.spec_name(p.name) in P.SPECS:  # rclpy's own (use_sim_time, qos_overrides...): rclpy handles them
                 reason = P.check_change(p.name, self.cfg.get(p.name), P.coerce(p.name, p.value))
                 if reason is not None:
                     return reason
@@ -224,12 +234,12 @@ class _DepthNodeParts:
             self.get_logger().warning(f'parameter change refused: {reason}')
             return SetParametersResult(successful=False, reason=reason)
         if not self._apply_after_set:
-            self._apply({p.name: P.coerce(p.name, p.value) for p in changes if p.name in P.SPECS})
+            self._apply({p.name: P.coerce(p.name, p.value) for p in changes if P.spec_name(p.name) in P.SPECS})
         return SetParametersResult(successful=True)
 
     def _on_parameters_set(self, changes) -> None:
         """rclpy has stored a validated batch: apply it."""
-        self._apply({p.name: P.coerce(p.name, p.value) for p in changes if p.name in P.SPECS})
+        self._apply({p.name: P.coerce(p.name, p.value) for p in changes if P.spec_name(p.name) in P.SPECS})
 
     def _apply(self, updates: dict) -> None:
         """Apply validated changes to the running node in one step."""

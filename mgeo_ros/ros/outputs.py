@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -42,7 +43,7 @@ class Frame:
     cloud's colours), the input's header, the frame's parameters, and the camera's reused message bytes."""
 
     res: FrameOutputs
-    rgb: np.ndarray
+    rgb: np.ndarray  # the frame the model saw (maybe decoded smaller than sent; the outputs may be smaller still)
     header: object
     cfg: Mapping
     buffers: FrameBuffers  # message bytes reused from frame to frame (see runtime/frame_buffers.py)
@@ -50,8 +51,17 @@ class Frame:
 
     @property
     def size(self) -> tuple[int, int]:
-        """(height, width)."""
-        return self.rgb.shape[0], self.rgb.shape[1]
+        """(height, width) of the outputs."""
+        return self.res.valid.shape[0], self.res.valid.shape[1]
+
+    def colours(self, stride: int) -> np.ndarray:
+        """The frame's colours on the cloud's grid: the outputs' pixels at `stride` (the frame shrunk to the
+        outputs' size by area first when it is larger)."""
+        height, width = self.size
+        rgb = self.rgb
+        if rgb.shape[:2] != (height, width):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        return rgb[::stride, ::stride]
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ def _points(f: Frame) -> PointCloud2:
     straight into the bytes kept for the cloud when organized."""
     res, cfg = f.res, f.cfg
     stride = max(1, int(cfg['points_stride']))
-    colours = f.rgb[::stride, ::stride] if cfg['points_color'] else None
+    colours = f.colours(stride) if cfg['points_color'] else None
     organized = bool(cfg['points_organized'])
     data = None
     if organized:
@@ -107,11 +117,12 @@ OUTPUTS: tuple[Output, ...] = (
            "0..1, the mask head's probability at the size of `depth/image` (same header); finite everywhere, also "
            'where depth is invalid (see Behaviour)'),
     Output('depth', 'depth/image', Image, 'sensor_msgs/Image 32FC1', frozenset({'depth'}), _image('depth', '32FC1'),
-           'metres along the optical z axis at the camera resolution; NaN invalid, +Inf beyond `max_depth` if '
-           '`inf_beyond_max_depth` (REP 117/118)'),
+           'metres along the optical z axis at the camera resolution times `output_scale`; NaN invalid, +Inf beyond '
+           '`max_depth` if `inf_beyond_max_depth` (REP 117/118)'),
     Output('info', 'depth/camera_info', CameraInfo, 'sensor_msgs/CameraInfo', frozenset(),
            lambda f: f.camera_info(f.res.intrinsics, f.header),
-           'same header and size as `depth/image`; K and P = the intrinsics used (given or recovered)'),
+           'same header and size as `depth/image`; K and P = the intrinsics used (given or recovered), scaled by '
+           '`output_scale` as image_proc\'s resize scales them'),
     Output('mask', 'depth/mask', Image, 'sensor_msgs/Image mono8', frozenset({'valid'}), _mask,
            '255 where depth is valid (model mask, finite, within `max_depth`, not a flying pixel, confidence ≥ '
            '`min_confidence`), 0 elsewhere'),

@@ -27,6 +27,7 @@ class ParamSpec:
     min: float | None = None
     max: float | None = None
     max_exclusive: bool = False
+    min_exclusive: bool = False
     choices: tuple[str, ...] = ()
 
     @property
@@ -41,8 +42,8 @@ class ParamSpec:
         if self.choices:
             parts.append('One of: ' + ', '.join(self.choices) + '.')
         if self.min is not None or self.max is not None:
-            hi = ')' if self.max_exclusive else ']'
-            parts.append(f'Range: [{self.min}, {self.max}{hi}.')
+            lo, hi = '(' if self.min_exclusive else '[', ')' if self.max_exclusive else ']'
+            parts.append(f'Range: {lo}{self.min}, {self.max}{hi}.')
         parts.append('Changes apply live.' if self.live else 'Fixed at start (restart to change).')
         return ' '.join(parts)
 
@@ -133,6 +134,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               live=True),
     ParamSpec('points_normals', False, 'Add float32 fields normal_x, normal_y, normal_z (unit normals, optical '
               'frame, as on depth/normals) to the cloud.', live=True),
+    # ---- live: output size -----------------------------------------------------------------------------------------
+    ParamSpec('output_scale', 1.0, 'Size of every output (depth, mask, confidence, normals, the cloud, '
+              'depth/camera_info) as a fraction of the frame size: W·s x H·s rounded as image_proc\'s resize rounds, '
+              'K and P scaled by s as image_proc\'s resize scales them (header unchanged). The outputs are made at '
+              'that size straight from the network\'s outputs, and a frame is decoded at a reduced size (JPEG: '
+              'libjpeg\'s DCT scaling) when the network input and the outputs need at most half of it. 1 = the '
+              'frame size.', unit='ratio', live=True, min=0.0, max=1.0, min_exclusive=True),
     # ---- live: temporal scale stabilization ------------------------------------------------------------------------
     ParamSpec('scale_smoothing', 0.0, 'Weight of the past in the log-space moving average of the metric scale '
               '(0 = off, 0.8 = strong). Resets on a camera change and on a jump beyond scale_reset_ratio.',
@@ -172,6 +180,25 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+# ---- per camera: with `cameras`, `<camera>.<name>` sets one of these for that camera alone -----------------------
+PER_CAMERA = ('output_scale',)
+
+
+def spec_name(name: str) -> str:
+    """The declared parameter a name sets: itself, or NAME for a camera's own `<camera>.NAME` (NAME in PER_CAMERA)."""
+    camera, _, tail = name.rpartition('.')
+    return tail if camera and tail in PER_CAMERA else name
+
+
+def camera_parameters(cameras: tuple[str, ...], cfg: dict) -> dict:
+    """Each camera's own per-camera parameters, `<camera>.NAME`, at the node-wide value unless set."""
+    return {f'{camera}.{name}': cfg[name] for camera in cameras for name in PER_CAMERA}
+
+
+def for_camera(cfg: dict, camera: str) -> dict:
+    """The parameters one camera's frames run with: `cfg` with the camera's own per-camera values."""
+    own = {name: cfg[f'{camera}.{name}'] for name in PER_CAMERA if f'{camera}.{name}' in cfg}
+    return {**cfg, **own} if own else cfg
 
 
 def defaults() -> dict[str, bool | int | float | str]:
@@ -183,8 +210,8 @@ _TYPE_WORDS = {bool: 'a boolean (true or false)', int: 'an integer', float: 'a n
 
 
 def validate(name: str, value) -> str | None:
-    """Why `value` is not acceptable for parameter `name`, or None when it is."""
-    spec = SPECS.get(name)
+    """Why `value` is not acceptable for parameter `name` (or a camera's own `<camera>.NAME`), or None when it is."""
+    spec = SPECS.get(spec_name(name))
     if spec is None:
         return f'unknown parameter {name!r}'
     kind = spec.kind
@@ -209,8 +236,9 @@ def validate(name: str, value) -> str | None:
     if kind in (int, float):
         if not math.isfinite(float(value)):
             return f'{name} must be finite, got {value!r}'
-        if spec.min is not None and value < spec.min:
-            return f'{name} must be >= {spec.min}{" " + spec.unit if spec.unit else ""}, got {value!r}'
+        if spec.min is not None and (value <= spec.min if spec.min_exclusive else value < spec.min):
+            op = '>' if spec.min_exclusive else '>='
+            return f'{name} must be {op} {spec.min}{" " + spec.unit if spec.unit else ""}, got {value!r}'
         if spec.max is not None and (value >= spec.max if spec.max_exclusive else value > spec.max):
             op = '<' if spec.max_exclusive else '<='
             return f'{name} must be {op} {spec.max}{" " + spec.unit if spec.unit else ""}, got {value!r}'
@@ -263,7 +291,7 @@ def check_change(name: str, old, new) -> str | None:
     reason = validate(name, new)
     if reason is not None:
         return reason
-    spec = SPECS[name]
+    spec = SPECS[spec_name(name)]
     if not spec.live and new != old:
         return (f'{name} cannot change while the node runs (it sets up the model or the topics); '
                 f'set it at start (params file or -p {name}:=...) and restart')
@@ -273,9 +301,10 @@ def check_change(name: str, old, new) -> str | None:
 def coerce(name: str, value):
     """ROS delivers an integer for a float parameter set as `-p x:=2`, a list for a string array and None for an
     empty one; make it the declared type."""
-    if SPECS[name].kind is tuple:
+    kind = SPECS[spec_name(name)].kind
+    if kind is tuple:
         return () if value is None else tuple(value) if isinstance(value, list) else value
-    if SPECS[name].kind is float and isinstance(value, int) and not isinstance(value, bool):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
 
@@ -312,7 +341,8 @@ def usage(node_name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> 
         unit = f' [{spec.unit}]' if spec.unit else ''
         rng = ''
         if spec.min is not None or spec.max is not None:
-            rng = f', range {spec.min:g}..{spec.max:g}' + (' (exclusive)' if spec.max_exclusive else '')
+            rng = f', range {spec.min:g}..{spec.max:g}' + (' (exclusive)' if spec.max_exclusive else '') \
+                + (' (above the lower bound)' if spec.min_exclusive else '')
         choices = f', one of {"|".join(spec.choices)}' if spec.choices else ''
         live = ', live' if spec.live else ''
         lines.append(f'  {spec.name}{unit} (default {_usage_default(spec)}{rng}{choices}{live})')
@@ -359,7 +389,8 @@ def _range_text(spec: ParamSpec) -> str:
     if spec.kind is tuple:
         return 'names: a letter, then letters, digits, `_`'
     if spec.min is not None or spec.max is not None:
-        return f'[{spec.min}, {spec.max}{")" if spec.max_exclusive else "]"}'
+        return (f'{"(" if spec.min_exclusive else "["}{spec.min}, {spec.max}'
+                f'{")" if spec.max_exclusive else "]"}')
     return ''
 
 

@@ -14,6 +14,14 @@ import numpy as np
 
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.geometry.output_scale import output_size, scaled_intrinsics
+from mgeo_ros.image_codec import (
+    ReducedFrame,
+    compressed_size,
+    compressed_to_rgb8_reduced,
+    image_to_rgb8_reduced,
+    reduction_factor,
+)
 from mgeo_ros.ros import convert, outputs, rectify, serialized
 from mgeo_ros.runtime.camera_session import CameraSession, LoadedModel
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
@@ -37,7 +45,7 @@ class InferredFrame:
 
     raw: object  # runtime.backends.base.RawOutput: the network's outputs at its own size
     intrinsics: Intrinsics | None  # the frame's camera (None: recovered from the model in stage 2)
-    rgb: np.ndarray  # the (rectified) frame the model saw: its size, and the cloud's colours
+    rgb: np.ndarray  # the (rectified) frame the model saw, maybe decoded at a reduced size: the cloud's colours
     header: object  # the input's header (frame_id overridden if asked): every output carries it
     wanted: frozenset  # the outputs (outputs.OUTPUTS names) somebody subscribes to
     cfg: dict  # the parameters the frame was started with (stage 2 uses the same)
@@ -45,10 +53,23 @@ class InferredFrame:
     received: float  # time.monotonic() at the callback
     timings: dict = field(default_factory=dict)  # stage -> ms so far
     scale_reset: str = ''  # why the scale smoothing restarts before this frame ('' = it does not)
+    # (W, H) of the frame as sent (None: rgb's size): the outputs are output_size(W, H, output_scale)
+    frame_size: tuple[int, int] | None = None
 
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
+
+
+def _cpu_ms(t0: float) -> float:
+    """This thread's CPU ms since `t0` (time.thread_time()): what a stage costs the machine, not its wait."""
+    return (time.thread_time() - t0) * 1000.0
+
+
+def sent_size(kind: str, msg) -> tuple[int, int] | None:
+    """(W, H) of a parsed Image / CompressedImage as sent, read from its fields or its PNG/JPEG header without
+    decoding; None when the header does not say."""
+    return compressed_size(msg) if kind == 'compressed' else (int(msg.width), int(msg.height))
 
 
 class FramePipeline:
@@ -92,20 +113,20 @@ class FramePipeline:
             self._bad('no_model', f'frame skipped: no model loaded ({why})')
             return None
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         msg = self._parse(frame)
-        rgb = None if msg is None else self._decode(frame.kind, msg, cfg)
-        if rgb is None:
+        decoded = None if msg is None else self._decode(frame.kind, msg, cfg)
+        if decoded is None:
             return None
-        timings['decode'] = _ms(t0)
-        height, width = rgb.shape[:2]
+        timings['decode'], timings['decode_cpu'] = _ms(t0), _cpu_ms(cpu0)
+        rgb, (width, height) = decoded.rgb, decoded.frame_size
         self._check_size(width, height)
 
         info = frame.camera_info_for(msg.header) if cfg['use_camera_info'] else None
         if cfg['rectify'] and info is not None:
-            t0 = time.perf_counter()
-            rgb = self._rectified(rgb, info)
-            timings['rectify'] = _ms(t0)
+            t0, cpu0 = time.perf_counter(), time.thread_time()
+            rgb = self._rectified(rgb, info, None if decoded.factor == 1 else decoded.scale)
+            timings['rectify'], timings['rectify_cpu'] = _ms(t0), _cpu_ms(cpu0)
         intrinsics = self._intrinsics(info, width, height, cfg)
         try:
             raw = self.session.forward(rgb)
@@ -118,33 +139,38 @@ class FramePipeline:
             header.frame_id = cfg['frame_id']
         self.last_frame_id = header.frame_id
         return InferredFrame(raw, intrinsics, rgb, header, wanted, cfg, t_start, frame.received, timings,
-                             self.session.take_reset())
+                             self.session.take_reset(), (width, height))
 
     def messages(self, frame: InferredFrame) -> list[tuple[str, object]]:
         """Stage 2: the session's frame stage arrays (runtime/frame_stage.py) for the wanted outputs, and their
         messages (outputs.py), (output name, message) in publishing order; all share the frame's header and the
-        intrinsics used.
+        intrinsics used. Every output is made at output_size(W, H, output_scale) straight from the network's outputs,
+        with the frame's intrinsics scaled as image_proc's resize scales them (geometry/output_scale.py).
 
         The images are the stage's own arrays, wrapped without a copy (FrameBuffers: reused from frame to frame,
         which rclpy's synchronous publish allows: publish them before the next call). Depth, cloud, normals and
         camera_info come from the same depth and intrinsics, so they agree exactly."""
         rgb, wanted, timings, cfg = frame.rgb, frame.wanted, frame.timings, frame.cfg
-        height, width = rgb.shape[:2]
-        t0 = time.perf_counter()
+        width, height = frame.frame_size or (rgb.shape[1], rgb.shape[0])
+        scale = cfg['output_scale']
+        intrinsics = None if frame.intrinsics is None else scaled_intrinsics(frame.intrinsics, scale)
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
-        res = self.session.outputs(frame.raw, (width, height), frame.intrinsics, outputs.stage_arrays(wanted, cfg),
-                                   cfg, frame.scale_reset, stamp)
-        timings['postprocess'] = _ms(t0)
+        res = self.session.outputs(frame.raw, output_size(width, height, scale), intrinsics,
+                                   outputs.stage_arrays(wanted, cfg), cfg, frame.scale_reset, stamp)
+        timings['postprocess'], timings['postprocess_cpu'] = _ms(t0), _cpu_ms(cpu0)
         for stage, ms in res.timings_ms.items():
             timings[f'postprocess/{stage}'] = ms
-        self._report(res, width, height)
+        self._report(res, width, height, rgb)
         return outputs.build(wanted, outputs.Frame(res, rgb, frame.header, cfg, self.buffers, self.camera_info))
 
-    def _report(self, res, width: int, height: int) -> None:
+    def _report(self, res, width: int, height: int, rgb: np.ndarray) -> None:
         """The frame's scalars into the diagnostics."""
         fov_x, fov_y = fov_degrees(res.intrinsics)
         with self.stats.lock:
             self.stats.resolution = f'{width}x{height}'
+            self.stats.decoded = f'{rgb.shape[1]}x{rgb.shape[0]}'
+            self.stats.output_size = '{}x{}'.format(*res.size)
             self.stats.scale_raw = res.scale.raw
             self.stats.scale_smoothed = res.scale.smoothed
             self.stats.scale_resets = self.session.scale.reset_count
@@ -164,22 +190,33 @@ class FramePipeline:
             self._bad('image', f'image skipped: {exc}')
             return None
 
-    def _decode(self, kind: str, msg, cfg: dict) -> np.ndarray | None:
-        """RGB uint8 H x W x 3, or None (counted and logged) when the message is not a usable image. Oversized
-        images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
+    def decode_factor(self, size: tuple[int, int] | None, cfg: dict) -> int:
+        """1, 2, 4 or 8: how much smaller than sent a frame of `size` (W, H) is decoded, so that it still covers
+        the largest size it is used at (the network input, the outputs at output_scale); 1 for an unknown size."""
+        if size is None or min(size) <= 0 or cfg['output_scale'] >= 1.0:
+            return 1  # outputs at the frame size need every pixel
+        out_w, out_h = output_size(*size, cfg['output_scale'])
+        net_w, net_h = self.session.predictor.network_size(*size)
+        return reduction_factor(*size, max(out_w, net_w), max(out_h, net_h))
+
+    def _decode(self, kind: str, msg, cfg: dict) -> ReducedFrame | None:
+        """The frame as RGB uint8, decoded at the size `decode_factor` allows (JPEG by libjpeg's DCT scaling, raw
+        shrunk from the message bytes), or None (counted and logged) when the message is not a usable image.
+        Oversized images (image_too_large) and damaged files (image_decode) are counted under their own reasons."""
         limit = cfg['max_input_pixels']
         try:
+            factor = self.decode_factor(sent_size(kind, msg), cfg)
             if kind == 'compressed':
-                rgb = convert.compressed_to_rgb8(msg, limit, warn=self._decoder_warning)
+                frame = compressed_to_rgb8_reduced(msg, factor, limit, warn=self._decoder_warning)
             else:
-                rgb = convert.image_to_rgb8(msg, limit)
+                frame = image_to_rgb8_reduced(msg, factor, limit)
         except (BadInputError, ValueError) as exc:
             self._bad(getattr(exc, 'reason', 'image'), f'image skipped: {exc}')
             return None
-        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        if frame.rgb.shape[0] == 0 or frame.rgb.shape[1] == 0:
             self._bad('image', 'image skipped: it is empty (0 pixels)')
             return None
-        return rgb
+        return frame
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def _bad(self, reason: str, text: str) -> None:
@@ -203,13 +240,14 @@ class FramePipeline:
     def _decoder_warning(self, text: str) -> None:
         self._bad('image_decode_warning', text)
 
-    def _rectified(self, rgb: np.ndarray, info) -> np.ndarray:
-        """The frame undistorted with its camera_info (`rectify`), or unchanged when it has no distortion or the
-        camera_info cannot rectify it (counted as camera_info)."""
+    def _rectified(self, rgb: np.ndarray, info, scale: tuple[float, float] | None = None) -> np.ndarray:
+        """The frame undistorted with its camera_info (`rectify`; scaled first by `scale` when the frame was decoded
+        at a reduced size), or unchanged when it has no distortion or the camera_info cannot rectify it (counted as
+        camera_info)."""
         if not rectify.has_distortion(info):
             return rgb
         try:
-            return self.rectifier(rgb, info)
+            return self.rectifier(rgb, info, scale)
         except (BadInputError, ValueError) as exc:
             self._bad('camera_info', f'image not rectified: {exc}')
             return rgb

@@ -47,14 +47,16 @@ class Rectifier:
         self._cache_size = cache_size
         self.builds = 0  # how many map pairs were computed (a steady camera: one)
 
-    def maps(self, msg: CameraInfo, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """(map1, map2) for cv2.remap from a width x height raw image (CameraInfo rescaled to it if needed)."""
-        key = _key(msg, width, height)
+    def maps(self, msg: CameraInfo, width: int, height: int,
+             scale: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(map1, map2) for cv2.remap from a width x height raw image (CameraInfo rescaled to it if needed;
+        `scale`: the CameraInfo's pixels -> the image's when not width/W, height/H, as `resize_camera_info`)."""
+        key = (*_key(msg, width, height), scale)
         cached = self._maps.get(key)
         if cached is not None:
             return cached
         info = msg if (int(msg.width), int(msg.height)) == (width, height) and not _has_window(msg) \
-            else resize_camera_info(msg, width, height)
+            else resize_camera_info(msg, width, height, scale)
         model = info.distortion_model or 'plumb_bob'
         k = np.asarray(info.k, np.float64).reshape(3, 3)
         d = np.asarray(info.d, np.float64)
@@ -77,10 +79,11 @@ class Rectifier:
         self.builds += 1
         return maps
 
-    def __call__(self, rgb: np.ndarray, msg: CameraInfo) -> np.ndarray:
-        """The rectified frame (same size; pixels outside the raw image are black, as image_proc leaves them)."""
+    def __call__(self, rgb: np.ndarray, msg: CameraInfo, scale: tuple[float, float] | None = None) -> np.ndarray:
+        """The rectified frame (same size; pixels outside the raw image are black, as image_proc leaves them);
+        `scale` as in `maps` (a frame decoded at a reduced size)."""
         height, width = rgb.shape[:2]
-        map1, map2 = self.maps(msg, width, height)
+        map1, map2 = self.maps(msg, width, height, scale)
         return cv2.remap(rgb, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 

@@ -23,8 +23,9 @@ from mgeo_ros.geometry import Intrinsics
 from mgeo_ros.runtime.backends.base import Backend, RawOutput, log
 from mgeo_ros.runtime.devices import has_nvidia_gpu, tensorrt_available, torch_cuda_available
 from mgeo_ros.runtime.frame_stage import postprocess
+from mgeo_ros.runtime.model_layout import FLOAT_FORM, UINT8_FORM
 from mgeo_ros.runtime.prediction import Prediction
-from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens
+from mgeo_ros.runtime.preprocess import Preprocessor, grid_tokens, input_hw
 
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
 ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
@@ -239,15 +240,22 @@ class Predictor:
     def forward(self, rgb: np.ndarray) -> RawOutput:
         """Stage 1 of a frame: preprocess + the network on RGB uint8 H×W×3 -> RawOutput at the network size, its
         `timings_ms` holding 'preprocess' and 'forward'. Stage 2 is a `FrameStage` (runtime/frame_stage.py)."""
-        t0 = time.perf_counter()
-        image = self.preprocessor(rgb)  # validates the frame
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        # a uint8-input model (`mgeo export --input-form uint8`) takes the resized bytes and does uint8 -> float and
+        # the normalization in its graph, where it runs; a float-input model gets the float tensor made here
+        if getattr(self.backend, 'input_form', FLOAT_FORM) == UINT8_FORM:
+            image = self.preprocessor.pixels(rgb)  # validates the frame
+        else:
+            image = self.preprocessor(rgb)
         h, w = rgb.shape[:2]
-        nh, nw = image.shape[2:]
+        nh, nw = input_hw(image)
         self._warn_aspect(w, h, nw, nh)
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.thread_time()
         raw = (self._run or self.backend.forward)(image, grid_tokens(nw, nh))
-        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept
+        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept. *_cpu: this
+        # thread's CPU ms (a forward on a GPU or another thread costs this one only its hand-over)
         raw.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (time.perf_counter() - t1) * 1e3,
+                          'preprocess_cpu': (cpu1 - cpu0) * 1e3, 'forward_cpu': (time.thread_time() - cpu1) * 1e3,
                           **raw.timings_ms}
         return raw
 

@@ -125,6 +125,10 @@ def test_replay_backend_hands_out_fresh_copies_in_turn_and_refuses_another_size(
     assert np.array_equal(again.points, outputs[1].points) and np.all(again.points[..., 2] == 3.0)
     with pytest.raises(BadInputError, match='recorded at 42x28'):
         backend.forward(np.zeros((1, 3, 14, 28), np.float32), 2)
+    as_bytes = ReplayBackend(outputs, input_size=(42, 28), input_form='uint8')  # a uint8-input model's replay
+    assert P(as_bytes, mask_threshold=0.5).predict(frame).depth.shape == (60, 80)
+    with pytest.raises(BadInputError, match='input 28x14 but the outputs were recorded at 42x28'):
+        as_bytes.forward(np.zeros((1, 14, 28, 3), np.uint8), 2)
 
 
 def test_gil_stall_reports_the_forward_and_the_longest_stall():

@@ -66,6 +66,28 @@ def test_the_uint8_graph_gives_what_the_float_graph_gives(files):
         assert out.metric_scale == pytest.approx(ref.metric_scale, rel=1e-6)
 
 
+def test_the_predictor_hands_a_uint8_model_the_resized_bytes_and_a_float_model_the_tensor(files):
+    """Preprocessing where the network runs: with a uint8-input file the host only resizes (uint8 -> float and the
+    normalization are the graph's), with a float-input file it makes the float tensor; the two agree."""
+    from mgeo_ros.runtime import Predictor
+
+    seen = {}
+    outputs = {}
+    for form in ('float', 'uint8'):
+        predictor = Predictor(str(files[form]), backend='onnxruntime', num_tokens=TOKENS)
+        forward = predictor.backend.forward
+
+        def spy(image, tokens, forward=forward, form=form):
+            seen[form] = image.dtype
+            return forward(image, tokens)
+
+        predictor.backend.forward = spy
+        outputs[form] = predictor.forward(_frame(640, 480))
+        assert {'preprocess_cpu', 'forward_cpu'} <= set(outputs[form].timings_ms)
+    assert seen == {'float': np.float32, 'uint8': np.uint8}
+    assert rel_l2(outputs['uint8'].points, outputs['float'].points) < 1e-6  # bitwise the same input (see above)
+
+
 def test_the_float_graph_takes_bytes_too(files):
     flt = OnnxRuntimeBackend(str(files['float']))
     pre = Preprocessor(TOKENS, flt.input_size)

@@ -50,3 +50,27 @@ def test_scaled_p_projects_a_point_to_the_scaled_pixel():
 def test_wrong_lengths_are_refused():
     with pytest.raises(BadInputError, match='K must have 9 and P 12'):
         scale_camera_matrices(np.zeros(9), np.zeros(9), 0.5, 0.5)
+
+
+@pytest.mark.parametrize('scale', [0.5, 0.25, 0.3])
+def test_the_outputs_camera_is_image_procs_scaled_k_and_p(scale):
+    """scaled_intrinsics (what the node publishes and unprojects with) carries exactly the K and P that
+    scale_camera_matrices (image_proc's resize) makes of the frame's, at output_size."""
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.geometry.output_scale import scaled_intrinsics
+
+    intr = Intrinsics(1050.0, 1046.0, 961.3, 538.2, 1920, 1080)
+    p = np.hstack([intr.K, np.zeros((3, 1))]).reshape(-1)
+    k_out, p_out = scale_camera_matrices(intr.K.reshape(-1), p, scale, scale)
+    out = scaled_intrinsics(intr, scale)
+    assert (out.width, out.height) == output_size(1920, 1080, scale)
+    np.testing.assert_array_equal(out.K.reshape(-1), k_out)
+    np.testing.assert_array_equal(np.hstack([out.K, np.zeros((3, 1))]).reshape(-1), p_out)
+
+
+def test_the_outputs_camera_at_scale_one_is_the_frames_own():
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.geometry.output_scale import scaled_intrinsics
+
+    intr = Intrinsics(500.0, 500.0, 319.5, 239.5, 640, 480)
+    assert scaled_intrinsics(intr, 1.0) is intr

@@ -221,3 +221,26 @@ def test_every_camera_gets_the_same_per_pixel_placement(batch2_onnx, monkeypatch
         node.shutdown()
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_output_scale_is_per_camera(running):
+    """`<camera>.output_scale` sets one camera's output size (and its camera_info, scaled as image_proc's resize
+    does); the other cameras keep the node-wide value; a value outside (0, 1] is refused naming it."""
+    harness, _, _ = running
+    cam, other = CAMERAS[0], CAMERAS[1]
+    refused = harness.set_parameters(NODE, {f'{cam}.output_scale': 0.0})[0]
+    assert not refused.successful and 'output_scale' in refused.reason
+    try:
+        assert harness.set_parameters(NODE, {f'{cam}.output_scale': 0.5})[0].successful
+        keys = {cam: (900, 1), other: (900, 2)}  # stamps no other test of the module sends
+        for i, name in enumerate((cam, other)):
+            harness.publish(name, _rgb(i), keys[name], f'{name}_optical', intrinsics=_intrinsics(i))
+        small, full = harness.wait_outputs(cam, keys[cam]), harness.wait_outputs(other, keys[other])
+        assert (small['depth/image'].width, small['depth/image'].height) == (W // 2, H // 2)
+        info = small['depth/camera_info']
+        assert (info.width, info.height) == (W // 2, H // 2)
+        assert info.k[0] == pytest.approx(_intrinsics(0).fx / 2) and info.k[2] == pytest.approx(_intrinsics(0).cx / 2)
+        assert (small['points'].width, small['points'].height) == (W // 2, H // 2)
+        assert (full['depth/image'].width, full['depth/image'].height) == (W, H)
+    finally:
+        harness.set_parameters(NODE, {f'{cam}.output_scale': 1.0})

@@ -200,3 +200,19 @@ def test_multi_camera_launch_file_runs_the_node(tmp_path):
             time.sleep(0.2)
         assert probe.count_publishers(topic) > 0, f'no publisher on {topic} (launch_ros {launch_ros.__name__})'
         assert probe.count_subscribers('/front_camera/color/image_raw') > 0
+
+
+def test_a_camera_entry_may_set_its_own_output_scale(tmp_path):
+
+
+    path = tmp_path / 'setup.yaml'
+    path.write_text('cameras:\n  - {name: front, image: /f/img, camera_info: /f/info, output_scale: 0.5}\n'
+                    '  - {name: rear, image: /r/img, camera_info: /r/info}\n')
+    params = load_setup(path).node_parameters()
+    assert params['front.output_scale'] == 0.5 and 'rear.output_scale' not in params
+    path.write_text('cameras:\n  - {name: front, image: /f/img, camera_info: /f/info, output_scale: 2}\n')
+    with pytest.raises(BadInputError, match=r"camera 'front': output_scale must be <= 1.0"):
+        load_setup(path)
+    path.write_text('cameras:\n  - {name: front, image: /f/img, camera_info: /f/info, max_depth: 5}\n')
+    with pytest.raises(BadInputError, match=r"'max_depth' cannot be set per camera"):
+        load_setup(path)

@@ -13,7 +13,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from node_harness import NodeHarness, serving, start_node
+from node_harness import NodeHarness, serving, smooth_rgb, start_node
 from png_files import huge_png_header, png_bytes
 
 pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
@@ -193,3 +193,73 @@ def test_a_parameter_of_the_wrong_type_is_refused_naming_it_and_the_type(node):
     assert not result.successful and 'max_depth' in result.reason and 'number' in result.reason, result.reason
     assert harness.set_parameters(NODE, {'max_depth': 5})[0].successful  # an integer for a float is fine
     assert harness.set_parameters(NODE, {'max_depth': 0.0})[0].successful
+
+
+def _depth_image_proc_cloud(depth: np.ndarray, info, stride: int) -> np.ndarray:
+    """depth_image_proc's point_cloud_xyz on a 32FC1 depth with its camera_info (image_geometry's cx(), fx()...:
+    P's entries), at every stride-th pixel: x = (u - cx) z / fx, y = (v - cy) z / fy, z."""
+    p = np.reshape(info.p, (3, 4))
+    fx, fy, cx, cy = p[0, 0], p[1, 1], p[0, 2], p[1, 2]
+    z = depth[::stride, ::stride].astype(np.float64)
+    v, u = np.mgrid[0:depth.shape[0]:stride, 0:depth.shape[1]:stride].astype(np.float64)
+    return np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], -1)
+
+
+def test_output_scale_half_on_a_720p_jpeg_decodes_reduced_and_real_clients_agree(node):
+    """A 1280 x 720 JPEG with output_scale 0.5: decoded at 640 x 360 (libjpeg DCT scaling; the tiny model's input is
+    280 x 210), every output 640 x 360, camera_info K and P scaled by 0.5 as image_proc's resize scales them with the
+    input's header, the cloud depth_image_proc's unprojection of the published depth with the published camera_info,
+    and the depth consistent with a full decode at output_scale 1 shrunk by area."""
+    from sensor_msgs.msg import CameraInfo
+
+    from mgeo_ros.ros import convert
+
+    harness, _, _ = node
+    rgb = smooth_rgb(1280, 720, seed=3, box=(slice(200, 500), slice(400, 800)))
+    jpeg = cv2.imencode('.jpg', rgb[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+    info = CameraInfo(width=1280, height=720, distortion_model='plumb_bob', d=[0.0] * 5)
+    info.k = [1000.0, 0.0, 641.5, 0.0, 998.0, 358.5, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [1000.0, 0.0, 641.5, 0.0, 0.0, 998.0, 358.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    topics = ('depth/image', 'depth/camera_info', 'points', 'depth/mask')
+    try:
+        assert all(r.successful for r in harness.set_parameters(NODE, {'output_scale': 0.5, 'points_stride': 4}))
+        after = time.monotonic()
+        key = _send(harness, jpeg, 'jpeg', info=info)
+        got = harness.wait_outputs(key, topics=topics)
+        depth = convert.image_to_numpy(got['depth/image'])
+        assert depth.shape == (360, 640)
+        assert (got['depth/mask'].width, got['depth/mask'].height) == (640, 360)
+        published = got['depth/camera_info']
+        assert (published.width, published.height) == (640, 360)
+        assert (published.header.stamp.sec, published.header.stamp.nanosec) == key
+        assert published.header.frame_id == 'cam_optical'
+        k = np.reshape(published.k, (3, 3))
+        np.testing.assert_allclose([k[0, 0], k[1, 1], k[0, 2], k[1, 2]], [500.0, 499.0, 320.75, 179.25])
+        np.testing.assert_allclose(np.reshape(published.p, (3, 4))[:, :3], k)
+        points, _ = convert.pointcloud2_to_numpy(got['points'])
+        assert points.shape == (90, 160, 3)
+        # float32 cloud against the float64 formula on the same float32 depth: a few float32 ulps
+        np.testing.assert_allclose(points, _depth_image_proc_cloud(depth, published, 4), rtol=1e-5, atol=1e-6)
+        assert harness.wait_for(lambda: harness.latest_diagnostics(after).get('decoded') == '640x360', 5), \
+            harness.latest_diagnostics()
+        assert harness.latest_diagnostics(after)['output_size'] == '640x360'
+
+        assert all(r.successful for r in harness.set_parameters(NODE, {'output_scale': 1.0}))
+        after = time.monotonic()
+        full = convert.image_to_numpy(harness.wait_outputs(_send(harness, jpeg, 'jpeg', info=info),
+                                                           topics=('depth/image',))['depth/image'])
+        assert full.shape == (720, 1280)
+        assert harness.wait_for(lambda: harness.latest_diagnostics(after).get('decoded') == '1280x720', 5)
+    finally:
+        harness.set_parameters(NODE, {'output_scale': 1.0, 'points_stride': 1})
+    valid = np.isfinite(full)
+    area = cv2.resize(np.where(valid, full, 0).astype(np.float32), (640, 360), interpolation=cv2.INTER_AREA)
+    coverage = cv2.resize(valid.astype(np.float32), (640, 360), interpolation=cv2.INTER_AREA)
+    both = (coverage == 1.0) & np.isfinite(depth)
+    assert both.mean() > 0.5
+    rel = np.abs(depth[both] - area[both]) / area[both]
+    # the network sees the frame through two resamplings (DCT-scaled decode + area, or full decode + area) that differ
+    # by about a grey level, and the two depths by the kinks of the bilinear upsampling inside a 2 x 2 block: about
+    # 2e-4 here; the bounds leave 10x for other CPUs' kernels
+    assert np.median(rel) < 2e-3 and np.quantile(rel, 0.99) < 1e-2
