@@ -244,7 +244,7 @@ def test_version_and_help_exit_cleanly():
 
 
 def test_node_help_prints_every_parameter_and_exits_without_ros(ros_env):
-    from mgeo_ros.ros.params import PARAMS
+    from mgeo_ros.node_params import PARAMS
 
     env = dict(ros_env, PYTHONPATH=str(REPO), ROS_DOMAIN_ID='231')  # a domain nobody uses: nothing may appear there
     res = subprocess.run([sys.executable, '-m', 'mgeo_ros.ros.node', '--help'], capture_output=True, text=True,
@@ -263,7 +263,7 @@ def test_node_help_prints_every_parameter_and_exits_without_ros(ros_env):
 
 
 def test_undeclared_parameter_warning_names_the_nearest():
-    from mgeo_ros.ros.params import PARAMS, undeclared_warnings
+    from mgeo_ros.node_params import PARAMS, undeclared_warnings
 
     declared = [p.name for p in PARAMS] + ['use_sim_time']
     warnings = undeclared_warnings(['num_token', 'use_sim_time', 'max_dpeth', 'zzz_unrelated', 'num_tokens',

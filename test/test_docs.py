@@ -14,7 +14,7 @@ import pytest
 import yaml
 from doc_commands import commands
 
-from mgeo_ros.ros import params as P
+from mgeo_ros import node_params as P
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
@@ -45,20 +45,27 @@ DOCUMENTED = _documented()
 
 def test_the_docs_show_commands_of_every_kind():
     kinds = {cmd[0] if cmd[0] != 'python' else cmd[2] for _, cmd in DOCUMENTED}
-    assert {'mgeo', 'mgeo_depth_node', 'mgeo_ros.ros.params', 'mgeo_ros.cli'} <= kinds, kinds
+    assert {'mgeo', 'mgeo_depth_node', 'mgeo_ros.node_params', 'mgeo_ros.cli'} <= kinds, kinds
     assert sum(cmd[0] == 'mgeo' for _, cmd in DOCUMENTED) >= 30
 
 
 def check_mgeo(argv: list[str]) -> None:
-    """Parse with the real `mgeo` parser (what `mgeo` itself builds for that subcommand)."""
+    """Parse with the real `mgeo` parser (what `mgeo` itself builds for that subcommand); `mgeo eval`'s node
+    parameters (--params-file, --param) are read and checked against the declaration as eval reads them."""
     from mgeo_ros.cli import COMMANDS, build_parser
 
     command = next((a for a in argv if not a.startswith('-')), None)
     assert command in COMMANDS, f'unknown subcommand {command!r}'
     try:
-        build_parser(command).parse_args(argv)
+        args = build_parser(command).parse_args(argv)
     except SystemExit as exc:
         assert exc.code == 0, f'mgeo {shlex.join(argv)}: arguments do not parse'
+        return
+    if command == 'eval':
+        from mgeo_ros.eval.eval_cli import node_settings
+
+        args.params_files = [REPO / p for p in args.params_files]
+        node_settings(args)
 
 
 def check_node(argv: list[str]) -> None:
@@ -82,7 +89,7 @@ def check_node(argv: list[str]) -> None:
             assert (REPO / ros[i + 1]).is_file() or Path(ros[i + 1]).is_file(), ros[i + 1]
 
 
-CHEAP = ('mgeo_ros.ros.params', 'mgeo_ros.ros.multi_camera_config', 'mgeo_ros.bench.sizing')
+CHEAP = ('mgeo_ros.node_params', 'mgeo_ros.ros.multi_camera_config', 'mgeo_ros.bench.sizing')
 
 
 @pytest.mark.parametrize('where, cmd', DOCUMENTED, ids=[f'{w}:{" ".join(c)[:60]}' for w, c in DOCUMENTED])
@@ -150,7 +157,7 @@ def test_relative_links_resolve(doc):
 def test_the_node_guide_carries_todays_parameter_table():
     text = (REPO / 'docs' / 'node.md').read_text()
     assert P.TABLE_BEGIN in text and P.TABLE_END in text
-    assert P.with_table(text) == text, 'run: python -m mgeo_ros.ros.params --update docs/node.md'
+    assert P.with_table(text) == text, 'run: python -m mgeo_ros.node_params --update docs/node.md'
     assert P.with_table(text.replace('`0.08`', '`0.09`')) != text.replace('`0.08`', '`0.09`')
 
 

@@ -18,7 +18,7 @@ PACKAGE = 'mgeo_ros'
 ARCHITECTURE = REPO / 'docs' / 'architecture.md'
 # top-level modules every layer may use: error types, the image and depth codecs, argument checks and bag opening (no
 # layer of their own)
-COMMON = {'errors', 'image_codec', 'depth_codec', 'cli_args', 'bag_files'}
+COMMON = {'errors', 'image_codec', 'depth_codec', 'cli_args', 'bag_files', 'node_params'}
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'geometry_msgs', 'rcl_interfaces',
                'builtin_interfaces', 'lifecycle_msgs', 'launch', 'launch_ros', 'ament_index_python')
 

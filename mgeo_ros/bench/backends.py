@@ -204,7 +204,7 @@ def measure_filter(width: int, height: int, runs: int, warmup: int) -> dict:
     """The node's flying-pixel filter (default tolerance, 3x3 window) at this size, timed interleaved with the
     cloud packing of the same depth: on a shared CPU the ratio of the two is steadier than either time."""
     from mgeo_ros.geometry import Intrinsics
-    from mgeo_ros.ros.params import SPECS
+    from mgeo_ros.node_params import SPECS
     from mgeo_ros.runtime.flying_pixels import DepthJumpTest
 
     depth = synthetic_depth(width, height)

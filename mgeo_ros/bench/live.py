@@ -111,10 +111,11 @@ def _float(status: dict, key: str) -> float:
         return float('nan')
 
 
-def start_node(ns: str, params: dict):
-    """`python -m mgeo_ros.ros.node` in namespace `ns` (camera topics `ns`/cam/...) with `params`; (process, log
-    file)."""
-    cmd = [sys.executable, '-m', 'mgeo_ros.ros.node', '--ros-args', '-r', f'__ns:={ns}',
+def start_node(ns: str, params: dict, lifecycle: bool = False):
+    """`python -m mgeo_ros.ros.node` in namespace `ns` (camera topics `ns`/cam/...) with `params` (`lifecycle`: the
+    managed node, unconfigured); (process, log file)."""
+    cmd = [sys.executable, '-m', 'mgeo_ros.ros.node', *(['--lifecycle'] if lifecycle else []), '--ros-args',
+           '-r', f'__ns:={ns}',
            '-r', f'image:={ns}/cam/image_raw', '-r', f'camera_info:={ns}/cam/camera_info']
     for k, v in {'diagnostics_period': 0.5, **params}.items():
         cmd += ['-p', f'{k}:={str(v).lower() if isinstance(v, bool) else v}']

@@ -1,4 +1,5 @@
-"""The node's memory under a stream: `python -m mgeo_ros.bench.memory --minutes M`.
+"""The node's memory under a stream: `python -m mgeo_ros.bench.memory --minutes M` (with `--lifecycle-cycles N`:
+the managed node cycled N times under the stream, bench/lifecycle_memory.py).
 
 Runs `mgeo_depth_node` as its own process (the given model and backend, every output subscribed by this process),
 feeds it rgb8 Image + CameraInfo at `--rate` Hz for `--minutes`, and samples the node's resident set size (VmRSS)
@@ -18,7 +19,7 @@ import numpy as np
 
 from mgeo_ros.bench.live import Camera, camera_frames, start_node, stop_node
 from mgeo_ros.bench.node import ros_env
-from mgeo_ros.cli_args import size_wxh
+from mgeo_ros.cli_args import positive_int, size_wxh
 
 
 def rss_mib(pid: int) -> float:
@@ -82,12 +83,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--every', type=float, default=10.0, help='seconds between RSS samples (10)')
     parser.add_argument('--warmup', type=float, default=30.0, help='seconds streamed before the first sample (30)')
     parser.add_argument('--param', action='append', default=[], metavar='NAME=VALUE', help='a node parameter')
+    parser.add_argument('--lifecycle-cycles', type=positive_int, default=None, metavar='N',
+                        help='instead, run the managed node (--lifecycle) through N configure, activate, deactivate, '
+                             'cleanup cycles under the stream, sampling RSS, threads and fds after each cleanup')
+    parser.add_argument('--active', type=float, default=2.0, metavar='S',
+                        help='--lifecycle-cycles: seconds active per cycle (2)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the summary')
     args = parser.parse_args(argv)
     from mgeo_ros.bench.node import parse_value
 
     params = {k.strip(): parse_value(v) for k, _, v in (p.partition('=') for p in args.param)}
     width, height = args.size
+    if args.lifecycle_cycles:
+        from mgeo_ros.bench.lifecycle_memory import run_cycles, summary
+
+        r = run_cycles(args.model, args.backend, (width, height), args.rate, args.lifecycle_cycles, args.active,
+                       params)
+        print(json.dumps(r, indent=2) if args.json else summary(r))
+        return 0
     r = run(args.model, args.backend, (width, height), args.rate, args.minutes, args.every, args.warmup, params)
     if args.json:
         print(json.dumps(r, indent=2))

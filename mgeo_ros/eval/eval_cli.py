@@ -1,7 +1,8 @@
 """`mgeo eval MODEL --data PATH`: score a model on a folder dataset, a synthetic split or a bag, offline.
 
-Writes DIR/metrics.json (per-frame and mean metrics of the model and the baselines) and DIR/report/*.png, and
-prints a summary table."""
+Frames run through the node's camera session with the node's parameters (`--params-file`, `--param`): the score is
+that of the depth the node publishes with those settings. Writes DIR/metrics.json (the settings used, per-frame and
+mean metrics of the model and the baselines) and DIR/report/*.png, and prints the settings and a summary table."""
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data', required=True,
                         help='folder dataset; bag (directory with metadata.yaml, or .mcap/.db3); '
                              'or synth:COUNT:SEED[:WxH] (procedural scenes rendered on the fly)')
-    parser.add_argument('--backend', default='auto', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'))
+    parser.add_argument('--params-file', dest='params_files', action='append', default=[], metavar='FILE',
+                        help='the node\'s ROS params file (`/**:` or `mgeo_depth_node:` with `ros__parameters:`); '
+                             'frames are scored as the node publishes them with these settings; repeatable')
+    parser.add_argument('--param', dest='params', action='append', default=[], metavar='NAME=VALUE',
+                        help='one node parameter, after the params files (e.g. min_confidence=0.3); repeatable')
+    parser.add_argument('--backend', default=None, choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
+                        help='inference backend (default: the node parameter `backend`, auto)')
     parser.add_argument('--out', default='eval_out', help='output directory (default: eval_out)')
     parser.add_argument('--gt-intrinsics', dest='gt_intrinsics', action=argparse.BooleanOptionalAction,
                         default=None, help='give the model the GT camera (--gt-intrinsics) or let it recover the '
                                            'camera (--no-gt-intrinsics); default: both, as MoGe reports')
-    parser.add_argument('--num-tokens', type=num_tokens, default=1200, help='ViT token budget (default 1200)')
+    parser.add_argument('--num-tokens', type=num_tokens, default=None,
+                        help='ViT token budget (default: the node parameter `num_tokens`, 1200)')
     parser.add_argument('--limit', type=positive_int, default=None, help='evaluate only the first N frames')
     parser.add_argument('--split', default=None, help='folder datasets: the split to read (e.g. val)')
     parser.add_argument('--image-topic', default=None, help='bags: image topic (default: the dataset reader\'s)')
@@ -42,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--align-anchors', type=int, default=None,
                         help='anchors tried by the affine ROE alignments (default 256; 0 = every sample, MoGe\'s '
                              'full search, ~25x slower on a CPU)')
-    parser.add_argument('--mask-threshold', type=float_in(0.0, 1.0), default=0.5,
-                        help='validity probability above which a predicted pixel is scored (default 0.5, as the '
-                             'node; 0 scores every pixel with positive depth, like MoGe\'s apply_mask=False)')
+    parser.add_argument('--mask-threshold', type=float_in(0.0, 1.0), default=None,
+                        help='validity probability above which a predicted pixel is scored (default: the node '
+                             'parameter `mask_threshold`, 0.5; 0 scores every pixel with positive depth, like MoGe\'s '
+                             'apply_mask=False)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the backend\'s best)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
     anchors = parser.add_argument_group('scale anchors (also scores the depth at the scale the robot\'s sensors give)')
@@ -120,10 +129,35 @@ def _scale_anchors(args: argparse.Namespace, dataset, bag: bool):
     return sources, stamp_s
 
 
+def node_settings(args: argparse.Namespace) -> dict:
+    """The node's parameters eval runs with: defaults, --params-file, --param, then this command's own flags
+    (the model, --backend, --num-tokens, --mask-threshold) where given."""
+    from mgeo_ros.node_params import node_settings as settings
+
+    cfg = settings(args.params_files, args.params)
+    cfg['model'] = str(args.model)
+    for flag, name in (('backend', 'backend'), ('num_tokens', 'num_tokens'), ('mask_threshold', 'mask_threshold')):
+        if getattr(args, flag) is not None:
+            cfg[name] = getattr(args, flag)
+    return cfg
+
+
+def settings_line(cfg: dict) -> str:
+    """The node parameters that differ from their defaults, for the printed header."""
+    from mgeo_ros.node_params import defaults
+
+    changed = {k: v for k, v in cfg.items() if k != 'model' and defaults().get(k) != v}
+    return 'node parameters: ' + (', '.join(f'{k}={v}' for k, v in changed.items()) or 'the defaults')
+
+
 def run(args: argparse.Namespace) -> int:
     from mgeo_ros.eval import metrics
     from mgeo_ros.eval.evaluate import evaluate, summary_table
+    from mgeo_ros.eval.node_frames import NodeFrames, node_model
     from mgeo_ros.runtime import Predictor
+    from mgeo_ros.runtime.camera_session import backend_choice
+
+    cfg = node_settings(args)
 
     dataset, is_sequence = open_dataset(args.data, split=args.split, image_topic=args.image_topic,
                                         depth_topic=args.depth_topic, info_topic=args.info_topic)
@@ -135,19 +169,25 @@ def run(args: argparse.Namespace) -> int:
     if args.align_anchors is not None:
         max_anchors = None if args.align_anchors <= 0 else int(args.align_anchors)
     scale_anchors, stamp_s = _scale_anchors(args, dataset, is_bag(Path(args.data)))  # its mistakes before the model
-    predictor = Predictor(args.model, backend=args.backend, num_tokens=args.num_tokens, device=args.device,
-                          mask_threshold=args.mask_threshold)
+    backend, precision = backend_choice(Path(args.model), cfg, print)
+    predictor = Predictor(args.model, backend=backend, num_tokens=cfg['num_tokens'], device=args.device,
+                          precision=precision, mask_threshold=cfg['mask_threshold'], threads=cfg['intra_op_threads'],
+                          engine_fallback=cfg['engine_fallback'])
+    model = node_model(predictor, args.model)
+    print(settings_line(cfg))
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f'--out {out_dir} is an existing file, expected a folder for metrics.json and report/')
     out_dir.mkdir(parents=True, exist_ok=True)
     sequence = is_sequence if args.sequence is None else bool(args.sequence)
-    result = evaluate(predictor, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,
+    sessions = {mode: NodeFrames(model, cfg) for mode in modes}
+    result = evaluate(sessions, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,
                       sequence=sequence, report_dir=out_dir / 'report', report_frames=args.report_frames,
                       progress=not args.quiet, max_anchors=max_anchors, scale_anchors=scale_anchors,
                       stamp_s=stamp_s)
     result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
-              'num_tokens': predictor.num_tokens, 'mask_threshold': args.mask_threshold, **result}
+              'num_tokens': predictor.num_tokens, 'mask_threshold': cfg['mask_threshold'],
+              'params_files': [str(p) for p in args.params_files], 'node_parameters': cfg, **result}
     refused = getattr(getattr(dataset, 'report', None), 'refused_depths', None)
     if refused is not None:   # bags: GT depth frames refused as malformed, by reason (not scored)
         result['gt_frames_refused'] = dict(refused)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,9 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
              stamp_s: Callable[[int], float] | None = None) -> dict:
     """Run `predictor.predict(rgb, intrinsics=...)` on every sample (the first `limit`) and score it.
 
+    predictor: one object for every mode, or {mode: object} (`node_frames.NodeFrames`, one per mode: a session
+      carries its scale smoothing from frame to frame, so the two protocols must not share one).
+
     modes: any of 'gt_intrinsics' (pass `sample.intrinsics`) and 'recovered_intrinsics' (pass None).
     constant_depth: the constant baseline's depth in metres (median of the training depths); None = median of the
       per-frame GT medians over the evaluated frames (a second, cheap pass over the data).
@@ -155,6 +158,7 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
     for mode in modes:
         if mode not in MODES:
             raise BadInputError(f'unknown mode {mode!r}; expected some of {MODES}')
+    predictors = predictor if isinstance(predictor, Mapping) else {mode: predictor for mode in modes}
     count = len(dataset) if limit is None else min(len(dataset), int(limit))
     if count == 0:
         raise BadInputError('the dataset has no frames to evaluate')
@@ -189,8 +193,8 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
             continue
         for mode in modes:
             start = time.perf_counter()
-            pred: Prediction = predictor.predict(sample.rgb, intrinsics=sample.intrinsics
-                                                 if mode == 'gt_intrinsics' else None)
+            pred: Prediction = predictors[mode].predict(sample.rgb, intrinsics=sample.intrinsics
+                                                        if mode == 'gt_intrinsics' else None)
             elapsed_ms = (time.perf_counter() - start) * 1e3
             if pred.depth.shape != sample.depth.shape:
                 raise ValueError(f'prediction is {pred.depth.shape} but the GT of frame {i} is {sample.depth.shape}')

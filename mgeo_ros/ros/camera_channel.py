@@ -16,7 +16,7 @@ import time
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from mgeo_ros.ros import params as P
+from mgeo_ros import node_params as P
 from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePacer
@@ -27,6 +27,7 @@ from mgeo_ros.ros.scale_anchor_inputs import ScaleAnchorInputs
 
 ANCHOR_QOS_DEPTH = 5  # anchor messages kept per subscription: they are stored by stamp, a burst must not drop one
 STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
+CLEANUP_WAIT_S = 30.0  # how long a lifecycle cleanup waits for a frame still in the backend (then frees the model)
 
 
 class CameraInfoCache:
@@ -163,13 +164,14 @@ class CameraChannel:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Close the slot and the hand-over and give both stages a moment to leave. A frame in the backend (or a
-        model still loading) is a native call that cannot be interrupted: it is not waited for; it ends without
-        publishing."""
+    def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Close the slot and the hand-over and give both stages `wait_s` to leave. A frame in the backend (or a
+        model still loading) is a native call that cannot be interrupted: at shutdown it is not waited for and ends
+        without publishing; a lifecycle cleanup waits for it (`CLEANUP_WAIT_S`), so that the model and the frame's
+        buffers it holds are freed with the session."""
         self.slot.close()
         self.handover.close()
-        deadline = time.monotonic() + STOP_WAIT_S
+        deadline = time.monotonic() + wait_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads = []

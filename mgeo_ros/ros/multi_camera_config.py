@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from mgeo_ros import node_params as P
 from mgeo_ros.errors import BadInputError
-from mgeo_ros.ros import params as P
 from mgeo_ros.ros.shipped import shipped_config
 
 

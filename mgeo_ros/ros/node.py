@@ -29,12 +29,13 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from rclpy.utilities import remove_ros_args
 
-from mgeo_ros.ros import params as P
-from mgeo_ros.ros.camera_channel import CameraChannel
+from mgeo_ros import node_params as P
+from mgeo_ros.ros.camera_channel import CLEANUP_WAIT_S, STOP_WAIT_S, CameraChannel
 from mgeo_ros.ros.diagnostics import NodeStats
 from mgeo_ros.ros.fastdds import apply_default_profile
 from mgeo_ros.ros.model_status import model_diagnostic_status
 from mgeo_ros.ros.outputs import TOPICS as OUTPUT_TOPICS
+from mgeo_ros.runtime.heap import release_freed
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
@@ -156,9 +157,9 @@ class _DepthNodeParts:
         else:
             self._model_ready.set()
 
-    def _stop_workers(self) -> None:
+    def _stop_workers(self, wait_s: float = STOP_WAIT_S) -> None:
         for ch in self.channels:
-            ch.stop()
+            ch.stop(wait_s)
 
     def _close_model(self) -> None:
         for ch in self.channels:
@@ -167,6 +168,7 @@ class _DepthNodeParts:
         if self.model is not None:
             self.model.close()
         self.model = None
+        release_freed()  # the model's and the cameras' buffers go back to the system, not only to the heap
 
     # ---- parameters ---------------------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict:
@@ -311,7 +313,7 @@ class MgeoDepthLifecycleNode(_DepthNodeParts, LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._stop_workers()
+        self._stop_workers(CLEANUP_WAIT_S)  # a frame still in the backend holds the model: let it finish
         self._close_model()
         self._destroy_outputs()
         for ch in self.channels:

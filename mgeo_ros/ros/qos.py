@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from mgeo_ros.ros.params import QOS_CHOICES
+from mgeo_ros.node_params import QOS_CHOICES
 
 
 def make_qos(kind: str, depth: int) -> QoSProfile:

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Rang
 from mgeo_ros.depth_codec import decode_depth_metres
 from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.rigid import RigidTransform
-from mgeo_ros.ros.params import anchor_extrinsics
+from mgeo_ros.node_params import anchor_extrinsics
 from mgeo_ros.ros.qos import make_qos
 from mgeo_ros.runtime.anchor_messages import anchors_from_message, stamp_seconds
 from mgeo_ros.runtime.scale_anchors import (

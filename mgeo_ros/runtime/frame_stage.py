@@ -48,7 +48,7 @@ STAGE_ARRAYS = frozenset({'depth', 'valid', 'confidence', 'normals', 'points', '
 
 @dataclass
 class FrameSettings:
-    """The per-pixel parameters (the node's parameters of the same names; units in ros/params.py)."""
+    """The per-pixel parameters (the node's parameters of the same names; units in mgeo_ros/node_params.py)."""
 
     mask_threshold: float = 0.5
     max_depth: float = 0.0  # metres; 0 = no limit

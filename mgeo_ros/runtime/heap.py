@@ -43,3 +43,19 @@ def keep_freed_buffers() -> bool:
             _done = all(bool(mallopt(option, value)) for option, value in (
                 (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, ARENA_MAX)))
     return _done
+
+
+def release_freed() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc `malloc_trim(0)`, after a garbage collection so that
+    cycles holding large arrays are freed first). For the end of a session (a lifecycle cleanup): the thresholds
+    above keep freed frame buffers for the next frame, which after a cleanup never comes, and the next configure's
+    model and buffers would be laid out around them. True when glibc trimmed anything."""
+    import gc
+
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return bool(trim(0))

@@ -44,7 +44,9 @@ def test_eval_bag_end_to_end(tiny_checkpoint, frames, tmp_path, capsys):
     assert 'frame_0003_recovered_intrinsics_boundary.png' in report and len(report) == 2 + 2 * 2 * 5
     printed = capsys.readouterr().out
     assert 'baseline constant' in printed and 'AbsRel' in printed and 'temporal' in printed
-    table = printed.splitlines()[:5]                                  # header + 2 runs + 2 baselines
+    lines = printed.splitlines()
+    assert lines[0] == 'node parameters: backend=torch, num_tokens=300'   # what differs from the node's defaults
+    table = lines[1:6]                                                # header + 2 runs + 2 baselines
     assert len({len(line) for line in table}) == 1                    # numbers of any size keep the table aligned
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from node_harness import node_in_process, settled_model_status
 
-from mgeo_ros.ros import params as P
+from mgeo_ros import node_params as P
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / 'config' / 'nav2_mono_depth.yaml'

@@ -165,7 +165,7 @@ def test_stage_two_builds_every_output_from_the_frame_stage(on_graph):
 
     from mgeo_ros.ros import convert
     from mgeo_ros.ros.diagnostics import NodeStats
-    from mgeo_ros.ros.params import defaults
+    from mgeo_ros.node_params import defaults
     from mgeo_ros.ros.pipeline import FramePipeline, InferredFrame
     from mgeo_ros.runtime.post_graph import PostGraph
 

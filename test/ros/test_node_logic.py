@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from mgeo_ros.ros import params as P
+from mgeo_ros import node_params as P
 from mgeo_ros.ros.diagnostics import LEVEL_ERROR, LEVEL_OK, NodeStats, ThrottledLog, Timings
 from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, StagePacer
 from mgeo_ros.runtime.scale_filter import ScaleFilter

@@ -232,7 +232,7 @@ def test_missing_tf_is_said_once_and_the_source_is_unusable(monkeypatch):
 
 def test_extrinsics_parameter_is_the_lidar_pose():
     """The test's own extrinsics string parses to the rotation it was made of (guards the fixture above)."""
-    from mgeo_ros.ros.params import anchor_extrinsics
+    from mgeo_ros.node_params import anchor_extrinsics
 
     tf = anchor_extrinsics(EXTRINSICS)
     np.testing.assert_allclose(tf.rotation, LIDAR_IN_OPTICAL, atol=1e-8)  # 9-digit quaternion text
@@ -342,8 +342,8 @@ def test_compressed_depth_anchors_and_broken_messages_become_anchors_or_reasons(
 
     from sensor_msgs.msg import CompressedImage, PointCloud2
 
+    from mgeo_ros import node_params as P
     from mgeo_ros.depth_codec import encode_depth
-    from mgeo_ros.ros import params as P
     from mgeo_ros.ros.scale_anchor_inputs import ScaleAnchorInputs
 
     cfg = {**P.defaults(), 'scale_source': 'depth,points', 'scale_anchor_transport': 'compressedDepth'}

@@ -14,7 +14,7 @@ from mgeo_ros.runtime.postprocess import upsample_valid
 
 W, H = 640, 480
 INTR = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5, width=W, height=H)
-DEFAULT_JUMP = 0.08  # the node's default (params.py); test/ros/test_node_logic.py asserts it
+DEFAULT_JUMP = 0.08  # the node's default (node_params.py); test/ros/test_node_logic.py asserts it
 
 
 def _plane_depth(normal, distance: float) -> np.ndarray:

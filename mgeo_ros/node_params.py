@@ -1,7 +1,8 @@
 """Every parameter of mgeo_depth_node, declared once: type, default, unit, range, and whether it may change live.
 
-This module is plain Python (no rclpy) so that validation is unit-testable; `node.py` turns the table into ROS
-parameter declarations with descriptors, and `config/mgeo_depth.yaml` documents the same names.
+This module is plain Python (no rclpy), shared by every layer: `ros/node.py` turns the table into ROS parameter
+declarations with descriptors, `mgeo eval` reads the node's params files against it, and `config/mgeo_depth.yaml`
+documents the same names.
 """
 from __future__ import annotations
 
@@ -366,8 +367,97 @@ def undeclared_warnings(overrides: list[str], declared) -> list[str]:
     return out
 
 
+# ---- the node's parameters outside ROS (`mgeo eval --params-file/--param`) ---------------------------------------
+NODE_NAME = 'mgeo_depth_node'
+
+
+def _section_applies(key: str, node_name: str) -> bool:
+    """Whether a params file's top-level key may address the node in some namespace: `/**`, `/robot/**`, its name
+    alone or under a namespace (`/robot/mgeo_depth_node`, `/**/mgeo_depth_node`). Outside ROS there is no
+    namespace to tell them apart, so every such section counts."""
+    return key.strip().rstrip('/').split('/')[-1] in ('**', node_name)
+
+
+def read_params_file(path, node_name: str = NODE_NAME) -> dict:
+    """The parameters a ROS params file gives the node (every `ros__parameters` section addressed to it, in file
+    order, later values winning), coerced to the declared types and validated; raises BadInputError naming the file
+    and the parameter."""
+    from pathlib import Path
+
+    import yaml
+
+    from mgeo_ros.errors import BadInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f'--params-file {path}: no such file (expected the node\'s ROS params file, e.g. '
+                            'config/mgeo_depth.yaml)')
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BadInputError(f'--params-file {path} is not valid YAML: {exc}') from exc
+    if not isinstance(data, dict):
+        raise BadInputError(f'--params-file {path}: expected `/**:` or `{node_name}:` with `ros__parameters:` '
+                            'under it, as the node reads it')
+    values: dict = {}
+    for key, section in data.items():
+        if _section_applies(str(key), node_name) and isinstance(section, dict):
+            values.update(section.get('ros__parameters') or {})
+    if not values and not any(_section_applies(str(k), node_name) for k in data):
+        raise BadInputError(f'--params-file {path} has no section for {node_name} (top-level keys: '
+                            f'{", ".join(map(str, data))}); expected `/**:` or `{node_name}:` with `ros__parameters:`')
+    return {name: checked(name, value, f'--params-file {path}') for name, value in values.items()}
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` (also `NAME:=VALUE`, as `-p` takes it), VALUE read as YAML the way ROS reads `-p` values;
+    validated."""
+    import yaml
+
+    from mgeo_ros.errors import BadInputError
+
+    name, sep, value = text.partition(':=') if ':=' in text else text.partition('=')
+    if not sep or not name.strip():
+        raise BadInputError(f'--param {text!r}: expected NAME=VALUE, e.g. --param min_confidence=0.3')
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ''
+    except yaml.YAMLError:
+        parsed = value
+    return name.strip(), checked(name.strip(), parsed, '--param')
+
+
+def checked(name: str, value, where: str):
+    """`value` coerced to the declared type of `name`; BadInputError (naming `where` and the nearest declared name)
+    when the node would refuse it."""
+    from mgeo_ros.cli_args import nearest
+    from mgeo_ros.errors import BadInputError
+
+    if name not in SPECS:
+        near = nearest(name, [p.name for p in PARAMS])
+        hint = f'; did you mean {near}?' if near else '; `mgeo_depth_node --help` lists them'
+        raise BadInputError(f'{where}: {name!r} is not a parameter of {NODE_NAME}{hint}')
+    value = coerce(name, value)
+    reason = validate(name, value)
+    if reason is not None:
+        raise BadInputError(f'{where}: {reason}')
+    return value
+
+
+def node_settings(params_files=(), assignments=()) -> dict:
+    """Every parameter as the node would start with: the declared defaults, then each params file, then each
+    `NAME=VALUE`, in that order (as `--params-file` then `-p` on the node's command line)."""
+    values = defaults()
+    for path in params_files:
+        values.update(read_params_file(path))
+    for text in assignments:
+        name, value = parse_assignment(text)
+        values[name] = value
+    return values
+
+
 # ---- the parameter table of the docs, generated from PARAMS ------------------------------------------------------
-TABLE_BEGIN = '<!-- parameters: generated by `python -m mgeo_ros.ros.params --update FILE`; edit params.py -->'
+TABLE_BEGIN = ('<!-- parameters: generated by `python -m mgeo_ros.node_params --update FILE`; '
+               'edit node_params.py -->')
 TABLE_END = '<!-- parameters: end -->'
 _KIND_WORDS = {bool: 'bool', int: 'int', float: 'float', str: 'str', tuple: 'str[]'}
 
@@ -419,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog='python -m mgeo_ros.ros.params',
+    parser = argparse.ArgumentParser(prog='python -m mgeo_ros.node_params',
                                      description='the mgeo_depth_node parameter table, from its one declaration')
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument('--markdown', action='store_true', help='print the table as Markdown')
