@@ -62,12 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               'ground:HEIGHT[,PITCH[,ROLL]] (m, deg); repeat it for a fallback order (the model\'s '
                               'own scale always last), as the node\'s scale_source')
     anchors.add_argument('--scale-anchor-extrinsics', default=None, metavar='X,Y,Z,QX,QY,QZ,QW',
-                         help='the scan/points/range sensor\'s pose in the camera\'s optical frame (default: the '
-                              'bag\'s /tf_static from the message frame_id, identity when it is the camera\'s)')
-    anchors.add_argument('--scale-anchor-min-points', type=positive_int, default=20,
-                         help='matched anchors a fit needs (default 20; a range reading needs 1)')
-    anchors.add_argument('--scale-anchor-max-age', type=float_in(1e-3, unit='s'), default=0.1,
-                         help='largest stamp difference between a frame and its anchors (s, default 0.1)')
+                         help='the scan/points/range sensor\'s pose in the camera\'s optical frame (default: the node '
+                              'parameter scale_anchor_extrinsics, else the bag\'s /tf_static from the message '
+                              'frame_id, identity when it is the camera\'s)')
+    anchors.add_argument('--scale-anchor-min-points', type=positive_int, default=None,
+                         help='matched anchors a fit needs (default: the node parameter scale_anchor_min_points, 20; '
+                              'a range reading needs 1)')
+    anchors.add_argument('--scale-anchor-max-age', type=float_in(1e-3, unit='s'), default=None,
+                         help='largest stamp difference between a frame and its anchors (default: the node parameter '
+                              'scale_anchor_max_age, 0.1 s)')
 
 
 def is_bag(path: Path) -> bool:
@@ -115,16 +118,20 @@ def _json_safe(value):
     return value
 
 
-def _scale_anchors(args: argparse.Namespace, dataset, bag: bool):
-    """(AnchorSources, frame index -> stamp s) for --scale-anchor, or (None, None) without it."""
+def _scale_anchors(args: argparse.Namespace, cfg: dict, dataset, bag: bool):
+    """(AnchorSources, frame index -> stamp s) for --scale-anchor, or (None, None) without it; what the flags
+    leave out comes from the node parameters (`cfg`)."""
     if not args.scale_anchor:
         return None, None
     from mgeo_ros.eval.anchored import AnchorSources, image_frame_id, parse_extrinsics
 
-    extrinsics = parse_extrinsics(args.scale_anchor_extrinsics)
+    given = args.scale_anchor_extrinsics
+    extrinsics = parse_extrinsics(cfg['scale_anchor_extrinsics'] if given is None else given)
+    min_points = args.scale_anchor_min_points or cfg['scale_anchor_min_points']
+    max_age = args.scale_anchor_max_age or cfg['scale_anchor_max_age']
     camera_frame = image_frame_id(args.data, dataset.image_topic) if bag else ''
     sources = AnchorSources.from_specs(args.scale_anchor, args.data if bag else None, camera_frame, extrinsics,
-                                       args.scale_anchor_min_points, args.scale_anchor_max_age)
+                                       min_points, max_age)
     stamp_s = (lambda i: dataset.stamp_ns(i) * 1e-9) if bag else None
     return sources, stamp_s
 
@@ -168,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     max_anchors = metrics.MAX_ALIGN_ANCHORS
     if args.align_anchors is not None:
         max_anchors = None if args.align_anchors <= 0 else int(args.align_anchors)
-    scale_anchors, stamp_s = _scale_anchors(args, dataset, is_bag(Path(args.data)))  # its mistakes before the model
+    # the anchor flags' mistakes are said before the model loads
+    scale_anchors, stamp_s = _scale_anchors(args, cfg, dataset, is_bag(Path(args.data)))
     backend, precision = backend_choice(Path(args.model), cfg, print)
     predictor = Predictor(args.model, backend=backend, num_tokens=cfg['num_tokens'], device=args.device,
                           precision=precision, mask_threshold=cfg['mask_threshold'], threads=cfg['intra_op_threads'],

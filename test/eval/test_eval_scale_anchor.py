@@ -58,9 +58,10 @@ def test_depth_anchors_give_each_frame_its_scale(tiny_checkpoint, anchored_bag, 
 
 
 def test_unusable_anchors_keep_the_model_scale_with_the_reason(tiny_checkpoint, anchored_bag, tmp_path, capsys):
-    # the scan sensor turned 180 degrees about the optical y axis: every point behind the camera
+    # the scan sensor turned 180 degrees about the optical y axis: every point behind the camera (given as the node
+    # parameter: what --scale-anchor-extrinsics leaves out comes from the node's parameters)
     result = _run(tiny_checkpoint, anchored_bag, tmp_path / 'out', '--scale-anchor', f'scan:{ANCHOR_SCAN_TOPIC}',
-                  '--scale-anchor-extrinsics', '0,0,0,0,1,0,0')
+                  '--param', 'scale_anchor_extrinsics=0 0 0 0 1 0 0')
     anchored = result['anchored']['gt_intrinsics']
     assert anchored['frames_per_source'] == {'scan': 0, 'model': 4}
     assert anchored['last_reasons'] == {'scan': 'all behind the camera'}
