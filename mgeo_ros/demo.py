@@ -174,10 +174,30 @@ def _group(flat: dict[str, float], prefix: str) -> dict[str, float]:
     return {k.split('/', 1)[1]: v for k, v in flat.items() if k.startswith(prefix + '/')}
 
 
-def evaluate_recording(recorded: dict, samples: list, stamps: list[int], const: float) -> tuple[dict, list]:
+ANCHOR_ROWS = (('anchored: sparse depth (2 % noise)', 'anchored_depth', 'depth:{depth}'),
+               ('anchored: LaserScan (one row)', 'anchored_scan', 'scan:{scan}'))
+
+
+def anchor_sources(bag: Path) -> dict:
+    """The bag's anchor topics as `mgeo eval --scale-anchor` reads them, one source per row of ANCHOR_ROWS."""
+    from mgeo_ros.eval.anchored import AnchorSources
+    from mgeo_ros.train.data.synth.anchors import ANCHOR_DEPTH_TOPIC, ANCHOR_SCAN_TOPIC
+
+    camera = 'camera_optical_frame'
+    return {key: AnchorSources.from_specs([spec.format(depth=ANCHOR_DEPTH_TOPIC, scan=ANCHOR_SCAN_TOPIC)], bag, camera)
+            for _, key, spec in ANCHOR_ROWS}
+
+
+def evaluate_recording(recorded: dict, samples: list, stamps: list[int], const: float,
+                       anchors: dict | None = None) -> tuple[dict, list]:
     """Metrics of the recorded depth against the GT, with two baselines: one constant depth (`const`, the training
-    median) everywhere, and a flat wall at each frame's own GT median (an oracle that knows every frame's scale)."""
+    median) everywhere, and a flat wall at each frame's own GT median (an oracle that knows every frame's scale);
+    and with `anchors` (`anchor_sources`) the same depth at the scale each anchor source gives (its fallback: the
+    model's own)."""
+    from mgeo_ros.eval.anchored import anchored_scale
     from mgeo_ros.eval.evaluate import baseline_metrics, frame_metrics, gt_median, gt_valid_mask
+
+    anchorings = {key: sources.anchoring() for key, sources in (anchors or {}).items()}
 
     by_stamp = {stamp_ns(m): m for _, m in recorded.get('/mgeo/depth/image', [])}
     rows, pairs = [], []
@@ -195,15 +215,20 @@ def evaluate_recording(recorded: dict, samples: list, stamps: list[int], const: 
                      'affine_invariant': _group(scored, 'depth_affine'), 'boundary_f1': scored['boundary_f1'],
                      'baseline_constant': _group(baseline_metrics(const, s), 'depth_metric'),
                      'baseline_oracle_median': _group(baseline_metrics(gt_median(s), s), 'depth_metric')})
+        for key, anchoring in anchorings.items():
+            factor, _ = anchored_scale(anchoring, stamp * 1e-9, pred, np.isfinite(pred), s.intrinsics)
+            rows[-1][key] = _group(frame_metrics(pred * np.float32(factor), None, s), 'depth_metric')
         pairs.append((s, pred, np.where(gt_valid, s.depth, np.nan).astype(np.float32)))
     mean = {}
-    for group in ('metric', 'scale_invariant', 'affine_invariant', 'baseline_constant', 'baseline_oracle_median'):
+    for group in ('metric', 'scale_invariant', 'affine_invariant', 'baseline_constant', 'baseline_oracle_median',
+                  *anchorings):
         keys = rows[0][group].keys() if rows else []
         mean[group] = {k: float(np.mean([r[group][k] for r in rows])) for k in keys}
     if rows:
         mean['boundary_f1'] = float(np.nanmean([r['boundary_f1'] for r in rows]))
         mean['coverage'] = float(np.mean([r['coverage'] for r in rows]))
     mean['constant_depth_m'] = const
+    mean['anchor_frames_per_source'] = {key: dict(a.chooser.frames) for key, a in anchorings.items()}
     return {'mean': mean, 'frames': rows}, pairs
 
 
@@ -284,6 +309,7 @@ def summary_text(metrics: dict, latency: dict, stages: dict, steps: Steps, backe
     for label, key in (('model (metric, no alignment)', 'metric'), ('model (scale-aligned)', 'scale_invariant'),
                        ('model (affine-aligned)', 'affine_invariant'),
                        (f"baseline: training median {m['constant_depth_m']:.2f} m", 'baseline_constant'),
+                       *((label, key) for label, key, _ in ANCHOR_ROWS),
                        ('baseline: oracle per-frame median', 'baseline_oracle_median')):
         if key in m and m[key]:
             lines.append(f"{label:<34}{m[key]['abs_rel']:>8.3f}{m[key]['delta1']:>8.3f}")
@@ -341,7 +367,8 @@ def run(args) -> int:
     recorded = steps.run('read the recording', read_recording, record)
     stamps = [1_700_000_000_000_000_000 + round(i * 1e9 / args.rate) for i in range(len(samples))]
     const = steps.run('training-median baseline', training_median_depth)
-    metrics, pairs = steps.run('evaluate against GT', evaluate_recording, recorded, samples, stamps, const)
+    anchors = steps.run('read the scale anchors', anchor_sources, bag)
+    metrics, pairs = steps.run('evaluate against GT', evaluate_recording, recorded, samples, stamps, const, anchors)
     latency = latency_table(recorded, stamps)
     stages = node_stage_times(recorded)
     pictures = steps.run('write pictures', write_pictures, out, pairs, recorded)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from mgeo_ros.cli_args import NUM_TOKENS_MAX, NUM_TOKENS_MIN
+from mgeo_ros.errors import BadInputError
 
 QOS_CHOICES = ('sensor_data', 'reliable', 'best_effort')
 
@@ -164,6 +165,33 @@ PARAMS: tuple[ParamSpec, ...] = (
               live=True, min=0.0, max=1.0, max_exclusive=True),
     ParamSpec('scale_reset_ratio', 1.5, 'A raw scale that differs from the smoothed one by more than this factor '
               'restarts the smoothing from it.', unit='ratio', live=True, min=1.001, max=100.0),
+    # ---- scale anchors (fixed: the sources set the subscriptions) ------------------------------------------------
+    ParamSpec('scale_source', 'model', 'Where each frame\'s metric scale comes from: a comma-separated fallback '
+              'list of depth (scale_anchor/depth), scan (scale_anchor/scan), points (scale_anchor/points), range '
+              '(scale_anchor/range) and ground (camera_height above a flat floor); each frame uses the first source '
+              'with a usable fit, else the model\'s own scale (model, always last). Only the listed sources are '
+              'subscribed; the scale smoothing restarts when the source changes.'),
+    ParamSpec('scale_anchor_min_points', 20, 'Matched anchor pixels a depth, scan or points fit needs (a range '
+              'reading needs 1); fewer and the next source is tried.', unit='points', min=1, max=100000),
+    ParamSpec('scale_anchor_max_age', 0.1, 'Largest stamp difference between a frame and the anchor message it '
+              'uses (the nearest by stamp, before or after); none that close and the next source is tried.',
+              unit='s', min=0.001, max=10.0),
+    ParamSpec('scale_anchor_extrinsics', '', 'The scan/points/range sensor\'s pose in the camera\'s optical frame '
+              'as 7 numbers "x y z qx qy qz qw" (m; as `ros2 run tf2_ros tf2_echo <camera_optical_frame> '
+              '<sensor_frame>` prints it). Empty = TF (tf2_ros) when the anchor\'s frame_id differs from the '
+              'image\'s, identity when they match. The depth source is registered to the camera and ignores it.'),
+    ParamSpec('scale_anchor_transport', 'raw', 'Transport of the depth anchor: raw subscribes scale_anchor/depth '
+              '(sensor_msgs/Image 32FC1 m or 16UC1 mm), compressedDepth subscribes '
+              'scale_anchor/depth/compressedDepth (sensor_msgs/CompressedImage, png or rvl).',
+              choices=('raw', 'compressedDepth')),
+    ParamSpec('camera_height', 0.0, 'The ground source: the camera\'s height above a flat floor; 0 = off.',
+              unit='m', min=0.0, max=100.0),
+    ParamSpec('camera_pitch', 0.0, 'The ground source: the optical frame\'s tilt against gravity about its x axis '
+              '(down positive).', unit='deg', min=-90.0, max=90.0),
+    ParamSpec('camera_roll', 0.0, 'The ground source: the optical frame\'s roll against gravity about its z axis.',
+              unit='deg', min=-90.0, max=90.0),
+    ParamSpec('ground_max_tilt', 20.0, 'The ground source: the floor is the dominant plane whose normal lies within '
+              'this angle of the up direction camera_pitch and camera_roll give.', unit='deg', min=0.0, max=90.0),
     # ---- live: logging -------------------------------------------------------------------------------------------
     ParamSpec('log_throttle', 5.0, 'Minimum time between two log lines about the same kind of bad input.',
               unit='s', live=True, min=0.0, max=3600.0),
@@ -221,6 +249,8 @@ def validate(name: str, value) -> str | None:
         return f'parameter {name} must be {_TYPE_WORDS[kind]}, got {got} {value!r}{unit}'
     if spec.choices and value not in spec.choices:
         return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
+    if name in _TEXT_CHECKS:
+        return _TEXT_CHECKS[name](value)
     if kind in (int, float):
         if not math.isfinite(float(value)):
             return f'{name} must be finite, got {value!r}'
@@ -233,6 +263,32 @@ def validate(name: str, value) -> str | None:
     return None
 
 
+def _check_scale_source(value: str) -> str | None:
+    from mgeo_ros.runtime.scale_anchors import parse_scale_sources
+
+    try:
+        parse_scale_sources(value)
+    except BadInputError as exc:
+        return str(exc)
+    return None
+
+
+def anchor_extrinsics(value: str):
+    """scale_anchor_extrinsics as a RigidTransform, or None when empty (raises BadInputError when malformed)."""
+    from mgeo_ros.geometry.rigid import RigidTransform
+
+    return RigidTransform.from_text(value)
+
+
+def _check_extrinsics(value: str) -> str | None:
+    try:
+        anchor_extrinsics(value)
+    except BadInputError as exc:
+        return f'scale_anchor_extrinsics {value!r}: {exc}'
+    return None
+
+
+_TEXT_CHECKS = {'scale_source': _check_scale_source, 'scale_anchor_extrinsics': _check_extrinsics}
 _NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 
 
@@ -294,7 +350,8 @@ def usage(node_name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> 
              '',
              'topics (relative: remap with -r, or put the node in a namespace; with `cameras` they sit under '
              '<name>/):',
-             '  subscribed:  ' + ', '.join(inputs) + ' (image/compressed with image_transport:=compressed)',
+             '  subscribed:  ' + ', '.join(inputs) + ' (image/compressed with image_transport:=compressed),',
+             '               scale_anchor/{depth,scan,points,range} for the sources listed in scale_source',
              '  published:   ' + ', '.join(outputs) + ', /diagnostics',
              '',
              'parameters (set with -p NAME:=VALUE or a params file; `ros2 param describe` shows the same):']

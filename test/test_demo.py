@@ -32,6 +32,13 @@ def test_demo_runs_the_node_on_a_bag_and_writes_the_report(tmp_path, ros_env):
     assert mean['metric']['delta1'] > mean['baseline_constant']['delta1'] + 0.05, mean
     for frame in report['frames']:
         assert frame['metric']['abs_rel'] < 0.95 * frame['baseline_constant']['abs_rel'], frame
+    # The anchored rows: every evaluated frame took its scale from the sparse depth (300 GT pixels, 2 % noise), and
+    # that scale is the frame's own, so its AbsRel comes within reach of the scale-aligned row (the oracle's scale).
+    frames = len(report['frames'])
+    assert mean['anchor_frames_per_source']['anchored_depth']['depth'] == frames, mean['anchor_frames_per_source']
+    assert mean['anchored_depth']['abs_rel'] < 1.15 * mean['scale_invariant']['abs_rel'], mean
+    assert mean['anchored_scan']['abs_rel'] > 0, mean
     for name in ('depth_and_error.png', 'input_depth_cloud.png', 'summary.txt'):
         assert (out / name).stat().st_size > 0, name
     assert 'mgeo demo summary' in proc.stdout
+    assert 'anchored: sparse depth' in proc.stdout

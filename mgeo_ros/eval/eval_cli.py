@@ -56,6 +56,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'apply_mask=False)')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: the backend\'s best)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
+    anchors = parser.add_argument_group('scale anchors (also scores the depth at the scale the robot\'s sensors give)')
+    anchors.add_argument('--scale-anchor', action='append', default=[], metavar='SOURCE:TOPIC',
+                         help='depth:TOPIC, scan:TOPIC, points:TOPIC, range:TOPIC (bags) or '
+                              'ground:HEIGHT[,PITCH[,ROLL]] (m, deg); repeat it for a fallback order (the model\'s '
+                              'own scale always last), as the node\'s scale_source')
+    anchors.add_argument('--scale-anchor-extrinsics', default=None, metavar='X,Y,Z,QX,QY,QZ,QW',
+                         help='the scan/points/range sensor\'s pose in the camera\'s optical frame (default: the node '
+                              'parameter scale_anchor_extrinsics, else the bag\'s /tf_static from the message '
+                              'frame_id, identity when it is the camera\'s)')
+    anchors.add_argument('--scale-anchor-min-points', type=positive_int, default=None,
+                         help='matched anchors a fit needs (default: the node parameter scale_anchor_min_points, 20; '
+                              'a range reading needs 1)')
+    anchors.add_argument('--scale-anchor-max-age', type=float_in(1e-3, unit='s'), default=None,
+                         help='largest stamp difference between a frame and its anchors (default: the node parameter '
+                              'scale_anchor_max_age, 0.1 s)')
 
 
 def is_bag(path: Path) -> bool:
@@ -103,6 +118,24 @@ def _json_safe(value):
     return value
 
 
+def _scale_anchors(args: argparse.Namespace, cfg: dict, dataset, bag: bool):
+    """(AnchorSources, frame index -> stamp s) for --scale-anchor, or (None, None) without it; what the flags
+    leave out comes from the node parameters (`cfg`)."""
+    if not args.scale_anchor:
+        return None, None
+    from mgeo_ros.eval.anchored import AnchorSources, image_frame_id, parse_extrinsics
+
+    given = args.scale_anchor_extrinsics
+    extrinsics = parse_extrinsics(cfg['scale_anchor_extrinsics'] if given is None else given)
+    min_points = args.scale_anchor_min_points or cfg['scale_anchor_min_points']
+    max_age = args.scale_anchor_max_age or cfg['scale_anchor_max_age']
+    camera_frame = image_frame_id(args.data, dataset.image_topic) if bag else ''
+    sources = AnchorSources.from_specs(args.scale_anchor, args.data if bag else None, camera_frame, extrinsics,
+                                       min_points, max_age)
+    stamp_s = (lambda i: dataset.stamp_ns(i) * 1e-9) if bag else None
+    return sources, stamp_s
+
+
 def node_settings(args: argparse.Namespace) -> dict:
     """The node's parameters eval runs with: defaults, --params-file, --param, then this command's own flags
     (the model, --backend, --num-tokens, --mask-threshold) where given."""
@@ -142,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
     max_anchors = metrics.MAX_ALIGN_ANCHORS
     if args.align_anchors is not None:
         max_anchors = None if args.align_anchors <= 0 else int(args.align_anchors)
+    # the anchor flags' mistakes are said before the model loads
+    scale_anchors, stamp_s = _scale_anchors(args, cfg, dataset, is_bag(Path(args.data)))
     backend, precision = backend_choice(Path(args.model), cfg, print)
     predictor = Predictor(args.model, backend=backend, num_tokens=cfg['num_tokens'], device=args.device,
                           precision=precision, mask_threshold=cfg['mask_threshold'], threads=cfg['intra_op_threads'],
@@ -156,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     sessions = {mode: NodeFrames(model, cfg) for mode in modes}
     result = evaluate(sessions, dataset, modes=modes, constant_depth=args.constant_depth, limit=args.limit,
                       sequence=sequence, report_dir=out_dir / 'report', report_frames=args.report_frames,
-                      progress=not args.quiet, max_anchors=max_anchors)
+                      progress=not args.quiet, max_anchors=max_anchors, scale_anchors=scale_anchors,
+                      stamp_s=stamp_s)
     result = {'model': str(args.model), 'backend': predictor.backend_name, 'data': args.data,
               'num_tokens': predictor.num_tokens, 'mask_threshold': cfg['mask_threshold'],
               'params_files': [str(p) for p in args.params_files], 'node_parameters': cfg, **result}
@@ -172,5 +208,9 @@ def run(args: argparse.Namespace) -> int:
     if sequence and 'temporal' in result:
         for mode, values in result['temporal'].items():
             print(f'temporal ({mode}): ' + ', '.join(f'{k}={v:.4f}' for k, v in values.items()))
+    for mode, anchored in result.get('anchored', {}).items():
+        counts = ', '.join(f'{k} {v}' for k, v in anchored['frames_per_source'].items())
+        reasons = '; '.join(f'{k}: {v}' for k, v in anchored['last_reasons'].items() if v)
+        print(f'anchored ({mode}): frames per source: {counts}' + (f' (last not usable: {reasons})' if reasons else ''))
     print(f'wrote {path} and {out_dir / "report"}')
     return 0

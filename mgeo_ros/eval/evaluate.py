@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,8 @@ class _FlickerAccumulator:
 def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth: float | None = None,
              limit: int | None = None, sequence: bool = False, report_dir: str | Path | None = None,
              report_frames: int = 4, progress: bool = True,
-             max_anchors: int | None = M.MAX_ALIGN_ANCHORS) -> dict:
+             max_anchors: int | None = M.MAX_ALIGN_ANCHORS, scale_anchors=None,
+             stamp_s: Callable[[int], float] | None = None) -> dict:
     """Run `predictor.predict(rgb, intrinsics=...)` on every sample (the first `limit`) and score it.
 
     predictor: one object for every mode, or {mode: object} (`node_frames.NodeFrames`, one per mode: a session
@@ -150,6 +151,8 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
     report_dir: where to write PNGs (frame panels for `report_frames` evenly spaced frames, error histogram,
       metric scale over time); None = no pictures.
     max_anchors: anchors tried by the affine ROE alignments (None = all samples, MoGe-exact; see metrics.py).
+    scale_anchors: an `eval.anchored.AnchorSources`: each run is also scored with the scale its sources give
+      (rows `anchored (<mode>)`), frame i paired with the anchors by `stamp_s(i)` (seconds).
     Returns the JSON-ready result: per-frame and mean metrics for every mode and baseline.
     """
     for mode in modes:
@@ -178,6 +181,8 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
     flicker = {mode: _FlickerAccumulator() for mode in modes}
     gt_flicker = _FlickerAccumulator()
     median_ratio = {mode: [] for mode in modes}
+    anchored_runs = {mode: [] for mode in modes} if scale_anchors is not None else {}
+    anchorings = {mode: scale_anchors.anchoring() for mode in anchored_runs}
 
     without_gt = []
     for i in tqdm(range(count), desc='evaluating', disable=not progress):
@@ -201,6 +206,9 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
                        intrinsics_recovered=bool(pred.intrinsics_recovered))
             runs[mode].append(row)
             errors[f'model ({mode})'].append(_error_samples(depth, sample, rng))
+            if mode in anchorings:
+                anchored_runs[mode].append(_anchored_row(anchorings[mode], i, stamp_s, pred, depth, sample,
+                                                         max_anchors))
             if sequence:
                 flicker[mode].add(depth, pred.mask & mask)
                 valid = mask & np.isfinite(depth)
@@ -235,6 +243,12 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
         'runs': {mode: {'mean': mean_metrics(rows), 'frames': rows} for mode, rows in runs.items()},
         'baselines': {name: {'mean': mean_metrics(rows), 'frames': rows} for name, rows in baselines.items()},
     }
+    if anchored_runs:
+        result['anchored'] = {mode: {'mean': mean_metrics(rows), 'frames': rows,
+                                     'frames_per_source': dict(anchorings[mode].chooser.frames),
+                                     'last_reasons': dict(anchorings[mode].chooser.reasons),
+                                     'sources': list(anchorings[mode].settings.sources)}
+                              for mode, rows in anchored_runs.items()}
     if sequence:
         result['temporal'] = {
             mode: {
@@ -258,6 +272,21 @@ def evaluate(predictor, dataset, *, modes: Sequence[str] = MODES, constant_depth
     return result
 
 
+def _anchored_row(anchoring, index: int, stamp_s: Callable[[int], float] | None, pred: Prediction,
+                  depth: np.ndarray, sample: Sample, max_anchors: int | None) -> dict[str, Any]:
+    """One frame scored with the scale its anchors give (the model's own when none is usable)."""
+    from mgeo_ros.eval.anchored import anchored_scale, choice_row
+
+    points = np.where(pred.mask[..., None], pred.points, np.nan)
+    stamp = stamp_s(index) if stamp_s is not None else math.nan
+    factor, choice = anchored_scale(anchoring, stamp, depth, pred.mask, pred.intrinsics, points)
+    row: dict[str, Any] = {'index': index, 'source': sample.source}
+    row.update(frame_metrics(depth * np.float32(factor), points * np.float32(factor), sample, pred.intrinsics,
+                             max_anchors))
+    row.update(choice_row(choice, factor), metric_scale=float(pred.metric_scale) * factor)
+    return row
+
+
 SUMMARY_COLUMNS = (('depth_metric/abs_rel', 'AbsRel'), ('depth_metric/delta1', 'δ1'),
                    ('depth_scale/abs_rel', 'AbsRel(s)'), ('depth_scale/delta1', 'δ1(s)'),
                    ('depth_affine/abs_rel', 'AbsRel(a)'), ('points_metric/rel', 'PtRel'),
@@ -268,6 +297,7 @@ def summary_table(result: dict) -> str:
     """Model runs vs baselines, one row each: metric AbsRel/δ1, scale-/affine-invariant, points, boundary, FOV, and
     the share of valid-GT pixels the prediction covered."""
     rows = [(f'model ({m})', r['mean']) for m, r in result['runs'].items()]
+    rows += [(f'anchored ({m})', r['mean']) for m, r in result.get('anchored', {}).items()]
     rows += [(f'baseline {n}', r['mean']) for n, r in result['baselines'].items()]
     width = max(len(name) for name, _ in rows)
     lines = [' '.join([f'{"":{width}}'] + [f'{title:>9}' for _, title in SUMMARY_COLUMNS])]

@@ -56,6 +56,19 @@ class RigidTransform:
                                 "<camera_optical_frame> <sensor_frame>` prints it)")
         return cls(rotation_from_quaternion(*v[3:]), np.array(v[:3]))
 
+    @classmethod
+    def from_text(cls, text: str) -> RigidTransform | None:
+        """'x y z qx qy qz qw' (spaces or commas) -> the transform; None when `text` is empty."""
+        words = text.replace(',', ' ').split()
+        if not words:
+            return None
+        try:
+            values = [float(w) for w in words]
+        except ValueError:
+            raise BadInputError(f'extrinsics {text!r}: expected 7 finite numbers x y z qx qy qz qw (the sensor\'s '
+                                'pose in the camera\'s optical frame)') from None
+        return cls.from_xyz_quaternion(values)
+
     def as_xyz_quaternion(self) -> tuple[float, ...]:
         return (*(float(t) for t in self.translation), *quaternion_from_rotation(self.rotation))
 

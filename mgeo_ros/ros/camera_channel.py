@@ -23,7 +23,9 @@ from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePace
 from mgeo_ros.ros.outputs import OUTPUTS
 from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
 from mgeo_ros.ros.qos import make_qos
+from mgeo_ros.ros.scale_anchor_inputs import ScaleAnchorInputs
 
+ANCHOR_QOS_DEPTH = 5  # anchor messages kept per subscription: they are stored by stamp, a burst must not drop one
 STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
 CLEANUP_WAIT_S = 30.0  # how long a lifecycle cleanup waits for a frame still in the backend (then frees the model)
 
@@ -73,10 +75,15 @@ class CameraChannel:
         self.pipeline: FramePipeline | None = None
         self.publishers: dict[str, object] = {}  # output name (outputs.OUTPUTS) -> its publisher
         self.image_sub = self.info_sub = None
+        self.anchors: ScaleAnchorInputs | None = None  # the scale-anchor subscriptions (with the outputs)
         self._threads: list[threading.Thread] = []
 
     def topic(self, relative: str) -> str:
         return self.prefix + relative
+
+    def camera_frame(self) -> str:
+        """The frame_id of the camera's latest frame ('' before the first): where anchors are moved into."""
+        return self.pipeline.last_frame_id if self.pipeline is not None else ''
 
     # ---- publishers and the per-frame pipeline
     def create_outputs(self) -> None:
@@ -85,13 +92,18 @@ class CameraChannel:
                                                               make_qos(cfg[o.qos[0]], cfg[o.qos[1]]))
                            for o in OUTPUTS}
         self.pipeline = FramePipeline(cfg, self.log, self.stats, self.log_bad)
+        self.anchors = ScaleAnchorInputs(self, cfg)
+        if self.anchors.anchoring is not None:
+            self.pipeline.session.use_anchors(self.anchors.anchoring)
 
     def destroy_outputs(self) -> None:
         for pub in self.publishers.values():
             self.node.destroy_publisher(pub)
         if self.pipeline is not None:
             self.pipeline.session.detach()
-        self.publishers, self.pipeline = {}, None
+        if self.anchors is not None:
+            self.anchors.destroy()
+        self.publishers, self.pipeline, self.anchors = {}, None, None
 
     # ---- subscriptions (the executor thread: callbacks stay O(1))
     def create_inputs(self) -> None:
@@ -106,6 +118,8 @@ class CameraChannel:
             self.image_sub = self.node.create_subscription(Image, self.topic('image'),
                                                            with_message_info(self._on_image), qos, raw=True)
         self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
+        if self.anchors is not None:
+            self.anchors.create(cfg['input_qos'], ANCHOR_QOS_DEPTH)
         self.stats.active = True
 
     def destroy_inputs(self) -> None:
@@ -113,6 +127,8 @@ class CameraChannel:
             if sub is not None:
                 self.node.destroy_subscription(sub)
         self.image_sub = self.info_sub = None
+        if self.anchors is not None:
+            self.anchors.destroy()
         self.stats.active = False
 
     # Images arrive serialized (raw=True): only the frame that runs is read (pipeline stage 1, ros/serialized.py).

@@ -94,6 +94,7 @@ class NodeStats:
     active: bool = False  # subscribed to the camera (a lifecycle node is not until activated)
     model_error: str = ''
     backend: str = ''
+    scale_anchor: dict = field(default_factory=dict)  # ScaleAnchoring.diagnostics() of the last frame
     timings: Timings = field(default_factory=Timings)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _publish_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
@@ -134,7 +135,9 @@ class NodeStats:
 
     def key_values(self) -> list[tuple[str, str]]:
         """Flat (key, value) pairs for DiagnosticStatus.values. Timings: per stage `latency_ms.<stage>.median`, `.p95`,
-        `.mean`, `.max` (ms, plain numbers) and `.count` (frames in the window so far)."""
+        `.mean`, `.max` (ms, plain numbers) and `.count` (frames in the window so far). With scale anchors: the
+        last frame's `scale_source`, its fit (`scale_anchor.matched`, `.inliers`, `.residual`, `.ratio` = anchored
+        / model scale), `scale_source.frames.<source>` and `scale_source.<source>.reason` for a source not used."""
         with self.lock:
             kv = [
                 ('frames_received', self.received),
@@ -163,6 +166,7 @@ class NodeStats:
                 ('active', self.active),
                 ('backend', self.backend),
             ]
+            kv += sorted(self.scale_anchor.items())
             kv.append(('latency_window_frames', self.timings.window))
             for stage, st in sorted(self.timings.summary().items()):
                 kv += stage_key_values(stage, st)

@@ -177,6 +177,8 @@ class FramePipeline:
             self.stats.scale_resets = self.session.scale.reset_count
             self.stats.shift = float(res.shift)
             self.stats.fov_x_deg, self.stats.fov_y_deg = fov_x, fov_y
+            if self.session.anchoring is not None:
+                self.stats.scale_anchor = self.session.anchoring.diagnostics()
 
     def _parse(self, frame: IncomingFrame):
         """The serialized message's fields (pixel data not copied), or None (counted and logged as `image`) when

@@ -13,6 +13,7 @@ range sensors) replaces the model's for a frame, before the scale filter and the
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,11 +24,14 @@ import numpy as np
 
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.geometry.intrinsics import Intrinsics
+from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.runtime import post_graph
 from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.frame_stage import FrameOutputs, FrameSettings, FrameStage, Recovery
+from mgeo_ros.runtime.postprocess import network_depth
 from mgeo_ros.runtime.predictor import Predictor, choose_backend, default_cache_dir, default_model_path, model_kind
 from mgeo_ros.runtime.scale_filter import ScaleFilter
+from mgeo_ros.runtime.scale_source import ScaleAnchoring
 
 # A frame's metric scale from another source than the network (runtime/scale_source.py's ScaleAnchoring): given the
 # frame's stamp (seconds; None when it has none), its network outputs and their recovery (shift, mask, intrinsics,
@@ -126,6 +130,7 @@ class CameraSession:
         self.scale = ScaleFilter(cfg['scale_smoothing'], cfg['scale_reset_ratio'])
         self.stage = FrameStage(FrameSettings.from_mapping(cfg), self.scale)  # owns the frame's arrays
         self.scale_source: ScaleSource | None = None  # a scale from outside the network (None: the model's)
+        self.anchoring: ScaleAnchoring | None = None  # the camera's scale anchors (`use_anchors`)
         self._pending_reset = ''
         self._reset_lock = threading.Lock()
 
@@ -141,6 +146,39 @@ class CameraSession:
             self.log.warning(f'per-pixel work stays on the CPU: the post graph cannot run beside the network ({exc})')
         where = 'numpy/OpenCV on the CPU' if self.stage.post is None else f'post graph on {self.stage.post.providers}'
         self.log.info(f'per-pixel work: {where}')
+
+    def use_anchors(self, anchoring: ScaleAnchoring) -> None:
+        """Take each frame's scale from `anchoring`'s fallback list (the model's own when no source is usable);
+        a change of source restarts the scale smoothing, and each source's change between usable and not is
+        logged once."""
+        self.anchoring = anchoring
+        self.scale_source = self._anchored_scale
+
+    def _anchored_scale(self, stamp: float | None, raw: RawOutput, rec: Recovery) -> float | None:
+        """The `ScaleSource` of `use_anchors`: the fit on the network grid's depth (model scale 1), so the fit's
+        scale is the frame's metric scale. A frame without a stamp cannot be paired with anchors: model scale."""
+        if stamp is None:
+            return None
+        depth, valid = network_depth(raw, rec, 1.0)
+
+        def points() -> np.ndarray:  # made only when the ground source is asked
+            nh, nw = depth.shape
+            return unproject(np.where(valid, depth, np.float32(np.nan)), rec.intrinsics.resized(nw, nh))
+
+        model = rec.metric_scale if math.isfinite(rec.metric_scale) and rec.metric_scale > 0 else 1.0
+        choice = self.anchoring.choose(float(stamp), rec.intrinsics, depth, valid, points, model)
+        for event in choice.events:  # one call site per severity: rclpy's logger refuses a site that changes it
+            if event.usable:
+                self.log.info(event.message)
+            else:
+                self.log.warning(event.message)
+        if choice.changed:
+            self.log.info(f'scale source is {choice.source}: metric scale smoothing restarts')
+            self.scale.reset()
+        scale = choice.fit.scale
+        if scale is None or not (math.isfinite(scale) and scale > 0):  # never a NaN or zero scale
+            return None
+        return float(scale)
 
     def detach(self) -> None:
         """Let go of the model view and the post graph (the model itself is the node's to close)."""

@@ -92,3 +92,62 @@ def test_a_scale_from_outside_the_network_replaces_the_models(tiny_onnx):
     np.testing.assert_allclose(doubled.depth[valid], 2.0 * own[valid], rtol=1e-6)  # float32 products in order
     session.scale_source = lambda stamp, raw, rec: None  # no fit for this frame: the model's scale
     np.testing.assert_array_equal(session.outputs(raw, (160, 120), None, {'depth'}, CFG).depth, own)
+
+
+def test_anchors_give_the_scale_and_a_change_of_source_restarts_the_smoothing(caplog):
+    """`use_anchors`: a registered depth at twice the model's depth doubles the published depth; anchors that stop
+    (stale) or carry no valid pixel leave the model's scale; each change of source restarts the smoothing, and each
+    source's change between usable and not is logged once."""
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.runtime.scale_anchors import pixel_anchors_from_depth
+    from mgeo_ros.runtime.scale_source import AnchorSettings, ScaleAnchoring
+
+    cfg = {**CFG, 'scale_smoothing': 0.5, 'scale_reset_ratio': 100.0, 'flying_pixel_max_jump': 0.0}
+    session = CameraSession(cfg, LOG)
+    anchoring = ScaleAnchoring(AnchorSettings(('depth', 'model'), min_points=20, max_age=0.05))
+    session.use_anchors(anchoring)
+    intr = Intrinsics(fx=100.0, fy=100.0, cx=79.5, cy=59.5, width=160, height=120)
+    raw = _plane_raw()
+
+    def depth_at(stamp):
+        return session.outputs(raw, (160, 120), intr, {'depth'}, cfg, stamp=stamp).depth.copy()
+
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        model = depth_at(1.0)
+        assert anchoring.last.source == 'model' and anchoring.last.fit.reason == ''
+        anchoring.add('depth', pixel_anchors_from_depth(np.where(np.isfinite(model), 2.0 * model, np.nan), 2.0))
+        anchored = depth_at(2.0)
+        assert anchoring.last.source == 'depth' and anchoring.last.changed
+        ok = np.isfinite(model) & np.isfinite(anchored)
+        # anchors from the upsampled 160x120 depth, each matched to the 40x30 grid's nearest pixel: up to 2 px off on a
+        # tilted plane, offsets on both sides, so the fit's centre stays within 1 % (the box's edges are cut)
+        assert np.median(anchored[ok] / model[ok]) == pytest.approx(2.0, rel=0.01)
+        assert session.scale.reset_count == 1  # restarted from the anchored scale, not smoothed from the model's
+        again = depth_at(3.0)  # stale anchors (1 s old): the model's scale again, restarted again
+        assert anchoring.last.source == 'model' and session.scale.reset_count == 2
+        np.testing.assert_allclose(again[ok], model[ok], rtol=1e-6)  # float32 products in another order
+        anchoring.add('depth', pixel_anchors_from_depth(np.full((30, 40), np.nan, np.float32), 4.0))
+        depth_at(4.0)
+        assert anchoring.chooser.reasons['depth'].startswith('no valid depth')
+        assert session.outputs(raw, (160, 120), intr, {'depth'}, cfg, stamp=None).scale.raw == pytest.approx(1.3)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count('scale source depth: usable') == 1
+    assert sum(m.startswith('scale source depth: not usable') for m in messages) == 2  # at start, then stale
+
+
+def test_the_ground_source_gets_the_frames_points():
+    """`ground` asks for the predicted points (made only then): a tilted plane and a box are no level floor, so the
+    plane search refuses them with its reason and the model's scale stays."""
+    from mgeo_ros.geometry.intrinsics import Intrinsics
+    from mgeo_ros.runtime.scale_source import AnchorSettings, ScaleAnchoring
+
+    cfg = {**CFG, 'flying_pixel_max_jump': 0.0}
+    session = CameraSession(cfg, LOG)
+    anchoring = ScaleAnchoring(AnchorSettings(('ground', 'model'), camera_height=1.0, ground_max_tilt=5.0))
+    session.use_anchors(anchoring)
+    intr = Intrinsics(fx=100.0, fy=100.0, cx=79.5, cy=59.5, width=160, height=120)
+    res = session.outputs(_plane_raw(), (160, 120), intr, {'depth'}, cfg, stamp=1.0)
+    assert anchoring.last.source == 'model'
+    reason = anchoring.chooser.reasons['ground']
+    assert reason.startswith('plane not found'), reason
+    assert res.scale.raw == pytest.approx(1.3)
