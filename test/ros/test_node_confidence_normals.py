@@ -163,9 +163,9 @@ def test_stage_two_builds_every_output_from_the_frame_stage(on_graph):
     from stage_frames import raw_frame
     from std_msgs.msg import Header
 
+    from mgeo_ros.node_params import defaults
     from mgeo_ros.ros import convert
     from mgeo_ros.ros.diagnostics import NodeStats
-    from mgeo_ros.node_params import defaults
     from mgeo_ros.ros.pipeline import FramePipeline, InferredFrame
     from mgeo_ros.runtime.post_graph import PostGraph
 

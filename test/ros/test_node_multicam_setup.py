@@ -14,8 +14,8 @@ import pytest
 import yaml
 from node_harness import launched
 
-from mgeo_ros.errors import BadInputError
 from mgeo_ros import node_params as P
+from mgeo_ros.errors import BadInputError
 from mgeo_ros.ros.multi_camera_config import load_setup, main
 
 REPO = Path(__file__).resolve().parents[2]
