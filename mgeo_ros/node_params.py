@@ -512,13 +512,19 @@ def markdown_table() -> str:
     return '\n'.join(rows)
 
 
+def between_markers(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with the part between the `begin` and `end` marker lines replaced by `body` (unchanged without them):
+    how the docs' generated tables are kept in step with their declarations."""
+    if begin not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f'{head}{begin}\n{body}\n{end}{tail}'
+
+
 def with_table(text: str) -> str:
     """`text` with the part between the table markers replaced by today's table (unchanged when it has none)."""
-    if TABLE_BEGIN not in text:
-        return text
-    head, rest = text.split(TABLE_BEGIN, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    return f'{head}{TABLE_BEGIN}\n{markdown_table()}\n{TABLE_END}{tail}'
+    return between_markers(text, TABLE_BEGIN, TABLE_END, markdown_table())
 
 
 def main(argv: list[str] | None = None) -> int:
