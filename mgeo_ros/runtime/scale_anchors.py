@@ -6,7 +6,8 @@ single Range reading). `match_anchors` pairs anchors with the frame's predicted 
 frame's intrinsics; points behind the camera, outside the image or on pixels the caller marks invalid are dropped),
 and `fit_scale` turns the pairs into one scale: the factor that makes the predicted depth agree with the anchors,
 robust to a fifth of the anchors being wrong by a factor of three (glass, multipath): a Tukey biweight in log space
-started from the densest half of the ratios. `fit_ground` does the same from a camera's known mount height and the
+started from the densest half of the ratios picks the inliers, and their AbsRel-optimal scale (a weighted median of
+the ratios) is the fit. `fit_ground` does the same from a camera's known mount height and the
 floor found in the predicted points. Plain arrays in, plain numbers out: the node and `mgeo eval` share it.
 """
 from __future__ import annotations
@@ -228,6 +229,16 @@ def robust_log_scale(log_ratio: np.ndarray, c: float = TUKEY_C) -> tuple[float, 
     return robust_location(log_ratio, c)
 
 
+def absrel_optimal_scale(ratio: np.ndarray) -> float:
+    """The s minimizing Σ|s·predicted − anchor| / anchor over the pairs with anchor / predicted = `ratio`: the
+    median of the ratios weighted by 1 / ratio. The biweight's own centre (a mean of log ratios) sits off this
+    optimum when the prediction's errors are skewed (measured on the demo bag: 6 % worse AbsRel than the oracle's
+    scale, against 0.2 % for this one)."""
+    r = np.sort(np.asarray(ratio, dtype=np.float64))
+    cum = np.cumsum(1.0 / r)
+    return float(r[min(int(np.searchsorted(cum, 0.5 * cum[-1])), r.size - 1)])
+
+
 def fit_scale(anchor: np.ndarray, predicted: np.ndarray, min_points: int, source: str = 'depth',
               model_scale: float = 1.0) -> ScaleFit:
     """The robust scale that maps `predicted` depth onto `anchor` depth (both metres-like, same pixels)."""
@@ -239,9 +250,10 @@ def fit_scale(anchor: np.ndarray, predicted: np.ndarray, min_points: int, source
     if n > MAX_FIT_POINTS:
         pick = np.linspace(0, n - 1, MAX_FIT_POINTS).astype(np.int64)
         a, p = a[pick], p[pick]
-    log_scale, inl = robust_log_scale(np.log(a) - np.log(p))
+    log_ratio = np.log(a) - np.log(p)
+    _, inl = robust_log_scale(log_ratio)
     inliers = int(inl.sum()) if n <= MAX_FIT_POINTS else round(inl.mean() * n)
-    scale = math.exp(log_scale)
+    scale = absrel_optimal_scale(np.exp(log_ratio[inl])) if inl.any() else math.nan
     if not (math.isfinite(scale) and scale > 0):
         return ScaleFit(source, matched=n, reason='the fit gave no finite positive scale')
     residual = float(np.median(np.abs(a - scale * p) / a))
