@@ -190,8 +190,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               '(down positive).', unit='deg', min=-90.0, max=90.0),
     ParamSpec('camera_roll', 0.0, 'The ground source: the optical frame\'s roll against gravity about its z axis.',
               unit='deg', min=-90.0, max=90.0),
-    ParamSpec('ground_max_tilt', 20.0, 'The ground source: the floor is the dominant plane whose normal lies within '
-              'this angle of the up direction camera_pitch and camera_roll give.', unit='deg', min=0.0, max=90.0),
+    ParamSpec('ground_max_tilt', 20.0, 'The ground source: the floor is read in the points below the horizon whose '
+              'surface normal lies within this angle of the up direction camera_pitch and camera_roll give.',
+              unit='deg', min=0.0, max=90.0),
     # ---- live: logging -------------------------------------------------------------------------------------------
     ParamSpec('log_throttle', 5.0, 'Minimum time between two log lines about the same kind of bad input.',
               unit='s', live=True, min=0.0, max=3600.0),

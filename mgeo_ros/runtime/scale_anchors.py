@@ -6,7 +6,8 @@ single Range reading). `match_anchors` pairs anchors with the frame's predicted 
 frame's intrinsics; points behind the camera, outside the image or on pixels the caller marks invalid are dropped),
 and `fit_scale` turns the pairs into one scale: the factor that makes the predicted depth agree with the anchors,
 robust to a fifth of the anchors being wrong by a factor of three (glass, multipath): a Tukey biweight in log space
-started from the densest half of the ratios. `fit_ground` does the same from a camera's known mount height and the
+started from the densest half of the ratios picks the inliers, and their AbsRel-optimal scale (a weighted median of
+the ratios) is the fit. `fit_ground` does the same from a camera's known mount height and the
 floor found in the predicted points. Plain arrays in, plain numbers out: the node and `mgeo eval` share it.
 """
 from __future__ import annotations
@@ -21,12 +22,12 @@ from mgeo_ros.errors import BadInputError
 from mgeo_ros.geometry.ground_plane import find_ground_plane
 from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.rigid import RigidTransform
+from mgeo_ros.geometry.robust import TUKEY_C, robust_location
 
 MESSAGE_SOURCES = ('depth', 'scan', 'points', 'range')   # the sources that come as messages
 ANCHOR_SOURCES = (*MESSAGE_SOURCES, 'ground')
 MODEL = 'model'
 RANGE_MIN_POINTS = 1          # one rangefinder reading is one anchor; smoothing carries the scale between readings
-TUKEY_C = 2.5                 # biweight cut in σ: measured best against a fifth of the anchors off by 3x
 MAX_DEPTH_ANCHORS = 10_000    # a dense depth image is thinned to this many evenly spread anchors
 MAX_FIT_POINTS = 4096         # the fit's statistics settle long before this many pairs; more are thinned evenly
 
@@ -221,42 +222,21 @@ class ScaleFit:
         return self.scale is not None
 
 
-def _shortest_half(x_sorted: np.ndarray) -> tuple[float, float]:
-    """(centre, width) of the shortest interval holding half of the sorted values: the densest half, which a
-    minority of wrong anchors, however far, cannot move much (unlike the median, which every wrong one pushes)."""
-    n = x_sorted.size
-    h = max(1, (n + 1) // 2)
-    widths = x_sorted[h - 1:] - x_sorted[:n - h + 1]
-    i = int(np.argmin(widths))
-    return 0.5 * float(x_sorted[i] + x_sorted[i + h - 1]), float(widths[i])
+def robust_log_scale(log_ratio: np.ndarray, c: float = TUKEY_C) -> tuple[float, np.ndarray]:
+    """(log scale, inlier mask) of log(anchor / predicted): `robust_location` of the log ratios (measured: a median
+    and one k·MAD cut is 5-15 % off in scale on the demo's frames with a fifth of the anchors off by 3x; this stays
+    within 2 % in AbsRel)."""
+    return robust_location(log_ratio, c)
 
 
-def robust_log_scale(log_ratio: np.ndarray, c: float = TUKEY_C, max_iter: int = 50,
-                     sigma_floor: float = 1e-3) -> tuple[float, np.ndarray]:
-    """(log scale, inlier mask) of log(anchor / predicted): a Tukey biweight location started at the centre of the
-    shortest half, with σ from that half's width (2·0.6745σ for normal data) and weights falling to zero at c·σ,
-    iterated (reweighted means) to convergence; inliers are the anchors with non-zero weight.
-
-    Why not the median and one k·MAD cut: with a fifth of the anchors off by a factor of three and the prediction's
-    own per-pixel error of 10-30 %, the median sits between the two groups and one cut keeps part of the wrong
-    group (measured: 5-15 % off in scale on the demo's frames; this estimator stays within 2 % in AbsRel)."""
-    r = np.asarray(log_ratio, dtype=np.float64)
-    centre, width = _shortest_half(np.sort(r))
-    sigma = max(width / (2.0 * 0.6745), sigma_floor)
-    cut = c * sigma
-    for _ in range(max_iter):
-        u = (r - centre) / cut
-        w = np.clip(1.0 - u * u, 0.0, None)
-        w *= w
-        total = float(w.sum())
-        if total <= 0.0:
-            break
-        new = float(np.dot(w, r)) / total
-        done = abs(new - centre) < 1e-9
-        centre = new
-        if done:
-            break
-    return centre, np.abs(r - centre) < cut
+def absrel_optimal_scale(ratio: np.ndarray) -> float:
+    """The s minimizing Σ|s·predicted − anchor| / anchor over the pairs with anchor / predicted = `ratio`: the
+    median of the ratios weighted by 1 / ratio. The biweight's own centre (a mean of log ratios) sits off this
+    optimum when the prediction's errors are skewed (measured on the demo bag: 6 % worse AbsRel than the oracle's
+    scale, against 0.2 % for this one)."""
+    r = np.sort(np.asarray(ratio, dtype=np.float64))
+    cum = np.cumsum(1.0 / r)
+    return float(r[min(int(np.searchsorted(cum, 0.5 * cum[-1])), r.size - 1)])
 
 
 def fit_scale(anchor: np.ndarray, predicted: np.ndarray, min_points: int, source: str = 'depth',
@@ -270,9 +250,10 @@ def fit_scale(anchor: np.ndarray, predicted: np.ndarray, min_points: int, source
     if n > MAX_FIT_POINTS:
         pick = np.linspace(0, n - 1, MAX_FIT_POINTS).astype(np.int64)
         a, p = a[pick], p[pick]
-    log_scale, inl = robust_log_scale(np.log(a) - np.log(p))
+    log_ratio = np.log(a) - np.log(p)
+    _, inl = robust_log_scale(log_ratio)
     inliers = int(inl.sum()) if n <= MAX_FIT_POINTS else round(inl.mean() * n)
-    scale = math.exp(log_scale)
+    scale = absrel_optimal_scale(np.exp(log_ratio[inl])) if inl.any() else math.nan
     if not (math.isfinite(scale) and scale > 0):
         return ScaleFit(source, matched=n, reason='the fit gave no finite positive scale')
     residual = float(np.median(np.abs(a - scale * p) / a))

@@ -266,3 +266,16 @@ def test_scale_anchoring_walks_the_fallback_per_frame():
     third = anchoring.choose(10.03, INTR, truth / 2, None, None, model_scale=4.0)
     assert third.source == 'scan' and third.changed and third.fit.ratio == pytest.approx(0.5, rel=1e-5)
     assert anchoring.diagnostics()['scale_anchor.ratio'] == '0.5000'
+
+
+def test_absrel_optimal_scale_is_the_minimum_of_absrel():
+    from mgeo_ros.runtime.scale_anchors import absrel_optimal_scale
+
+    rng = np.random.default_rng(3)
+    ratio = np.exp(rng.gamma(2.0, 0.15, 501) - 0.2)  # skewed, as a network's depth errors are
+    grid = np.linspace(0.5, 2.0, 30001)
+    cost = np.abs(grid[:, None] / ratio[None, :] - 1.0).sum(axis=1)  # Σ|s·p − a|/a with p = a / ratio
+    best = float(grid[np.argmin(cost)])
+    # the grid's step is 5e-5: the exact weighted median lies within one step of its minimum
+    assert absrel_optimal_scale(ratio) == pytest.approx(best, abs=1e-4)
+    assert abs(absrel_optimal_scale(ratio) - float(np.exp(np.log(ratio).mean()))) > 1e-3  # not the log mean
