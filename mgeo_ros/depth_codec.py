@@ -253,36 +253,42 @@ def rvl_encode(codes: np.ndarray) -> bytes:
     if lengths.size % 2:
         lengths = np.concatenate((lengths, [0]))      # ends in zeros: the last non-zero run is empty
     zero_runs, value_runs = lengths[0::2], lengths[1::2]
-    values = flat[nonzero].astype(np.int32)
-    delta = np.empty_like(values)
-    delta[:1] = values[:1]                            # the previous value starts at 0
-    np.subtract(values[1:], values[:-1], out=delta[1:])
-    zigzag = (delta << 1) ^ (delta >> 31)
     pairs = zero_runs.size
+    n_values = n - int(zero_runs.sum())
+    tokens = np.empty(2 * pairs + n_values, np.uint32)
     head = 2 * np.arange(pairs) + np.concatenate(([0], np.cumsum(value_runs[:-1])))
-    tokens = np.empty(2 * pairs + values.size, np.uint32)
-    is_value = np.ones(tokens.size, bool)
-    is_value[head] = False
-    is_value[head + 1] = False
     tokens[head] = zero_runs
     tokens[head + 1] = value_runs
-    tokens[is_value] = zigzag
+    values = (flat if n_values == n else flat[nonzero]).astype(np.int32)
+    zigzag = np.empty(n_values, np.int32)             # delta to the previous value (0 before the first), zigzagged
+    zigzag[:1] = values[:1]
+    np.subtract(values[1:], values[:-1], out=zigzag[1:])
+    sign = zigzag >> 31
+    zigzag <<= 1
+    zigzag ^= sign
+    if pairs == 1:                                    # no zeros after the first value: one slice, no mask
+        tokens[2:] = zigzag
+    else:
+        is_value = np.ones(tokens.size, bool)
+        is_value[head] = False
+        is_value[head + 1] = False
+        tokens[is_value] = zigzag
     vle, nibbles = _vle_codes(tokens)
     end = np.cumsum(nibbles, dtype=np.uint32)
     start = end - nibbles
     total = int(end[-1])
     count = (total + 7) // 8
     shift = (start & 7) << 2
-    # each code lands in its word (bits shifted past 32 dropped) and spills into the next; pieces in one word are
-    # disjoint, so a word is the sum of its pieces: differences of a wrapping cumulative sum at each word's last code
+    # each code lands in its word (bits shifted past 32 dropped), and only a word's last code can spill into the
+    # next; pieces in one word are disjoint, so a word is the sum of its pieces: differences of a wrapping cumulative
+    # sum at each word's last code, plus the spill of the previous word's last code
     low = vle << shift
-    high = vle >> (32 - shift)                        # numpy shifts by >= 32 bits give 0 (shift 0: no spill)
     # a code has at most 8 nibbles, so every word but a final one that the last code spills into holds the start of
     # one: a word's last code is the one before the next word's first
     word = start >> 3
     last = np.concatenate((np.flatnonzero(word[1:] != word[:-1]), [word.size - 1] * (count - int(word[-1]))))
     words = np.diff(np.cumsum(low, dtype=np.uint32)[last], prepend=np.uint32(0))
-    words[1:] += np.diff(np.cumsum(high, dtype=np.uint32)[last], prepend=np.uint32(0))[:-1]
+    words[1:] += (vle[last] >> (32 - shift[last]))[:-1]   # numpy shifts by >= 32 bits give 0 (shift 0: no spill)
     # the words hold their first nibble lowest; the format wants it in the top bits of a little-endian int32
     swapped = ((words & 0x0F0F0F0F) << 4) | ((words >> 4) & 0x0F0F0F0F)
     return RVL_SIZE.pack(cols, rows) + swapped.astype('>u4').tobytes()

@@ -58,14 +58,18 @@ def _dot3(p: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def _flat_normals(grid: np.ndarray, up: np.ndarray) -> np.ndarray:
     """|cos| of the angle between up and each grid point's surface normal (central differences to its four
-    neighbours; NaN where a neighbour is missing and at the border): 1 on a floor, 0 on a wall."""
+    neighbours; NaN where a neighbour is missing and at the border): 1 on a floor, 0 on a wall. The cross product
+    is written out per component on contiguous planes (np.cross on H x W x 3 costs five times as much)."""
     cos = np.full(grid.shape[:2], np.nan, dtype=np.float32)
     if grid.shape[0] < 3 or grid.shape[1] < 3:
         return cos
-    n = np.cross(grid[1:-1, 2:] - grid[1:-1, :-2], grid[2:, 1:-1] - grid[:-2, 1:-1])
-    norm = np.sqrt((n * n).sum(axis=-1))
+    planes = [np.ascontiguousarray(grid[..., i]) for i in range(3)]
+    ax, ay, az = (c[1:-1, 2:] - c[1:-1, :-2] for c in planes)     # along the row
+    bx, by, bz = (c[2:, 1:-1] - c[:-2, 1:-1] for c in planes)     # down the column
+    nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    u = up.astype(np.float32)
     with np.errstate(invalid='ignore', divide='ignore'):
-        cos[1:-1, 1:-1] = np.abs(n @ up.astype(np.float32)) / norm
+        cos[1:-1, 1:-1] = np.abs(nx * u[0] + ny * u[1] + nz * u[2]) / np.sqrt(nx * nx + ny * ny + nz * nz)
     return cos
 
 

@@ -32,10 +32,14 @@ def robust_location(values: np.ndarray, c: float = TUKEY_C, max_iter: int = 50,
     centre, width = shortest_half(np.sort(r))
     sigma = max(width / (2.0 * 0.6745), sigma_floor)
     cut = c * sigma
+    w = np.empty_like(r)                              # one buffer for every iteration's weights
     for _ in range(max_iter):
-        u = (r - centre) / cut
-        w = np.clip(1.0 - u * u, 0.0, None)
-        w *= w
+        np.subtract(r, centre, out=w)
+        w *= 1.0 / cut
+        np.square(w, out=w)
+        np.subtract(1.0, w, out=w)
+        np.maximum(w, 0.0, out=w)
+        np.square(w, out=w)
         total = float(w.sum())
         if total <= 0.0:
             break

@@ -20,6 +20,7 @@ def test_scale_fit_rows(capsys):
                                             'ground plane'}
     for r in rows:
         assert r['ms'] > 0 and r['matched'] > 20, r
+        assert (r['receipt_ms'] > 0) == (r['anchors'] != 'ground plane'), r
         # exact anchors: only float32 rounding; the floor has 1 % depth noise, the plane fit averages it out
         assert r['scale'] == pytest.approx(TRUE_SCALE, rel=0.01 if r['anchors'] == 'ground plane' else 1e-4), r
 
