@@ -72,6 +72,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               'the usable cores minus one, at least 1, leaving a core to the executor, DDS and the per-frame numpy '
               'work (a pool as wide as the machine stalls at every operator when one of its threads is preempted).',
               unit='threads', min=0, max=256),
+    ParamSpec('opencv_threads', 1, 'Worker threads OpenCV may use for the per-frame image work (JPEG decode, '
+              'resizing, the outputs\' upsampling; cv2.setNumThreads, process-wide). 1 = each stage does its own '
+              'on its thread: the least CPU per frame, since the node already runs its stages side by side (a pool '
+              'spins on every core after each call); 0 = OpenCV\'s default pool, one thread per core.',
+              unit='threads', min=0, max=256),
     # ---- inputs (fixed: changing them means new subscriptions) ----------------------------------------------------
     ParamSpec('image_transport', 'raw', 'Input image transport: raw subscribes the image topic (sensor_msgs/Image), '
               'compressed subscribes image/compressed (sensor_msgs/CompressedImage, jpeg/png).',

@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from mgeo_ros.eval.node_frames import NodeFrames, node_model
     from mgeo_ros.runtime import Predictor
     from mgeo_ros.runtime.camera_session import backend_choice
+    from mgeo_ros.runtime.devices import set_opencv_threads
 
     cfg = node_settings(args)
 
@@ -178,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     # the anchor flags' mistakes are said before the model loads
     scale_anchors, stamp_s = _scale_anchors(args, cfg, dataset, is_bag(Path(args.data)))
     backend, precision = backend_choice(Path(args.model), cfg, print)
+    set_opencv_threads(cfg['opencv_threads'])
     predictor = Predictor(args.model, backend=backend, num_tokens=cfg['num_tokens'], device=args.device,
                           precision=precision, mask_threshold=cfg['mask_threshold'], threads=cfg['intra_op_threads'],
                           engine_fallback=cfg['engine_fallback'])

@@ -27,6 +27,7 @@ from mgeo_ros.geometry.intrinsics import Intrinsics
 from mgeo_ros.geometry.projection import unproject
 from mgeo_ros.runtime import post_graph
 from mgeo_ros.runtime.backends.base import RawOutput
+from mgeo_ros.runtime.devices import set_opencv_threads
 from mgeo_ros.runtime.frame_stage import FrameOutputs, FrameSettings, FrameStage, Recovery
 from mgeo_ros.runtime.postprocess import network_depth
 from mgeo_ros.runtime.predictor import Predictor, choose_backend, default_cache_dir, default_model_path, model_kind
@@ -83,12 +84,14 @@ def backend_choice(path: Path, cfg: Mapping, info: Callable[[str], None]) -> tup
 
 def load_model(cfg: Mapping, cameras: int, log) -> LoadedModel:
     """Open the model the node's parameters name (`cfg`: model, backend, build_engine, precision, num_tokens,
-    mask_threshold, intra_op_threads, engine_fallback, max_batch) for `cameras` cameras; raises what stops it."""
+    mask_threshold, intra_op_threads, opencv_threads, engine_fallback, max_batch) for `cameras` cameras; raises
+    what stops it."""
     path = Path(cfg['model']).expanduser() if cfg['model'] else default_model_path()
     if not path.exists():
         raise MgeoError(f'model {str(path)!r} does not exist'
                         + ('' if cfg['model'] else ' (no packaged default model; set the `model` parameter)'))
     backend, precision = backend_choice(path, cfg, log.info)
+    set_opencv_threads(cfg['opencv_threads'])
     t0 = time.perf_counter()
     predictor = Predictor(str(path), backend=backend, num_tokens=cfg['num_tokens'], precision=precision,
                           mask_threshold=cfg['mask_threshold'], threads=cfg['intra_op_threads'],

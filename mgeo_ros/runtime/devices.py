@@ -65,6 +65,18 @@ def resolve_threads(threads: int | None) -> int | None:
     return default_intra_op_threads() if threads == 0 else threads
 
 
+def set_opencv_threads(threads: int) -> None:
+    """OpenCV's worker threads for the per-frame image work (process-wide): n >= 1 is n (1: the calling thread
+    only), 0 is OpenCV's default pool. A pool as wide as the machine spins on every core after each resize or
+    decode, which costs a node whose stages already run side by side more CPU than it saves (docs/sizing.md)."""
+    import cv2
+
+    threads = int(threads)
+    if threads < 0:
+        raise ValueError(f'opencv_threads must be >= 0 (0 = OpenCV\'s default), got {threads}')
+    cv2.setNumThreads(-1 if threads == 0 else threads)
+
+
 def import_tensorrt(module_name: str | None = None):
     """Import TensorRT (`tensorrt`) or a flavour of it (e.g. `tensorrt_rtx_bindings`); ImportError when absent."""
     return importlib.import_module(module_name or os.environ.get('MGEO_TENSORRT_MODULE', 'tensorrt'))

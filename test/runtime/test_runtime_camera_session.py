@@ -15,7 +15,7 @@ from mgeo_ros.runtime.camera_session import CameraSession, load_model
 
 LOG = logging.getLogger('test_camera_session')
 CFG = {'model': '', 'backend': 'onnxruntime', 'build_engine': False, 'precision': 'auto', 'num_tokens': 300,
-       'mask_threshold': 0.5, 'intra_op_threads': 1, 'engine_fallback': False, 'max_batch': 0,
+       'mask_threshold': 0.5, 'intra_op_threads': 1, 'opencv_threads': 1, 'engine_fallback': False, 'max_batch': 0,
        'scale_smoothing': 0.0, 'scale_reset_ratio': 1.5, 'max_depth': 0.0, 'flying_pixel_max_jump': 0.05}
 WANTED = {'depth', 'valid', 'confidence', 'normals', 'points', 'points_normals'}
 
@@ -151,3 +151,17 @@ def test_the_ground_source_gets_the_frames_points():
     reason = anchoring.chooser.reasons['ground']
     assert reason.startswith('plane not found'), reason
     assert res.scale.raw == pytest.approx(1.3)
+
+
+def test_opencv_threads_reach_opencv(tiny_onnx):
+    import cv2
+
+    cv2.setNumThreads(-1)
+    default = cv2.getNumThreads()   # OpenCV's own pool (earlier loads in this process set 1)
+    try:
+        for asked, expected in ((1, 1), (2, 2), (0, default)):
+            cv2.setNumThreads(5 if asked == 0 else -1)   # something else first: the load must set it
+            load_model({**CFG, 'model': str(tiny_onnx), 'opencv_threads': asked}, 1, LOG).close()
+            assert cv2.getNumThreads() == expected, asked
+    finally:
+        cv2.setNumThreads(-1)
