@@ -41,18 +41,21 @@ def process_counts(pid: int) -> dict:
 
 
 def trend(values: list[float]) -> dict:
-    """Over per-cycle samples from the second cycle on: growth of the last against the second (percent), the
-    least-squares slope (per cycle, and as percent of the second sample over the whole run), and the mean of the
-    last third against the middle third (percent)."""
+    """Over per-cycle samples from the second cycle on: growth of the last against the larger of the first two
+    (percent), the median of the pairwise slopes (Theil-Sen; per cycle, and as percent of that base over the whole
+    run), and the mean of the last third against the middle third (percent). A single sample that dips (the
+    allocator handing a block back just before it is read) moves neither the base nor the slope."""
     base = np.asarray(values[1:], dtype=np.float64)
     if base.size < 2:
         return {'growth_percent': 0.0, 'slope_per_cycle': 0.0, 'slope_percent_over_run': 0.0,
                 'last_vs_middle_third_percent': 0.0}
-    slope = float(np.polyfit(np.arange(base.size), base, 1)[0])
+    start = float(base[:2].max())
+    i, j = np.triu_indices(base.size, k=1)
+    slope = float(np.median((base[j] - base[i]) / (j - i)))
     third = max(1, base.size // 3)
     middle, last = base[third:2 * third] if base.size >= 3 else base[:1], base[-third:]
-    return {'growth_percent': 100.0 * (base[-1] - base[0]) / base[0], 'slope_per_cycle': slope,
-            'slope_percent_over_run': 100.0 * slope * (base.size - 1) / base[0],
+    return {'growth_percent': 100.0 * (base[-1] - start) / start, 'slope_per_cycle': slope,
+            'slope_percent_over_run': 100.0 * slope * (base.size - 1) / start,
             'last_vs_middle_third_percent': 100.0 * (last.mean() - middle.mean()) / middle.mean()}
 
 

@@ -1,8 +1,7 @@
-"""What the node does with one frame, in two stages: stage 1 decodes the frame that runs, picks its intrinsics and
-rectifies it (`prepare`, on its own thread while the model runs the frame before), then runs the model (`infer`,
-the camera's session: runtime/camera_session.py); stage 2 has the session make the frame's arrays and builds the
-output messages of them (outputs.py). The camera channel (camera_channel.py) hands one stage's result to the other
-and publishes what stage 2 built.
+"""What the node does with one frame, in two stages: stage 1 decodes the frame that runs, picks its intrinsics,
+rectifies it and runs the model (the camera's session, runtime/camera_session.py); stage 2 has the session make
+the frame's arrays and builds the output messages of them (outputs.py). The camera channel (camera_channel.py) hands
+one stage's result to the other and publishes what stage 2 built.
 
 Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-frame work read separately.
 """
@@ -38,21 +37,6 @@ class IncomingFrame:
     data: bytes  # the serialized message
     received: float  # time.monotonic() at the callback
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
-
-
-@dataclass
-class PreparedFrame:
-    """Stage 1's frame ready for the model: decoded (maybe at a reduced size), rectified, with its camera."""
-
-    rgb: np.ndarray  # RGB uint8, what the model will see
-    intrinsics: Intrinsics | None  # the frame's camera (None: recovered from the model in stage 2)
-    header: object  # the input's header (frame_id overridden if asked)
-    wanted: frozenset  # the outputs somebody subscribed to when the frame was taken
-    cfg: dict  # the parameters the frame was started with
-    started: float  # time.perf_counter() when its preparation began
-    received: float  # time.monotonic() at the callback
-    timings: dict  # stage -> ms so far
-    frame_size: tuple[int, int]  # (W, H) as sent
 
 
 @dataclass
@@ -120,13 +104,13 @@ class FramePipeline:
         self.session.configure(cfg, updates)
 
     # ---- per frame ------------------------------------------------------------------------------------------------
-    def prepare(self, frame: IncomingFrame, cfg: dict, wanted: frozenset) -> PreparedFrame | None:
-        """Stage 1, its CPU part: decode, intrinsics, rectify. None when the frame is skipped (counted and logged).
-        It runs on its own thread while the model runs the frame before (camera_channel.py)."""
+    def infer(self, frame: IncomingFrame, cfg: dict, wanted: frozenset) -> InferredFrame | None:
+        """Stage 1: decode, intrinsics, rectify, model. None when the frame is skipped (counted and logged)."""
         t_start = time.perf_counter()
         timings = {'queue_wait': (time.monotonic() - frame.received) * 1000.0}
         if self.session.predictor is None:
-            self._no_model()
+            why = self.stats.model_error or self.stats.model_status
+            self._bad('no_model', f'frame skipped: no model loaded ({why})')
             return None
 
         t0, cpu0 = time.perf_counter(), time.thread_time()
@@ -144,31 +128,18 @@ class FramePipeline:
             rgb = self._rectified(rgb, info, None if decoded.factor == 1 else decoded.scale)
             timings['rectify'], timings['rectify_cpu'] = _ms(t0), _cpu_ms(cpu0)
         intrinsics = self._intrinsics(info, width, height, cfg)
-        header = msg.header
-        if cfg['frame_id']:
-            header.frame_id = cfg['frame_id']
-        timings['prepare'] = _ms(t_start)
-        return PreparedFrame(rgb, intrinsics, header, wanted, cfg, t_start, frame.received, timings, (width, height))
-
-    def infer(self, frame: PreparedFrame) -> InferredFrame | None:
-        """Stage 1, the model: the prepared frame through the network. None when the frame is skipped."""
-        if self.session.predictor is None:
-            self._no_model()
-            return None
         try:
-            raw = self.session.forward(frame.rgb)
+            raw = self.session.forward(rgb)
         except (BadInputError, ValueError) as exc:
             self._bad('inference', f'inference rejected the frame: {exc}')
             return None
-        timings = frame.timings
         timings.update(raw.timings_ms)
-        self.last_frame_id = frame.header.frame_id
-        return InferredFrame(raw, frame.intrinsics, frame.rgb, frame.header, frame.wanted, frame.cfg, frame.started,
-                             frame.received, timings, self.session.take_reset(), frame.frame_size)
-
-    def _no_model(self) -> None:
-        why = self.stats.model_error or self.stats.model_status
-        self._bad('no_model', f'frame skipped: no model loaded ({why})')
+        header = msg.header
+        if cfg['frame_id']:
+            header.frame_id = cfg['frame_id']
+        self.last_frame_id = header.frame_id
+        return InferredFrame(raw, intrinsics, rgb, header, wanted, cfg, t_start, frame.received, timings,
+                             self.session.take_reset(), (width, height))
 
     def messages(self, frame: InferredFrame) -> list[tuple[str, object]]:
         """Stage 2: the session's frame stage arrays (runtime/frame_stage.py) for the wanted outputs, and their
