@@ -24,8 +24,8 @@ def test_lifecycle_cycles_under_a_stream_leave_memory_threads_and_fds_flat():
     assert [s['cycle'] for s in samples] == list(range(1, CYCLES + 1))
     assert sum(s['depth_received'] for s in samples) >= CYCLES // 2, summary(r)  # frames flowed while active
     # the bounds the managed node is held to: < 5 % from cycles 2-3 to the last, and no upward trend: the median
-    # pairwise slope over cycles 2..N rises less than 3 % over the run (measured here 0.1-1.4 %: single-sample dips and steps of a few
-    # MiB from the allocator; a cleanup that leaves the model to the frame in flight: +25 %)
+    # pairwise slope over cycles 2..N rises less than 3 % over the run (measured here 0.1-1.4 %: single-sample dips
+    # and steps of a few MiB from the allocator; a cleanup that leaves the model to the frame in flight: +25 %)
     assert r['rss']['growth_percent'] < 5.0, summary(r)
     assert r['rss']['slope_percent_over_run'] < 3.0, summary(r)
     assert samples[-1]['threads'] == samples[1]['threads'], summary(r)
