@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--qos-depth', type=positive_int, default=10,
                         help='keep-last depth of the publishers (default 10)')
     parser.add_argument('--wait-subscribers', type=non_negative_int, default=0, metavar='N',
-                        help='start only once every played topic has N subscribers (default 0: start at once)')
+                        help='start only once every played topic has N subscribers, this process\'s own --record not '
+                             'counted (default 0: start at once)')
     parser.add_argument('--wait-timeout', type=float_in(0.0, unit='s'), default=10.0, metavar='S',
                         help='seconds to wait for subscribers (and recorded publishers) before giving up (default 10)')
     parser.add_argument('--record', default=None, metavar='OUT_BAG', help='record topics into this new bag')
@@ -66,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
             played_types = {player.output_topic(c.topic): c.msgtype for c in player.connections}
             recorder = BagRecorder(node, args.record, args.record_topics, storage=args.record_storage,
                                    known_types=played_types)
-        if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout):
+        # a played topic this process also records has our own recorder among its subscribers: it does not count
+        recorded = {t.split(':', 1)[0] for t in args.record_topics} if recorder is not None else set()
+        own = {t: args.wait_subscribers + 1 for t in player.publishers if t in recorded}
+        if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout,
+                                                                         own):
             counts = {t: p.get_subscription_count() for t, p in player.publishers.items()}
             print(f'mgeo replay: fewer than {args.wait_subscribers} subscriber(s) after {args.wait_timeout} s: '
                   f'{counts}', file=sys.stderr)
