@@ -1,7 +1,9 @@
 """One camera of the depth node: its topics, newest-frame slot, CameraInfo cache, counters, publishers, per-frame
-pipeline and its two stages, one thread each: stage 1 runs the model on the newest frame while stage 2 makes and
-publishes the outputs of the frame before it (`_stage1`, `_stage2`). The channel owns the publishers: it asks which
-outputs are subscribed, hands that set to the pipeline and publishes the messages the pipeline builds.
+pipeline and its two stages: stage 1 runs the model on the newest frame while stage 2 makes and publishes the
+outputs of the frame before it (`_stage1`, `_stage2`), and stage 1's CPU part (decode, rectify, preprocess) has a
+thread of its own (`_prepare`) that readies the next frame while the model runs, timed to be done when the model is
+free. The channel owns the publishers: it asks which outputs are subscribed, hands that set to the pipeline and
+publishes the messages the pipeline builds.
 
 The node (node.py) owns the parameters and the model; everything that is per camera lives here (the model-side part
 in the pipeline's session, runtime/camera_session.py), so N cameras are N channels sharing one model, and the
@@ -21,7 +23,7 @@ from mgeo_ros.ros.compat import with_message_info
 from mgeo_ros.ros.diagnostics import NodeStats, ThrottledLog, to_diagnostic_status
 from mgeo_ros.ros.frame_slot import FrameSlot, HandOver, SequenceGaps, StagePacer
 from mgeo_ros.ros.outputs import OUTPUTS
-from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame
+from mgeo_ros.ros.pipeline import FramePipeline, IncomingFrame, InferredFrame, PreparedFrame
 from mgeo_ros.ros.qos import make_qos
 from mgeo_ros.ros.scale_anchor_inputs import ScaleAnchorInputs
 
@@ -68,8 +70,10 @@ class CameraChannel:
         self.log = node.get_logger() if not name else node.get_logger().get_child(name)  # its lines name the camera
         self.log_bad = ThrottledLog(self.log.warning, node.cfg['log_throttle'])
         self.slot: FrameSlot[IncomingFrame] = FrameSlot()
+        self.prepared: HandOver[PreparedFrame] = HandOver()
         self.handover: HandOver[InferredFrame] = HandOver()
-        self.pacer = StagePacer()
+        self.pacer = StagePacer()  # the model stage against stage 2
+        self.prepare_pacer = StagePacer()  # the prepare thread against the model stage
         self.infos = CameraInfoCache()
         self.gaps = SequenceGaps()
         self.pipeline: FramePipeline | None = None
@@ -151,25 +155,29 @@ class CameraChannel:
             if sent and got:
                 self.stats.timings.add('transport', (got - sent) / 1e6)
 
-    # ---- the two stages, one thread each
+    # ---- the stages, one thread each
     def start(self, model_ready: threading.Event) -> None:
-        """Start both stages; they wait for `model_ready`, then stage 1 runs the model on this camera's newest
-        frame while stage 2 makes and publishes the outputs of the one before it."""
-        self.slot, self.handover, self.pacer = FrameSlot(), HandOver(), StagePacer()
+        """Start the stages; they wait for `model_ready`, then stage 1 runs the model on this camera's newest
+        frame (prepared on its own thread) while stage 2 makes and publishes the outputs of the one before it."""
+        self.slot, self.prepared, self.handover = FrameSlot(), HandOver(), HandOver()
+        self.pacer, self.prepare_pacer = StagePacer(), StagePacer()
         suffix = f'_{self.name}' if self.name else ''
         self._threads = [
-            threading.Thread(target=self._stage1, args=(self.slot, self.handover, model_ready),
+            threading.Thread(target=self._prepare, args=(self.slot, self.prepared, model_ready),
+                             name='mgeo_decode' + suffix, daemon=True),
+            threading.Thread(target=self._stage1, args=(self.prepared, self.handover, model_ready),
                              name='mgeo_inference' + suffix, daemon=True),
             threading.Thread(target=self._stage2, args=(self.handover,), name='mgeo_publish' + suffix, daemon=True)]
         for thread in self._threads:
             thread.start()
 
     def stop(self, wait_s: float = STOP_WAIT_S) -> None:
-        """Close the slot and the hand-over and give both stages `wait_s` to leave. A frame in the backend (or a
+        """Close the slot and the hand-overs and give every stage `wait_s` to leave. A frame in the backend (or a
         model still loading) is a native call that cannot be interrupted: at shutdown it is not waited for and ends
         without publishing; a lifecycle cleanup waits for it (`CLEANUP_WAIT_S`), so that the model and the frame's
         buffers it holds are freed with the session."""
         self.slot.close()
+        self.prepared.close()
         self.handover.close()
         deadline = time.monotonic() + wait_s
         for thread in self._threads:
@@ -184,30 +192,63 @@ class CameraChannel:
             cfg = {**cfg, 'frame_id': ''}
         return cfg
 
-    def _stage1(self, slot: FrameSlot, handover: HandOver, model_ready: threading.Event) -> None:
-        """Newest frame -> decode, intrinsics, model -> hand-over. It takes a frame only once the hand-over is
-        free (stage 2 has taken the previous one) and, when stage 2 is the slower stage, only as late as lets it
-        finish when stage 2 does (`StagePacer`), so the frame it runs is the newest it can be."""
+    def _prepare(self, slot: FrameSlot, prepared: HandOver, model_ready: threading.Event) -> None:
+        """Newest frame -> decode, intrinsics, rectify, preprocess -> the model stage. It takes a frame once the
+        previous one has gone to the model, and only as late as lets it be ready when the model stage takes its next
+        one (the model's own pacing against stage 2 included), so the frame the model runs is the newest it can be
+        and its CPU work overlaps the forward before it instead of adding to it."""
         while not model_ready.wait(0.2):
             if slot.closed:
                 return
         pipeline = self.pipeline
         while not slot.closed:
-            if not handover.wait_free(timeout=0.2):
+            if not prepared.wait_free(timeout=0.2):
                 continue
-            delay = self.pacer.delay(time.perf_counter())
+            now = time.perf_counter()
+            delay = max(self.prepare_pacer.delay(now), self.pacer.delay(now) - self.prepare_pacer.lead())
             if delay > 0 and slot.wait_closed(delay):
                 return
             frame = slot.take(timeout=0.2)
             if frame is None:
                 continue
             try:
-                inferred = self._infer(pipeline, frame, self._frame_cfg())
+                ready = self._prepared(pipeline, frame, self._frame_cfg())
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
-                if slot.closed:  # stopped under this frame (publishers, context or shared model gone): say nothing
+                if slot.closed:
                     return
                 self._internal_error(exc)
                 continue
+            if ready is not None:
+                prepared.put(ready)
+
+    def _stage1(self, prepared: HandOver, handover: HandOver, model_ready: threading.Event) -> None:
+        """Prepared frame -> model -> hand-over. It takes a frame only once the hand-over is free (stage 2 has
+        taken the previous one) and, when stage 2 is the slower stage, only as late as lets it finish when stage 2
+        does (`StagePacer`)."""
+        while not model_ready.wait(0.2):
+            if prepared.closed:
+                return
+        pipeline = self.pipeline
+        while not prepared.closed:
+            if not handover.wait_free(timeout=0.2):
+                continue
+            delay = self.pacer.delay(time.perf_counter())
+            if delay > 0 and prepared.wait_closed(delay):
+                return
+            frame = prepared.take(timeout=0.2)
+            if frame is None:
+                continue
+            t0 = time.perf_counter()
+            self.prepare_pacer.stage2_started(t0)
+            try:
+                inferred = self._infer(pipeline, frame, t0)
+            except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
+                if prepared.closed:  # stopped under this frame (publishers, context or shared model gone): quiet
+                    return
+                self._internal_error(exc)
+                continue
+            finally:
+                self.prepare_pacer.stage2_done(time.perf_counter() - t0)
             if inferred is not None:
                 handover.put(inferred)
 
@@ -234,19 +275,30 @@ class CameraChannel:
         """The outputs (outputs.OUTPUTS names) somebody subscribes to, asked once per frame."""
         return frozenset(name for name, pub in self.publishers.items() if pub.get_subscription_count() > 0)
 
-    def _infer(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> InferredFrame | None:
-        """Stage 1 of one frame, or None when nobody subscribes or the frame is skipped."""
+    def _prepared(self, pipeline: FramePipeline, frame: IncomingFrame, cfg: dict) -> PreparedFrame | None:
+        """Stage 1's CPU part of one frame, or None when nobody subscribes or the frame is skipped."""
         wanted = self.wanted()
         if not wanted:
             with self.stats.lock:
                 self.stats.skipped_no_subscribers += 1
             return None
         cpu0 = time.thread_time()
-        inferred = pipeline.infer(frame, cfg, wanted)
+        ready = pipeline.prepare(frame, cfg, wanted)
+        if ready is not None:
+            self.prepare_pacer.stage1_done(time.perf_counter() - ready.started)
+            ready.timings['prepare_cpu'] = (time.thread_time() - cpu0) * 1000.0
+        return ready
+
+    def _infer(self, pipeline: FramePipeline, frame: PreparedFrame, taken: float) -> InferredFrame | None:
+        """Stage 1's model part of one prepared frame (taken at `taken`, time.perf_counter()), or None."""
+        frame.timings['prepared_wait'] = (taken - frame.started) * 1000.0 - frame.timings['prepare']
+        cpu0 = time.thread_time()
+        inferred = pipeline.infer(frame)
         if inferred is not None:
-            self.pacer.stage1_done(time.perf_counter() - inferred.started)
-            inferred.timings['stage1'] = (time.perf_counter() - inferred.started) * 1000.0
-            inferred.timings['stage1_cpu'] = (time.thread_time() - cpu0) * 1000.0
+            now = time.perf_counter()
+            self.pacer.stage1_done(now - taken)
+            inferred.timings['stage1'] = (now - inferred.started) * 1000.0
+            inferred.timings['stage1_cpu'] = (time.thread_time() - cpu0) * 1000.0 + inferred.timings['prepare_cpu']
         return inferred
 
     def _publish(self, pipeline: FramePipeline, frame: InferredFrame) -> None:

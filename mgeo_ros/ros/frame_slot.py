@@ -149,6 +149,11 @@ class StagePacer:
             self._stage2 = self._average(self._stage2, seconds)
             self._free_at = 0.0
 
+    def lead(self) -> float:
+        """How long before its consumer is free stage 1 should start (margin x its average; 0 while unknown)."""
+        with self._lock:
+            return 0.0 if self._stage1 is None else self._margin * self._stage1
+
     def delay(self, now: float) -> float:
         """Seconds stage 1 should wait before it takes a frame (0 = take one now)."""
         with self._lock:

@@ -1,7 +1,8 @@
 """What the node does with one frame, in two stages: stage 1 decodes the frame that runs, picks its intrinsics,
-rectifies it and runs the model (the camera's session, runtime/camera_session.py); stage 2 has the session make
-the frame's arrays and builds the output messages of them (outputs.py). The camera channel (camera_channel.py) hands
-one stage's result to the other and publishes what stage 2 built.
+rectifies and preprocesses it (`prepare`, on its own thread while the model runs the frame before), then runs the
+model (`infer`, the camera's session: runtime/camera_session.py); stage 2 has the session make the frame's arrays
+and builds the output messages of them (outputs.py). The camera channel (camera_channel.py) hands one stage's
+result to the other and publishes what stage 2 built.
 
 Kept apart from node.py so that ROS setup (parameters, topics, threads) and per-frame work read separately.
 """
@@ -27,6 +28,7 @@ from mgeo_ros.runtime.camera_session import CameraSession, LoadedModel
 from mgeo_ros.runtime.frame_buffers import FrameBuffers
 from mgeo_ros.runtime.frame_stage import fov_degrees
 from mgeo_ros.runtime.heap import keep_freed_buffers
+from mgeo_ros.runtime.predictor import ModelInput
 
 
 @dataclass
@@ -37,6 +39,23 @@ class IncomingFrame:
     data: bytes  # the serialized message
     received: float  # time.monotonic() at the callback
     camera_info_for: object  # header -> the CameraInfo to use (or None), looked up when the frame is processed
+
+
+@dataclass
+class PreparedFrame:
+    """Stage 1's frame ready for the model: decoded (maybe at a reduced size), rectified, preprocessed, with its
+    camera."""
+
+    rgb: np.ndarray  # RGB uint8, what the model sees (and the cloud's colours)
+    model_input: ModelInput  # rgb preprocessed for the network (valid until the prepare after next)
+    intrinsics: Intrinsics | None  # the frame's camera (None: recovered from the model in stage 2)
+    header: object  # the input's header (frame_id overridden if asked)
+    wanted: frozenset  # the outputs somebody subscribed to when the frame was taken
+    cfg: dict  # the parameters the frame was started with
+    started: float  # time.perf_counter() when its preparation began
+    received: float  # time.monotonic() at the callback
+    timings: dict  # stage -> ms so far
+    frame_size: tuple[int, int]  # (W, H) as sent
 
 
 @dataclass
@@ -104,13 +123,13 @@ class FramePipeline:
         self.session.configure(cfg, updates)
 
     # ---- per frame ------------------------------------------------------------------------------------------------
-    def infer(self, frame: IncomingFrame, cfg: dict, wanted: frozenset) -> InferredFrame | None:
-        """Stage 1: decode, intrinsics, rectify, model. None when the frame is skipped (counted and logged)."""
+    def prepare(self, frame: IncomingFrame, cfg: dict, wanted: frozenset) -> PreparedFrame | None:
+        """Stage 1, its CPU part: decode, intrinsics, rectify, preprocess. None when the frame is skipped (counted
+        and logged). It runs on its own thread while the model runs the frame before (camera_channel.py)."""
         t_start = time.perf_counter()
         timings = {'queue_wait': (time.monotonic() - frame.received) * 1000.0}
         if self.session.predictor is None:
-            why = self.stats.model_error or self.stats.model_status
-            self._bad('no_model', f'frame skipped: no model loaded ({why})')
+            self._no_model()
             return None
 
         t0, cpu0 = time.perf_counter(), time.thread_time()
@@ -129,17 +148,36 @@ class FramePipeline:
             timings['rectify'], timings['rectify_cpu'] = _ms(t0), _cpu_ms(cpu0)
         intrinsics = self._intrinsics(info, width, height, cfg)
         try:
-            raw = self.session.forward(rgb)
+            model_input = self.session.prepare(rgb)
         except (BadInputError, ValueError) as exc:
             self._bad('inference', f'inference rejected the frame: {exc}')
             return None
-        timings.update(raw.timings_ms)
         header = msg.header
         if cfg['frame_id']:
             header.frame_id = cfg['frame_id']
-        self.last_frame_id = header.frame_id
-        return InferredFrame(raw, intrinsics, rgb, header, wanted, cfg, t_start, frame.received, timings,
-                             self.session.take_reset(), (width, height))
+        timings['prepare'] = _ms(t_start)
+        return PreparedFrame(rgb, model_input, intrinsics, header, wanted, cfg, t_start, frame.received, timings,
+                             (width, height))
+
+    def infer(self, frame: PreparedFrame) -> InferredFrame | None:
+        """Stage 1, the model: the prepared frame through the network. None when the frame is skipped."""
+        if self.session.predictor is None:
+            self._no_model()
+            return None
+        try:
+            raw = self.session.run(frame.model_input)
+        except (BadInputError, ValueError) as exc:
+            self._bad('inference', f'inference rejected the frame: {exc}')
+            return None
+        timings = frame.timings
+        timings.update(raw.timings_ms)
+        self.last_frame_id = frame.header.frame_id
+        return InferredFrame(raw, frame.intrinsics, frame.rgb, frame.header, frame.wanted, frame.cfg, frame.started,
+                             frame.received, timings, self.session.take_reset(), frame.frame_size)
+
+    def _no_model(self) -> None:
+        why = self.stats.model_error or self.stats.model_status
+        self._bad('no_model', f'frame skipped: no model loaded ({why})')
 
     def messages(self, frame: InferredFrame) -> list[tuple[str, object]]:
         """Stage 2: the session's frame stage arrays (runtime/frame_stage.py) for the wanted outputs, and their

@@ -30,7 +30,14 @@ from mgeo_ros.runtime.backends.base import RawOutput
 from mgeo_ros.runtime.devices import set_opencv_threads
 from mgeo_ros.runtime.frame_stage import FrameOutputs, FrameSettings, FrameStage, Recovery
 from mgeo_ros.runtime.postprocess import network_depth
-from mgeo_ros.runtime.predictor import Predictor, choose_backend, default_cache_dir, default_model_path, model_kind
+from mgeo_ros.runtime.predictor import (
+    ModelInput,
+    Predictor,
+    choose_backend,
+    default_cache_dir,
+    default_model_path,
+    model_kind,
+)
 from mgeo_ros.runtime.scale_filter import ScaleFilter
 from mgeo_ros.runtime.scale_source import ScaleAnchoring
 
@@ -200,6 +207,15 @@ class CameraSession:
     def forward(self, rgb: np.ndarray) -> RawOutput:
         """Stage 1: preprocessing and the network (through the shared queue with several cameras)."""
         return self.predictor.forward(rgb)
+
+    def prepare(self, rgb: np.ndarray) -> ModelInput:
+        """Stage 1's preprocessing alone, for a caller that runs it on another thread than the network (`run`):
+        the input stays valid until the prepare after next."""
+        return self.predictor.prepare(rgb)
+
+    def run(self, prepared: ModelInput) -> RawOutput:
+        """Stage 1's network on a prepared input."""
+        return self.predictor.run(prepared)
 
     def request_reset(self, why: str) -> None:
         """Restart the scale smoothing before the next frame stage 1 hands over (new size, new camera...)."""

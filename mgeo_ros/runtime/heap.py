@@ -49,7 +49,8 @@ def release_freed() -> bool:
     """Hand the heap's free pages back to the kernel (glibc `malloc_trim(0)`, after a garbage collection so that
     cycles holding large arrays are freed first). For the end of a session (a lifecycle cleanup): the thresholds
     above keep freed frame buffers for the next frame, which after a cleanup never comes, and the next configure's
-    model and buffers would be laid out around them. True when glibc trimmed anything."""
+    model and buffers would be laid out around them; the thread arenas' heap tops, which malloc_trim leaves, go back
+    too (`_trim_arena_tops`). True when glibc trimmed anything."""
     import gc
 
     gc.collect()
@@ -58,4 +59,32 @@ def release_freed() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
-    return bool(trim(0))
+    trimmed = bool(trim(0))
+    if _done:
+        _trim_arena_tops()
+    return trimmed
+
+
+def _trim_arena_tops() -> None:
+    """malloc_trim shrinks only the main heap's top; a thread arena's heap gives its top back when a block of 64 KiB
+    or more is freed in that arena while the top exceeds the trim threshold. Lower the threshold, free such a block
+    from a few short threads (glibc hands them the existing arenas in turn), restore it."""
+    import threading
+
+    libc = ctypes.CDLL(None)
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    libc.malloc.argtypes, libc.malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = (ctypes.c_void_p,), None
+
+    def touch() -> None:
+        block = libc.malloc(256 << 10)
+        libc.free(block)
+
+    libc.mallopt(M_TRIM_THRESHOLD, 128 << 10)
+    try:
+        for _ in range(2 * ARENA_MAX):
+            t = threading.Thread(target=touch)
+            t.start()
+            t.join()
+    finally:
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,16 @@ def create_backend(model_path, backend: str = 'auto', device: str | None = None,
     return _tensorrt_or_fallback(str(model_path), _onnx_beside(str(model_path)), device, engine_fallback, threads)
 
 
+@dataclass(frozen=True)
+class ModelInput:
+    """One frame's network input made by `Predictor.prepare` (valid until the prepare after next)."""
+
+    image: np.ndarray  # float32 [1,3,h,w] in [0,1], or uint8 [1,h,w,3] for a uint8-input model
+    tokens: int  # the ViT token grid of that size
+    preprocess_ms: float
+    preprocess_cpu_ms: float
+
+
 class Predictor:
     """One model on one backend; `predict(rgb, intrinsics)` -> `Prediction` at the frame's resolution.
 
@@ -225,6 +236,9 @@ class Predictor:
         self.num_tokens = int(meta_tokens) if meta_tokens else int(num_tokens)
         self.mask_threshold = float(mask_threshold)
         self.preprocessor = Preprocessor(self.num_tokens, fixed)
+        # `prepare` alternates between two buffers: one frame's input can be made while the frame before it runs
+        self._buffers = (self.preprocessor, Preprocessor(self.num_tokens, fixed))
+        self._next_buffer = 0
         self.warn = warn if warn is not None else log.warning
         self._run = run  # None: the backend's own forward
         self._sizes_seen: set[tuple[int, int]] = set()
@@ -237,27 +251,41 @@ class Predictor:
         """The network input (W, H) a width x height frame is resized to."""
         return self.preprocessor.target_size(width, height)
 
-    def forward(self, rgb: np.ndarray) -> RawOutput:
-        """Stage 1 of a frame: preprocess + the network on RGB uint8 H×W×3 -> RawOutput at the network size, its
-        `timings_ms` holding 'preprocess' and 'forward'. Stage 2 is a `FrameStage` (runtime/frame_stage.py)."""
+    def prepare(self, rgb: np.ndarray) -> ModelInput:
+        """Preprocessing of a frame (RGB uint8 H×W×3) into the network's input, on the caller's thread. Two
+        buffers alternate: the input stays valid while the next one is prepared, until the one after that (a
+        pipeline that prepares frame n+1 while frame n runs, and n+2 only after n has run, never overwrites one in
+        use)."""
         t0, cpu0 = time.perf_counter(), time.thread_time()
+        pre = self._buffers[self._next_buffer]
+        self._next_buffer ^= 1
         # a uint8-input model (`mgeo export --input-form uint8`) takes the resized bytes and does uint8 -> float and
         # the normalization in its graph, where it runs; a float-input model gets the float tensor made here
         if getattr(self.backend, 'input_form', FLOAT_FORM) == UINT8_FORM:
-            image = self.preprocessor.pixels(rgb)  # validates the frame
+            image = pre.pixels(rgb)  # validates the frame
         else:
-            image = self.preprocessor(rgb)
+            image = pre(rgb)
         h, w = rgb.shape[:2]
         nh, nw = input_hw(image)
         self._warn_aspect(w, h, nw, nh)
+        return ModelInput(image, grid_tokens(nw, nh), (time.perf_counter() - t0) * 1e3,
+                          (time.thread_time() - cpu0) * 1e3)
+
+    def run(self, prepared: ModelInput) -> RawOutput:
+        """The network on a prepared input -> RawOutput at the network size, its `timings_ms` holding 'preprocess'
+        and 'forward' (and their CPU ms). Stage 2 is a `FrameStage` (runtime/frame_stage.py)."""
         t1, cpu1 = time.perf_counter(), time.thread_time()
-        raw = (self._run or self.backend.forward)(image, grid_tokens(nw, nh))
-        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept. *_cpu: this
-        # thread's CPU ms (a forward on a GPU or another thread costs this one only its hand-over)
-        raw.timings_ms = {'preprocess': (t1 - t0) * 1e3, 'forward': (time.perf_counter() - t1) * 1e3,
-                          'preprocess_cpu': (cpu1 - cpu0) * 1e3, 'forward_cpu': (time.thread_time() - cpu1) * 1e3,
-                          **raw.timings_ms}
+        raw = (self._run or self.backend.forward)(prepared.image, prepared.tokens)
+        # a shared model's queue leaves its own timings (batch_wait, the batch's forward): they are kept. *_cpu: the
+        # preparing and this thread's CPU ms (a forward on a GPU or another thread costs this one only its hand-over)
+        raw.timings_ms = {'preprocess': prepared.preprocess_ms, 'forward': (time.perf_counter() - t1) * 1e3,
+                          'preprocess_cpu': prepared.preprocess_cpu_ms,
+                          'forward_cpu': (time.thread_time() - cpu1) * 1e3, **raw.timings_ms}
         return raw
+
+    def forward(self, rgb: np.ndarray) -> RawOutput:
+        """Stage 1 of a frame: preprocess + the network on RGB uint8 H×W×3 -> RawOutput at the network size."""
+        return self.run(self.prepare(rgb))
 
     def predict(self, rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Prediction:
         """RGB uint8 H×W×3 (+ optional pixel intrinsics for this frame) -> Prediction in metres at H×W."""

@@ -124,6 +124,8 @@ def test_stage_pacer_starts_stage_one_to_finish_when_stage_two_is_free():
     assert pacer.delay(20.0) == pytest.approx(0.030)
     pacer.stage1_done(0.090)  # now stage 1 is the slower one (average 0.060): never waits
     assert pacer.delay(20.0) == 0.0
+    assert pacer.lead() == pytest.approx(0.060)  # what a stage before stage 1 starts ahead of it by
+    assert StagePacer(margin=1.5).lead() == 0.0  # unknown: no lead
 
 
 def test_slot_wait_closed_sleeps_through_puts_and_wakes_on_close():

@@ -1,4 +1,5 @@
-"""The node's two stages per camera: the model runs frame n+1 while frame n's outputs are made and published.
+"""The node's two stages per camera: the model runs frame n+1 while frame n's outputs are made and published, and
+frame n+2 is decoded meanwhile.
 
 Ordering, no duplicates, newest-frame-wins and per-frame headers and intrinsics are checked by stamps, never by
 clocks. Real rclpy, real ONNX Runtime; no torch needed (also run by the Jazzy job)."""
@@ -100,6 +101,81 @@ def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx
             helper.destroy_node()
     assert overlapped == [True] * (frames - 1), overlapped
     assert got == [(7000, k) for k in range(frames)]
+
+
+def test_the_next_frame_is_decoded_while_the_model_runs(tiny_onnx):
+    """The forward of frame k is held until frame k+1 has been prepared (decoded, its intrinsics found): a node
+    that decodes on the model's thread would never get there; one whose decode overlaps the forward does, every
+    time, and still publishes every frame once, in order."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+
+    from mgeo_ros.ros import convert
+
+    ns = f'/prefetch{os.getpid()}'
+    frames = 4
+    with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
+        assert settled_model_status(node, 60) == 'ready'
+        channel = node.channels[0]
+        pipeline, backend = channel.pipeline, channel.pipeline.session.predictor.backend
+        cond = threading.Condition()
+        state = {'prepared': 0, 'forwards': 0}
+        overlapped: list[bool] = []
+        real_forward, real_prepare = backend.forward, pipeline.prepare
+
+        def prepare(frame, cfg, wanted):
+            ready = real_prepare(frame, cfg, wanted)
+            with cond:
+                state['prepared'] += 1
+                cond.notify_all()
+            return ready
+
+        def forward(image, tokens):
+            with cond:
+                index = state['forwards']
+                state['forwards'] += 1
+                cond.notify_all()
+                if index < frames - 1:  # the last frame has no next one to overlap with
+                    overlapped.append(cond.wait_for(lambda: state['prepared'] >= index + 2, timeout=30))
+            return real_forward(image, tokens)
+
+        backend.forward, pipeline.prepare = forward, prepare
+        helper = rclpy.create_node('prefetch_feeder', context=node.context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        image_pub = helper.create_publisher(Image, f'{ns}/image', reliable)
+        info_pub = helper.create_publisher(CameraInfo, f'{ns}/camera_info', reliable)
+        got: list[tuple[int, int]] = []
+        helper.create_subscription(Image, f'{ns}/depth/image',
+                                   lambda m: got.append((m.header.stamp.sec, m.header.stamp.nanosec)),
+                                   QoSProfile(depth=50))
+        executor = SingleThreadedExecutor(context=node.context)
+        executor.add_node(node)
+        executor.add_node(helper)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            poll = NodeHarness.wait_for
+            assert poll(None, lambda: image_pub.get_subscription_count() > 0
+                        and channel.publishers["depth"].get_subscription_count() > 0, 20)
+            rgb = smooth_rgb(W, H)
+            intr = camera_intrinsics(W, H)
+            for k in range(frames):
+                header = Header(frame_id='cam_optical')
+                header.stamp.sec, header.stamp.nanosec = 7100, k
+                info_pub.publish(convert.intrinsics_to_camera_info(intr, header))
+                image_pub.publish(convert.numpy_to_image(rgb, 'rgb8', header))
+                # the next frame goes out once this one is in the model, so no frame is replaced in the slot
+                with cond:
+                    assert cond.wait_for(lambda k=k: state['forwards'] > k, 30), f'frame {k} never ran: {state}'
+            assert poll(None, lambda: len(got) == frames, 30), got
+        finally:
+            executor.shutdown()
+            helper.destroy_node()
+    assert overlapped == [True] * (frames - 1), overlapped
+    assert got == [(7100, k) for k in range(frames)]
 
 
 def test_a_burst_is_published_in_order_once_each_with_its_own_header_and_intrinsics(tiny_onnx, tmp_path):

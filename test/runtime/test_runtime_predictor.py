@@ -165,6 +165,22 @@ def test_predictor_torch_end_to_end(tiny_model):
     assert np.array_equal(pred.predict(rgb).depth, p.depth, equal_nan=True)  # deterministic
 
 
+def test_a_prepared_input_survives_the_next_prepare(tiny_model):
+    """The node prepares frame n+1 while frame n runs: n's input must stay as it was until the prepare after next,
+    and running it gives what forward gives for that frame."""
+    pred = Predictor(tiny_model, backend='torch', num_tokens=48)
+    a, b = _frame(96, 72, seed=1), _frame(96, 72, seed=2)
+    first = pred.prepare(a)
+    kept = first.image.copy()
+    second = pred.prepare(b)
+    assert second.image is not first.image and np.array_equal(first.image, kept)
+    assert np.array_equal(pred.run(first).points, pred.forward(a).points)
+    # forward prepared a again, into the buffer `first` had: `second` is still b's input
+    assert np.array_equal(pred.run(second).points, pred.forward(b).points)
+    raw = pred.run(pred.prepare(a))
+    assert {'preprocess', 'forward', 'preprocess_cpu', 'forward_cpu'} <= set(raw.timings_ms)
+
+
 def test_predictor_rejects_bad_input(tiny_model):
     pred = Predictor(tiny_model, backend='torch', num_tokens=48)
     with pytest.raises(BadInputError, match='uint8'):
