@@ -54,11 +54,18 @@ def depth_step(depth_m: float | np.ndarray, depth_max: float = DEFAULT_DEPTH_MAX
     return a / (v - 1 - b) - a / (v - b)
 
 
-def metres_to_millimetres(depth: np.ndarray) -> np.ndarray:
-    """float depth (m, NaN invalid) -> uint16 millimetres (REP 118: 0 invalid), rounded; outside 0..65.535 m -> 0."""
-    mm = np.rint(np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0) * 1000.0)
-    mm[(mm < 0) | (mm > 65535)] = 0
-    return mm.astype(np.uint16)
+def metres_to_millimetres(depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float depth (m, NaN invalid) -> uint16 millimetres (REP 118: 0 invalid), rounded; outside 0..65.535 m -> 0.
+    `out`: a uint16 array of the depth's shape to write into (the node's published buffer)."""
+    mm = np.multiply(depth, 1000.0, dtype=np.float64)
+    np.rint(mm, out=mm)
+    with np.errstate(invalid='ignore'):
+        kept = (mm >= 0) & (mm <= 65535)  # NaN and inf are not
+    if out is None:
+        out = np.empty(mm.shape, np.uint16)
+    out.fill(0)
+    np.copyto(out, mm, casting='unsafe', where=kept)
+    return out
 
 
 def inverse_depth_codes(depth: np.ndarray, depth_max: float = DEFAULT_DEPTH_MAX,

@@ -41,10 +41,11 @@ def process_counts(pid: int) -> dict:
 
 
 def trend(values: list[float]) -> dict:
-    """Over per-cycle samples from the second cycle on: growth of the last against the larger of the first two
-    (percent), the median of the pairwise slopes (Theil-Sen; per cycle, and as percent of that base over the whole
-    run), and the mean of the last third against the middle third (percent). A single sample that dips (the
-    allocator handing a block back just before it is read) moves neither the base nor the slope."""
+    """Over per-cycle samples from the second cycle on: growth of the lowest of the last third against the larger
+    of the first two (percent), the median of the pairwise slopes (Theil-Sen; per cycle, and as percent of that base
+    over the whole run), and the mean of the last third against the middle third (percent). A leak raises every
+    late sample; a single sample that dips or jumps (the allocator handing a block back, or not yet, just before it
+    is read) moves neither the base, the growth nor the slope."""
     base = np.asarray(values[1:], dtype=np.float64)
     if base.size < 2:
         return {'growth_percent': 0.0, 'slope_per_cycle': 0.0, 'slope_percent_over_run': 0.0,
@@ -54,7 +55,7 @@ def trend(values: list[float]) -> dict:
     slope = float(np.median((base[j] - base[i]) / (j - i)))
     third = max(1, base.size // 3)
     middle, last = base[third:2 * third] if base.size >= 3 else base[:1], base[-third:]
-    return {'growth_percent': 100.0 * (base[-1] - start) / start, 'slope_per_cycle': slope,
+    return {'growth_percent': 100.0 * (float(last.min()) - start) / start, 'slope_per_cycle': slope,
             'slope_percent_over_run': 100.0 * slope * (base.size - 1) / start,
             'last_vs_middle_third_percent': 100.0 * (last.mean() - middle.mean()) / middle.mean()}
 
@@ -136,14 +137,21 @@ def run_cycles(model: str, backend: str, size: tuple[int, int], rate: float, cyc
             'fds': trend([s['fds'] for s in samples]), 'rss_min_mib': min(rss), 'node_log': log.name}
 
 
+def _part(first: dict, last: dict, key: str) -> str:
+    """One part of the resident size after cycle 2 -> after the last cycle (MiB), or '?' where /proc lacks it."""
+    return f"{first[key]:.1f} -> {last[key]:.1f} MiB" if key in first and key in last else '?'
+
+
 def summary(r: dict) -> str:
-    """One paragraph: RSS after cycle 2 and the last, growth, slope, threads and descriptors."""
+    """One paragraph: RSS after cycle 2 and the last (and which part moved), growth, slope, threads and descriptors."""
     first, last = r['samples'][min(1, len(r['samples']) - 1)], r['samples'][-1]
     return (f"mgeo_depth_node --lifecycle, {r['cycles']} cycles (configure, activate {r['active_s']:g} s, deactivate, "
             f"cleanup) under a {r['size']} camera at {r['rate_hz']:g} Hz ({r['backend']}): RSS after cycle 2 "
             f"{first['rss_mib']:.1f} MiB, after cycle {last['cycle']} {last['rss_mib']:.1f} MiB "
             f"({r['rss']['growth_percent']:+.2f} %; min {r['rss_min_mib']:.1f}), slope "
             f"{r['rss']['slope_per_cycle']:+.2f} MiB/cycle ({r['rss']['slope_percent_over_run']:+.2f} % over the run), "
-            f"last third vs middle third {r['rss']['last_vs_middle_third_percent']:+.2f} %; threads "
+            f"last third vs middle third {r['rss']['last_vs_middle_third_percent']:+.2f} %; of it private "
+            f"{_part(first, last, 'rss_anon_mib')}, files {_part(first, last, 'rss_file_mib')}, shared memory "
+            f"{_part(first, last, 'rss_shmem_mib')}; threads "
             f"{first['threads']} -> {last['threads']}, fds {first['fds']} -> {last['fds']}; depth received per "
             f"active phase: {', '.join(str(s['depth_received']) for s in r['samples'])}")

@@ -26,7 +26,10 @@ from mgeo_ros.bench.sink import message_type
 from mgeo_ros.errors import MgeoError
 from mgeo_ros.ros import convert
 from mgeo_ros.ros.node import NODE_NAME
+from mgeo_ros.ros.outputs import BY_NAME, COMPRESSED
 from mgeo_ros.ros.spin_thread import SpinThread, interrupt
+
+COMPRESSED_TOPICS = tuple('/' + BY_NAME[name].topic for name in sorted(COMPRESSED))
 
 
 class Camera:
@@ -65,9 +68,9 @@ class Camera:
                 found = self.node.get_publisher_names_and_types_by_node(NODE_NAME, self.ns)
             except Exception:  # rclpy raises NodeNameNonExistentError until discovery has seen the node
                 found = []
-            # every output but the compressed forms (CompressedImage: a client takes those instead of the raw ones)
+            # every output but the compressed forms (a client takes those instead of the raw ones)
             topics = sorted((t, ty[0]) for t, ty in found if t.startswith(self.ns + '/') and '/cam/' not in t
-                            and ty[0] != 'sensor_msgs/msg/CompressedImage')
+                            and not t.endswith(COMPRESSED_TOPICS))
             if any(t.endswith('/depth/image') for t, _ in topics) and self.status.get('model_status') == 'ready':
                 break
             if self.status.get('model_status') == 'error':

@@ -189,9 +189,11 @@ class BagRecorder:
         self.counts: Counter = Counter()
         self.types: dict[str, str] = {}
         self.pending: list[str] = []
+        self.topics: list[str] = []  # every topic recorded (the names, without ':TYPE')
         for item in topics:
             topic, _, type_name = item.partition(':')
             type_name = type_name or (known_types or {}).get(topic, '')
+            self.topics.append(topic)
             self.pending.append(topic)
             if type_name:
                 self.types[topic] = type_name

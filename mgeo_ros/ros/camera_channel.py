@@ -197,60 +197,46 @@ class CameraChannel:
         previous one has gone to the model, and only as late as lets it be ready when the model stage takes its next
         one (the model's own pacing against stage 2 included), so the frame the model runs is the newest it can be
         and its CPU work overlaps the forward before it instead of adding to it."""
-        while not model_ready.wait(0.2):
-            if slot.closed:
-                return
+        def delay(now: float) -> float:
+            return max(self.prepare_pacer.delay(now), self.pacer.delay(now) - self.prepare_pacer.lead())
+
         pipeline = self.pipeline
-        while not slot.closed:
-            if not prepared.wait_free(timeout=0.2):
-                continue
-            now = time.perf_counter()
-            delay = max(self.prepare_pacer.delay(now), self.pacer.delay(now) - self.prepare_pacer.lead())
-            if delay > 0 and slot.wait_closed(delay):
-                return
-            frame = slot.take(timeout=0.2)
-            if frame is None:
-                continue
-            try:
-                ready = self._prepared(pipeline, frame, self._frame_cfg())
-            except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
-                if slot.closed:
-                    return
-                self._internal_error(exc)
-                continue
-            if ready is not None:
-                prepared.put(ready)
+        self._run_stage(slot, prepared, model_ready, delay,
+                        lambda frame: self._prepared(pipeline, frame, self._frame_cfg()))
 
     def _stage1(self, prepared: HandOver, handover: HandOver, model_ready: threading.Event) -> None:
         """Prepared frame -> model -> hand-over. It takes a frame only once the hand-over is free (stage 2 has
         taken the previous one) and, when stage 2 is the slower stage, only as late as lets it finish when stage 2
         does (`StagePacer`)."""
-        while not model_ready.wait(0.2):
-            if prepared.closed:
-                return
         pipeline = self.pipeline
-        while not prepared.closed:
-            if not handover.wait_free(timeout=0.2):
-                continue
-            delay = self.pacer.delay(time.perf_counter())
-            if delay > 0 and prepared.wait_closed(delay):
+        self._run_stage(prepared, handover, model_ready, self.pacer.delay,
+                        lambda frame: self._infer(pipeline, frame))
+
+    def _run_stage(self, source, target: HandOver, model_ready: threading.Event, delay, work) -> None:
+        """One producer stage's loop: once the model is ready, and each time `target` is free and `delay(now)`
+        seconds have passed, take an item from `source` (a FrameSlot or a HandOver), `work` it and hand the result
+        (unless None) to `target`, until `source` is closed. An exception is counted and said, never fatal."""
+        while not model_ready.wait(0.2):
+            if source.closed:
                 return
-            frame = prepared.take(timeout=0.2)
-            if frame is None:
+        while not source.closed:
+            if not target.wait_free(timeout=0.2):
                 continue
-            t0 = time.perf_counter()
-            self.prepare_pacer.stage2_started(t0)
+            wait = delay(time.perf_counter())
+            if wait > 0 and source.wait_closed(wait):
+                return
+            item = source.take(timeout=0.2)
+            if item is None:
+                continue
             try:
-                inferred = self._infer(pipeline, frame, t0)
+                result = work(item)
             except Exception as exc:  # a bug or an unforeseen input must not kill the node: count it, say it
-                if prepared.closed:  # stopped under this frame (publishers, context or shared model gone): quiet
+                if source.closed:  # stopped under this frame (publishers, context or shared model gone): quiet
                     return
                 self._internal_error(exc)
                 continue
-            finally:
-                self.prepare_pacer.stage2_done(time.perf_counter() - t0)
-            if inferred is not None:
-                handover.put(inferred)
+            if result is not None:
+                target.put(result)
 
     def _stage2(self, handover: HandOver) -> None:
         """Hand-over -> outputs -> published, frames in the order stage 1 ran them."""
@@ -289,11 +275,15 @@ class CameraChannel:
             ready.timings['prepare_cpu'] = (time.thread_time() - cpu0) * 1000.0
         return ready
 
-    def _infer(self, pipeline: FramePipeline, frame: PreparedFrame, taken: float) -> InferredFrame | None:
-        """Stage 1's model part of one prepared frame (taken at `taken`, time.perf_counter()), or None."""
+    def _infer(self, pipeline: FramePipeline, frame: PreparedFrame) -> InferredFrame | None:
+        """Stage 1's model part of one prepared frame, or None; the model's busy time goes to both pacers."""
+        taken, cpu0 = time.perf_counter(), time.thread_time()
         frame.timings['prepared_wait'] = (taken - frame.started) * 1000.0 - frame.timings['prepare']
-        cpu0 = time.thread_time()
-        inferred = pipeline.infer(frame)
+        self.prepare_pacer.stage2_started(taken)
+        try:
+            inferred = pipeline.infer(frame)
+        finally:
+            self.prepare_pacer.stage2_done(time.perf_counter() - taken)
         if inferred is not None:
             now = time.perf_counter()
             self.pacer.stage1_done(now - taken)

@@ -35,7 +35,7 @@ from mgeo_ros.ros.diagnostics import NodeStats
 from mgeo_ros.ros.fastdds import apply_default_profile
 from mgeo_ros.ros.model_status import model_diagnostic_status
 from mgeo_ros.ros.outputs import TOPICS as OUTPUT_TOPICS
-from mgeo_ros.runtime.heap import release_freed
+from mgeo_ros.runtime.heap import keep_freed_buffers, release_freed
 
 NODE_NAME = 'mgeo_depth_node'
 INPUT_TOPICS = ('image', 'camera_info')  # relative: remap them (image/compressed follows image)
@@ -341,6 +341,7 @@ def run(args: list[str] | None = None) -> int:
         return 2
     lifecycle = '--lifecycle' in own
     apply_default_profile()  # camera-sized frames need it; Fast DDS reads it when rclpy.init makes the participant
+    keep_freed_buffers()  # before DDS starts its threads, so that the arena cap holds for every thread of the process
     rclpy.init(args=argv)
     node = None
     try:

@@ -93,7 +93,7 @@ def _depth(f: Frame) -> Image:
     if f.cfg['depth_encoding'] != '16UC1':
         return convert.image_around(f.res.data['depth'], *f.size, '32FC1', f.header)
     data, millimetres = f.buffers.take('depth_16uc1', f.size, np.uint16)
-    millimetres[...] = depth_codec.metres_to_millimetres(f.res.depth)
+    depth_codec.metres_to_millimetres(f.res.depth, out=millimetres)
     return convert.image_around(data, *f.size, '16UC1', f.header)
 
 

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             recorder = BagRecorder(node, args.record, args.record_topics, storage=args.record_storage,
                                    known_types=played_types)
         # a played topic this process also records has our own recorder among its subscribers: it does not count
-        recorded = {t.split(':', 1)[0] for t in args.record_topics} if recorder is not None else set()
+        recorded = set(recorder.topics) if recorder is not None else set()
         own = {t: args.wait_subscribers + 1 for t in player.publishers if t in recorded}
         if args.wait_subscribers > 0 and not player.wait_for_subscribers(args.wait_subscribers, args.wait_timeout,
                                                                          own):

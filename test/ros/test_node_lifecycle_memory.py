@@ -23,9 +23,10 @@ def test_lifecycle_cycles_under_a_stream_leave_memory_threads_and_fds_flat():
     samples = r['samples']
     assert [s['cycle'] for s in samples] == list(range(1, CYCLES + 1))
     assert sum(s['depth_received'] for s in samples) >= CYCLES // 2, summary(r)  # frames flowed while active
-    # the bounds the managed node is held to: < 5 % from cycles 2-3 to the last, and no upward trend: the median
-    # pairwise slope over cycles 2..N rises less than 3 % over the run (measured here 0.1-1.4 %: single-sample dips
-    # and steps of a few MiB from the allocator; a cleanup that leaves the model to the frame in flight: +25 %)
+    # the bounds the managed node is held to: < 5 % from cycles 2-3 to the lowest of the last third, and no upward
+    # trend: the median pairwise slope over cycles 2..N rises less than 3 % over the run (measured here 0.1-1.4 %:
+    # single-sample dips and jumps of a few tens of MiB from the allocator, gone by the next cycle; a cleanup that
+    # leaves the model to the frame in flight: +25 %)
     assert r['rss']['growth_percent'] < 5.0, summary(r)
     assert r['rss']['slope_percent_over_run'] < 3.0, summary(r)
     assert samples[-1]['threads'] == samples[1]['threads'], summary(r)
@@ -33,5 +34,7 @@ def test_lifecycle_cycles_under_a_stream_leave_memory_threads_and_fds_flat():
     assert trend([100.0, 100.0, 100.0, 104.0])['growth_percent'] == pytest.approx(4.0)
     dip = trend([100.0, 95.0, 100.0, 100.0, 100.0, 100.0])   # one low sample at the start is not growth
     assert dip['growth_percent'] == 0.0 and dip['slope_per_cycle'] == 0.0
+    spike = trend([100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 115.0])   # nor one high sample at the end
+    assert spike['growth_percent'] == 0.0 and spike['slope_per_cycle'] == 0.0
     leak = trend([100.0, 100.0, 103.0, 106.0, 109.0, 112.0])
     assert leak['growth_percent'] == pytest.approx(100 * 9 / 103) and leak['slope_per_cycle'] == pytest.approx(3.0)

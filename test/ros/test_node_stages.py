@@ -27,9 +27,10 @@ pytestmark = [pytest.mark.ros, pytest.mark.ros_runtime]
 W, H = runtime_models.TINY_SIZE
 
 
-def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx):
-    """Stage 2 of frame k is held until the forward of frame k+1 has begun: a serial node would never get there
-    (each wait would run into its bound and say False); two overlapped stages do, every time."""
+def _feed_one_at_a_time(node, ns: str, sec: int, frames: int, cond: threading.Condition, reached, what: str
+                        ) -> list[tuple[int, int]]:
+    """Publish `frames` frames stamped (sec, k) to the node in this process, frame k+1 only once `reached(k)` holds
+    under `cond` (so no frame is replaced in the slot); the stamps of the depth images received, in order."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -38,6 +39,42 @@ def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx
 
     from mgeo_ros.ros import convert
 
+    helper = rclpy.create_node(f'feeder_{sec}', context=node.context)
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    image_pub = helper.create_publisher(Image, f'{ns}/image', reliable)
+    info_pub = helper.create_publisher(CameraInfo, f'{ns}/camera_info', reliable)
+    got: list[tuple[int, int]] = []
+    helper.create_subscription(Image, f'{ns}/depth/image',
+                               lambda m: got.append((m.header.stamp.sec, m.header.stamp.nanosec)),
+                               QoSProfile(depth=50))
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    executor.add_node(helper)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        poll = NodeHarness.wait_for
+        assert poll(None, lambda: image_pub.get_subscription_count() > 0
+                    and node.channels[0].publishers['depth'].get_subscription_count() > 0, 20)
+        rgb = smooth_rgb(W, H)
+        intr = camera_intrinsics(W, H)
+        for k in range(frames):
+            header = Header(frame_id='cam_optical')
+            header.stamp.sec, header.stamp.nanosec = sec, k
+            info_pub.publish(convert.intrinsics_to_camera_info(intr, header))
+            image_pub.publish(convert.numpy_to_image(rgb, 'rgb8', header))
+            with cond:
+                assert cond.wait_for(lambda k=k: reached(k), 30), f'frame {k} never {what}'
+        assert poll(None, lambda: len(got) == frames, 30), got
+    finally:
+        executor.shutdown()
+        helper.destroy_node()
+    return got
+
+
+def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx):
+    """Stage 2 of frame k is held until the forward of frame k+1 has begun: a serial node would never get there
+    (each wait would run into its bound and say False); two overlapped stages do, every time."""
     ns = f'/stages{os.getpid()}'
     frames = 4
     with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
@@ -65,40 +102,9 @@ def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx
             return real_messages(frame)
 
         backend.forward, pipeline.messages = forward, messages
-        helper = rclpy.create_node('stages_feeder', context=node.context)
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        image_pub = helper.create_publisher(Image, f'{ns}/image', reliable)
-        info_pub = helper.create_publisher(CameraInfo, f'{ns}/camera_info', reliable)
-        got: list[tuple[int, int]] = []
-        helper.create_subscription(Image, f'{ns}/depth/image',
-                                   lambda m: got.append((m.header.stamp.sec, m.header.stamp.nanosec)),
-                                   QoSProfile(depth=50))
-        executor = SingleThreadedExecutor(context=node.context)
-        executor.add_node(node)
-        executor.add_node(helper)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            def wait(predicate, timeout=30.0) -> bool:
-                with cond:
-                    return cond.wait_for(predicate, timeout)
-
-            poll = NodeHarness.wait_for
-            assert poll(None, lambda: image_pub.get_subscription_count() > 0
-                        and channel.publishers["depth"].get_subscription_count() > 0, 20)
-            rgb = smooth_rgb(W, H)
-            intr = camera_intrinsics(W, H)
-            for k in range(frames):
-                header = Header(frame_id='cam_optical')
-                header.stamp.sec, header.stamp.nanosec = 7000, k
-                info_pub.publish(convert.intrinsics_to_camera_info(intr, header))
-                image_pub.publish(convert.numpy_to_image(rgb, 'rgb8', header))
-                # the next frame goes out once this one is in stage 2, so no frame is replaced in the slot
-                assert wait(lambda k=k: state['in_stage2'] > k), f'frame {k} never reached stage 2: {state}'
-            assert poll(None, lambda: len(got) == frames, 30), got
-        finally:
-            executor.shutdown()
-            helper.destroy_node()
+        # the next frame goes out once this one is in stage 2
+        got = _feed_one_at_a_time(node, ns, 7000, frames, cond, lambda k: state['in_stage2'] > k,
+                                  'reached stage 2')
     assert overlapped == [True] * (frames - 1), overlapped
     assert got == [(7000, k) for k in range(frames)]
 
@@ -107,14 +113,6 @@ def test_the_next_frame_is_decoded_while_the_model_runs(tiny_onnx):
     """The forward of frame k is held until frame k+1 has been prepared (decoded, its intrinsics found): a node
     that decodes on the model's thread would never get there; one whose decode overlaps the forward does, every
     time, and still publishes every frame once, in order."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header
-
-    from mgeo_ros.ros import convert
-
     ns = f'/prefetch{os.getpid()}'
     frames = 4
     with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
@@ -143,37 +141,8 @@ def test_the_next_frame_is_decoded_while_the_model_runs(tiny_onnx):
             return real_forward(image, tokens)
 
         backend.forward, pipeline.prepare = forward, prepare
-        helper = rclpy.create_node('prefetch_feeder', context=node.context)
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        image_pub = helper.create_publisher(Image, f'{ns}/image', reliable)
-        info_pub = helper.create_publisher(CameraInfo, f'{ns}/camera_info', reliable)
-        got: list[tuple[int, int]] = []
-        helper.create_subscription(Image, f'{ns}/depth/image',
-                                   lambda m: got.append((m.header.stamp.sec, m.header.stamp.nanosec)),
-                                   QoSProfile(depth=50))
-        executor = SingleThreadedExecutor(context=node.context)
-        executor.add_node(node)
-        executor.add_node(helper)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            poll = NodeHarness.wait_for
-            assert poll(None, lambda: image_pub.get_subscription_count() > 0
-                        and channel.publishers["depth"].get_subscription_count() > 0, 20)
-            rgb = smooth_rgb(W, H)
-            intr = camera_intrinsics(W, H)
-            for k in range(frames):
-                header = Header(frame_id='cam_optical')
-                header.stamp.sec, header.stamp.nanosec = 7100, k
-                info_pub.publish(convert.intrinsics_to_camera_info(intr, header))
-                image_pub.publish(convert.numpy_to_image(rgb, 'rgb8', header))
-                # the next frame goes out once this one is in the model, so no frame is replaced in the slot
-                with cond:
-                    assert cond.wait_for(lambda k=k: state['forwards'] > k, 30), f'frame {k} never ran: {state}'
-            assert poll(None, lambda: len(got) == frames, 30), got
-        finally:
-            executor.shutdown()
-            helper.destroy_node()
+        # the next frame goes out once this one is in the model
+        got = _feed_one_at_a_time(node, ns, 7100, frames, cond, lambda k: state['forwards'] > k, 'ran')
     assert overlapped == [True] * (frames - 1), overlapped
     assert got == [(7100, k) for k in range(frames)]
 
