@@ -10,6 +10,18 @@ from mgeo_ros.bench import backends
 from mgeo_ros.cli import main as mgeo_main
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored(monkeypatch):
+    """`--threads` sets torch's threads and OMP_NUM_THREADS for the bench's process, here the test run: both are
+    put back after each test, so that later tests and the nodes they start get the machine's defaults."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)  # undone at teardown: unset again, whatever the bench set
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_bench_json_rows(capsys):
     rc = mgeo_main(['bench', 'preset:tiny', '--backend', 'torch', '--size', '64x48', '--size', '48x64',
                     '--num-tokens', '20', '--runs', '2', '--warmup', '1', '--threads', '1', '--json'])
