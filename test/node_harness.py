@@ -94,6 +94,25 @@ def node_in_process(*ros_args: str) -> Iterator:
         context.try_shutdown()
 
 
+@contextmanager
+def spun_with_helper(node, name: str) -> Iterator:
+    """A helper node (for publishers, subscriptions and clients) in the in-process node's context, both spun by one
+    executor on a daemon thread; the executor stops and the helper goes at the end."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    helper = rclpy.create_node(name, context=node.context)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    executor.add_node(helper)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        yield helper
+    finally:
+        executor.shutdown()
+        helper.destroy_node()
+
+
 def settled_model_status(node, timeout: float = 10.0) -> str:
     """The in-process node's model status once it has stopped 'loading' (or after `timeout` s)."""
     deadline = time.monotonic() + timeout

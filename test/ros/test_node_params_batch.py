@@ -5,10 +5,9 @@ none."""
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
-from node_harness import NodeHarness, node_in_process
+from node_harness import NodeHarness, node_in_process, spun_with_helper
 
 pytestmark = pytest.mark.ros
 
@@ -32,29 +31,17 @@ def _set(helper, ns: str, values: dict, atomically: bool) -> tuple[bool, str]:
 
 @pytest.mark.parametrize('atomically', [False, True])
 def test_a_batch_with_one_bad_value_changes_nothing_and_a_good_batch_changes_everything(atomically):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     ns = f'/params{os.getpid()}'
-    with node_in_process('-r', f'__ns:={ns}', '-p', 'cameras:=[a,b]', '-p', 'model:=/nonexistent/model.onnx') as node:
-        helper = rclpy.create_node('params_batch_client', context=node.context)
-        executor = SingleThreadedExecutor(context=node.context)
-        executor.add_node(node)
-        executor.add_node(helper)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            scales = [ch.pipeline.session.scale for ch in node.channels]
-            before = dict(node.cfg)
-            ok, reason = _set(helper, ns, {'scale_smoothing': 0.5, 'max_depth': -1.0}, atomically)
-            assert not ok and 'max_depth' in reason, reason
-            assert node.cfg == before  # the good value of the refused batch did not apply either
-            assert node.get_parameter('scale_smoothing').value == 0.0 and all(s.smoothing == 0.0 for s in scales)
+    with node_in_process('-r', f'__ns:={ns}', '-p', 'cameras:=[a,b]', '-p', 'model:=/nonexistent/model.onnx') as node, \
+            spun_with_helper(node, 'params_batch_client') as helper:
+        scales = [ch.pipeline.session.scale for ch in node.channels]
+        before = dict(node.cfg)
+        ok, reason = _set(helper, ns, {'scale_smoothing': 0.5, 'max_depth': -1.0}, atomically)
+        assert not ok and 'max_depth' in reason, reason
+        assert node.cfg == before  # the good value of the refused batch did not apply either
+        assert node.get_parameter('scale_smoothing').value == 0.0 and all(s.smoothing == 0.0 for s in scales)
 
-            ok, reason = _set(helper, ns, {'scale_smoothing': 0.5, 'max_depth': 4.0}, atomically)
-            assert ok, reason
-            assert (node.cfg['scale_smoothing'], node.cfg['max_depth']) == (0.5, 4.0)
-            assert node.get_parameter('max_depth').value == 4.0 and all(s.smoothing == 0.5 for s in scales)
-        finally:
-            executor.shutdown()
-            helper.destroy_node()
+        ok, reason = _set(helper, ns, {'scale_smoothing': 0.5, 'max_depth': 4.0}, atomically)
+        assert ok, reason
+        assert (node.cfg['scale_smoothing'], node.cfg['max_depth']) == (0.5, 4.0)
+        assert node.get_parameter('max_depth').value == 4.0 and all(s.smoothing == 0.5 for s in scales)

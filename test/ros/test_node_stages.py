@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from node_harness import (
     node_in_process,
     settled_model_status,
     smooth_rgb,
+    spun_with_helper,
     start_node,
     stop_node,
 )
@@ -31,28 +34,20 @@ def _feed_one_at_a_time(node, ns: str, sec: int, frames: int, cond: threading.Co
                         ) -> list[tuple[int, int]]:
     """Publish `frames` frames stamped (sec, k) to the node in this process, frame k+1 only once `reached(k)` holds
     under `cond` (so no frame is replaced in the slot); the stamps of the depth images received, in order."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
     from mgeo_ros.ros import convert
 
-    helper = rclpy.create_node(f'feeder_{sec}', context=node.context)
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    image_pub = helper.create_publisher(Image, f'{ns}/image', reliable)
-    info_pub = helper.create_publisher(CameraInfo, f'{ns}/camera_info', reliable)
-    got: list[tuple[int, int]] = []
-    helper.create_subscription(Image, f'{ns}/depth/image',
-                               lambda m: got.append((m.header.stamp.sec, m.header.stamp.nanosec)),
-                               QoSProfile(depth=50))
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    executor.add_node(helper)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
+    with spun_with_helper(node, f'feeder_{sec}') as helper:
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        image_pub = helper.create_publisher(Image, f'{ns}/image', reliable)
+        info_pub = helper.create_publisher(CameraInfo, f'{ns}/camera_info', reliable)
+        got: list[tuple[int, int]] = []
+        helper.create_subscription(Image, f'{ns}/depth/image',
+                                   lambda m: got.append((m.header.stamp.sec, m.header.stamp.nanosec)),
+                                   QoSProfile(depth=50))
         poll = NodeHarness.wait_for
         assert poll(None, lambda: image_pub.get_subscription_count() > 0
                     and node.channels[0].publishers['depth'].get_subscription_count() > 0, 20)
@@ -66,21 +61,25 @@ def _feed_one_at_a_time(node, ns: str, sec: int, frames: int, cond: threading.Co
             with cond:
                 assert cond.wait_for(lambda k=k: reached(k), 30), f'frame {k} never {what}'
         assert poll(None, lambda: len(got) == frames, 30), got
-    finally:
-        executor.shutdown()
-        helper.destroy_node()
     return got
+
+
+@contextmanager
+def _tiny_node(tiny_onnx, prefix: str) -> Iterator[tuple]:
+    """The node in this process on the tiny ONNX model (ONNX Runtime), its model ready: (node, namespace, the first
+    camera's pipeline, its backend)."""
+    ns = f'/{prefix}{os.getpid()}'
+    with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
+        assert settled_model_status(node, 60) == 'ready'
+        pipeline = node.channels[0].pipeline
+        yield node, ns, pipeline, pipeline.session.predictor.backend
 
 
 def test_the_model_runs_the_next_frame_while_the_last_one_is_published(tiny_onnx):
     """Stage 2 of frame k is held until the forward of frame k+1 has begun: a serial node would never get there
     (each wait would run into its bound and say False); two overlapped stages do, every time."""
-    ns = f'/stages{os.getpid()}'
     frames = 4
-    with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
-        assert settled_model_status(node, 60) == 'ready'
-        channel = node.channels[0]
-        pipeline, backend = channel.pipeline, channel.pipeline.session.predictor.backend
+    with _tiny_node(tiny_onnx, 'stages') as (node, ns, pipeline, backend):
         cond = threading.Condition()
         state = {'forwards': 0, 'in_stage2': 0}
         overlapped: list[bool] = []
@@ -113,12 +112,8 @@ def test_the_next_frame_is_decoded_while_the_model_runs(tiny_onnx):
     """The forward of frame k is held until frame k+1 has been prepared (decoded, its intrinsics found): a node
     that decodes on the model's thread would never get there; one whose decode overlaps the forward does, every
     time, and still publishes every frame once, in order."""
-    ns = f'/prefetch{os.getpid()}'
     frames = 4
-    with node_in_process('-r', f'__ns:={ns}', '-p', f'model:={tiny_onnx}', '-p', 'backend:=onnxruntime') as node:
-        assert settled_model_status(node, 60) == 'ready'
-        channel = node.channels[0]
-        pipeline, backend = channel.pipeline, channel.pipeline.session.predictor.backend
+    with _tiny_node(tiny_onnx, 'prefetch') as (node, ns, pipeline, backend):
         cond = threading.Condition()
         state = {'prepared': 0, 'forwards': 0}
         overlapped: list[bool] = []
