@@ -16,6 +16,7 @@ import collections
 import threading
 import time
 
+from rclpy.exceptions import InvalidHandle
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mgeo_ros import node_params as P
@@ -30,6 +31,9 @@ from mgeo_ros.ros.scale_anchor_inputs import ScaleAnchorInputs
 ANCHOR_QOS_DEPTH = 5  # anchor messages kept per subscription: they are stored by stamp, a burst must not drop one
 STOP_WAIT_S = 0.2  # how long shutdown waits for a worker to leave on its own
 CLEANUP_WAIT_S = 30.0  # how long a lifecycle cleanup waits for a frame still in the backend (then frees the model)
+# How long the first frame waits for its CameraInfo when a camera_info publisher is matched: an image and its info
+# come on two subscriptions in no fixed order, and without the wait the first frame would have recovered intrinsics.
+FIRST_INFO_WAIT_S = 0.5
 
 
 class CameraInfoCache:
@@ -37,21 +41,29 @@ class CameraInfoCache:
 
     def __init__(self, keep: int = 8) -> None:
         self._keep = keep
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraInfo
 
     def put(self, msg: CameraInfo) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        with self._lock:
+        with self._arrived:
             self._infos.pop(key, None)
             self._infos[key] = msg
             while len(self._infos) > self._keep:
                 self._infos.popitem(last=False)
+            self._arrived.notify_all()
 
-    def for_header(self, header) -> CameraInfo | None:
+    def empty(self) -> bool:
+        with self._arrived:
+            return not self._infos
+
+    def for_header(self, header, wait_s: float = 0.0) -> CameraInfo | None:
         """The CameraInfo with the image's stamp if one arrived, else the latest (asked when the frame is processed,
-        so an info that arrives just after its image is still used)."""
-        with self._lock:
+        so an info that arrives just after its image is still used). With none at all, waits up to `wait_s` for the
+        first one."""
+        with self._arrived:
+            if not self._infos and wait_s > 0:
+                self._arrived.wait_for(lambda: bool(self._infos), timeout=wait_s)
             if not self._infos:
                 return None
             exact = self._infos.get((header.stamp.sec, header.stamp.nanosec))
@@ -75,6 +87,7 @@ class CameraChannel:
         self.pacer = StagePacer()  # the model stage against stage 2
         self.prepare_pacer = StagePacer()  # the prepare thread against the model stage
         self.infos = CameraInfoCache()
+        self._info_waited = False  # this activation's first frame has waited for the first CameraInfo
         self.gaps = SequenceGaps()
         self.pipeline: FramePipeline | None = None
         self.publishers: dict[str, object] = {}  # output name (outputs.OUTPUTS) -> its publisher
@@ -122,6 +135,7 @@ class CameraChannel:
             self.image_sub = self.node.create_subscription(Image, self.topic('image'),
                                                            with_message_info(self._on_image), qos, raw=True)
         self.info_sub = self.node.create_subscription(CameraInfo, self.topic('camera_info'), self.infos.put, qos)
+        self._info_waited = False
         if self.anchors is not None:
             self.anchors.create(cfg['input_qos'], ANCHOR_QOS_DEPTH)
         self.stats.active = True
@@ -137,10 +151,25 @@ class CameraChannel:
 
     # Images arrive serialized (raw=True): only the frame that runs is read (pipeline stage 1, ros/serialized.py).
     def _on_image(self, data: bytes, info: dict) -> None:
-        self._enqueue(IncomingFrame('raw', data, time.monotonic(), self.infos.for_header), info)
+        self._enqueue(IncomingFrame('raw', data, time.monotonic(), self._camera_info_for), info)
 
     def _on_compressed(self, data: bytes, info: dict) -> None:
-        self._enqueue(IncomingFrame('compressed', data, time.monotonic(), self.infos.for_header), info)
+        self._enqueue(IncomingFrame('compressed', data, time.monotonic(), self._camera_info_for), info)
+
+    def _camera_info_for(self, header) -> CameraInfo | None:
+        """The frame's CameraInfo (the prepare thread asks). Until the first info arrives, one frame per activation
+        waits up to FIRST_INFO_WAIT_S for it when a camera_info publisher is matched; with no publisher, or after
+        that wait ran out (a camera that never sends its info), frames go on at once with recovered intrinsics."""
+        wait_s = 0.0
+        sub = self.info_sub
+        if not self._info_waited and sub is not None and self.infos.empty():
+            try:
+                matched = sub.get_publisher_count() > 0
+            except InvalidHandle:  # deactivated meanwhile
+                matched = False
+            if matched:
+                self._info_waited, wait_s = True, FIRST_INFO_WAIT_S
+        return self.infos.for_header(header, wait_s)
 
     def _enqueue(self, frame: IncomingFrame, info: dict) -> None:
         replaced = self.slot.put(frame)
