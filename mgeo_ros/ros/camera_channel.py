@@ -43,6 +43,7 @@ class CameraInfoCache:
         self._keep = keep
         self._arrived = threading.Condition()
         self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraInfo
+        self._wakes = 0  # wake() calls: a wait that sees it change ends
 
     def put(self, msg: CameraInfo) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -53,6 +54,12 @@ class CameraInfoCache:
                 self._infos.popitem(last=False)
             self._arrived.notify_all()
 
+    def wake(self) -> None:
+        """End the waits in progress (the channel stops): they return what they have."""
+        with self._arrived:
+            self._wakes += 1
+            self._arrived.notify_all()
+
     def empty(self) -> bool:
         with self._arrived:
             return not self._infos
@@ -60,10 +67,11 @@ class CameraInfoCache:
     def for_header(self, header, wait_s: float = 0.0) -> CameraInfo | None:
         """The CameraInfo with the image's stamp if one arrived, else the latest (asked when the frame is processed,
         so an info that arrives just after its image is still used). With none at all, waits up to `wait_s` for the
-        first one."""
+        first one (or until wake())."""
         with self._arrived:
             if not self._infos and wait_s > 0:
-                self._arrived.wait_for(lambda: bool(self._infos), timeout=wait_s)
+                wakes = self._wakes
+                self._arrived.wait_for(lambda: bool(self._infos) or self._wakes != wakes, timeout=wait_s)
             if not self._infos:
                 return None
             exact = self._infos.get((header.stamp.sec, header.stamp.nanosec))
@@ -208,6 +216,7 @@ class CameraChannel:
         self.slot.close()
         self.prepared.close()
         self.handover.close()
+        self.infos.wake()  # a first frame waiting for its CameraInfo
         deadline = time.monotonic() + wait_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

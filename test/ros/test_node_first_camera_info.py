@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_without_a_camera_info_publisher_no_frame_waits(tiny_onnx):
     assert len(got) == 2 and not np.isclose(got[0].k[0], intr.fx)  # recovered from the model
 
 
-def test_a_camera_info_cache_wait_ends_when_the_info_arrives_or_the_bound_runs_out():
+def test_a_camera_info_cache_wait_ends_when_the_info_arrives_the_bound_runs_out_or_it_is_woken():
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import Header
 
@@ -100,3 +101,8 @@ def test_a_camera_info_cache_wait_ends_when_the_info_arrives_or_the_bound_runs_o
     info = CameraInfo(header=header)
     threading.Timer(0.05, cache.put, (info,)).start()
     assert cache.for_header(header, 30.0) is info  # woken by the info, long before the bound
+    stopped = camera_channel.CameraInfoCache()
+    threading.Timer(0.05, stopped.wake).start()
+    start = time.monotonic()
+    assert stopped.for_header(header, 60.0) is None  # the channel stops: the wait ends with nothing ...
+    assert time.monotonic() - start < 30.0  # ... when woken, not at its bound
